@@ -1,0 +1,62 @@
+# The two commands a new machine needs: `make dev` and `make test`.
+# Everything else here is what they are made of.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+STATE_DIR ?= .state
+export UV_PYTHON_DOWNLOADS := never
+
+# uv from the PATH when present, else a private copy in .tools/.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: dev test lint typecheck pytest webui webui-test bench clean
+
+dev: $(VENV)/.synced webui
+	$(BIN)/controlplane dev --state-dir $(STATE_DIR)
+
+test: $(VENV)/.synced webui lint typecheck webui-test pytest
+
+lint: $(VENV)/.synced
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(BIN)/mypy
+
+pytest: $(VENV)/.synced webui
+	$(BIN)/pytest
+
+bench: $(VENV)/.synced
+	$(BIN)/python bench/relay.py
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+# The web UI is built when it exists (webui/package.json); npm ci only when
+# the lock file changed, the build only when a source changed.
+ifneq ($(wildcard webui/package.json),)
+WEBUI_SOURCES := $(shell find webui/src webui/index.html webui/vite.config.* webui/tsconfig*.json -type f 2>/dev/null)
+webui: webui/dist/index.html
+webui/node_modules/.installed: webui/package.json webui/package-lock.json
+	cd webui && npm ci --no-audit --no-fund
+	touch $@
+webui/dist/index.html: webui/node_modules/.installed $(WEBUI_SOURCES)
+	cd webui && npm run build
+webui-test: webui/node_modules/.installed
+	cd webui && npm test
+else
+webui:
+	@true
+webui-test:
+	@true
+endif
+
+clean:
+	rm -rf $(VENV) .tools webui/node_modules webui/dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,262 @@
+"""Typed client messages and their JSON codec.
+
+Clients' frames are small and untrusted, so relayd decodes them fully into
+these classes (and so does the VM, which gets them forwarded with ``userId``).
+VM frames go the other way on the relay's hot path and are *not* decoded here:
+see :mod:`wire.envelope`.
+
+Field names on the wire are camelCase; attributes are snake_case. Decoding is
+strict: a wrong type is a :class:`ProtocolError` with ``bad_request``, never a
+silent coercion (cattrs would otherwise turn ``"5"`` into ``5``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeAlias, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from wire.protocol import ClientType, ErrorCode
+
+T = TypeVar("T")
+
+#: Longest id (workspace, request, clientMessageId) we accept from a peer.
+MAX_ID_LENGTH: Final = 200
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the protocol; becomes an ``error`` message."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+def _check_id(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"{attribute.name} must be a non-empty string of at most {MAX_ID_LENGTH} characters"
+        )
+
+
+@attrs.frozen
+class Subscribe:
+    """Start receiving a workspace (replay after ``last_seq`` or a snapshot)."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    last_seq: int | None = None
+    epoch: str | None = None
+    status_only: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.last_seq is not None and self.last_seq < 0:
+            raise ValueError("lastSeq must not be negative")
+
+
+@attrs.frozen
+class Unsubscribe:
+    """Stop receiving a workspace."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+
+
+@attrs.frozen
+class UserMessage:
+    """The user sends a message to Claude; ``client_message_id`` makes resends harmless."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    client_message_id: str = attrs.field(validator=_check_id)
+    text: str
+    user_id: str | None = None  # set by relayd from the token, never by a client
+
+
+Answer: TypeAlias = str | list[str]
+
+
+@attrs.frozen
+class QuestionResponse:
+    """Answers to a ``user_question``, keyed by each question's text."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    request_id: str = attrs.field(validator=_check_id)
+    answers: dict[str, Answer]
+    user_id: str | None = None
+
+
+@attrs.frozen
+class PermissionResponse:
+    """Allow or deny a ``permission_request``; ``message`` explains a denial."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    request_id: str = attrs.field(validator=_check_id)
+    allow: bool
+    message: str | None = None
+    user_id: str | None = None
+
+
+@attrs.frozen
+class Interrupt:
+    """Stop Claude's current turn."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    user_id: str | None = None
+
+
+@attrs.frozen
+class Auth:
+    """Replace the connection's token before it expires."""
+
+    token: str
+
+
+ClientMessage: TypeAlias = (
+    Subscribe | Unsubscribe | UserMessage | QuestionResponse | PermissionResponse | Interrupt | Auth
+)
+ForwardedMessage: TypeAlias = UserMessage | QuestionResponse | PermissionResponse | Interrupt
+
+CLIENT_MESSAGE_CLASSES: Final[Mapping[str, type[Any]]] = {
+    ClientType.SUBSCRIBE: Subscribe,
+    ClientType.UNSUBSCRIBE: Unsubscribe,
+    ClientType.USER_MESSAGE: UserMessage,
+    ClientType.QUESTION_RESPONSE: QuestionResponse,
+    ClientType.PERMISSION_RESPONSE: PermissionResponse,
+    ClientType.INTERRUPT: Interrupt,
+    ClientType.AUTH: Auth,
+}
+_TYPE_OF_CLASS: Final = {cls: tag for tag, cls in CLIENT_MESSAGE_CLASSES.items()}
+
+_CAMEL = re.compile(r"_([a-z])")
+
+
+def camel(name: str) -> str:
+    """``workspace_id`` -> ``workspaceId``."""
+    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
+
+
+def _strict(kind: type[T]) -> Callable[[object, type[T]], T]:
+    def structure(value: object, _type: type[T]) -> T:
+        # bool is an int subclass; neither may stand in for the other.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _structure_answer(value: object, _type: object) -> Answer:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise TypeError("an answer is a string or a list of strings")
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    for kind in (str, int, bool):
+        conv.register_structure_hook(kind, _strict(kind))
+    conv.register_structure_hook(Answer, _structure_answer)
+    for cls in CLIENT_MESSAGE_CLASSES.values():
+        names: dict[str, Any] = {a.name: override(rename=camel(a.name)) for a in attrs.fields(cls)}
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **names))
+        conv.register_unstructure_hook(
+            cls, make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **names)
+        )
+    return conv
+
+
+converter: Final = _make_converter()
+
+
+def decode_client_message(frame: str | bytes, *, trust_user_id: bool = False) -> ClientMessage:
+    """Decode one client frame, or raise :class:`ProtocolError`.
+
+    A client cannot choose ``userId``: it is dropped unless ``trust_user_id``
+    (the VM reading a frame that relayd forwarded).
+    """
+    if isinstance(frame, bytes):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
+    try:
+        obj = json.loads(frame)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame is not valid JSON") from None
+    return structure_client_message(obj, trust_user_id=trust_user_id)
+
+
+def structure_client_message(obj: object, *, trust_user_id: bool = False) -> ClientMessage:
+    """Turn an already parsed JSON value into a client message."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame needs a string field 'type'")
+    cls = CLIENT_MESSAGE_CLASSES.get(kind)
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+    if not trust_user_id:
+        obj = {k: v for k, v in obj.items() if k != "userId"}
+    try:
+        message: ClientMessage = converter.structure(obj, cls)
+    except Exception as exc:  # cattrs wraps errors in groups; flatten to one line
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"invalid {kind}: {_describe(exc)}", _ref_of(obj)
+        ) from None
+    return message
+
+
+def _ref_of(obj: Mapping[str, object]) -> str | None:
+    for key in ("clientMessageId", "requestId"):
+        value = obj.get(key)
+        if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
+            return value
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.ClassValidationError):
+        return "; ".join(cattrs.transform_error(exc))[:300]
+    return str(exc)[:300] or type(exc).__name__
+
+
+def message_type(message: ClientMessage) -> str:
+    """The wire ``type`` of a message object."""
+    return _TYPE_OF_CLASS[type(message)]
+
+
+def unstructure_message(message: ClientMessage) -> dict[str, Any]:
+    """The message as a JSON-ready dict with its ``type``."""
+    body: dict[str, Any] = converter.unstructure(message)
+    return {"type": message_type(message), **body}
+
+
+def encode_message(message: ClientMessage) -> str:
+    """One JSON text frame for a message object."""
+    return dumps(unstructure_message(message))
+
+
+def dumps(obj: Mapping[str, Any]) -> str:
+    """Compact JSON as every service writes it (no spaces, UTF-8 kept)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(
+    code: ErrorCode, message: str, *, workspace_id: str | None = None, ref: str | None = None
+) -> str:
+    """An ``error`` message, with optional ``workspaceId`` and ``ref``."""
+    body: dict[str, Any] = {"type": "error"}
+    if workspace_id is not None:
+        body["workspaceId"] = workspace_id
+    body["code"] = str(code)
+    body["message"] = message
+    if ref is not None:
+        body["ref"] = ref
+    return dumps(body)
