@@ -1,0 +1,72 @@
+/**
+ * Types of the FF Cloud wire protocol, version 1, as the browser sees it
+ * (docs/protocol.md). Everything received is untrusted JSON: the reducers
+ * check fields before they use them, these types only describe the shapes.
+ */
+
+export const SUBPROTOCOL = "ffcloud.v1";
+export const BEARER_PREFIX = "bearer.";
+export const CLIENT_PATH = "/v1/client";
+
+export type Status =
+  | "starting"
+  | "running"
+  | "idle"
+  | "waiting_for_input"
+  | "error"
+  | "stopped"
+  | "offline"
+  | "provisioning"
+  | "deleted";
+
+export type Resolution = "answered" | "allowed" | "denied" | "cancelled";
+
+export interface QuestionOption {
+  label: string;
+  description?: string;
+}
+
+export interface Question {
+  question: string;
+  header?: string;
+  options: QuestionOption[];
+  multiSelect?: boolean;
+}
+
+/** A message as it comes off the socket: a JSON object with a `type`. */
+export interface Incoming {
+  type: string;
+  workspaceId?: string;
+  seq?: number;
+  epoch?: string;
+  [key: string]: unknown;
+}
+
+/** Answers keyed by question text: one label, several labels, or free text. */
+export type Answers = Record<string, string | string[]>;
+
+export type Outgoing =
+  | { type: "subscribe"; workspaceId: string; lastSeq?: number; epoch?: string; statusOnly?: boolean }
+  | { type: "unsubscribe"; workspaceId: string }
+  | { type: "user_message"; workspaceId: string; clientMessageId: string; text: string }
+  | { type: "question_response"; workspaceId: string; requestId: string; answers: Answers }
+  | { type: "permission_response"; workspaceId: string; requestId: string; allow: boolean; message?: string }
+  | { type: "interrupt"; workspaceId: string }
+  | { type: "auth"; token: string };
+
+/** Close codes of PROTOCOL.md section 6 that the client acts on. */
+export const CLOSE_TOKEN_EXPIRED = 4401;
+export const CLOSE_CUT_OFF = 4403;
+export const CLOSE_TOO_SLOW = 4008;
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+export function str(v: unknown): string | undefined {
+  return typeof v === "string" ? v : undefined;
+}
+
+export function num(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+}
