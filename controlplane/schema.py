@@ -1,0 +1,102 @@
+"""The database schema (SQLAlchemy Core), portable to SQLite and PostgreSQL.
+
+Alembic migrations in ``controlplane/migrations`` create exactly this; a test
+compares the two so they never drift. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+UTC_TIME = sa.DateTime(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    # Every token descended from one login shares a family: reuse of a rotated
+    # token revokes the whole family (it means the token was stolen).
+    sa.Column("family_id", sa.String(36), nullable=False, index=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("expires_at", UTC_TIME, nullable=False),
+    sa.Column("used_at", UTC_TIME, nullable=True),
+    sa.Column("revoked_at", UTC_TIME, nullable=True),
+)
+
+vms = sa.Table(
+    "vms",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    # "local": started by the local provisioner; "none": dials in by itself.
+    sa.Column("provisioner", sa.String(16), nullable=False),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("revoked_at", UTC_TIME, nullable=True),
+    sa.Column("online", sa.Boolean, nullable=False, default=False),
+    sa.Column("last_seen_at", UTC_TIME, nullable=True),
+)
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("issue_url", sa.String(300), nullable=False),
+    sa.Column("issue_owner", sa.String(64), nullable=False),
+    sa.Column("issue_repo", sa.String(128), nullable=False),
+    sa.Column("issue_number", sa.Integer, nullable=False),
+    sa.Column("issue_title", sa.Text, nullable=True),
+    sa.Column("issue_body", sa.Text, nullable=True),
+    # Why the issue could not be fetched, when it could not.
+    sa.Column("issue_fetch_error", sa.Text, nullable=True),
+    # The status its VM last reported (None: none yet); the API derives the rest.
+    sa.Column("reported_status", sa.String(32), nullable=True),
+    sa.Column("vm_id", sa.String(36), sa.ForeignKey("vms.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
+    sa.Column("deleted_at", UTC_TIME, nullable=True),
+    sa.Index("ix_workspaces_user_created", "user_id", "created_at"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "workspace_id",
+        sa.String(36),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("user_id", sa.String(36), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(200), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("at", UTC_TIME, nullable=False),
+)

@@ -1,0 +1,94 @@
+"""The control plane's settings: every limit is named here, with its default.
+
+Each field is a command-line flag (``--relay-url``) and an environment
+variable (``CONTROLPLANE_RELAY_URL``); the flag wins. ``docs/controlplane.md``
+lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from wire.protocol import DEFAULT_ISSUER
+
+DEFAULT_LISTEN: Final = "127.0.0.1:8080"
+DEFAULT_RELAY_URL: Final = "ws://127.0.0.1:8765"
+DEFAULT_GITHUB_API: Final = "https://api.github.com"
+#: Where ``make`` builds the web UI, relative to the checkout.
+DEFAULT_WEBUI_DIR: Final = Path(__file__).resolve().parent.parent / "webui" / "dist"
+
+
+@attrs.frozen
+class Settings:
+    """Everything ``controlplane serve`` can be told."""
+
+    state_dir: Path
+    listen: str = DEFAULT_LISTEN
+    relay_socket: Path | None = None  # default: STATE_DIR/relayd.sock
+    relay_url: str = DEFAULT_RELAY_URL
+    issuer: str = DEFAULT_ISSUER
+    database: str | None = None  # default: SQLite file STATE_DIR/controlplane.db
+    provisioner: str = "local"  # "local" or "none"
+    #: vmagent processes the local provisioner keeps running.
+    local_vms: int = 1
+    #: Engine of the local vmagents: "demo" or "claude".
+    local_engine: str = "demo"
+    #: ``--git-base-url`` handed to local vmagents (None: vmagent's default).
+    local_git_base_url: str | None = None
+    #: Local vmagents get ``--no-clone`` (no network needed).
+    local_no_clone: bool = True
+    #: Command that starts a vmagent (first word), for the local provisioner.
+    vmagent_command: str = "vmagent"
+    webui_dir: Path = DEFAULT_WEBUI_DIR
+    github_api_url: str = DEFAULT_GITHUB_API
+    github_token: str | None = attrs.field(default=None, repr=False)
+    #: Seconds to wait for the GitHub API before creating the workspace without it.
+    github_timeout: float = 5.0
+    access_token_ttl: float = 15 * 60
+    refresh_token_ttl: float = 30 * 24 * 3600
+    vm_token_ttl: float = 365 * 24 * 3600
+    #: Failed logins (per user name and per client address) before 429.
+    login_max_failures: int = 5
+    #: Window in seconds over which failed logins count, and the lockout.
+    login_failure_window: float = 300.0
+    #: Largest request body the API reads, in bytes.
+    max_request_bytes: int = 64 * 1024
+    #: Issue bodies longer than this many characters are cut.
+    issue_body_max: int = 64 * 1024
+    #: Workspaces one user may have that are not deleted.
+    max_workspaces_per_user: int = 100
+    #: Longest wait between reconnect attempts to relayd, in seconds.
+    relay_backoff_max: float = 10.0
+    #: Seconds a control request to relayd may take.
+    relay_request_timeout: float = 5.0
+    #: Clients allowed to read /metrics: "loopback" (default) or "any".
+    metrics_access: str = "loopback"
+    #: Serve ``Secure`` refresh cookies: "auto" (unless the request is on loopback),
+    #: "always" or "never".
+    cookie_secure: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the database."""
+        if self.database:
+            return self.database
+        return f"sqlite:///{self.state_dir / 'controlplane.db'}"
+
+    @property
+    def relay_socket_path(self) -> Path:
+        """The Unix control socket of relayd."""
+        return self.relay_socket or self.state_dir / "relayd.sock"
+
+    @property
+    def jwks_path(self) -> Path:
+        """Where the public keys are written for relayd."""
+        return self.state_dir / "jwks.json"
+
+    @property
+    def longest_token_ttl(self) -> float:
+        """How long a retired signing key must stay published."""
+        return max(self.access_token_ttl, self.vm_token_ttl)
