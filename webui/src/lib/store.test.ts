@@ -1,0 +1,166 @@
+import { beforeEach, describe, expect, test } from "vitest";
+import { RelayConnection } from "./connection";
+import { Store } from "./store";
+import { FakeSocket, ManualClock } from "./testkit";
+
+let clock: ManualClock;
+let sockets: FakeSocket[];
+let relay: RelayConnection;
+let store: Store;
+const last = () => sockets[sockets.length - 1]!;
+const EPOCH = "e1";
+
+beforeEach(() => {
+  clock = new ManualClock();
+  sockets = [];
+  relay = new RelayConnection(
+    "ws://x/v1/client",
+    {
+      createSocket: (url, protocols) => {
+        const s = new FakeSocket(url, protocols);
+        sockets.push(s);
+        return s;
+      },
+      getToken: () => "t",
+      refresh: async () => "t",
+      onAuthFailed: () => {},
+      setTimeout: clock.setTimeout,
+      clearTimeout: clock.clearTimeout,
+      random: () => 0,
+    },
+    { baseMs: 10, maxMs: 10 },
+  );
+  store = new Store(relay);
+  relay.start();
+  last().open();
+});
+
+function reconnect(): FakeSocket {
+  last().drop(1006);
+  clock.advance(10);
+  last().open();
+  return last();
+}
+
+describe("Store", () => {
+  test("the list subscribes statusOnly and tracks live statuses", () => {
+    store.watch(["a", "b"]);
+    expect(last().sent).toEqual([
+      { type: "subscribe", workspaceId: "a", statusOnly: true },
+      { type: "subscribe", workspaceId: "b", statusOnly: true },
+    ]);
+    last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "snapshot" });
+    last().deliver({ type: "status", workspaceId: "a", status: "running" });
+    last().deliver({ type: "status", workspaceId: "b", status: "offline" });
+    expect(store.state.statuses).toEqual({ a: "running", b: "offline" });
+    store.watch(["b"]);
+    expect(last().sent.at(-1)).toEqual({ type: "unsubscribe", workspaceId: "a" });
+  });
+
+  test("status changes are reported with the previous status", () => {
+    const seen: string[] = [];
+    store.onStatusChange((id, s, prev) => seen.push(`${id}:${prev ?? "-"}->${s}`));
+    store.watch(["a"]);
+    last().deliver({ type: "status", workspaceId: "a", status: "running" });
+    last().deliver({ type: "status", workspaceId: "a", status: "running" });
+    last().deliver({ type: "status", workspaceId: "a", status: "waiting_for_input" });
+    expect(seen).toEqual(["a:-->running", "a:running->waiting_for_input"]);
+  });
+
+  test("opening a watched workspace switches it to a full subscription and back", () => {
+    store.watch(["a"]);
+    store.open("a");
+    expect(last().sent.slice(1)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a" },
+    ]);
+    store.close("a");
+    expect(last().sent.slice(3)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a", statusOnly: true },
+    ]);
+  });
+
+  test("a reconnect resubscribes with lastSeq and epoch and resends unsent messages with the same id", () => {
+    store.open("a");
+    last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "snapshot" });
+    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 4, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    last().deliver({ type: "status", workspaceId: "a", seq: 5, epoch: EPOCH, status: "running" });
+    expect(store.state.statuses.a).toBe("running");
+    last().drop(1006);
+    const id = store.sendUserMessage("a", "while away");
+    expect(store.state.conversations.a?.outbox[0]).toMatchObject({ clientMessageId: id, state: "unsent" });
+    clock.advance(10);
+    last().open();
+    expect(last().sent).toEqual([
+      { type: "subscribe", workspaceId: "a", lastSeq: 5, epoch: EPOCH },
+      { type: "user_message", workspaceId: "a", clientMessageId: id, text: "while away" },
+    ]);
+    expect(store.state.conversations.a?.outbox[0]?.state).toBe("sent");
+    last().deliver({ type: "user_message", workspaceId: "a", seq: 6, epoch: EPOCH, clientMessageId: id, userId: "u", text: "while away" });
+    expect(store.state.conversations.a?.outbox).toEqual([]);
+  });
+
+  test("a message sent but not echoed before the socket dropped is resent once", () => {
+    store.open("a");
+    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 0, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    const id = store.sendUserMessage("a", "hello");
+    expect(last().sent.at(-1)).toEqual({ type: "user_message", workspaceId: "a", clientMessageId: id, text: "hello" });
+    const s = reconnect();
+    const resent = s.sent.filter((m) => (m as { type: string }).type === "user_message");
+    expect(resent).toEqual([{ type: "user_message", workspaceId: "a", clientMessageId: id, text: "hello" }]);
+  });
+
+  test("a gap resubscribes from lastSeq; a new epoch resubscribes from scratch", () => {
+    store.open("a");
+    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 2, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    const before = last().sent.length;
+    last().deliver({ type: "status", workspaceId: "a", seq: 9, epoch: EPOCH, status: "running" });
+    expect(last().sent.slice(before)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a", lastSeq: 2, epoch: EPOCH },
+    ]);
+    expect(store.state.conversations.a?.resync).toBeNull();
+    const mid = last().sent.length;
+    last().deliver({ type: "status", workspaceId: "a", seq: 3, epoch: "e2", status: "running" });
+    expect(last().sent.slice(mid)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a" },
+    ]);
+  });
+
+  test("a workspace not opened does not build a conversation", () => {
+    store.watch(["a"]);
+    last().deliver({ type: "claude_message", workspaceId: "a", seq: 1, epoch: EPOCH, data: { type: "result" } });
+    expect(store.state.conversations.a).toBeUndefined();
+  });
+
+  test("answers, decisions and interrupts go out as protocol messages", () => {
+    store.open("a");
+    expect(store.answer("a", "q1", { "Which?": ["A", "B"] })).toBe(true);
+    expect(store.decide("a", "p1", false, "not that file")).toBe(true);
+    expect(store.decide("a", "p2", true)).toBe(true);
+    expect(store.interrupt("a")).toBe(true);
+    expect(last().sent.slice(1)).toEqual([
+      { type: "question_response", workspaceId: "a", requestId: "q1", answers: { "Which?": ["A", "B"] } },
+      { type: "permission_response", workspaceId: "a", requestId: "p1", allow: false, message: "not that file" },
+      { type: "permission_response", workspaceId: "a", requestId: "p2", allow: true },
+      { type: "interrupt", workspaceId: "a" },
+    ]);
+    last().drop(1006);
+    expect(store.interrupt("a")).toBe(false);
+  });
+
+  test("the connection state is part of the store's state", () => {
+    expect(store.state.conn).toBe("open");
+    last().drop(1006);
+    expect(store.state.conn).toBe("reconnecting");
+  });
+
+  test("forget drops a deleted workspace", () => {
+    store.open("a");
+    store.forget("a");
+    expect(last().sent.at(-1)).toEqual({ type: "unsubscribe", workspaceId: "a" });
+    expect(store.state.conversations.a).toBeUndefined();
+  });
+});
