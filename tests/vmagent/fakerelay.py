@@ -1,0 +1,87 @@
+"""A minimal relay for vmagent tests: accepts /v1/vm connections on loopback.
+
+It checks nothing itself; it records what the agent offered (path, headers,
+subprotocols) and hands each accepted connection to the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from wire.protocol import SUBPROTOCOL
+
+
+@attrs.define
+class VmConn:
+    """One accepted VM connection, seen from the relay's side."""
+
+    ws: WebSocketConnection
+    path: str
+    headers: dict[str, str]
+    subprotocols: tuple[str, ...]
+    done: trio.Event = attrs.Factory(trio.Event)
+
+    async def recv(self) -> dict[str, Any]:
+        """The next frame, decoded."""
+        frame = await self.ws.get_message()
+        assert isinstance(frame, str)
+        body: dict[str, Any] = json.loads(frame)
+        return body
+
+    async def recv_raw(self) -> str:
+        frame = await self.ws.get_message()
+        assert isinstance(frame, str)
+        return frame
+
+    async def send(self, body: dict[str, Any] | str) -> None:
+        await self.ws.send_message(body if isinstance(body, str) else json.dumps(body))
+
+    async def until(self, kind: str, **match: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Read frames until one of ``kind`` whose fields match; return it and those before."""
+        seen: list[dict[str, Any]] = []
+        while True:
+            body = await self.recv()
+            if body.get("type") == kind and all(body.get(k) == v for k, v in match.items()):
+                return body, seen
+            seen.append(body)
+
+    async def close(self) -> None:
+        await self.ws.aclose()
+        self.done.set()
+
+
+class FakeRelay:
+    """Serve /v1/vm on a free loopback port; ``accept()`` yields each connection."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[VmConn](8)
+        self.port = 0
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[FakeRelay] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, self._handler, "127.0.0.1", 0, None)
+            self.port = server.port
+            task_status.started(self)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def _handler(self, request: WebSocketRequest) -> None:
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        conn = VmConn(ws, request.path, headers, request.proposed_subprotocols)
+        await self._send.send(conn)
+        with contextlib.suppress(ConnectionClosed):
+            await conn.done.wait()
+
+    async def accept(self) -> VmConn:
+        return await self._receive.receive()

@@ -1,0 +1,459 @@
+"""The agent with the demo engine against a small relay on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.vmagent.fakerelay import FakeRelay, VmConn
+from vmagent.agent import Agent, AgentSettings
+from vmagent.engines.demo import DEMO_QUESTIONS, DemoEngine
+from vmagent.workdir import WorkdirPlan
+from wire.envelope import read_envelope
+
+ISSUE = {"url": "https://github.com/o/r/issues/7", "owner": "o", "repo": "r", "number": 7}
+
+
+def make_agent(tmp_path: Path, relay: FakeRelay, token: str = "tok.en.x") -> Agent:
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    return Agent(
+        AgentSettings(
+            relay_url=relay.url,
+            token_file=token_file,
+            state_dir=tmp_path / "state",
+            plan=WorkdirPlan(clone=False),
+            backoff_initial=0.01,
+            backoff_max=0.05,
+        ),
+        DemoEngine(word_delay=0),
+    )
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[FakeRelay]:
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(FakeRelay().run)
+        nursery.cancel_scope.cancel()
+
+
+async def assign(conn: VmConn, workspace_id: str = "ws1") -> None:
+    await conn.send({"type": "workspace_assigned", "workspaceId": workspace_id, "issue": ISSUE})
+    await conn.until("status", workspaceId=workspace_id, status="idle")
+
+
+async def say(conn: VmConn, text: str, cid: str, ws: str = "ws1") -> dict[str, Any]:
+    await conn.send(
+        {
+            "type": "user_message",
+            "workspaceId": ws,
+            "clientMessageId": cid,
+            "text": text,
+            "userId": "u1",
+        }
+    )
+    echo, _ = await conn.until("user_message", clientMessageId=cid)
+    return echo
+
+
+async def turn_frames(conn: VmConn) -> list[dict[str, Any]]:
+    """Frames up to and including the turn's result."""
+    frames = []
+    while True:
+        body = await conn.recv()
+        frames.append(body)
+        if body["type"] == "claude_message" and body["data"]["type"] == "result":
+            return frames
+
+
+async def test_hello_reply_and_sequence(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, token="header.payload.sig")
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            assert conn.path == "/v1/vm"
+            assert conn.headers["authorization"] == "Bearer header.payload.sig"
+            assert "ffcloud.v1" in conn.subprotocols
+            hello = await conn.recv()
+            assert hello["type"] == "hello"
+            assert hello["workspaces"] == []
+            assert isinstance(hello["agentVersion"], str)
+
+            await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
+            raws = []
+            while True:
+                raw = await conn.recv_raw()
+                raws.append(raw)
+                if json.loads(raw).get("status") == "idle":
+                    break
+            await conn.send(
+                {
+                    "type": "user_message",
+                    "workspaceId": "ws1",
+                    "clientMessageId": "c1",
+                    "text": "hello there",
+                    "userId": "u1",
+                }
+            )
+            while True:
+                raw = await conn.recv_raw()
+                raws.append(raw)
+                body = json.loads(raw)
+                if body.get("type") == "status" and body["status"] == "idle":
+                    break
+            bodies = [json.loads(r) for r in raws]
+            # Every frame is sequenced, gap-free, with the envelope first.
+            assert [b["seq"] for b in bodies] == list(range(1, len(bodies) + 1))
+            assert len({b["epoch"] for b in bodies}) == 1
+            for raw in raws:
+                env = read_envelope(raw)
+                assert env.body is None  # the relay's fast path reads it
+            kinds = [
+                b["type"] if b["type"] != "claude_message" else b["data"]["type"] for b in bodies
+            ]
+            assert kinds[:2] == ["status", "status"]  # starting, idle
+            assert kinds[2:5] == ["user_message", "status", "system"]
+            assert kinds[-2:] == ["result", "status"]
+            echo = bodies[2]
+            assert (echo["clientMessageId"], echo["userId"], echo["text"]) == (
+                "c1",
+                "u1",
+                "hello there",
+            )
+            text = "".join(
+                b["data"]["event"]["delta"].get("text", "")
+                for b in bodies
+                if b["type"] == "claude_message"
+                and b["data"]["type"] == "stream_event"
+                and b["data"]["event"]["type"] == "content_block_delta"
+            )
+            assert "demo engine, not Claude" in text
+            assert "hello there" in text
+            result = bodies[-2]["data"]
+            assert result["subtype"] == "success"
+            assert isinstance(result["duration_ms"], int)
+            assert "total_cost_usd" in result
+            assert "usage" in result
+            nursery.cancel_scope.cancel()
+
+
+async def test_question_first_answer_wins(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await say(conn, "ask me a question", "c1")
+            question, before = await conn.until("user_question")
+            assert [q["multiSelect"] for q in question["questions"]] == [False, True]
+            tool_uses = [
+                b
+                for b in before
+                if b["type"] == "claude_message"
+                and b["data"]["type"] == "assistant"
+                and b["data"]["message"]["content"][0]["type"] == "tool_use"
+            ]
+            assert tool_uses[0]["data"]["message"]["content"][0]["name"] == "AskUserQuestion"
+            status = await conn.recv()
+            assert status["status"] == "waiting_for_input"
+            q1, q2 = (q["question"] for q in DEMO_QUESTIONS)
+            answer = {
+                "type": "question_response",
+                "workspaceId": "ws1",
+                "requestId": question["requestId"],
+                "answers": {q1: "Teal", q2: ["Dark mode", "Sounds"]},
+                "userId": "u2",
+            }
+            await conn.send(answer)
+            resolved = await conn.recv()
+            assert resolved["type"] == "request_resolved"
+            assert (resolved["requestId"], resolved["resolution"], resolved["userId"]) == (
+                question["requestId"],
+                "answered",
+                "u2",
+            )
+            await conn.send({**answer, "userId": "u3"})
+            frames = await turn_frames(conn)
+            errors = [f for f in frames if f["type"] == "error"]
+            assert [(e["code"], e["ref"]) for e in errors] == [
+                ("already_resolved", question["requestId"])
+            ]
+            texts = [
+                f["data"]["message"]["content"][0].get("text", "")
+                for f in frames
+                if f["type"] == "claude_message" and f["data"]["type"] == "assistant"
+            ]
+            assert any("Teal" in t and "Dark mode, Sounds" in t for t in texts)
+            results = [
+                f for f in frames if f["type"] == "claude_message" and f["data"]["type"] == "user"
+            ]
+            assert results[0]["data"]["message"]["content"][0]["type"] == "tool_result"
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("allow", [True, False])
+async def test_permission_allowed_and_denied(tmp_path: Path, relay: FakeRelay, allow: bool) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await say(conn, "please use a tool that needs permission", "c1")
+            request, _ = await conn.until("permission_request")
+            assert request["toolName"] == "RollDice"
+            assert request["toolInput"]["sides"] == 20
+            assert request["toolUseId"].startswith("toolu_")
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": allow,
+                    "message": "not today",
+                    "userId": "u1",
+                }
+            )
+            resolved, _ = await conn.until("request_resolved")
+            assert resolved["resolution"] == ("allowed" if allow else "denied")
+            frames = await turn_frames(conn)
+            tool_result = next(
+                f["data"]["message"]["content"][0]
+                for f in frames
+                if f["type"] == "claude_message" and f["data"]["type"] == "user"
+            )
+            assert tool_result["is_error"] is (not allow)
+            final = frames[-1]["data"]["result"]
+            if allow:
+                assert "The die shows" in final
+            else:
+                assert "not today" in final
+            nursery.cancel_scope.cancel()
+
+
+async def test_interrupt_stops_a_long_reply(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay)
+            agent.engine = DemoEngine(word_delay=0.01)
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await say(conn, "a long one please", "c1")
+            await conn.until("claude_message")  # streaming has begun
+            await conn.send({"type": "interrupt", "workspaceId": "ws1", "userId": "u1"})
+            frames = await turn_frames(conn)
+            assert frames[-1]["data"]["subtype"] == "error_during_execution"
+            assert len(frames) < 400  # far fewer than the whole reply's words
+            status = await conn.recv()
+            assert status["status"] == "idle"
+            # The conversation goes on.
+            await say(conn, "hi again", "c2")
+            frames = await turn_frames(conn)
+            assert frames[-1]["data"]["subtype"] == "success"
+            nursery.cancel_scope.cancel()
+
+
+async def test_bad_input_gets_one_error_and_nothing_else(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await say(conn, "hi", "c1")
+            await turn_frames(conn)
+            await conn.until("status", status="idle")
+            await say(conn, "permission", "c2")
+            request, _ = await conn.until("permission_request")
+            await conn.until("status", status="waiting_for_input")
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": True,
+                    "userId": "u1",
+                }
+            )
+            await turn_frames(conn)
+            await conn.until("status", status="idle")
+
+            probe = 0
+
+            async def expect_only_error(
+                bad: dict[str, Any] | str | bytes, code: str
+            ) -> dict[str, Any]:
+                nonlocal probe
+                probe += 1
+                if isinstance(bad, bytes):
+                    await conn.ws.send_message(bad)
+                else:
+                    await conn.send(bad)
+                await conn.send(
+                    {"type": "snapshot_request", "workspaceId": "ws1", "requestId": f"probe{probe}"}
+                )
+                error = await conn.recv()
+                assert error["type"] == "error", error
+                assert error["code"] == code
+                snapshot = await conn.recv()
+                assert snapshot["type"] == "messages_snapshot"
+                assert snapshot["requestId"] == f"probe{probe}"
+                return error
+
+            err = await expect_only_error(
+                {
+                    "type": "user_message",
+                    "workspaceId": "nope",
+                    "clientMessageId": "c9",
+                    "text": "x",
+                    "userId": "u1",
+                },
+                "not_found",
+            )
+            assert err["workspaceId"] == "nope"
+            assert err["ref"] == "c9"
+            await expect_only_error("{not json", "bad_request")
+            await expect_only_error(b"\x00binary", "bad_request")
+            await expect_only_error({"type": "teleport", "workspaceId": "ws1"}, "unknown_type")
+            await expect_only_error(
+                {"type": "user_message", "workspaceId": "ws1", "clientMessageId": "c3", "text": 5},
+                "bad_request",
+            )
+            err = await expect_only_error(
+                {
+                    "type": "user_message",
+                    "workspaceId": "ws1",
+                    "clientMessageId": "c1",
+                    "text": "again",
+                    "userId": "u1",
+                },
+                "bad_request",
+            )
+            assert err["ref"] == "c1"
+            err = await expect_only_error(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": False,
+                    "userId": "u2",
+                },
+                "already_resolved",
+            )
+            assert err["ref"] == request["requestId"]
+            await expect_only_error(
+                {
+                    "type": "question_response",
+                    "workspaceId": "ws1",
+                    "requestId": "q_unknown",
+                    "answers": {},
+                    "userId": "u2",
+                },
+                "not_found",
+            )
+            await expect_only_error(
+                {"type": "workspace_assigned", "workspaceId": "../etc", "issue": ISSUE},
+                "bad_request",
+            )
+            await expect_only_error(
+                {"type": "workspace_assigned", "workspaceId": "ws2", "issue": {"url": 1}},
+                "bad_request",
+            )
+            # None of it reached the log.
+            snapshot = await _snapshot(conn)
+            texts = [m.get("text") for m in snapshot["messages"] if m["type"] == "user_message"]
+            assert texts == ["hi", "permission"]
+            nursery.cancel_scope.cancel()
+
+
+async def _snapshot(conn: VmConn, ws: str = "ws1") -> dict[str, Any]:
+    await conn.send({"type": "snapshot_request", "workspaceId": ws, "requestId": "snap"})
+    snap, _ = await conn.until("messages_snapshot", requestId="snap")
+    return snap
+
+
+async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay)
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            echo = await say(conn, "hi", "c1")
+            await turn_frames(conn)
+            await conn.until("status", status="idle")
+            before = await _snapshot(conn)
+            assert before["seq"] > echo["seq"]
+            assert before["status"] == "idle"
+
+            # The relay drops the connection: the agent dials again and says where it is.
+            await conn.close()
+            conn = await relay.accept()
+            hello = await conn.recv()
+            assert hello["workspaces"] == [
+                {"workspaceId": "ws1", "epoch": before["epoch"], "seq": before["seq"]}
+            ]
+            # A repeated assignment is a no-op.
+            await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
+            assert await _snapshot(conn) == before
+            nursery.cancel_scope.cancel()
+
+        # A new agent process on the same state directory.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            hello = await conn.recv()
+            assert hello["workspaces"] == [
+                {"workspaceId": "ws1", "epoch": before["epoch"], "seq": before["seq"]}
+            ]
+            again = await _snapshot(conn)
+            assert again["messages"] == before["messages"]
+            # Resending the accepted message is not a second message.
+            await conn.send(
+                {
+                    "type": "user_message",
+                    "workspaceId": "ws1",
+                    "clientMessageId": "c1",
+                    "text": "hi",
+                    "userId": "u1",
+                }
+            )
+            error, _ = await conn.until("error")
+            assert error["ref"] == "c1"
+            await say(conn, "more", "c2")
+            frames = await turn_frames(conn)
+            assert frames[-1]["data"]["subtype"] == "success"
+            nursery.cancel_scope.cancel()
+
+
+async def test_release_stops_and_keeps_the_log(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay)
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await conn.send({"type": "workspace_released", "workspaceId": "ws1"})
+            status, _ = await conn.until("status")
+            assert status["status"] == "stopped"
+            await conn.send({"type": "snapshot_request", "workspaceId": "ws1", "requestId": "r"})
+            error = await conn.recv()
+            assert error["code"] == "not_found"
+            assert (tmp_path / "state" / "workspaces" / "ws1" / "log.jsonl").exists()
+            # Assigned again: the same log goes on.
+            await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
+            idle, _ = await conn.until("status", status="idle")
+            assert idle["epoch"] == status["epoch"]
+            assert idle["seq"] > status["seq"]
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,399 @@
+"""The agent: dials relayd, keeps dialling, and routes its frames to workspaces.
+
+One task keeps the connection (jittered exponential backoff between
+attempts); each workspace is a :class:`~vmagent.session.WorkspaceSession`
+task in the agent's nursery, so workspaces outlive connections. Frames go
+out through a bounded per-connection queue filled with ``send_nowait``:
+producers never wait on the network, and a queue that overflows closes the
+connection (relayd catches up from the log after the reconnect, through
+``hello`` and snapshots).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import jwt
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from vmagent.conversation import Conversation
+from vmagent.engines.base import Engine
+from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, WorkspaceSession
+from vmagent.store import LogFile, Store, valid_workspace_id
+from vmagent.workdir import WorkdirPlan
+from wire.messages import (
+    Interrupt,
+    PermissionResponse,
+    ProtocolError,
+    QuestionResponse,
+    UserMessage,
+    dumps,
+    error_frame,
+    structure_client_message,
+)
+from wire.protocol import (
+    FORWARDED_CLIENT_TYPES,
+    SUBPROTOCOL,
+    VM_PATH,
+    ErrorCode,
+    RelayType,
+    VmType,
+)
+
+log = logging.getLogger("vmagent.agent")
+
+#: Frames queued for relayd per connection before the connection is given up.
+DEFAULT_OUTBOX_LIMIT: Final = 10_000
+#: Largest frame accepted from relayd, in characters.
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+DEFAULT_BACKOFF_INITIAL: Final = 0.5
+DEFAULT_BACKOFF_MAX: Final = 30.0
+#: A connection that lasted this long resets the backoff.
+STABLE_CONNECTION: Final = 10.0
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+
+
+def agent_version() -> str:
+    """This package's version, for ``hello``."""
+    try:
+        return importlib.metadata.version("ffcloud")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def vm_url(relay_url: str) -> str:
+    """The ``/v1/vm`` URL of a relay given as ``ws://host:port`` (or already with the path)."""
+    base = relay_url.rstrip("/")
+    return base if base.endswith(VM_PATH) else base + VM_PATH
+
+
+def vm_id_of(token: str) -> str:
+    """The VM id (``sub``) of our own token, read without verifying it (relayd verifies)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return "unknown"
+    sub = claims.get("sub")
+    return sub if isinstance(sub, str) else "unknown"
+
+
+class Backoff:
+    """Full-jitter exponential backoff: a random wait up to a doubling cap."""
+
+    def __init__(
+        self,
+        initial: float = DEFAULT_BACKOFF_INITIAL,
+        maximum: float = DEFAULT_BACKOFF_MAX,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+
+    def next(self) -> float:
+        """Seconds to wait before the next attempt."""
+        cap = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return self._rng.uniform(cap / 2, cap)
+
+    def reset(self) -> None:
+        """Start over after a good connection."""
+        self.attempt = 0
+
+
+@attrs.frozen
+class AgentSettings:
+    """Everything the agent needs, from the command line or the environment."""
+
+    relay_url: str
+    token_file: Path
+    state_dir: Path
+    plan: WorkdirPlan
+    outbox_limit: int = DEFAULT_OUTBOX_LIMIT
+    max_frame: int = DEFAULT_MAX_FRAME
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+
+
+class Agent:
+    """Owns the workspaces of this VM and the connection to relayd."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        engine: Engine,
+        *,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = Store(settings.state_dir)
+        self.sessions: dict[str, WorkspaceSession] = {}
+        self._released: set[str] = set()
+        self._out: trio.MemorySendChannel[str] | None = None
+        self._conn_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._on_connected = on_connected
+        #: Counts of connection attempts and successes (for tests and logs).
+        self.connects = 0
+
+    # -- life ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the logs, start their sessions, then stay connected to relayd."""
+        self.store.prepare()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for workspace_id in self.store.known_ids():
+                conv, logfile = self.store.open(workspace_id)
+                if conv.released:
+                    logfile.close()
+                    continue
+                self._start_session(self._make_session(conv, logfile))
+            task_status.started()
+            await self._connect_forever()
+
+    def _start_session(self, session: WorkspaceSession) -> None:
+        assert self._nursery is not None
+        self.sessions[session.workspace_id] = session
+        self._nursery.start_soon(self._run_session, session)
+
+    def _make_session(self, conv: Conversation, logfile: LogFile) -> WorkspaceSession:
+        workspace_id = conv.workspace_id
+        return WorkspaceSession(
+            conv,
+            logfile,
+            engine=self.engine,
+            workdir=self.store.work_dir(workspace_id),
+            post=self.post,
+            plan=self.settings.plan,
+            max_queued=self.settings.max_queued_messages,
+        )
+
+    async def _run_session(self, session: WorkspaceSession) -> None:
+        try:
+            await session.run()
+        finally:
+            released = session.workspace_id in self._released
+            self._released.discard(session.workspace_id)
+            session.close(released=released)
+            if self.sessions.get(session.workspace_id) is session:
+                del self.sessions[session.workspace_id]
+
+    # -- the connection -------------------------------------------------------------
+
+    def post(self, frame: str) -> None:
+        """Queue one frame for relayd; dropped while disconnected (the log keeps it)."""
+        out = self._out
+        if out is None:
+            return
+        try:
+            out.send_nowait(frame)
+        except trio.WouldBlock:
+            log.warning("outgoing queue full; dropping the connection to catch up later")
+            self._out = None
+            if self._conn_scope is not None:
+                self._conn_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._out = None
+
+    def _hello(self, vm_id: str) -> str:
+        return dumps(
+            {
+                "type": VmType.HELLO,
+                "vmId": vm_id,
+                "agentVersion": agent_version(),
+                "workspaces": [s.conv.hello_entry() for s in self.sessions.values()],
+            }
+        )
+
+    async def _connect_forever(self) -> None:
+        settings = self.settings
+        backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        url = vm_url(settings.relay_url)
+        while True:
+            started = trio.current_time()
+            try:
+                token = settings.token_file.read_text().strip()
+                if not token:
+                    raise OSError("the token file is empty")
+            except OSError as exc:
+                log.error("cannot read the VM token", extra={"error": str(exc)})
+            else:
+                try:
+                    await self._connect_once(url, token)
+                except Exception as exc:  # every failure means: wait, then dial again
+                    log.warning(
+                        "relay connection ended",
+                        extra={"url": url, "error": f"{type(exc).__name__}: {exc}"[:300]},
+                    )
+                if trio.current_time() - started >= STABLE_CONNECTION:
+                    backoff.reset()
+            await trio.sleep(backoff.next())
+
+    async def _connect_once(self, url: str, token: str) -> None:
+        settings = self.settings
+        headers = [(b"authorization", b"Bearer " + token.encode())]
+        async with open_websocket_url(
+            url,
+            subprotocols=[SUBPROTOCOL],
+            extra_headers=headers,
+            max_message_size=settings.max_frame,
+            connect_timeout=settings.connect_timeout,
+            disconnect_timeout=2.0,
+        ) as ws:
+            await self._serve(ws, vm_id_of(token))
+
+    async def _serve(self, ws: WebSocketConnection, vm_id: str) -> None:
+        if ws.subprotocol != SUBPROTOCOL:
+            raise ConnectionError(f"relay chose subprotocol {ws.subprotocol!r}")
+        send, receive = trio.open_memory_channel[str](self.settings.outbox_limit)
+        # hello and the switch to this connection's queue happen in one step, so
+        # every frame logged before it is covered by hello's seq and every one
+        # after it is sent.
+        send.send_nowait(self._hello(vm_id))
+        self._out = send
+        self.connects += 1
+        log.info("connected to relay", extra={"vmId": vm_id, "workspaces": len(self.sessions)})
+        if self._on_connected is not None:
+            self._on_connected()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._conn_scope = nursery.cancel_scope
+                nursery.start_soon(self._writer, ws, receive)
+                while True:
+                    message = await ws.get_message()
+                    self.dispatch(message)
+        finally:
+            self._conn_scope = None
+            if self._out is send:
+                self._out = None
+            send.close()
+
+    async def _writer(
+        self, ws: WebSocketConnection, receive: trio.MemoryReceiveChannel[str]
+    ) -> None:
+        async with receive:
+            async for frame in receive:
+                await ws.send_message(frame)
+
+    # -- frames from relayd ---------------------------------------------------------
+
+    def _error(
+        self, code: ErrorCode, message: str, workspace_id: str | None = None, ref: str | None = None
+    ) -> None:
+        self.post(error_frame(code, message, workspace_id=workspace_id, ref=ref))
+
+    def dispatch(self, frame: str | bytes) -> None:
+        """Handle one frame from relayd; bad input gets one ``error`` and nothing else."""
+        if isinstance(frame, bytes):
+            self._error(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
+            return
+        try:
+            obj = json.loads(frame)
+        except (ValueError, RecursionError):
+            self._error(ErrorCode.BAD_REQUEST, "frame is not valid JSON")
+            return
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            self._error(ErrorCode.BAD_REQUEST, "frame must be a JSON object with a string 'type'")
+            return
+        kind = obj["type"]
+        workspace_id = obj.get("workspaceId")
+        if kind == RelayType.ERROR:
+            log.warning("relay reported an error", extra={"frame": frame[:500]})
+            return
+        if kind not in _HANDLED:
+            self._error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+            return
+        if not isinstance(workspace_id, str) or not valid_workspace_id(workspace_id):
+            self._error(ErrorCode.BAD_REQUEST, f"{kind} needs a valid 'workspaceId'")
+            return
+        if kind == RelayType.WORKSPACE_ASSIGNED:
+            self._assigned(workspace_id, obj.get("issue"))
+            return
+        session = self.sessions.get(workspace_id)
+        if session is None:
+            ref = obj.get("requestId") or obj.get("clientMessageId")
+            self._error(
+                ErrorCode.NOT_FOUND,
+                "this VM does not hold that workspace",
+                workspace_id,
+                ref if isinstance(ref, str) and len(ref) <= 200 else None,
+            )
+            return
+        if kind == RelayType.WORKSPACE_RELEASED:
+            self._released.add(workspace_id)
+            session.stop()
+            return
+        if kind == RelayType.SNAPSHOT_REQUEST:
+            request_id = obj.get("requestId")
+            if not isinstance(request_id, str) or not request_id or len(request_id) > 200:
+                self._error(
+                    ErrorCode.BAD_REQUEST, "snapshot_request needs a 'requestId'", workspace_id
+                )
+                return
+            session.snapshot(request_id)
+            return
+        try:
+            message = structure_client_message(obj, trust_user_id=True)
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message, workspace_id, exc.ref)
+            return
+        if isinstance(message, UserMessage):
+            session.user_message(message)
+        elif isinstance(message, QuestionResponse):
+            session.question_response(message)
+        elif isinstance(message, PermissionResponse):
+            session.permission_response(message)
+        elif isinstance(message, Interrupt):
+            session.interrupt(message)
+
+    def _assigned(self, workspace_id: str, issue: object) -> None:
+        if not isinstance(issue, dict) or not _valid_issue(issue):
+            self._error(
+                ErrorCode.BAD_REQUEST,
+                "workspace_assigned needs an 'issue' with url, owner, repo and number",
+                workspace_id,
+            )
+            return
+        session = self.sessions.get(workspace_id)
+        if session is not None:
+            session.assigned(issue)  # a repeat on reconnect: a no-op unless it changed
+            return
+        self._released.discard(workspace_id)
+        session = self._make_session(*self.store.open(workspace_id))
+        session.commit([session.conv.assign(issue)])
+        self._start_session(session)
+
+
+_HANDLED: Final = frozenset(
+    {
+        RelayType.WORKSPACE_ASSIGNED,
+        RelayType.WORKSPACE_RELEASED,
+        RelayType.SNAPSHOT_REQUEST,
+        *FORWARDED_CLIENT_TYPES,
+    }
+)
+
+
+def _valid_issue(issue: dict[str, Any]) -> bool:
+    number = issue.get("number")
+    return (
+        isinstance(issue.get("url"), str)
+        and isinstance(issue.get("owner"), str)
+        and isinstance(issue.get("repo"), str)
+        and isinstance(number, int)
+        and not isinstance(number, bool)
+        and number > 0
+    )

@@ -1,0 +1,316 @@
+"""The demo engine: scripted replies in Claude Code's shapes, no credentials.
+
+It exists so the whole system can be tried without an API key. Every reply
+says plainly that it comes from the demo, streams word by word at a human
+pace, and shows each part of the UI on request. Trigger words in the user's
+message (case-insensitive, first match wins):
+
+- ``question``: asks a ``user_question`` with two questions (the second is
+  multi-select) through an ``AskUserQuestion`` tool call, then replies with
+  the answers;
+- ``permission`` or ``tool``: asks permission for the made-up, harmless
+  ``RollDice`` tool; allowed, it "rolls" and reports the number; denied, it
+  says so and quotes the user's reason;
+- ``long``: a long reply (to try ``interrupt``);
+- anything else: a short reply that echoes the message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import trio
+
+from vmagent.engines.base import Host
+from vmagent.engines.streamjson import LineWriter, input_json, message_id, tool_use_id
+
+MODEL: Final = "demo"
+TOOLS: Final = ["AskUserQuestion", "RollDice"]
+#: Seconds between streamed words by default (VMAGENT_DEMO_DELAY).
+DEFAULT_WORD_DELAY: Final = 0.06
+
+DEMO_QUESTIONS: Final[list[dict[str, Any]]] = [
+    {
+        "question": "Which colour should the demo button be?",
+        "header": "Colour",
+        "options": [
+            {"label": "Teal", "description": "Calm and readable"},
+            {"label": "Orange", "description": "Loud and cheerful"},
+            {"label": "Grey", "description": "Say nothing"},
+        ],
+        "multiSelect": False,
+    },
+    {
+        "question": "Which extras should the demo add?",
+        "header": "Extras",
+        "options": [
+            {"label": "Dark mode", "description": "A dark theme"},
+            {"label": "Sounds", "description": "A chime when done"},
+            {"label": "Confetti", "description": "Only on Fridays"},
+        ],
+        "multiSelect": True,
+    },
+]
+
+
+class DemoEngine:
+    """Opens :class:`DemoSession` s; ``word_delay`` sets the streaming pace."""
+
+    name = "demo"
+
+    def __init__(self, word_delay: float = DEFAULT_WORD_DELAY) -> None:
+        self.word_delay = word_delay
+
+    @asynccontextmanager
+    async def open(self, host: Host) -> AsyncIterator[DemoSession]:
+        """A demo session; nothing to start or stop."""
+        yield DemoSession(host, self.word_delay)
+
+
+class DemoSession:
+    """One workspace's demo conversation."""
+
+    def __init__(self, host: Host, word_delay: float) -> None:
+        self.host = host
+        self.word_delay = word_delay
+        # The demo keeps its "session" id across restarts through the log.
+        self.lines = LineWriter(
+            host.session_id or str(uuid.uuid4()), MODEL, str(host.workdir), TOOLS
+        )
+        self._scope: trio.CancelScope | None = None
+        self._tokens_out = 0
+
+    def interrupt(self) -> None:
+        """Stop the current turn at its next word."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def turn(self, text: str) -> None:
+        """Answer one message, following the trigger words."""
+        started = time.monotonic()
+        self._tokens_out = 0
+        host = self.host
+        host.emit(self.lines.init())
+        lowered = text.lower()
+        num_turns = 1
+        final = ""
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                if "question" in lowered:
+                    final = await self._question_flow()
+                    num_turns = 2
+                elif "permission" in lowered or "tool" in lowered:
+                    final = await self._permission_flow()
+                    num_turns = 2
+                elif "long" in lowered:
+                    final = await self._say(_long_text())
+                else:
+                    final = await self._say(
+                        "This is the demo engine, not Claude: no model is running and no "
+                        f"credentials are used. You said: “{text.strip()[:500]}”. Send a message "
+                        "with the word question, permission or long to see more of the interface."
+                    )
+            finally:
+                self._scope = None
+        elapsed = int((time.monotonic() - started) * 1000)
+        if scope.cancelled_caught:
+            host.emit(self.lines.user_text("[Request interrupted by user]"))
+            host.emit(
+                self.lines.result(
+                    subtype="error_during_execution",
+                    is_error=True,
+                    duration_ms=elapsed,
+                    num_turns=num_turns,
+                    result="",
+                    input_tokens=len(text.split()),
+                    output_tokens=self._tokens_out,
+                    cost_usd=0.0,
+                )
+            )
+            return
+        host.emit(
+            self.lines.result(
+                subtype="success",
+                is_error=False,
+                duration_ms=elapsed,
+                num_turns=num_turns,
+                result=final,
+                input_tokens=len(text.split()),
+                output_tokens=self._tokens_out,
+                cost_usd=0.0,
+            )
+        )
+
+    # -- building blocks -------------------------------------------------------
+
+    async def _stream_text(
+        self, msg_id: str, index: int, kind: str, text: str, content: list[dict[str, Any]]
+    ) -> None:
+        """Stream one text or thinking block word by word, then its assistant line."""
+        emit = self.host.emit
+        block: dict[str, Any] = (
+            {"type": "text", "text": ""}
+            if kind == "text"
+            else {"type": "thinking", "thinking": "", "signature": ""}
+        )
+        emit(
+            self.lines.event(
+                {"type": "content_block_start", "index": index, "content_block": block}
+            )
+        )
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            delta = (
+                {"type": "text_delta", "text": piece}
+                if kind == "text"
+                else {"type": "thinking_delta", "thinking": piece}
+            )
+            emit(self.lines.event({"type": "content_block_delta", "index": index, "delta": delta}))
+            self._tokens_out += 1
+            await trio.sleep(self.word_delay)
+        emit(self.lines.event({"type": "content_block_stop", "index": index}))
+        content.append(
+            {"type": "text", "text": text}
+            if kind == "text"
+            else {"type": "thinking", "thinking": text, "signature": "demo"}
+        )
+        emit(self.lines.assistant(msg_id, [content[-1]], self._tokens_out))
+
+    def _finish(self, stop_reason: str) -> None:
+        emit = self.host.emit
+        emit(
+            self.lines.event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": self._tokens_out},
+                }
+            )
+        )
+        emit(self.lines.event({"type": "message_stop"}))
+
+    async def _say(self, text: str, thinking: str = "The demo engine thinks in scripts.") -> str:
+        msg_id = message_id()
+        self.host.emit(self.lines.message_start(msg_id, 10))
+        content: list[dict[str, Any]] = []
+        await self._stream_text(msg_id, 0, "thinking", thinking, content)
+        await self._stream_text(msg_id, 1, "text", text, content)
+        self._finish("end_turn")
+        return text
+
+    async def _tool_call(self, intro: str, name: str, tool_input: dict[str, Any]) -> str:
+        """An assistant message that says ``intro`` and then calls a tool."""
+        emit = self.host.emit
+        msg_id = message_id()
+        tool_id = tool_use_id()
+        emit(self.lines.message_start(msg_id, 10))
+        content: list[dict[str, Any]] = []
+        await self._stream_text(msg_id, 0, "text", intro, content)
+        emit(
+            self.lines.event(
+                {
+                    "type": "content_block_start",
+                    "index": 1,
+                    "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}},
+                }
+            )
+        )
+        raw = input_json(tool_input)
+        for start in range(0, len(raw), 40):
+            emit(
+                self.lines.event(
+                    {
+                        "type": "content_block_delta",
+                        "index": 1,
+                        "delta": {
+                            "type": "input_json_delta",
+                            "partial_json": raw[start : start + 40],
+                        },
+                    }
+                )
+            )
+            await trio.sleep(self.word_delay / 2)
+        emit(self.lines.event({"type": "content_block_stop", "index": 1}))
+        block = {"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}
+        emit(self.lines.assistant(msg_id, [block], self._tokens_out))
+        self._finish("tool_use")
+        return tool_id
+
+    async def _question_flow(self) -> str:
+        tool_input = {"questions": DEMO_QUESTIONS}
+        tool_id = await self._tool_call(
+            "This is the demo engine. It will now ask you two questions, the second one "
+            "multi-select.",
+            "AskUserQuestion",
+            tool_input,
+        )
+        answers = await self.host.ask_question(DEMO_QUESTIONS)
+        summary = "; ".join(
+            f'"{q}"="{", ".join(a) if isinstance(a, list) else a}"' for q, a in answers.items()
+        )
+        self.host.emit(
+            self.lines.tool_result(
+                tool_id,
+                f"User has answered your questions: {summary}. You can now continue with "
+                "the user's answers in mind.",
+                is_error=False,
+            )
+        )
+        colour = _joined(answers.get(DEMO_QUESTIONS[0]["question"], "no colour"))
+        extras = _joined(answers.get(DEMO_QUESTIONS[1]["question"], "no extras")) or "no extras"
+        return await self._say(
+            f"Demo: you chose {colour}, with {extras}. Nothing was changed: this is only "
+            "the demo engine.",
+            thinking="The demo reads the answers back.",
+        )
+
+    async def _permission_flow(self) -> str:
+        sides = 20
+        tool_input = {"sides": sides, "reason": "to show a permission prompt"}
+        tool_id = await self._tool_call(
+            "This is the demo engine. It would like to roll a die with the made-up, harmless "
+            "RollDice tool, which needs your permission.",
+            "RollDice",
+            tool_input,
+        )
+        decision = await self.host.ask_permission("RollDice", tool_input, tool_id)
+        if decision.allow:
+            rolled = random.randint(1, sides)  # noqa: S311 - a demo die, not a secret
+            self.host.emit(
+                self.lines.tool_result(tool_id, f"Rolled a {rolled} (d{sides}).", is_error=False)
+            )
+            return await self._say(
+                f"Demo: thanks for allowing it. The die shows {rolled}.",
+                thinking="Permission was granted.",
+            )
+        reason = decision.message or "no reason given"
+        self.host.emit(
+            self.lines.tool_result(
+                tool_id,
+                f"The user doesn't want to proceed with this tool use. Reason: {reason}",
+                is_error=True,
+            )
+        )
+        return await self._say(
+            f"Demo: understood, no die was rolled. Your reason: “{reason}”.",
+            thinking="Permission was denied.",
+        )
+
+
+def _joined(answer: str | list[str]) -> str:
+    return ", ".join(answer) if isinstance(answer, list) else answer
+
+
+def _long_text() -> str:
+    sentence = (
+        "This is a long reply from the demo engine, streamed one word at a time so that "
+        "the stop button can be tried while it runs."
+    )
+    return " ".join(f"({n}) {sentence}" for n in range(1, 41))

@@ -1,0 +1,274 @@
+"""One workspace on this VM: its log, its working directory, its engine.
+
+The thin I/O shell around :class:`~vmagent.conversation.Conversation`: every
+change goes through :meth:`WorkspaceSession.commit`, which writes the log (and
+fsyncs when asked) and then hands the frames to ``post`` (the connection to
+relayd, or nowhere while disconnected: the log and ``hello`` cover the gap).
+commit is synchronous, so log order and send order are the same by
+construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+from vmagent.conversation import PERMISSION, QUESTION, Conversation, Out
+from vmagent.engines.base import Decision, Engine, EngineError
+from vmagent.store import LogFile
+from vmagent.workdir import WorkdirError, WorkdirPlan, prepare_workdir
+from wire.messages import (
+    Answer,
+    Interrupt,
+    PermissionResponse,
+    QuestionResponse,
+    UserMessage,
+    error_frame,
+)
+from wire.protocol import ErrorCode, Status
+
+log = logging.getLogger("vmagent.session")
+
+#: User messages accepted but not yet handed to the engine, per workspace.
+DEFAULT_MAX_QUEUED_MESSAGES: Final = 64
+
+Post = Callable[[str], None]
+
+
+@attrs.define
+class _Waiter:
+    event: trio.Event = attrs.Factory(trio.Event)
+    answers: dict[str, Answer] | None = None
+    decision: Decision | None = None
+
+
+class WorkspaceSession:
+    """Runs one workspace; :meth:`run` lives in the agent's nursery."""
+
+    def __init__(
+        self,
+        conv: Conversation,
+        logfile: LogFile,
+        *,
+        engine: Engine,
+        workdir: Path,
+        post: Post,
+        plan: WorkdirPlan,
+        max_queued: int = DEFAULT_MAX_QUEUED_MESSAGES,
+    ) -> None:
+        self.conv = conv
+        self.logfile = logfile
+        self.engine = engine
+        self.workdir = workdir
+        self.workspace_id = conv.workspace_id
+        self._post = post
+        self._plan = plan
+        self._inbox_send, self._inbox = trio.open_memory_channel[str](max_queued)
+        self._max_queued = max_queued
+        self._waiters: dict[str, _Waiter] = {}
+        self._engine_session: Any = None
+        self._in_turn = False
+        self._retry: str | None = None
+        self._scope = trio.CancelScope()
+        self.finished = trio.Event()
+
+    # -- Host (what engines use) -------------------------------------------------
+
+    @property
+    def issue(self) -> dict[str, Any] | None:
+        """The issue this workspace works on."""
+        return self.conv.issue
+
+    @property
+    def session_id(self) -> str | None:
+        """The engine's session id kept in the log."""
+        return self.conv.session_id
+
+    def emit(self, line: str) -> None:
+        """Log and send one stream-json line as a ``claude_message``."""
+        self.commit(self.conv.claude_line(line))
+
+    async def ask_question(self, questions: list[dict[str, Any]]) -> dict[str, Answer]:
+        """Open a ``user_question`` and wait for its first answer."""
+        waiter = await self._ask(QUESTION, {"questions": questions})
+        assert waiter.answers is not None
+        return waiter.answers
+
+    async def ask_permission(
+        self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None
+    ) -> Decision:
+        """Open a ``permission_request`` and wait for its first decision."""
+        fields: dict[str, Any] = {"toolName": tool_name}
+        if tool_use_id is not None:
+            fields["toolUseId"] = tool_use_id
+        fields["toolInput"] = tool_input
+        waiter = await self._ask(PERMISSION, fields)
+        assert waiter.decision is not None
+        return waiter.decision
+
+    async def _ask(self, kind: str, fields: dict[str, Any]) -> _Waiter:
+        request_id, outs = self.conv.open_request(kind, fields)
+        waiter = _Waiter()
+        self._waiters[request_id] = waiter
+        self.commit(outs)
+        try:
+            # No timeout on purpose: a question waits as long as it takes, and
+            # nothing runs a tool without an answer.
+            await waiter.event.wait()
+        finally:
+            del self._waiters[request_id]
+            if request_id in self.conv.pending:  # cancelled: interrupt or shutdown
+                self.commit(self.conv.resolve(request_id, "cancelled"))
+                self._after_request()
+        return waiter
+
+    def _after_request(self) -> None:
+        if not self.conv.pending:
+            self.commit(self.conv.set_status(Status.RUNNING if self._in_turn else Status.IDLE))
+
+    # -- committing ---------------------------------------------------------------
+
+    def commit(self, outs: Iterable[Out | None]) -> None:
+        """Write ``outs`` to the log (fsync when asked), then send them."""
+        real = [o for o in outs if o is not None]
+        if not real:
+            return
+        self.logfile.append(real)
+        for out in real:
+            if not out.frame.startswith('{"type":"_'):
+                self._post(out.frame)
+
+    def _error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        self._post(error_frame(code, message, workspace_id=self.workspace_id, ref=ref))
+
+    # -- messages from relayd -----------------------------------------------------
+
+    def user_message(self, message: UserMessage) -> None:
+        """Accept a user message once, echo it, and queue it for the engine."""
+        if self._inbox.statistics().current_buffer_used >= self._max_queued:
+            self._error(
+                ErrorCode.RATE_LIMITED,
+                f"too many queued messages (at most {self._max_queued})",
+                message.client_message_id,
+            )
+            return
+        accepted, outs = self.conv.accept_user_message(message)
+        self.commit(outs)
+        if accepted:
+            self._inbox_send.send_nowait(message.text)
+
+    def question_response(self, response: QuestionResponse) -> None:
+        """The first answer wins; it wakes the waiting engine."""
+        _pending, outs = self.conv.answer_question(response)
+        waiter = self._waiters.get(response.request_id) if _pending else None
+        self.commit(outs)
+        if _pending is None:
+            return
+        if waiter is not None:
+            waiter.answers = dict(response.answers)
+            waiter.event.set()
+        self._after_request()
+
+    def permission_response(self, response: PermissionResponse) -> None:
+        """The first decision wins; it wakes the waiting engine."""
+        _pending, outs = self.conv.answer_permission(response)
+        waiter = self._waiters.get(response.request_id) if _pending else None
+        self.commit(outs)
+        if _pending is None:
+            return
+        if waiter is not None:
+            waiter.decision = Decision(response.allow, response.message, response.user_id)
+            waiter.event.set()
+        self._after_request()
+
+    def interrupt(self, _message: Interrupt) -> None:
+        """Stop the current turn (queued messages stay queued)."""
+        if self._engine_session is not None and self._in_turn:
+            self._engine_session.interrupt()
+
+    def snapshot(self, request_id: str) -> None:
+        """Answer a ``snapshot_request``."""
+        self._post(self.conv.snapshot(request_id))
+
+    def assigned(self, issue: dict[str, Any]) -> None:
+        """A repeated ``workspace_assigned``: record a changed issue, else nothing."""
+        self.commit([self.conv.assign(issue)])
+
+    def stop(self) -> None:
+        """Stop the session (``workspace_released`` or shutdown)."""
+        self._scope.cancel()
+
+    # -- the session's life ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Prepare the working directory, open the engine, run turns until stopped."""
+        try:
+            with self._scope:
+                await self._run()
+        finally:
+            self.finished.set()
+
+    async def _run(self) -> None:
+        conv = self.conv
+        # A restart leaves no one to answer what the previous process asked.
+        self.commit(conv.cancel_pending())
+        interrupted = conv.status in (Status.RUNNING, Status.WAITING_FOR_INPUT)
+        idle_detail = "vmagent restarted; the turn in progress was stopped" if interrupted else None
+        # A session found idle stays idle without a word: nothing changed for viewers.
+        if conv.status != Status.IDLE or conv.seq == 0:
+            self.commit(conv.set_status(Status.STARTING))
+        try:
+            await prepare_workdir(self._plan, conv.issue, self.workdir)
+        except WorkdirError as exc:
+            log.warning(
+                "working directory not prepared",
+                extra={"workspaceId": self.workspace_id, "detail": str(exc)},
+            )
+            self.commit(conv.set_status(Status.ERROR, str(exc)))
+            await trio.sleep_forever()
+        while True:
+            try:
+                async with self.engine.open(self) as engine_session:
+                    self._engine_session = engine_session
+                    self.commit(conv.set_status(Status.IDLE, idle_detail))
+                    idle_detail = None
+                    await self._turns(engine_session)
+            except EngineError as exc:
+                self._engine_session = None
+                self._in_turn = False
+                self.commit(conv.cancel_pending())
+                self.commit(conv.set_status(Status.ERROR, str(exc)))
+                log.warning(
+                    "engine failed", extra={"workspaceId": self.workspace_id, "detail": str(exc)}
+                )
+                # Wait for the next message before trying again; it becomes the
+                # first turn of the new engine session.
+                self._retry = await self._inbox.receive()
+
+    async def _turns(self, engine_session: Any) -> None:
+        retry, self._retry = self._retry, None
+        while True:
+            text = retry if retry is not None else await self._inbox.receive()
+            retry = None
+            self._in_turn = True
+            self.commit(self.conv.set_status(Status.RUNNING))
+            try:
+                await engine_session.turn(text)
+            finally:
+                self._in_turn = False
+            self.commit(self.conv.cancel_pending())
+            if self._inbox.statistics().current_buffer_used == 0:
+                self.commit(self.conv.set_status(Status.IDLE))
+
+    def close(self, *, released: bool) -> None:
+        """After :meth:`run`: record the end and close the log."""
+        self.commit(self.conv.cancel_pending())
+        if released:
+            self.commit(self.conv.set_status(Status.STOPPED))
+            self.commit([self.conv.release()])
+        self.logfile.close()
