@@ -206,9 +206,21 @@ describe("live stream", () => {
     expect(c.items[1]).toMatchObject({ kind: "result", durationMs: 2500, costUsd: 0.5, inputTokens: 10, outputTokens: 11 });
   });
 
-  test("system init shows the session start", () => {
-    const c = run(loaded(), [claude(1, { type: "system", subtype: "init", model: "demo" })]);
+  test("system init shows the session start once per session", () => {
+    const init = { type: "system", subtype: "init", model: "demo", session_id: "s1" };
+    const c = run(loaded(), [claude(1, init), claude(2, init)]);
+    expect(c.items).toHaveLength(1);
     expect(c.items[0]).toMatchObject({ kind: "system", text: "Session started · demo" });
+  });
+
+  test("an interrupted turn says so, in either shape of user line", () => {
+    const c = run(loaded(), [
+      ...textTurn(1, "m1", ["half"]).slice(0, 3),
+      claude(4, { type: "user", message: { role: "user", content: [{ type: "text", text: "[Request interrupted by user]" }] } }),
+      claude(5, { type: "user", message: { role: "user", content: "[Request interrupted by user for tool use]" } }),
+    ]);
+    expect(texts(c)).toEqual(["assistant:half", "system", "system"]);
+    expect((c.items[0] as AssistantItem).complete).toBe(true);
   });
 
   test("status messages set status, and an error status shows its detail", () => {

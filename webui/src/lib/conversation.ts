@@ -511,9 +511,10 @@ function applyClaude(state: Conversation, data: Record<string, unknown>, seq: nu
     case "system": {
       if (data.subtype !== "init") return state;
       const model = str(data.model);
+      // Claude Code prints an init line at every turn; one "started" line per session is enough.
       return push(state, {
         kind: "system",
-        key: `seq:${seq}`,
+        key: `init:${str(data.session_id) ?? seq}`,
         seq,
         text: model ? `Session started · ${model}` : "Session started",
       });
@@ -532,7 +533,17 @@ function applyClaude(state: Conversation, data: Record<string, unknown>, seq: nu
     }
     case "user": {
       const message = isObject(data.message) ? data.message : undefined;
-      if (!message || !Array.isArray(message.content)) return state;
+      if (!message) return state;
+      if (!Array.isArray(message.content)) {
+        const text = str(message.content);
+        return text?.startsWith("[Request interrupted")
+          ? push(state, { kind: "system", key: `seq:${seq}`, seq, text: "Interrupted" })
+          : state;
+      }
+      const first = message.content[0];
+      if (isObject(first) && first.type === "text" && str(first.text)?.startsWith("[Request interrupted")) {
+        return push(finishStreaming(state), { kind: "system", key: `seq:${seq}`, seq, text: "Interrupted" });
+      }
       let results = state.toolResults;
       for (const b of message.content) {
         if (!isObject(b) || b.type !== "tool_result") continue;

@@ -1,0 +1,185 @@
+/** Question and permission cards, stacked above the composer while open. */
+
+import { useEffect, useId, useRef, useState } from "react";
+import type { PermissionItem, QuestionItem } from "../lib/conversation";
+import type { Answers, Question } from "../lib/protocol";
+import { ToolInput, toolSummary } from "./ToolViews";
+
+interface Choice {
+  labels: string[];
+  other: string;
+  otherOn: boolean;
+}
+
+/** The answer to one question as the protocol wants it, or null while unanswered. */
+export function answerOf(q: Question, c: Choice): string | string[] | null {
+  const other = c.otherOn ? c.other.trim() : "";
+  if (q.multiSelect) {
+    const all = [...c.labels, ...(other ? [other] : [])];
+    return all.length > 0 ? all : null;
+  }
+  if (c.otherOn) return other || null;
+  return c.labels[0] ?? null;
+}
+
+export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer: (a: Answers) => boolean }) {
+  const [page, setPage] = useState(0);
+  const [choices, setChoices] = useState<Choice[]>(() => item.questions.map(() => ({ labels: [], other: "", otherOn: false })));
+  const [sending, setSending] = useState(false);
+  const [failed, setFailed] = useState<string | null>(null);
+  const id = useId();
+  const firstInput = useRef<HTMLInputElement>(null);
+  const n = item.questions.length;
+  const q = item.questions[page];
+  const choice = choices[page];
+
+  useEffect(() => {
+    firstInput.current?.focus({ preventScroll: true });
+  }, [page]);
+
+  if (!q || !choice) return null;
+  const answers = item.questions.map((qq, i) => answerOf(qq, choices[i]!));
+  const complete = answers.every((a) => a !== null);
+  const update = (f: (c: Choice) => Choice) => setChoices(choices.map((c, i) => (i === page ? f(c) : c)));
+  const toggle = (label: string, on: boolean) =>
+    update((c) =>
+      q.multiSelect
+        ? { ...c, labels: on ? [...c.labels, label] : c.labels.filter((l) => l !== label) }
+        : { ...c, labels: [label], otherOn: false },
+    );
+  const submit = () => {
+    if (!complete) return;
+    const out: Answers = {};
+    item.questions.forEach((qq, i) => (out[qq.question] = answers[i]!));
+    setSending(true);
+    if (!onAnswer(out)) {
+      setSending(false);
+      setFailed("Not connected: try again in a moment.");
+    }
+  };
+  const inputType = q.multiSelect ? "checkbox" : "radio";
+  return (
+    <section className="prompt question" aria-labelledby={`${id}-title`} data-testid="question-card">
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (page < n - 1) setPage(page + 1);
+          else submit();
+        }}
+      >
+        <fieldset>
+          <legend id={`${id}-title`}>
+            <span className="prompt-kind">{q.header ?? "Question"}</span>
+            {n > 1 && <span className="muted"> · Question {page + 1} of {n}</span>}
+            <span className="prompt-question">{q.question}</span>
+            {q.multiSelect && <span className="muted small"> (choose any)</span>}
+          </legend>
+          {q.options.map((o, i) => (
+            <label key={o.label} className="option">
+              <input
+                ref={i === 0 ? firstInput : undefined}
+                type={inputType}
+                name={`${id}-q${page}`}
+                checked={choice.labels.includes(o.label)}
+                onChange={(e) => toggle(o.label, e.target.checked)}
+              />
+              <span>
+                <span className="option-label">{o.label}</span>
+                {o.description && <span className="option-desc">{o.description}</span>}
+              </span>
+            </label>
+          ))}
+          <label className="option">
+            <input
+              type={inputType}
+              name={`${id}-q${page}`}
+              checked={choice.otherOn}
+              onChange={(e) => update((c) => (q.multiSelect ? { ...c, otherOn: e.target.checked } : { ...c, labels: [], otherOn: true }))}
+            />
+            <span className="option-label">Other</span>
+          </label>
+          <textarea
+            className="other-text"
+            aria-label={`Other answer to: ${q.question}`}
+            placeholder="Type your own answer"
+            rows={2}
+            value={choice.other}
+            onChange={(e) => {
+              const other = e.target.value;
+              update((c) => (q.multiSelect ? { ...c, other, otherOn: other.trim() !== "" || c.otherOn } : { ...c, other, otherOn: true, labels: [] }));
+            }}
+          />
+        </fieldset>
+        {item.error && <p className="error-text" role="alert">{item.error}</p>}
+        {failed && <p className="error-text" role="alert">{failed}</p>}
+        <div className="prompt-actions">
+          {n > 1 && (
+            <button type="button" disabled={page === 0} onClick={() => setPage(page - 1)}>
+              Previous
+            </button>
+          )}
+          {page < n - 1 ? (
+            <button type="submit" className="primary" disabled={answers[page] === null}>
+              Next
+            </button>
+          ) : (
+            <button type="submit" className="primary" disabled={!complete || sending}>
+              {sending ? "Submitting…" : "Submit answers"}
+            </button>
+          )}
+        </div>
+      </form>
+    </section>
+  );
+}
+
+export function PermissionCard({ item, onDecide }: { item: PermissionItem; onDecide: (allow: boolean, message?: string) => boolean }) {
+  const [reason, setReason] = useState("");
+  const [sending, setSending] = useState(false);
+  const [failed, setFailed] = useState<string | null>(null);
+  const id = useId();
+  const decide = (allow: boolean) => {
+    setSending(true);
+    if (!onDecide(allow, allow ? undefined : reason.trim() || undefined)) {
+      setSending(false);
+      setFailed("Not connected: try again in a moment.");
+    }
+  };
+  const summary = toolSummary(item.toolName, item.toolInput);
+  return (
+    <section className="prompt permission" aria-labelledby={`${id}-title`} data-testid="permission-card">
+      <h3 id={`${id}-title`}>
+        <span className="prompt-kind">Permission:</span> {item.toolName}
+        {summary && <span className="prompt-summary mono"> {summary}</span>}
+      </h3>
+      <details className="permission-input" open>
+        <summary>Input</summary>
+        <ToolInput name={item.toolName} input={item.toolInput} />
+      </details>
+      <label className="reason">
+        <span>Reason if you deny (optional, Claude sees it)</span>
+        <input
+          type="text"
+          value={reason}
+          onChange={(e) => setReason(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter") {
+              e.preventDefault();
+              decide(false);
+            }
+          }}
+        />
+      </label>
+      {item.error && <p className="error-text" role="alert">{item.error}</p>}
+      {failed && <p className="error-text" role="alert">{failed}</p>}
+      <div className="prompt-actions">
+        <button type="button" className="danger" disabled={sending} onClick={() => decide(false)}>
+          Deny
+        </button>
+        <button type="button" className="primary" disabled={sending} onClick={() => decide(true)}>
+          Allow
+        </button>
+      </div>
+    </section>
+  );
+}

@@ -1,0 +1,217 @@
+/** The session view of one workspace: conversation, open prompts, composer. */
+
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import type { Workspace } from "../lib/api";
+import type { ConnState } from "../lib/connection";
+import { type Conversation, openPrompts } from "../lib/conversation";
+import type { Store } from "../lib/store";
+import { statusLabel } from "./format";
+import { Messages } from "./Messages";
+import { PermissionCard, QuestionCard } from "./Prompts";
+import { StatusBadge } from "./StatusBadge";
+
+/** Why the composer is disabled, or null when it is usable. */
+export function composerBlock(c: Conversation | undefined): string | null {
+  if (!c || !c.loaded) return "Loading the session…";
+  if (!c.online || c.status === "offline") return "The VM is offline: you can send messages again when it is back.";
+  if (c.status === "stopped") return "The session has stopped.";
+  return null;
+}
+
+function Composer({ disabledReason, running, onSend, onInterrupt }: {
+  disabledReason: string | null;
+  running: boolean;
+  onSend: (text: string) => void;
+  onInterrupt: () => void;
+}) {
+  const [text, setText] = useState("");
+  const ref = useRef<HTMLTextAreaElement>(null);
+  const send = () => {
+    const t = text.trim();
+    if (!t || disabledReason) return;
+    onSend(t);
+    setText("");
+  };
+  useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    el.style.height = "auto";
+    el.style.height = `${Math.min(el.scrollHeight, 200)}px`;
+  }, [text]);
+  return (
+    <form
+      className="composer"
+      onSubmit={(e) => {
+        e.preventDefault();
+        send();
+      }}
+    >
+      <label htmlFor="composer-input" className="sr-only">
+        Message to Claude
+      </label>
+      <textarea
+        id="composer-input"
+        ref={ref}
+        rows={1}
+        value={text}
+        disabled={disabledReason !== null}
+        aria-describedby={disabledReason ? "composer-reason" : "composer-hint"}
+        placeholder={disabledReason ? "" : "Message Claude…"}
+        onChange={(e) => setText(e.target.value)}
+        onKeyDown={(e) => {
+          if (e.nativeEvent.isComposing || e.keyCode === 229) return; // IME at work
+          if (e.key === "." && (e.ctrlKey || e.metaKey)) {
+            e.preventDefault();
+            onInterrupt();
+          } else if (e.key === "Enter" && (e.ctrlKey || e.metaKey || !e.shiftKey)) {
+            e.preventDefault();
+            send();
+          }
+        }}
+      />
+      {running ? (
+        <button type="button" className="danger" onClick={onInterrupt} title="Stop Claude (Ctrl+.)">
+          Interrupt
+        </button>
+      ) : null}
+      <button type="submit" className="primary" disabled={disabledReason !== null || !text.trim()}>
+        Send
+      </button>
+      {disabledReason ? (
+        <p id="composer-reason" className="composer-reason" role="status">
+          {disabledReason}
+        </p>
+      ) : (
+        <p id="composer-hint" className="sr-only">
+          Enter sends, Shift+Enter starts a new line, Ctrl+. interrupts.
+        </p>
+      )}
+    </form>
+  );
+}
+
+export function ConnectionIndicator({ conn }: { conn: ConnState }) {
+  const label = { open: "Connected", connecting: "Connecting…", reconnecting: "Reconnecting…", stopped: "Disconnected" }[conn];
+  return (
+    <span className={`conn conn-${conn}`} role="status" aria-live="polite" data-testid="connection">
+      <span className="dot" aria-hidden="true" />
+      {label}
+    </span>
+  );
+}
+
+export function SessionView({ workspace, c, store, me, onBack }: {
+  workspace: Workspace | undefined;
+  c: Conversation | undefined;
+  store: Store;
+  me: string;
+  onBack: () => void;
+}) {
+  const id = workspace?.id;
+  const scroller = useRef<HTMLDivElement>(null);
+  const [stuck, setStuck] = useState(true);
+
+  useEffect(() => {
+    if (!id) return;
+    store.open(id);
+    return () => store.close(id);
+  }, [id, store]);
+
+  // Follow the stream while the reader is at the bottom; leave them be when they scrolled up.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (el && stuck) el.scrollTop = el.scrollHeight;
+  });
+  const onScroll = useCallback(() => {
+    const el = scroller.current;
+    if (el) setStuck(el.scrollHeight - el.scrollTop - el.clientHeight < 40);
+  }, []);
+
+  if (!workspace || !id) {
+    return (
+      <main className="session empty" id="main">
+        <p>Choose a workspace, or create one from a GitHub issue.</p>
+      </main>
+    );
+  }
+  const prompts = c ? openPrompts(c) : [];
+  const status = c?.loaded ? c.status : workspace.status;
+  const running = status === "running";
+  const issue = workspace.issue;
+  return (
+    <main className="session" id="main" aria-label={`Session ${workspace.name}`}>
+      <header className="session-head">
+        <button type="button" className="back" onClick={onBack} aria-label="Back to workspaces">
+          ←
+        </button>
+        <div className="session-title">
+          <h2>{workspace.name}</h2>
+          <a href={issue.url} target="_blank" rel="noopener noreferrer" className="muted small">
+            {issue.owner}/{issue.repo}#{issue.number}
+            {issue.title ? ` · ${issue.title}` : ""}
+          </a>
+        </div>
+        <StatusBadge status={status ?? undefined} />
+      </header>
+      <div className="scroller" ref={scroller} onScroll={onScroll}>
+        <div className="messages" role="log" aria-live="polite" aria-relevant="additions" aria-label="Conversation">
+          {!c?.loaded && <p className="muted center">Loading session…</p>}
+          {c?.loaded && c.items.length === 0 && c.outbox.length === 0 && (
+            <div className="empty-state">
+              <h3>Ready to start</h3>
+              <p className="muted">Ask Claude about {issue.title ? `“${issue.title}”` : "this issue"}.</p>
+            </div>
+          )}
+          {c && <Messages c={c} me={me} onRetry={(cid) => store.retry(id, cid)} />}
+          {running && prompts.length === 0 && (
+            <div className="working" aria-hidden="true">
+              <span className="pulse" /> Claude is working…
+            </div>
+          )}
+        </div>
+      </div>
+      {!stuck && (
+        <button
+          type="button"
+          className="to-bottom"
+          onClick={() => {
+            const el = scroller.current;
+            if (el) el.scrollTop = el.scrollHeight;
+            setStuck(true);
+          }}
+        >
+          ↓ Latest
+        </button>
+      )}
+      <div className="dock">
+        {c?.notice && (
+          <div className="notice" role="alert">
+            {c.notice}
+            <button type="button" className="link" onClick={() => store.dismissNotice(id)}>
+              Dismiss
+            </button>
+          </div>
+        )}
+        {prompts.map((p) =>
+          p.kind === "question" ? (
+            <QuestionCard key={p.key} item={p} onAnswer={(a) => store.answer(id, p.requestId, a)} />
+          ) : (
+            <PermissionCard key={p.key} item={p} onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)} />
+          ),
+        )}
+        <Composer
+          disabledReason={composerBlock(c)}
+          running={running}
+          onSend={(t) => {
+            store.sendUserMessage(id, t);
+            setStuck(true);
+          }}
+          onInterrupt={() => store.interrupt(id)}
+        />
+        <span className="sr-only" role="status">
+          {statusLabel(status)}
+        </span>
+      </div>
+    </main>
+  );
+}

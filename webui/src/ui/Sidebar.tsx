@@ -1,0 +1,176 @@
+/** The workspace list: live status badges, create from an issue URL, delete with confirmation. */
+
+import { useEffect, useRef, useState } from "react";
+import { ApiError, type Workspace, issueUrlError } from "../lib/api";
+import { StatusBadge } from "./StatusBadge";
+
+const GROUPS: { title: string; match: (s: string) => boolean }[] = [
+  { title: "Waiting for you", match: (s) => s === "waiting_for_input" },
+  { title: "Working", match: (s) => s === "running" || s === "starting" || s === "provisioning" },
+  { title: "Other", match: () => true },
+];
+
+function CreateForm({ onCreate }: { onCreate: (url: string) => Promise<void> }) {
+  const [url, setUrl] = useState("");
+  const [touched, setTouched] = useState(false);
+  const [serverError, setServerError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const localError = issueUrlError(url);
+  const shown = serverError ?? (touched && url !== "" ? localError : null);
+  return (
+    <form
+      className="create"
+      noValidate
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setTouched(true);
+        if (localError) return;
+        setBusy(true);
+        setServerError(null);
+        try {
+          await onCreate(url.trim());
+          setUrl("");
+          setTouched(false);
+        } catch (err) {
+          setServerError(err instanceof ApiError ? err.message : "Could not reach the server.");
+        } finally {
+          setBusy(false);
+        }
+      }}
+    >
+      <label htmlFor="issue-url">New workspace from a GitHub issue</label>
+      <div className="row">
+        <input
+          id="issue-url"
+          type="url"
+          inputMode="url"
+          placeholder="https://github.com/owner/repo/issues/1"
+          value={url}
+          aria-invalid={shown !== null}
+          aria-describedby={shown ? "issue-url-error" : undefined}
+          onChange={(e) => {
+            setUrl(e.target.value);
+            setServerError(null);
+          }}
+          onBlur={() => setTouched(true)}
+        />
+        <button type="submit" className="primary" disabled={busy}>
+          {busy ? "Creating…" : "Create"}
+        </button>
+      </div>
+      {shown && (
+        <p id="issue-url-error" className="field-error" role="alert">
+          {shown}
+        </p>
+      )}
+    </form>
+  );
+}
+
+function ConfirmDelete({ workspace, onCancel, onConfirm }: { workspace: Workspace; onCancel: () => void; onConfirm: () => Promise<void> }) {
+  const ref = useRef<HTMLDialogElement>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  useEffect(() => {
+    const d = ref.current;
+    if (d && !d.open) d.showModal();
+  }, []);
+  return (
+    <dialog ref={ref} className="confirm" aria-labelledby="confirm-title" onCancel={onCancel}>
+      <h2 id="confirm-title">Delete {workspace.name}?</h2>
+      <p>Its session stops and its conversation is gone for good. The GitHub issue is not touched.</p>
+      {error && <p className="field-error" role="alert">{error}</p>}
+      <div className="prompt-actions">
+        <button type="button" autoFocus onClick={onCancel}>
+          Cancel
+        </button>
+        <button
+          type="button"
+          className="danger"
+          disabled={busy}
+          onClick={async () => {
+            setBusy(true);
+            try {
+              await onConfirm();
+            } catch (err) {
+              setError(err instanceof ApiError ? err.message : "Could not delete it.");
+              setBusy(false);
+            }
+          }}
+        >
+          Delete workspace
+        </button>
+      </div>
+    </dialog>
+  );
+}
+
+export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, onCreate, onDelete }: {
+  workspaces: Workspace[] | null;
+  statuses: Record<string, string>;
+  selected: string | null;
+  loadError: string | null;
+  onSelect: (id: string) => void;
+  onCreate: (url: string) => Promise<void>;
+  onDelete: (id: string) => Promise<void>;
+}) {
+  const [confirm, setConfirm] = useState<Workspace | null>(null);
+  const statusOf = (w: Workspace) => statuses[w.id] ?? w.status;
+  const left = new Set(workspaces ?? []);
+  const groups = GROUPS.map((g) => {
+    const items = [...left].filter((w) => g.match(statusOf(w)));
+    for (const w of items) left.delete(w);
+    return { title: g.title, items };
+  }).filter((g) => g.items.length > 0);
+  return (
+    <nav className="sidebar" aria-label="Workspaces">
+      <CreateForm onCreate={onCreate} />
+      {loadError && <p className="field-error" role="alert">{loadError}</p>}
+      {workspaces === null && !loadError && <p className="muted">Loading workspaces…</p>}
+      {workspaces?.length === 0 && <p className="muted">No workspaces yet. Paste an issue URL above to start one.</p>}
+      {groups.map((g) => (
+        <section key={g.title} aria-label={g.title}>
+          <h2 className="group-title">{g.title}</h2>
+          <ul className="ws-list">
+            {g.items.map((w) => {
+              const s = statusOf(w);
+              return (
+                <li key={w.id} className={`ws ${w.id === selected ? "selected" : ""} ${s === "waiting_for_input" ? "waiting" : ""}`} data-testid="workspace-item" data-workspace-id={w.id}>
+                  <a
+                    href={`/w/${encodeURIComponent(w.id)}`}
+                    aria-current={w.id === selected ? "page" : undefined}
+                    onClick={(e) => {
+                      if (e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+                      e.preventDefault();
+                      onSelect(w.id);
+                    }}
+                  >
+                    <span className="ws-name">{w.name}</span>
+                    <span className="ws-issue">
+                      {w.issue.owner}/{w.issue.repo}#{w.issue.number}
+                      {w.issue.title ? ` · ${w.issue.title}` : ""}
+                    </span>
+                    <StatusBadge status={s} />
+                  </a>
+                  <button type="button" className="icon danger-text" aria-label={`Delete ${w.name}`} onClick={() => setConfirm(w)}>
+                    ✕
+                  </button>
+                </li>
+              );
+            })}
+          </ul>
+        </section>
+      ))}
+      {confirm && (
+        <ConfirmDelete
+          workspace={confirm}
+          onCancel={() => setConfirm(null)}
+          onConfirm={async () => {
+            await onDelete(confirm.id);
+            setConfirm(null);
+          }}
+        />
+      )}
+    </nav>
+  );
+}
