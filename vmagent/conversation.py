@@ -337,7 +337,9 @@ class Conversation:
                 msg_id = message.get("id") if isinstance(message, dict) else None
                 stream.message_id = msg_id if isinstance(msg_id, str) else None
             entry.role = "stream"
-            entry.message_id = stream.message_id
+            # Claude Code names the message on each event; older lines do not.
+            api_id = data.get("api_message_id")
+            entry.message_id = api_id if isinstance(api_id, str) else stream.message_id
             if event_type == "message_stop" and stream.message_id is not None:
                 self._finished.add(stream.message_id)
         elif kind == "assistant":

@@ -238,13 +238,15 @@ class WorkspaceSession:
                     self.commit(conv.set_status(Status.IDLE, idle_detail))
                     idle_detail = None
                     await self._turns(engine_session)
-            except EngineError as exc:
+            except* EngineError as group:
+                failure = _first_leaf(group)
                 self._engine_session = None
                 self._in_turn = False
                 self.commit(conv.cancel_pending())
-                self.commit(conv.set_status(Status.ERROR, str(exc)))
+                self.commit(conv.set_status(Status.ERROR, str(failure)))
                 log.warning(
-                    "engine failed", extra={"workspaceId": self.workspace_id, "detail": str(exc)}
+                    "engine failed",
+                    extra={"workspaceId": self.workspace_id, "detail": str(failure)},
                 )
                 # Wait for the next message before trying again; it becomes the
                 # first turn of the new engine session.
@@ -272,3 +274,12 @@ class WorkspaceSession:
             self.commit(self.conv.set_status(Status.STOPPED))
             self.commit([self.conv.release()])
         self.logfile.close()
+
+
+def _first_leaf(group: BaseExceptionGroup[EngineError]) -> EngineError:
+    """The first EngineError of a (possibly nested) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, EngineError)
+    return first

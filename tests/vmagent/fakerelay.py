@@ -16,6 +16,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from wire.protocol import SUBPROTOCOL
 
+ISSUE = {"url": "https://github.com/o/r/issues/7", "owner": "o", "repo": "r", "number": 7}
+
 
 @attrs.define
 class VmConn:
@@ -85,3 +87,38 @@ class FakeRelay:
 
     async def accept(self) -> VmConn:
         return await self._receive.receive()
+
+
+async def assign(conn: VmConn, workspace_id: str = "ws1") -> None:
+    await conn.send({"type": "workspace_assigned", "workspaceId": workspace_id, "issue": ISSUE})
+    await conn.until("status", workspaceId=workspace_id, status="idle")
+
+
+async def say(conn: VmConn, text: str, cid: str, ws: str = "ws1") -> dict[str, Any]:
+    await conn.send(
+        {
+            "type": "user_message",
+            "workspaceId": ws,
+            "clientMessageId": cid,
+            "text": text,
+            "userId": "u1",
+        }
+    )
+    echo, _ = await conn.until("user_message", clientMessageId=cid)
+    return echo
+
+
+async def turn_frames(conn: VmConn) -> list[dict[str, Any]]:
+    """Frames up to and including the turn's result."""
+    frames = []
+    while True:
+        body = await conn.recv()
+        frames.append(body)
+        if body["type"] == "claude_message" and body["data"]["type"] == "result":
+            return frames
+
+
+async def snapshot(conn: VmConn, ws: str = "ws1") -> dict[str, Any]:
+    await conn.send({"type": "snapshot_request", "workspaceId": ws, "requestId": "snap"})
+    snap, _ = await conn.until("messages_snapshot", requestId="snap")
+    return snap

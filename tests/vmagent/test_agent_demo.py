@@ -10,13 +10,11 @@ from typing import Any
 import pytest
 import trio
 
-from tests.vmagent.fakerelay import FakeRelay, VmConn
+from tests.vmagent.fakerelay import ISSUE, FakeRelay, assign, say, snapshot, turn_frames
 from vmagent.agent import Agent, AgentSettings
 from vmagent.engines.demo import DEMO_QUESTIONS, DemoEngine
 from vmagent.workdir import WorkdirPlan
 from wire.envelope import read_envelope
-
-ISSUE = {"url": "https://github.com/o/r/issues/7", "owner": "o", "repo": "r", "number": 7}
 
 
 def make_agent(tmp_path: Path, relay: FakeRelay, token: str = "tok.en.x") -> Agent:
@@ -40,35 +38,6 @@ async def relay() -> AsyncIterator[FakeRelay]:
     async with trio.open_nursery() as nursery:
         yield await nursery.start(FakeRelay().run)
         nursery.cancel_scope.cancel()
-
-
-async def assign(conn: VmConn, workspace_id: str = "ws1") -> None:
-    await conn.send({"type": "workspace_assigned", "workspaceId": workspace_id, "issue": ISSUE})
-    await conn.until("status", workspaceId=workspace_id, status="idle")
-
-
-async def say(conn: VmConn, text: str, cid: str, ws: str = "ws1") -> dict[str, Any]:
-    await conn.send(
-        {
-            "type": "user_message",
-            "workspaceId": ws,
-            "clientMessageId": cid,
-            "text": text,
-            "userId": "u1",
-        }
-    )
-    echo, _ = await conn.until("user_message", clientMessageId=cid)
-    return echo
-
-
-async def turn_frames(conn: VmConn) -> list[dict[str, Any]]:
-    """Frames up to and including the turn's result."""
-    frames = []
-    while True:
-        body = await conn.recv()
-        frames.append(body)
-        if body["type"] == "claude_message" and body["data"]["type"] == "result":
-            return frames
 
 
 async def test_hello_reply_and_sequence(tmp_path: Path, relay: FakeRelay) -> None:
@@ -369,16 +338,10 @@ async def test_bad_input_gets_one_error_and_nothing_else(tmp_path: Path, relay: 
                 "bad_request",
             )
             # None of it reached the log.
-            snapshot = await _snapshot(conn)
-            texts = [m.get("text") for m in snapshot["messages"] if m["type"] == "user_message"]
+            snap = await snapshot(conn)
+            texts = [m.get("text") for m in snap["messages"] if m["type"] == "user_message"]
             assert texts == ["hi", "permission"]
             nursery.cancel_scope.cancel()
-
-
-async def _snapshot(conn: VmConn, ws: str = "ws1") -> dict[str, Any]:
-    await conn.send({"type": "snapshot_request", "workspaceId": ws, "requestId": "snap"})
-    snap, _ = await conn.until("messages_snapshot", requestId="snap")
-    return snap
 
 
 async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRelay) -> None:
@@ -392,7 +355,7 @@ async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRel
             echo = await say(conn, "hi", "c1")
             await turn_frames(conn)
             await conn.until("status", status="idle")
-            before = await _snapshot(conn)
+            before = await snapshot(conn)
             assert before["seq"] > echo["seq"]
             assert before["status"] == "idle"
 
@@ -405,7 +368,7 @@ async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRel
             ]
             # A repeated assignment is a no-op.
             await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
-            assert await _snapshot(conn) == before
+            assert await snapshot(conn) == before
             nursery.cancel_scope.cancel()
 
         # A new agent process on the same state directory.
@@ -416,7 +379,7 @@ async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRel
             assert hello["workspaces"] == [
                 {"workspaceId": "ws1", "epoch": before["epoch"], "seq": before["seq"]}
             ]
-            again = await _snapshot(conn)
+            again = await snapshot(conn)
             assert again["messages"] == before["messages"]
             # Resending the accepted message is not a second message.
             await conn.send(

@@ -175,13 +175,14 @@ class DemoSession:
             emit(self.lines.event({"type": "content_block_delta", "index": index, "delta": delta}))
             self._tokens_out += 1
             await trio.sleep(self.word_delay)
-        emit(self.lines.event({"type": "content_block_stop", "index": index}))
         content.append(
             {"type": "text", "text": text}
             if kind == "text"
             else {"type": "thinking", "thinking": text, "signature": "demo"}
         )
+        # Claude Code prints a block's assistant line just before its content_block_stop.
         emit(self.lines.assistant(msg_id, [content[-1]], self._tokens_out))
+        emit(self.lines.event({"type": "content_block_stop", "index": index}))
 
     def _finish(self, stop_reason: str) -> None:
         emit = self.host.emit
@@ -237,9 +238,9 @@ class DemoSession:
                 )
             )
             await trio.sleep(self.word_delay / 2)
-        emit(self.lines.event({"type": "content_block_stop", "index": 1}))
         block = {"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}
         emit(self.lines.assistant(msg_id, [block], self._tokens_out))
+        emit(self.lines.event({"type": "content_block_stop", "index": 1}))
         self._finish("tool_use")
         return tool_id
 

@@ -39,6 +39,7 @@ class LineWriter:
         self.model = model
         self.cwd = cwd
         self.tools = tools
+        self._message_id: str | None = None
 
     def _line(self, body: dict[str, Any]) -> str:
         return dumps(body)
@@ -67,15 +68,18 @@ class LineWriter:
 
     def event(self, event: dict[str, Any]) -> str:
         """A ``stream_event`` wrapping one Messages API streaming event."""
-        return self._line(
-            {
-                "type": "stream_event",
-                "event": event,
-                "session_id": self.session_id,
-                "parent_tool_use_id": None,
-                "uuid": _uuid(),
-            }
-        )
+        if event.get("type") == "message_start":
+            self._message_id = event["message"]["id"]
+        body: dict[str, Any] = {
+            "type": "stream_event",
+            "event": event,
+            "session_id": self.session_id,
+            "parent_tool_use_id": None,
+            "uuid": _uuid(),
+        }
+        if self._message_id is not None:
+            body["api_message_id"] = self._message_id
+        return self._line(body)
 
     def message_start(self, msg_id: str, input_tokens: int) -> str:
         """``message_start`` of a new assistant message."""

@@ -1,0 +1,449 @@
+"""The claude engine: the real Claude Code CLI, bundled with claude-agent-sdk.
+
+We run the CLI the way claude-agent-sdk does (same flags, same stdin/stdout
+control protocol; see ``claude_agent_sdk/_internal/query.py``) but drive it
+ourselves from trio, for two reasons: each stream-json line must go out
+exactly as the CLI printed it (the SDK parses lines into dicts and drops the
+text), and the SDK runs its reader as a detached task, while here the CLI and
+every task that serves it live in the workspace's nursery and die with it.
+
+One CLI process per workspace, started at the first turn, kept across turns,
+restarted with ``--resume=<session id>`` (the id is kept in the workspace's
+log) after a crash or a vmagent restart. ``can_use_tool`` control requests
+become ``permission_request`` (``user_question`` for AskUserQuestion); the
+answer goes back as the SDK's ``PermissionResultAllow``/``Deny`` would.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from vmagent.engines.base import EngineError, Host
+from wire.messages import dumps
+
+log = logging.getLogger("vmagent.claude")
+
+#: Longest stream-json line passed on verbatim (a VM frame may be 16 MiB); a
+#: longer one is replaced by a small ``system`` line that says so.
+DEFAULT_MAX_LINE: Final = 15 * 1024 * 1024
+#: Seconds the CLI has to answer ``initialize`` (it may start MCP servers).
+INITIALIZE_TIMEOUT: Final = 60.0
+#: Seconds a stopping CLI gets after SIGTERM before SIGKILL.
+TERMINATE_GRACE: Final = 5.0
+
+
+def bundled_cli() -> str:
+    """The Claude Code CLI that claude-agent-sdk ships."""
+    import claude_agent_sdk
+
+    path = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    if not path.is_file():
+        raise EngineError("claude-agent-sdk has no bundled Claude Code CLI")
+    return str(path)
+
+
+def issue_prompt(issue: dict[str, Any] | None) -> str | None:
+    """The session context Claude gets about the workspace's issue."""
+    if not issue:
+        return None
+    parts = [
+        f"You are working on GitHub issue #{issue.get('number')} of "
+        f"{issue.get('owner')}/{issue.get('repo')}: {issue.get('url')}",
+        f"The working directory is a clone of that repository on branch "
+        f"ff/issue-{issue.get('number')}.",
+    ]
+    if issue.get("title"):
+        parts.append(f"Issue title: {issue['title']}")
+    if issue.get("body"):
+        parts.append(f"Issue body:\n{issue['body']}")
+    return "\n\n".join(parts)
+
+
+def answers_for_tool(answers: dict[str, Any]) -> dict[str, str]:
+    """AskUserQuestion wants one string per question; several labels are joined by ", "."""
+    return {q: ", ".join(a) if isinstance(a, list) else str(a) for q, a in answers.items()}
+
+
+class ClaudeEngine:
+    """Opens a :class:`ClaudeSession` per workspace."""
+
+    name = "claude"
+
+    def __init__(
+        self,
+        cli_path: str | None = None,
+        model: str | None = None,
+        env: dict[str, str] | None = None,
+        max_line: int = DEFAULT_MAX_LINE,
+    ) -> None:
+        self.cli_path = cli_path
+        self.model = model
+        self.env = env
+        self.max_line = max_line
+        # Workspaces whose stored session could not be resumed: start afresh.
+        self.no_resume: set[str] = set()
+
+    @asynccontextmanager
+    async def open(self, host: Host) -> AsyncIterator[ClaudeSession]:
+        """A session whose CLI process and helper tasks live in its own nursery."""
+        async with trio.open_nursery() as nursery:
+            session = ClaudeSession(self, host, nursery)
+            try:
+                yield session
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+class ClaudeSession:
+    """One workspace's Claude Code process and its control protocol."""
+
+    def __init__(self, engine: ClaudeEngine, host: Host, nursery: trio.Nursery) -> None:
+        self.engine = engine
+        self.host = host
+        self._nursery = nursery
+        self._proc: trio.Process | None = None
+        self._write_lock = trio.Lock()
+        self._controls: dict[str, tuple[trio.Event, dict[str, Any]]] = {}
+        self._handlers: dict[str, trio.CancelScope] = {}
+        self._turn_done: trio.Event | None = None
+        self._exited = trio.Event()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._resumed = False
+        self._saw_init = False
+
+    # -- process --------------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        cmd = [
+            self.engine.cli_path or bundled_cli(),
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--input-format",
+            "stream-json",
+            "--include-partial-messages",
+            "--permission-prompt-tool",
+            "stdio",
+        ]
+        if self.engine.model:
+            cmd += ["--model", self.engine.model]
+        prompt = issue_prompt(self.host.issue)
+        if prompt:
+            cmd += ["--append-system-prompt", prompt]
+        session_id = self.host.session_id
+        if session_id and self.host.workspace_id not in self.engine.no_resume:
+            # --flag=value: the SDK's lesson, a value can never pose as a flag.
+            cmd.append(f"--resume={session_id}")
+            self._resumed = True
+        return cmd
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+        env.setdefault("CLAUDE_CODE_ENTRYPOINT", "sdk-py")
+        if self.engine.env:
+            env.update(self.engine.env)
+        return env
+
+    async def _start(self) -> None:
+        cmd = self._command()
+        log.info(
+            "starting Claude Code",
+            extra={"workspaceId": self.host.workspace_id, "resume": self._resumed},
+        )
+        try:
+            proc: trio.Process = await self._nursery.start(
+                _run_cli, cmd, self._environment(), self.host.workdir
+            )
+        except OSError as exc:
+            raise EngineError(f"Claude Code could not start: {exc}") from None
+        self._proc = proc
+        self._nursery.start_soon(self._read_stdout, proc)
+        self._nursery.start_soon(self._read_stderr, proc)
+        response = await self._control({"subtype": "initialize", "hooks": None})
+        if response is None:
+            raise EngineError(self._exit_detail("Claude Code did not start"))
+
+    def _exit_detail(self, what: str) -> str:
+        code = self._proc.returncode if self._proc is not None else None
+        last = next((ln for ln in reversed(self._stderr) if ln.strip()), "")
+        detail = what if code is None else f"{what} (exit status {code})"
+        return f"{detail}: {last[:300]}" if last else detail
+
+    async def _write(self, body: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or self._exited.is_set():
+            raise EngineError(self._exit_detail("Claude Code is not running"))
+        async with self._write_lock:
+            try:
+                await proc.stdin.send_all((json.dumps(body) + "\n").encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise EngineError(self._exit_detail("Claude Code stopped reading")) from None
+
+    async def _control(
+        self, request: dict[str, Any], wait_seconds: float = INITIALIZE_TIMEOUT
+    ) -> dict[str, Any] | None:
+        """Send a control request; its response, or None when the CLI exited first."""
+        request_id = f"req_{uuid.uuid4().hex[:16]}"
+        done = trio.Event()
+        self._controls[request_id] = (done, {})
+        try:
+            await self._write(
+                {"type": "control_request", "request_id": request_id, "request": request}
+            )
+            with trio.move_on_after(wait_seconds):
+                await _first(done.wait, self._exited.wait)
+            if not done.is_set():
+                return None
+            return self._controls[request_id][1]
+        finally:
+            self._controls.pop(request_id, None)
+
+    # -- reading the CLI ------------------------------------------------------------------
+
+    async def _read_stdout(self, proc: trio.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            async for line in _lines(proc.stdout, self.engine.max_line):
+                self._on_line(line)
+        finally:
+            self._exited.set()
+            if self._turn_done is not None:
+                self._turn_done.set()
+
+    async def _read_stderr(self, proc: trio.Process) -> None:
+        assert proc.stderr is not None
+        async for line in _lines(proc.stderr, 64 * 1024):
+            if line is None:
+                continue
+            text = line.decode(errors="replace").rstrip()
+            self._stderr.append(text)
+            log.debug("claude stderr", extra={"workspaceId": self.host.workspace_id, "line": text})
+
+    def _on_line(self, raw: bytes | None) -> None:
+        if raw is None:  # longer than max_line
+            self.host.emit(
+                dumps(
+                    {
+                        "type": "system",
+                        "subtype": "vmagent_line_too_long",
+                        "maxBytes": self.engine.max_line,
+                    }
+                )
+            )
+            return
+        text = raw.decode(errors="replace").strip()
+        if not text:
+            return
+        try:
+            body = json.loads(text)
+        except ValueError:
+            log.warning("Claude Code printed a line that is not JSON", extra={"line": text[:200]})
+            return
+        if not isinstance(body, dict):
+            return
+        kind = body.get("type")
+        if kind == "control_response":
+            response = body.get("response") or {}
+            pending = self._controls.get(str(response.get("request_id")))
+            if pending is not None:
+                pending[1].update(response.get("response") or {})
+                if response.get("subtype") == "error":
+                    pending[1]["error"] = response.get("error")
+                pending[0].set()
+            return
+        if kind == "control_request":
+            self._nursery.start_soon(self._on_control_request, body)
+            return
+        if kind == "control_cancel_request":
+            scope = self._handlers.get(str(body.get("request_id")))
+            if scope is not None:
+                scope.cancel()
+            return
+        if kind == "system" and body.get("subtype") == "init":
+            self._saw_init = True
+        self.host.emit(text)
+        if (
+            kind == "result"
+            and body.get("parent_tool_use_id") is None
+            and self._turn_done is not None
+        ):
+            self._turn_done.set()
+
+    # -- permissions and questions --------------------------------------------------------
+
+    async def _on_control_request(self, body: dict[str, Any]) -> None:
+        request_id = str(body.get("request_id"))
+        request = body.get("request") or {}
+        if request.get("subtype") != "can_use_tool":
+            await self._reply_error(request_id, f"unsupported request {request.get('subtype')!r}")
+            return
+        tool_name = str(request.get("tool_name"))
+        tool_input = request.get("input")
+        if not isinstance(tool_input, dict):
+            tool_input = {}
+        with trio.CancelScope() as scope:
+            self._handlers[request_id] = scope
+            try:
+                if tool_name == "AskUserQuestion":
+                    questions = tool_input.get("questions")
+                    answers = await self.host.ask_question(
+                        questions if isinstance(questions, list) else []
+                    )
+                    response: dict[str, Any] = {
+                        "behavior": "allow",
+                        "updatedInput": {**tool_input, "answers": answers_for_tool(answers)},
+                    }
+                else:
+                    tool_use_id = request.get("tool_use_id")
+                    decision = await self.host.ask_permission(
+                        tool_name, tool_input, tool_use_id if isinstance(tool_use_id, str) else None
+                    )
+                    if decision.allow:
+                        response = {"behavior": "allow", "updatedInput": tool_input}
+                    else:
+                        response = {
+                            "behavior": "deny",
+                            "message": decision.message or "The user denied this tool use.",
+                        }
+                await self._reply(request_id, response)
+            finally:
+                self._handlers.pop(request_id, None)
+
+    async def _reply(self, request_id: str, response: dict[str, Any]) -> None:
+        await self._write(
+            {
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": response},
+            }
+        )
+
+    async def _reply_error(self, request_id: str, message: str) -> None:
+        await self._write(
+            {
+                "type": "control_response",
+                "response": {"subtype": "error", "request_id": request_id, "error": message},
+            }
+        )
+
+    # -- EngineSession ------------------------------------------------------------------------
+
+    async def turn(self, text: str) -> None:
+        """Send the user's message and wait for the turn's ``result``."""
+        if self._proc is None:
+            await self._start()
+        done = self._turn_done = trio.Event()
+        try:
+            await self._write(
+                {
+                    "type": "user",
+                    "message": {"role": "user", "content": text},
+                    "parent_tool_use_id": None,
+                    "session_id": "default",
+                }
+            )
+            await done.wait()
+        finally:
+            self._turn_done = None
+            # Whatever is still asked belongs to a turn that is over.
+            for scope in list(self._handlers.values()):
+                scope.cancel()
+        if self._exited.is_set():
+            if self._resumed and not self._saw_init:
+                # The stored session could not be resumed: the next try starts afresh.
+                self.engine.no_resume.add(self.host.workspace_id)
+            raise EngineError(self._exit_detail("Claude Code exited"))
+
+    def interrupt(self) -> None:
+        """Ask the CLI to stop the current turn; open prompts are cancelled."""
+        if self._turn_done is None or self._proc is None:
+            return
+        self._nursery.start_soon(self._interrupt)
+
+    async def _interrupt(self) -> None:
+        for scope in list(self._handlers.values()):
+            scope.cancel()
+        # EngineError: the CLI is gone, and the turn ends on its own.
+        with contextlib.suppress(EngineError):
+            await self._control({"subtype": "interrupt"}, wait_seconds=10.0)
+
+
+async def _run_cli(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async def terminate(proc: trio.Process) -> None:
+        proc.terminate()
+        with trio.move_on_after(TERMINATE_GRACE):
+            await proc.wait()
+            return
+        proc.kill()
+
+    await trio.run_process(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        check=False,
+        deliver_cancel=terminate,
+        task_status=task_status,
+    )
+
+
+async def _lines(stream: trio.abc.ReceiveStream, limit: int) -> AsyncIterator[bytes | None]:
+    """Lines without their newline; None for a line longer than ``limit`` (skipped)."""
+    buf = bytearray()
+    skipping = False
+    while True:
+        try:
+            data = await stream.receive_some(256 * 1024)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            if buf and not skipping:
+                yield bytes(buf)
+            return
+        buf += data
+        while True:
+            end = buf.find(b"\n")
+            if end < 0:
+                if len(buf) > limit:
+                    if not skipping:
+                        yield None
+                    skipping = True
+                    buf.clear()
+                break
+            line = bytes(buf[:end])
+            del buf[: end + 1]
+            if skipping:
+                skipping = False
+                continue
+            yield line if len(line) <= limit else None
+
+
+async def _first(*waits: Any) -> None:
+    """Return as soon as one of the given zero-argument async functions returns."""
+    async with trio.open_nursery() as nursery:
+
+        async def one(wait: Any) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(one, wait)

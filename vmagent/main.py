@@ -1,0 +1,170 @@
+"""``vmagent``: the command line (PROTOCOL.md section 8) and the process's life.
+
+Every flag also reads an environment variable ``VMAGENT_<FLAG>`` (upper case,
+dashes to underscores); a flag given on the command line wins. systemd: the
+agent sends ``READY=1`` once its logs are loaded and it runs (it does not wait
+for relayd, which may be down), ``WATCHDOG=1`` from its event loop, and
+``STOPPING=1`` on SIGTERM or SIGINT, then stops its sessions and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from vmagent.agent import (
+    DEFAULT_BACKOFF_INITIAL,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_OUTBOX_LIMIT,
+    Agent,
+    AgentSettings,
+)
+from vmagent.engines.base import Engine
+from vmagent.engines.demo import DEFAULT_WORD_DELAY, DemoEngine
+from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES
+from vmagent.workdir import DEFAULT_CLONE_TIMEOUT, DEFAULT_GIT_BASE_URL, WorkdirPlan
+from wire import sdnotify
+from wire.logs import setup_logging
+
+log = logging.getLogger("vmagent")
+
+DEFAULT_RELAY_URL: Final = "ws://127.0.0.1:8765"
+DEFAULT_STATE_DIR: Final = ".state/vmagent"
+ENGINES: Final = ("claude", "demo")
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser, with defaults taken from ``VMAGENT_*`` variables."""
+
+    def default(flag: str, fallback: str | None) -> str | None:
+        return env.get("VMAGENT_" + flag.upper().replace("-", "_"), fallback)
+
+    p = argparse.ArgumentParser(
+        prog="vmagent",
+        description="The FF Cloud VM agent: dials relayd and runs Claude Code sessions.",
+    )
+    p.add_argument("--relay-url", default=default("relay-url", DEFAULT_RELAY_URL))
+    p.add_argument(
+        "--token-file",
+        default=default("token-file", None),
+        help="file holding this VM's token (re-read on every reconnect)",
+    )
+    p.add_argument("--state-dir", default=default("state-dir", DEFAULT_STATE_DIR))
+    p.add_argument("--engine", choices=ENGINES, default=default("engine", "demo"))
+    p.add_argument("--git-base-url", default=default("git-base-url", DEFAULT_GIT_BASE_URL))
+    clone_default: bool | None = None
+    if "VMAGENT_CLONE" in env:
+        clone_default = _env_bool(env["VMAGENT_CLONE"])
+    if "VMAGENT_NO_CLONE" in env:
+        clone_default = not _env_bool(env["VMAGENT_NO_CLONE"])
+    p.add_argument(
+        "--clone",
+        dest="clone",
+        action="store_true",
+        default=clone_default,
+        help="clone the issue's repository (default with the claude engine)",
+    )
+    p.add_argument("--no-clone", dest="clone", action="store_false")
+    p.add_argument(
+        "--clone-timeout",
+        type=float,
+        default=float(default("clone-timeout", str(DEFAULT_CLONE_TIMEOUT)) or 0),
+    )
+    p.add_argument(
+        "--demo-delay",
+        type=float,
+        default=float(default("demo-delay", str(DEFAULT_WORD_DELAY)) or 0),
+        help="seconds between the demo engine's streamed words",
+    )
+    p.add_argument(
+        "--claude-cli",
+        default=default("claude-cli", None),
+        help="the Claude Code CLI to run (default: the one bundled with claude-agent-sdk)",
+    )
+    p.add_argument("--claude-model", default=default("claude-model", None))
+    p.add_argument(
+        "--outbox-limit",
+        type=int,
+        default=int(default("outbox-limit", str(DEFAULT_OUTBOX_LIMIT)) or 0),
+    )
+    p.add_argument(
+        "--max-queued-messages",
+        type=int,
+        default=int(default("max-queued-messages", str(DEFAULT_MAX_QUEUED_MESSAGES)) or 0),
+    )
+    p.add_argument(
+        "--backoff-initial",
+        type=float,
+        default=float(default("backoff-initial", str(DEFAULT_BACKOFF_INITIAL)) or 0),
+    )
+    p.add_argument(
+        "--backoff-max",
+        type=float,
+        default=float(default("backoff-max", str(DEFAULT_BACKOFF_MAX)) or 0),
+    )
+    p.add_argument("--log-level", default=default("log-level", "info"))
+    return p
+
+
+def make_engine(args: argparse.Namespace) -> Engine:
+    """The engine the command line asks for."""
+    if args.engine == "claude":
+        from vmagent.engines.claude import ClaudeEngine
+
+        return ClaudeEngine(cli_path=args.claude_cli, model=args.claude_model)
+    return DemoEngine(word_delay=args.demo_delay)
+
+
+def settings_from(args: argparse.Namespace) -> AgentSettings:
+    """Agent settings from parsed arguments."""
+    clone = args.clone if args.clone is not None else args.engine == "claude"
+    return AgentSettings(
+        relay_url=args.relay_url,
+        token_file=Path(args.token_file),
+        state_dir=Path(args.state_dir),
+        plan=WorkdirPlan(
+            clone=clone, git_base_url=args.git_base_url, clone_timeout=args.clone_timeout
+        ),
+        outbox_limit=args.outbox_limit,
+        backoff_initial=args.backoff_initial,
+        backoff_max=args.backoff_max,
+        max_queued_messages=args.max_queued_messages,
+    )
+
+
+async def serve(agent: Agent) -> None:
+    """Run the agent until SIGTERM or SIGINT; speak the systemd notify protocol."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            sdnotify.notify("READY=1")
+            log.info("vmagent running", extra={"engine": agent.engine.name})
+            nursery.start_soon(sdnotify.watchdog_loop)
+            async for signum in signals:
+                log.info("stopping", extra={"signal": signal.Signals(signum).name})
+                sdnotify.notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    args = build_parser(os.environ).parse_args(argv)
+    setup_logging(args.log_level)
+    if not args.token_file:
+        print("vmagent: --token-file (or VMAGENT_TOKEN_FILE) is required", file=sys.stderr)
+        sys.exit(2)
+    agent = Agent(settings_from(args), make_engine(args))
+    trio.run(serve, agent)
