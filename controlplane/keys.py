@@ -35,7 +35,7 @@ class KeyEntry:
     drop_after: float | None = None
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` readable by the owner only, atomically."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -96,7 +96,7 @@ class KeyRing:
         self.save()
 
     def _add(self, key: SigningKey, now: float) -> None:
-        _write_private(self.dir / f"{key.kid}.pem", key.private_pem())
+        write_private_file(self.dir / f"{key.kid}.pem", key.private_pem())
         self.entries.append(KeyEntry(key, created_at=now))
 
     def rotate(self, longest_token_ttl: float, *, now: float | None = None) -> SigningKey:
@@ -122,7 +122,7 @@ class KeyRing:
                 item["retiredAt"] = e.retired_at
                 item["dropAfter"] = e.drop_after
             index.append(item)
-        _write_private(self.index_path, json.dumps(index, indent=2).encode())
+        write_private_file(self.index_path, json.dumps(index, indent=2).encode())
         kept = {f"{e.key.kid}.pem" for e in self.entries}
         for pem in self.dir.glob("*.pem"):
             if pem.name not in kept:

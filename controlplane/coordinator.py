@@ -1,0 +1,208 @@
+"""Keeps relayd's ownership table equal to the database, and the database up to
+date with what relayd reports.
+
+- After every connect: every VM is offline until relayd says otherwise, and a
+  full ``sync`` sends every live placement.
+- Events: ``vm_online``/``vm_offline`` (placing waiting workspaces on VMs that
+  come), ``workspace_status`` and ``audit`` are stored.
+- One reconciler task places waiting workspaces (``assign``), cuts off revoked
+  VMs (``disconnect``) and, every ``interval`` seconds, re-syncs when the
+  database changed behind its back (``controlplane vm revoke`` from another
+  process, another control plane on the same PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Final
+
+import trio
+
+from controlplane import store
+from controlplane.db import Database, utcnow
+from controlplane.relaylink import RelayLink, RelayRefused, RelayUnavailable
+from wire.protocol import Status
+
+log = logging.getLogger(__name__)
+
+#: Seconds between checks that relayd's table still matches the database.
+RECONCILE_INTERVAL: Final = 5.0
+#: Statuses a VM may report (``offline`` is the relay's word, derived here instead).
+_REPORTABLE: Final = frozenset(s.value for s in Status) - {Status.OFFLINE.value}
+MAX_ACTION_LENGTH: Final = 64
+MAX_DETAIL_LENGTH: Final = 4096
+
+
+def sync_entry(workspace: store.Workspace) -> dict[str, Any]:
+    """One element of ``sync`` (and the fields of ``assign``)."""
+    assert workspace.vm_id is not None
+    return {
+        "workspaceId": workspace.id,
+        "vmId": workspace.vm_id,
+        "userIds": [workspace.user_id],
+        "issue": workspace.issue_message(),
+    }
+
+
+def parse_time(value: object) -> dt.datetime:
+    """relayd's ``at``: ISO 8601 text or seconds (or milliseconds) since the epoch."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return utcnow()
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return utcnow()
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return utcnow()
+
+
+def _short(value: object, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+class Coordinator:
+    """The control plane's side of the relayd link."""
+
+    def __init__(self, db: Database, *, interval: float = RECONCILE_INTERVAL) -> None:
+        self.db = db
+        self.interval = interval
+        self.link: RelayLink | None = None
+        self.online_vms: set[str] = set()
+        #: What relayd was last told: workspace id -> VM id.
+        self._relay_table: dict[str, str] = {}
+        self._to_disconnect: set[str] = set()
+        self._wakeup = trio.Event()
+        #: Set each time the reconciler finishes a pass (tests wait on it).
+        self.passes = 0
+        self._pass_done = trio.Event()
+
+    def attach(self, link: RelayLink) -> None:
+        """Use ``link`` for requests."""
+        self.link = link
+
+    def kick(self) -> None:
+        """Ask the reconciler for a pass now (placement, disconnects)."""
+        self._wakeup.set()
+
+    async def wait_pass(self) -> None:
+        """Wait for the next reconciler pass to finish."""
+        await self._pass_done.wait()
+
+    # --- link callbacks ---------------------------------------------------
+
+    async def on_connect(self, link: RelayLink) -> None:
+        """Full resync: every VM offline until relayd reports it, then ``sync``."""
+        await self.db.run(store.set_all_vms_offline)
+        self.online_vms.clear()
+        placed = await self.db.run(store.assignments)
+        await link.request_while_connecting("sync", workspaces=[sync_entry(w) for w in placed])
+        self._relay_table = {w.id: w.vm_id for w in placed if w.vm_id is not None}
+        self.kick()
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """Store what relayd reports. Never waits on the link (see relaylink)."""
+        kind = event.get("type")
+        if kind in ("vm_online", "vm_offline"):
+            vm_id = event.get("vmId")
+            if not isinstance(vm_id, str):
+                return
+            online = kind == "vm_online"
+            vm = await self.db.run(lambda c: store.set_vm_online(c, vm_id, online))
+            if online and (vm is None or vm.revoked):
+                log.warning(
+                    "revoked or unknown VM came online; cutting it off", extra={"vmId": vm_id}
+                )
+                self._to_disconnect.add(vm_id)
+                self.kick()
+            elif online:
+                self.online_vms.add(vm_id)
+                self.kick()
+            else:
+                self.online_vms.discard(vm_id)
+        elif kind == "workspace_status":
+            workspace_id, status = event.get("workspaceId"), event.get("status")
+            if isinstance(workspace_id, str) and status in _REPORTABLE:
+                await self.db.run(lambda c: store.set_reported_status(c, workspace_id, status))
+        elif kind == "audit":
+            await self._store_audit(event)
+        else:
+            log.info("ignoring relayd event", extra={"event": kind})
+
+    async def _store_audit(self, event: dict[str, Any]) -> None:
+        workspace_id = event.get("workspaceId")
+        action = _short(event.get("action"), MAX_ACTION_LENGTH)
+        if not isinstance(workspace_id, str) or action is None:
+            log.warning("malformed audit event from relayd")
+            return
+        user_id = _short(event.get("userId"), 200)
+        request_id = _short(event.get("requestId"), 200)
+        detail = _short(event.get("detail"), MAX_DETAIL_LENGTH)
+        at = parse_time(event.get("at"))
+        await self.db.run(
+            lambda c: store.add_audit(c, workspace_id, user_id, action, request_id, at, detail)
+        )
+
+    # --- actions ------------------------------------------------------------
+
+    async def release(self, workspace_id: str) -> None:
+        """Tell relayd a workspace is gone; when the link is down, the next sync says it."""
+        self._relay_table.pop(workspace_id, None)
+        if self.link is None:
+            return
+        try:
+            await self.link.request("release", workspaceId=workspace_id)
+        except (RelayUnavailable, RelayRefused) as exc:
+            log.warning(
+                "release not delivered", extra={"workspaceId": workspace_id, "reason": str(exc)}
+            )
+
+    async def _assign(self, workspace: store.Workspace) -> None:
+        if self.link is None or workspace.vm_id is None:
+            return
+        try:
+            await self.link.request("assign", **sync_entry(workspace))
+        except (RelayUnavailable, RelayRefused) as exc:
+            log.warning(
+                "assign not delivered", extra={"workspaceId": workspace.id, "reason": str(exc)}
+            )
+        else:
+            self._relay_table[workspace.id] = workspace.vm_id
+
+    async def run(self) -> None:
+        """The reconciler: one pass when kicked, and every ``interval`` seconds."""
+        while True:
+            with trio.move_on_after(self.interval):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            try:
+                await self._pass()
+            except (RelayUnavailable, RelayRefused) as exc:
+                log.warning("reconcile pass cut short", extra={"reason": str(exc)})
+            self.passes += 1
+            self._pass_done.set()
+            self._pass_done = trio.Event()
+
+    async def _pass(self) -> None:
+        link = self.link
+        if link is None or not link.connected:
+            return
+        revoked = {vm.id for vm in await self.db.run(store.list_vms) if vm.revoked}
+        self._to_disconnect |= self.online_vms & revoked
+        self.online_vms -= revoked
+        for vm_id in sorted(self._to_disconnect):
+            await link.request("disconnect", vmId=vm_id)
+            self._to_disconnect.discard(vm_id)
+        for workspace in await self.db.run(store.place_pending):
+            await self._assign(workspace)
+        placed = await self.db.run(store.assignments)
+        wanted = {w.id: w.vm_id for w in placed if w.vm_id is not None}
+        if wanted != self._relay_table:
+            log.info("relayd's table differs from the database; re-syncing")
+            await link.request("sync", workspaces=[sync_entry(w) for w in placed])
+            self._relay_table = wanted

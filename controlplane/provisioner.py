@@ -1,0 +1,170 @@
+"""Where VMs come from.
+
+- ``none``: VMs registered with ``controlplane vm add`` dial in by themselves.
+- ``local``: vmagent processes on this machine, one per local VM, each with
+  its own state dir and a freshly issued VM token in a 0600 file; one that
+  dies is started again after a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Final, Protocol
+
+import sqlalchemy as sa
+import trio
+
+from controlplane import store
+from controlplane.db import Database
+from controlplane.keys import write_private_file
+from wire.protocol import Scope
+from wire.tokens import SigningKey, issue_token
+
+log = logging.getLogger(__name__)
+
+#: First wait before restarting a vmagent that exited; doubles up to the maximum.
+RESTART_BACKOFF_START: Final = 0.5
+RESTART_BACKOFF_MAX: Final = 30.0
+#: A vmagent that ran this long before dying gets the short backoff again.
+HEALTHY_RUN: Final = 60.0
+
+
+class Provisioner(Protocol):
+    """Makes VMs exist; runs for as long as the control plane does."""
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start what it provides, and keep it running until cancelled."""
+
+
+class NoProvisioner:
+    """VMs come by themselves: nothing to run."""
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Return at once (nothing to supervise)."""
+        task_status.started()
+
+
+def default_command(name: str) -> str:
+    """A console script next to this Python (the venv's), else on the PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name) or name
+
+
+class LocalProvisioner:
+    """Starts and supervises ``count`` vmagent processes on this machine."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        state_dir: Path,
+        count: int,
+        relay_url: str,
+        engine: str,
+        signing_key: Callable[[], SigningKey],
+        issuer: str,
+        token_ttl: float,
+        command: str = "vmagent",
+        git_base_url: str | None = None,
+        no_clone: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.db = db
+        self.dir = state_dir / "vms"
+        self.count = count
+        self.relay_url = relay_url
+        self.engine = engine
+        self.signing_key = signing_key
+        self.issuer = issuer
+        self.token_ttl = token_ttl
+        self.command = command
+        self.git_base_url = git_base_url
+        self.no_clone = no_clone
+        self.env = dict(os.environ if env is None else env)
+        #: How many times each VM's process was started (for tests and logs).
+        self.starts: dict[str, int] = {}
+
+    async def ensure_vms(self) -> list[store.Vm]:
+        """The local VMs ``local-1`` .. ``local-N``, registered when missing."""
+
+        def work(conn: sa.Connection) -> list[store.Vm]:
+            found = []
+            for i in range(1, self.count + 1):
+                name = f"local-{i}"
+                vm = store.find_vm(conn, name) or store.add_vm(conn, name, "local")
+                found.append(vm)
+            return found
+
+        return await self.db.run(work)
+
+    def argv(self, vm: store.Vm) -> list[str]:
+        """The vmagent command line for ``vm``."""
+        home = self.dir / vm.name
+        argv = [
+            default_command(self.command) if self.command == "vmagent" else self.command,
+            "--relay-url",
+            self.relay_url,
+            "--token-file",
+            str(home / "token"),
+            "--state-dir",
+            str(home / "state"),
+            "--engine",
+            self.engine,
+        ]
+        if self.git_base_url:
+            argv += ["--git-base-url", self.git_base_url]
+        if self.no_clone:
+            argv.append("--no-clone")
+        return argv
+
+    def write_token(self, vm: store.Vm) -> Path:
+        """Issue a fresh VM token into the VM's token file (0600)."""
+        home = self.dir / vm.name
+        (home / "state").mkdir(parents=True, exist_ok=True, mode=0o700)
+        token = issue_token(
+            self.signing_key(),
+            sub=vm.id,
+            scope=Scope.VM,
+            issuer=self.issuer,
+            ttl_seconds=self.token_ttl,
+        )
+        path = home / "token"
+        write_private_file(path, token.encode())
+        return path
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every local VM's vmagent and restart those that exit."""
+        vms = [vm for vm in await self.ensure_vms() if not vm.revoked]
+        async with trio.open_nursery() as nursery:
+            for vm in vms:
+                nursery.start_soon(self._supervise, vm)
+            task_status.started()
+
+    async def _supervise(self, vm: store.Vm) -> None:
+        backoff = RESTART_BACKOFF_START
+        while True:
+            current = await self.db.run(lambda c: store.get_vm(c, vm.id))
+            if current is None or current.revoked:
+                log.info("local VM revoked; not starting it", extra={"vm": vm.name})
+                return
+            self.write_token(vm)
+            self.starts[vm.name] = self.starts.get(vm.name, 0) + 1
+            started = trio.current_time()
+            log.info("starting vmagent", extra={"vm": vm.name, "vmId": vm.id})
+            result = await trio.run_process(self.argv(vm), check=False, env=self.env)
+            ran = trio.current_time() - started
+            log.warning(
+                "vmagent exited; restarting",
+                extra={"vm": vm.name, "returncode": result.returncode, "ran": round(ran, 3)},
+            )
+            if ran > HEALTHY_RUN:
+                backoff = RESTART_BACKOFF_START
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
