@@ -1,0 +1,1 @@
+"""Example programs that use FF Cloud from the outside."""
