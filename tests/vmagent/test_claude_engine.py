@@ -1,0 +1,319 @@
+"""The claude engine with the real bundled Claude Code CLI against a fake Messages API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
+from tests.vmagent.fakerelay import FakeRelay, VmConn, assign, say, snapshot, turn_frames
+from vmagent.agent import Agent, AgentSettings
+from vmagent.engines.claude import ClaudeEngine
+from vmagent.workdir import WorkdirPlan
+
+pytestmark = pytest.mark.claude
+
+DEADLINE = 90
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[FakeRelay]:
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(FakeRelay().run)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeAnthropic]:
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(FakeAnthropic().run)
+        nursery.cancel_scope.cancel()
+
+
+def make_agent(tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic) -> Agent:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    token_file = tmp_path / "token"
+    token_file.write_text("tok.en.x")
+    engine = ClaudeEngine(
+        env={
+            "HOME": str(home),
+            "ANTHROPIC_BASE_URL": fake_api.url,
+            "ANTHROPIC_API_KEY": "sk-fake-key",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+        }
+    )
+    return Agent(
+        AgentSettings(
+            relay_url=relay.url,
+            token_file=token_file,
+            state_dir=tmp_path / "state",
+            plan=WorkdirPlan(clone=False),
+            backoff_initial=0.01,
+            backoff_max=0.05,
+        ),
+        engine,
+    )
+
+
+def claude_data(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [
+        f["data"] for f in frames if f["type"] == "claude_message" and f["data"]["type"] == kind
+    ]
+
+
+def tool_results(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool_result blocks of a Messages API request's trailing user turn(s)."""
+    found: list[dict[str, Any]] = []
+    for message in request["messages"]:
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, list):
+            found.extend(
+                b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"
+            )
+    return found
+
+
+def result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return str(content)
+
+
+async def start(nursery: trio.Nursery, agent: Agent, relay: FakeRelay) -> VmConn:
+    await nursery.start(agent.run)
+    conn = await relay.accept()
+    assert (await conn.recv())["type"] == "hello"
+    return conn
+
+
+async def test_text_reply_streams_and_resumes_after_restart(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    with trio.fail_after(DEADLINE):
+        fake_api.push(Reply([text("Hello from the fake model.", chunks=4)]))
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await assign(conn)
+            await say(conn, "say hello", "c1")
+            frames = await turn_frames(conn)
+            init = claude_data(frames, "system")[0]
+            assert init["subtype"] == "init"
+            session_id = init["session_id"]
+            deltas = [
+                d["event"]["delta"]["text"]
+                for d in claude_data(frames, "stream_event")
+                if d["event"]["type"] == "content_block_delta"
+            ]
+            assert "".join(deltas) == "Hello from the fake model."
+            assert len(deltas) == 4  # partial messages are on
+            [assistant] = claude_data(frames, "assistant")
+            assert assistant["message"]["content"] == [
+                {"type": "text", "text": "Hello from the fake model."}
+            ]
+            result = claude_data(frames, "result")[-1]
+            assert result["subtype"] == "success"
+            assert result["session_id"] == session_id
+            assert "duration_ms" in result
+            assert "total_cost_usd" in result
+            first = await fake_api.wait_for_conversation(1)
+            assert first["stream"] is True
+            assert "say hello" in json.dumps(first["messages"])
+            before = await snapshot(conn)
+            nursery.cancel_scope.cancel()
+
+        # A new vmagent on the same state: it resumes the same Claude session.
+        fake_api.push(Reply([text("Still here.")]))
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            again = await snapshot(conn)
+            assert again["messages"] == before["messages"]
+            await say(conn, "are you still there", "c2")
+            frames = await turn_frames(conn)
+            assert claude_data(frames, "result")[-1]["session_id"] == session_id
+            second = await fake_api.wait_for_conversation(2)
+            history = json.dumps(second["messages"])
+            assert "say hello" in history
+            assert "Hello from the fake model." in history
+            nursery.cancel_scope.cancel()
+
+
+async def test_bash_permission_allowed_then_denied(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, fake_api)
+            conn = await start(nursery, agent, relay)
+            await assign(conn)
+            work = tmp_path / "state" / "workspaces" / "ws1" / "work"
+            fake_api.push(
+                Reply(
+                    [
+                        tool_use(
+                            "Bash",
+                            {"command": "touch allowed.txt", "description": "create a file"},
+                            "toolu_allow",
+                        )
+                    ]
+                ),
+                Reply([text("Created it.")]),
+                Reply(
+                    [
+                        tool_use(
+                            "Bash",
+                            {"command": "touch denied.txt", "description": "create another"},
+                            "toolu_deny",
+                        )
+                    ]
+                ),
+                Reply([text("I will not create it.")]),
+            )
+
+            await say(conn, "create a file", "c1")
+            request, _ = await conn.until("permission_request")
+            assert request["toolName"] == "Bash"
+            assert request["toolInput"]["command"] == "touch allowed.txt"
+            assert request["toolUseId"] == "toolu_allow"
+            await conn.until("status", status="waiting_for_input")
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": True,
+                    "userId": "u1",
+                }
+            )
+            resolved, _ = await conn.until("request_resolved")
+            assert (resolved["resolution"], resolved["userId"]) == ("allowed", "u1")
+            frames = await turn_frames(conn)
+            assert (work / "allowed.txt").exists()
+            [ran] = [
+                b
+                for b in tool_results(await fake_api.wait_for_conversation(2))
+                if b["tool_use_id"] == "toolu_allow"
+            ]
+            assert not ran.get("is_error")
+            user_lines = claude_data(frames, "user")
+            assert user_lines[0]["message"]["content"][0]["tool_use_id"] == "toolu_allow"
+
+            await say(conn, "create another", "c2")
+            request, _ = await conn.until("permission_request")
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": False,
+                    "message": "not in this repo",
+                    "userId": "u2",
+                }
+            )
+            resolved, _ = await conn.until("request_resolved")
+            assert resolved["resolution"] == "denied"
+            await turn_frames(conn)
+            assert not (work / "denied.txt").exists()
+            [refused] = [
+                b
+                for b in tool_results(await fake_api.wait_for_conversation(4))
+                if b["tool_use_id"] == "toolu_deny"
+            ]
+            assert refused["is_error"] is True
+            assert "not in this repo" in result_text(refused)
+            nursery.cancel_scope.cancel()
+
+
+async def test_questions_then_interrupt_then_more(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    questions = [
+        {
+            "question": "Which database?",
+            "header": "Database",
+            "options": [
+                {"label": "SQLite", "description": "one file"},
+                {"label": "PostgreSQL", "description": "a server"},
+            ],
+            "multiSelect": False,
+        },
+        {
+            "question": "Which checks?",
+            "header": "Checks",
+            "options": [
+                {"label": "Lint", "description": "ruff"},
+                {"label": "Types", "description": "mypy"},
+                {"label": "Tests", "description": "pytest"},
+            ],
+            "multiSelect": True,
+        },
+    ]
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await assign(conn)
+            fake_api.push(
+                Reply([tool_use("AskUserQuestion", {"questions": questions}, "toolu_ask")]),
+                Reply([text("Thanks for the answers.")]),
+                Reply([text("word " * 400, chunks=400)], delay=0.02),
+                Reply([text("After the interrupt.")]),
+            )
+            await say(conn, "ask me things", "c1")
+            question, _ = await conn.until("user_question")
+            assert question["questions"] == questions
+            await conn.send(
+                {
+                    "type": "question_response",
+                    "workspaceId": "ws1",
+                    "requestId": question["requestId"],
+                    "answers": {"Which database?": "SQLite", "Which checks?": ["Lint", "Tests"]},
+                    "userId": "u1",
+                }
+            )
+            resolved, _ = await conn.until("request_resolved")
+            assert resolved["resolution"] == "answered"
+            await turn_frames(conn)
+            [answered] = [
+                b
+                for b in tool_results(await fake_api.wait_for_conversation(2))
+                if b["tool_use_id"] == "toolu_ask"
+            ]
+            answer_text = result_text(answered)
+            assert "SQLite" in answer_text
+            assert "Lint, Tests" in answer_text
+
+            await say(conn, "write a lot", "c2")
+            await conn.until("claude_message")
+            # Wait until the long reply is really streaming, then stop it.
+            while True:
+                frame = await conn.recv()
+                if (
+                    frame["type"] == "claude_message"
+                    and frame["data"]["type"] == "stream_event"
+                    and frame["data"]["event"]["type"] == "content_block_delta"
+                ):
+                    break
+            await conn.send({"type": "interrupt", "workspaceId": "ws1", "userId": "u1"})
+            frames = await turn_frames(conn)
+            streamed = [
+                f
+                for f in frames
+                if f["type"] == "claude_message" and f["data"]["type"] == "stream_event"
+            ]
+            assert len(streamed) < 350  # stopped well before the 400 deltas
+            await conn.until("status", status="idle")
+
+            await say(conn, "go on", "c3")
+            frames = await turn_frames(conn)
+            assert (
+                claude_data(frames, "assistant")[-1]["message"]["content"][0]["text"]
+                == "After the interrupt."
+            )
+            nursery.cancel_scope.cancel()
