@@ -1,0 +1,114 @@
+"""relayd's entry point: settings, signals, systemd notify, and the serving loop.
+
+Start: bind the WebSocket port and the control socket, then ``READY=1`` (with
+``STATUS=`` naming the bound addresses, useful with port 0). SIGHUP re-reads
+the JWKS file (a bad file keeps the old keys). SIGTERM or SIGINT: ``STOPPING=1``,
+stop accepting, close every peer with 1001, and exit 0 once they are gone or
+``shutdown_timeout`` has passed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from relayd.control import serve_control
+from relayd.relay import Relay
+from relayd.server import handle_connection
+from relayd.settings import Settings, parse_settings
+from wire import sdnotify
+from wire.logs import setup_logging
+from wire.protocol import CloseCode
+from wire.tokens import TokenVerifier
+
+log = logging.getLogger("relayd")
+
+
+def load_verifier(settings: Settings) -> TokenVerifier:
+    """The token verifier for the JWKS file named in the settings."""
+    return TokenVerifier.from_jwks_file(
+        settings.jwks, issuer=settings.issuer, leeway=settings.token_leeway
+    )
+
+
+async def run(settings: Settings, verifier: TokenVerifier) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    relay = Relay(settings, verifier)
+    host, port = settings.listen_address()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()
+        async with trio.open_nursery() as root:
+            await root.start(serve_control, relay)
+            status = f"ws={bound[0]}:{bound[1]}"
+            if settings.metrics_listen:
+                from relayd.metrics import serve_metrics
+
+                metrics_address: tuple[str, int] = await root.start(serve_metrics, relay)
+                status += f" metrics={metrics_address[0]}:{metrics_address[1]}"
+            root.start_soon(sdnotify.watchdog_loop)
+            async with trio.open_nursery() as connections:
+                accepting = trio.CancelScope()
+
+                async def accept() -> None:
+                    with accepting:
+                        await trio.serve_listeners(
+                            functools.partial(handle_connection, relay),
+                            listeners,
+                            handler_nursery=connections,
+                        )
+
+                connections.start_soon(accept)
+                log.info(
+                    "listening",
+                    extra={
+                        "listen": f"{bound[0]}:{bound[1]}",
+                        "controlSocket": settings.control_socket,
+                        "relayId": relay.relay_id,
+                    },
+                )
+                sdnotify.notify(f"READY=1\nSTATUS=listening {status}")
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        _reload(relay)
+                        continue
+                    log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+                    break
+                sdnotify.notify("STOPPING=1")
+                relay.shutting_down = True
+                accepting.cancel()
+                relay.close_all(CloseCode.GOING_AWAY, "relayd shutting down")
+                connections.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout
+            root.cancel_scope.cancel()
+    log.info("stopped")
+
+
+def _reload(relay: Relay) -> None:
+    try:
+        verifier = load_verifier(relay.settings)
+    except (OSError, ValueError) as exc:
+        log.error("JWKS reload failed; keeping the old keys", extra={"error": str(exc)})
+        return
+    relay.verifier = verifier
+    log.info("JWKS reloaded", extra={"kids": sorted(verifier.kids)})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``relayd``."""
+    settings = parse_settings(argv)
+    setup_logging(settings.log_level)
+    try:
+        verifier = load_verifier(settings)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the JWKS file", extra={"jwks": settings.jwks, "error": str(exc)})
+        sys.exit(2)
+    try:
+        trio.run(run, settings, verifier)
+    except OSError as exc:
+        log.error("cannot serve", extra={"error": str(exc)})
+        sys.exit(1)

@@ -1,0 +1,226 @@
+"""One accepted WebSocket peer: its outgoing queue, writer, keepalive and expiry.
+
+The rules this module keeps (trio-websocket has been seen to bite on each):
+
+* A frame is never cancelled half-way. The writer sends inside a shielded
+  cancel scope; to stop a peer, :meth:`Peer.close` closes its outbox and the
+  writer sends the close frame after the frame in flight. Only when the peer
+  does not take that frame within ``close_timeout`` is the send cancelled, and
+  then the TCP stream is closed outright, never written to again.
+* trio-websocket has no keepalive: :meth:`Peer._keepalive` pings every
+  ``ping_interval`` seconds and closes a peer that missed two in a row.
+* A token is valid until its ``exp`` (plus the clock-skew leeway); ``auth``
+  moves the deadline, otherwise the peer is closed with 4401.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from relayd.outbox import Outbox, OutboxClosed
+from wire.messages import error_frame
+from wire.protocol import CloseCode, ErrorCode, Scope
+from wire.tokens import Claims
+
+log = logging.getLogger("relayd.peer")
+
+#: Characters the writer takes from its queue per wake-up.
+WRITE_BATCH_CHARS: Final = 256 * 1024
+#: Missed pings before a peer is closed (PROTOCOL.md section 1).
+MAX_MISSED_PINGS: Final = 2
+
+_ids = itertools.count(1)
+
+
+class Peer:
+    """A client or VM connection as relayd holds it."""
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        stream: trio.abc.Stream,
+        claims: Claims,
+        *,
+        outbox: Outbox,
+        ping_interval: float,
+        close_timeout: float,
+        token_leeway: float,
+        remote: str = "",
+    ) -> None:
+        self.ws = ws
+        self.stream = stream
+        self.claims = claims
+        self.scope = claims.scope
+        self.sub = claims.sub
+        self.id = f"{'c' if claims.scope is Scope.CLIENT else 'v'}{next(_ids)}"
+        self.remote = remote
+        self.outbox = outbox
+        self.ping_interval = ping_interval
+        self.close_timeout = close_timeout
+        self.token_leeway = token_leeway
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.deadline = self._deadline_for(claims)
+        self._deadline_moved = trio.Event()
+        self._send_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self.frames_out = 0
+
+    def log_extra(self, **more: Any) -> dict[str, Any]:
+        """Ids for a log line: never a token."""
+        return {"peer": self.id, "scope": str(self.scope), "sub": self.sub, **more}
+
+    # -- sending -------------------------------------------------------------
+
+    def offer(self, frame: str) -> bool:
+        """Queue a frame without waiting; False when the queue is full (the caller decides)."""
+        return self.outbox.offer(frame)
+
+    def send_or_drop(self, frame: str) -> None:
+        """Queue a frame; a peer whose queue is full is too slow and is closed (4008)."""
+        if not self.outbox.offer(frame):
+            self.close(CloseCode.TOO_SLOW, "too slow to keep up")
+
+    def send_error(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        workspace_id: str | None = None,
+        ref: str | None = None,
+    ) -> None:
+        """Queue an ``error`` message."""
+        self.send_or_drop(error_frame(code, message, workspace_id=workspace_id, ref=ref))
+
+    # -- closing -------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self.close_code is not None
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close this peer with ``code`` after the frame in flight. Idempotent, never waits."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self.outbox.close()
+        log.info("closing peer", extra=self.log_extra(code=code, reason=reason))
+        if self._send_scope is not None:
+            # The frame in flight gets close_timeout to finish; after that the
+            # stream is abandoned (see _writer).
+            self._send_scope.deadline = min(
+                self._send_scope.deadline, trio.current_time() + self.close_timeout
+            )
+
+    # -- token ---------------------------------------------------------------
+
+    def _deadline_for(self, claims: Claims) -> float:
+        return trio.current_time() + (claims.exp + self.token_leeway - time.time())
+
+    def renew(self, claims: Claims) -> None:
+        """A fresh token (same ``sub`` and scope, checked by the caller) moves the deadline."""
+        self.claims = claims
+        self.deadline = self._deadline_for(claims)
+        self._deadline_moved.set()
+
+    # -- running -------------------------------------------------------------
+
+    async def run(self, reader: Callable[[Peer], Awaitable[None]]) -> None:
+        """Run the peer until it closes: ``reader`` handles what it sends."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._writer, nursery.cancel_scope)
+            nursery.start_soon(self._keepalive)
+            nursery.start_soon(self._expiry)
+            try:
+                await reader(self)
+            except ConnectionClosed:
+                pass
+            finally:
+                # The peer closed (or broke) its side, or the reader returned:
+                # nothing more can be delivered.
+                if self.close_code is None:
+                    self.close_code = CloseCode.NORMAL
+                    self.outbox.close()
+            # The writer finishes: it sends the close frame if the socket is still up.
+
+    async def _writer(self, cancel_scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                try:
+                    batch = await self.outbox.get_batch(WRITE_BATCH_CHARS)
+                except OutboxClosed:
+                    break
+                with trio.CancelScope(shield=True) as scope:
+                    self._send_scope = scope
+                    if self.close_code is not None:
+                        scope.deadline = trio.current_time() + self.close_timeout
+                    try:
+                        for frame in batch:
+                            await self.ws.send_message(frame)
+                            self.frames_out += 1
+                    except ConnectionClosed:
+                        break
+                    finally:
+                        self._send_scope = None
+                if scope.cancelled_caught:
+                    # A frame was cut half-way: the stream is garbage from here on.
+                    log.info("peer did not take its data; dropping it", extra=self.log_extra())
+                    await trio.aclose_forcefully(self.stream)
+                    cancel_scope.cancel()
+                    return
+            code = self.close_code or CloseCode.NORMAL
+            with trio.CancelScope(shield=True) as closing:
+                closing.deadline = trio.current_time() + self.close_timeout
+                await self.ws.aclose(code, self.close_reason or None)
+            if closing.cancelled_caught:
+                await trio.aclose_forcefully(self.stream)
+        finally:
+            cancel_scope.cancel()
+
+    async def _keepalive(self) -> None:
+        if self.ping_interval <= 0:
+            return
+        missed = 0
+        async with trio.open_nursery() as pings:
+            while True:
+                answered = trio.Event()
+                pings.start_soon(self._ping, answered)
+                await trio.sleep(self.ping_interval)
+                if answered.is_set():
+                    missed = 0
+                    continue
+                missed += 1
+                if missed >= MAX_MISSED_PINGS:
+                    log.info("peer missed two pings", extra=self.log_extra())
+                    self.close(CloseCode.POLICY, "missed two pings")
+                    pings.cancel_scope.cancel()
+                    return
+
+    async def _ping(self, answered: trio.Event) -> None:
+        # ping() waits for the pong; a pong also answers every earlier ping.
+        # Cancelling it half-way only happens when the peer is going away.
+        try:
+            await self.ws.ping()
+        except ConnectionClosed:
+            return
+        answered.set()
+
+    async def _expiry(self) -> None:
+        while True:
+            with trio.move_on_at(self.deadline):
+                await self._deadline_moved.wait()
+                self._deadline_moved = trio.Event()
+                continue
+            if trio.current_time() >= self.deadline:
+                self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+                return

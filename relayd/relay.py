@@ -1,0 +1,598 @@
+"""The relay's routing core: ownership, rooms, and what each peer's frames do.
+
+This is the thin I/O shell around :class:`relayd.room.Room`: it reads frames
+from peers, feeds the rooms, and carries out their actions by queueing frames
+on peers' outboxes (never waiting on a client). The sockets themselves are
+handled in :mod:`relayd.server` and :mod:`relayd.control`.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+import trio
+
+from relayd.control_events import ControlHub
+from relayd.outbox import OutboxClosed
+from relayd.peer import Peer
+from relayd.ratelimit import TokenBucket
+from relayd.room import (
+    Action,
+    Anomaly,
+    Deliver,
+    RequestSnapshot,
+    Room,
+    StatusChanged,
+)
+from relayd.settings import Settings
+from relayd.stats import Stats
+from wire.envelope import read_envelope
+from wire.messages import (
+    Auth,
+    ForwardedMessage,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    decode_client_message,
+    dumps,
+    encode_message,
+    message_type,
+)
+from wire.protocol import (
+    SEQUENCED_VM_TYPES,
+    ClientType,
+    CloseCode,
+    ErrorCode,
+    RelayType,
+    VmType,
+)
+from wire.tokens import TokenError, TokenVerifier
+
+log = logging.getLogger("relayd")
+
+VERSION: Final = "1"
+#: Forwarded ``clientMessageId``/``requestId`` remembered per VM to route its errors back.
+_ERROR_ROUTES: Final = 4096
+_AUDITED: Final = {
+    ClientType.QUESTION_RESPONSE: "question_response",
+    ClientType.PERMISSION_RESPONSE: "permission_response",
+    ClientType.INTERRUPT: "interrupt",
+}
+
+
+@attrs.frozen
+class Ownership:
+    """One row of the control plane's ownership table."""
+
+    workspace_id: str
+    vm_id: str
+    user_ids: frozenset[str]
+    issue: dict[str, Any]
+
+
+class ClientPeer(Peer):
+    """A client connection: its subscriptions and its rate limit."""
+
+    subscriptions: set[str]
+    bucket: TokenBucket
+
+
+class VmPeer(Peer):
+    """A VM connection: what its ``hello`` said, and where its errors go."""
+
+    logs: dict[str, tuple[str, int]]
+    hello_done: bool
+    error_routes: collections.OrderedDict[tuple[str, str], ClientPeer]
+
+
+class Relay:
+    """Everything relayd knows; one per process."""
+
+    def __init__(self, settings: Settings, verifier: TokenVerifier) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.relay_id = uuid.uuid4().hex[:12]
+        self.ownership: dict[str, Ownership] = {}
+        self.rooms: dict[str, Room] = {}
+        self.vms: dict[str, VmPeer] = {}
+        self.vm_peers: set[VmPeer] = set()
+        self.clients_by_user: dict[str, set[ClientPeer]] = {}
+        self.stats = Stats()
+        self.control = ControlHub(settings.audit_buffer, self.stats)
+        self.shutting_down = False
+
+    # -- peers ---------------------------------------------------------------
+
+    def client_count(self, user_id: str) -> int:
+        """Open client connections of one user."""
+        return len(self.clients_by_user.get(user_id, ()))
+
+    def all_peers(self) -> list[Peer]:
+        """Every open peer."""
+        peers: list[Peer] = list(self.vm_peers)
+        for group in self.clients_by_user.values():
+            peers.extend(group)
+        return peers
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every peer (shutdown)."""
+        for peer in self.all_peers():
+            peer.close(code, reason)
+
+    def disconnect(self, *, user_id: str | None = None, vm_id: str | None = None) -> int:
+        """Cut a user's or a VM's connections off (4403); returns how many."""
+        peers: list[Peer] = []
+        if user_id is not None:
+            peers.extend(self.clients_by_user.get(user_id, ()))
+        if vm_id is not None:
+            peers.extend(p for p in self.vm_peers if p.sub == vm_id)
+        for peer in peers:
+            peer.close(CloseCode.CUT_OFF, "cut off by the control plane")
+        return len(peers)
+
+    def renew(self, peer: Peer, token: str) -> None:
+        """Handle ``auth``: a new token for the same ``sub`` and scope moves the deadline."""
+        try:
+            claims = self.verifier.verify(token, scope=peer.scope)
+        except TokenError as exc:
+            peer.send_error(ErrorCode.FORBIDDEN, f"token refused: {exc}")
+            return
+        if claims.sub != peer.sub:
+            peer.send_error(ErrorCode.FORBIDDEN, "the new token is for another subject")
+            return
+        peer.renew(claims)
+        log.info("token renewed", extra=peer.log_extra())
+
+    # -- rooms ---------------------------------------------------------------
+
+    def room(self, workspace_id: str) -> Room:
+        """The room of an owned workspace, made on first use."""
+        room = self.rooms.get(workspace_id)
+        if room is None:
+            room = Room(
+                workspace_id,
+                buffer_messages=self.settings.replay_messages,
+                buffer_bytes=self.settings.replay_bytes,
+            )
+            self.rooms[workspace_id] = room
+            owner = self.ownership.get(workspace_id)
+            vm = self.vms.get(owner.vm_id) if owner is not None else None
+            if vm is not None:
+                self.apply(room, room.vm_connected(vm.logs.get(workspace_id)))
+        return room
+
+    def apply(self, room: Room, actions: Iterable[Action]) -> None:
+        """Carry out a room's actions."""
+        for action in actions:
+            if isinstance(action, Deliver):
+                for client in action.clients:
+                    assert isinstance(client, ClientPeer)
+                    for frame in action.frames:
+                        if not client.outbox.offer(frame):
+                            self._too_slow(client)
+                            break
+                        self.stats.messages_out += 1
+            elif isinstance(action, RequestSnapshot):
+                owner = self.ownership.get(room.workspace_id)
+                vm = self.vms.get(owner.vm_id) if owner is not None else None
+                if vm is not None:
+                    self.stats.snapshot_requests += 1
+                    vm.send_or_drop(
+                        dumps(
+                            {
+                                "type": RelayType.SNAPSHOT_REQUEST,
+                                "workspaceId": room.workspace_id,
+                                "requestId": action.request_id,
+                            }
+                        )
+                    )
+            elif isinstance(action, StatusChanged):
+                self.control.emit(
+                    {
+                        "type": "workspace_status",
+                        "workspaceId": room.workspace_id,
+                        "status": action.status,
+                    }
+                )
+            elif isinstance(action, Anomaly):
+                log.warning(action.message, extra={"workspaceId": room.workspace_id})
+
+    def _too_slow(self, client: ClientPeer) -> None:
+        if client.closing:
+            return
+        self.stats.slow_closes += 1
+        client.close(CloseCode.TOO_SLOW, "too slow to keep up")
+        self.forget_client_rooms(client)
+
+    def forget_client_rooms(self, client: ClientPeer) -> None:
+        """Remove a client from every room it is in."""
+        for workspace_id in list(client.subscriptions):
+            room = self.rooms.get(workspace_id)
+            if room is not None:
+                room.unsubscribe(client)
+        client.subscriptions.clear()
+
+    def _allowed(self, workspace_id: str, user_id: str) -> Ownership | None:
+        owner = self.ownership.get(workspace_id)
+        if owner is None or user_id not in owner.user_ids:
+            return None
+        return owner
+
+    # -- clients -------------------------------------------------------------
+
+    def client_joined(self, client: ClientPeer) -> None:
+        """Book a new client connection."""
+        client.subscriptions = set()
+        client.bucket = TokenBucket(
+            self.settings.client_rate, self.settings.client_burst, trio.current_time()
+        )
+        self.clients_by_user.setdefault(client.sub, set()).add(client)
+        self.stats.client_connections += 1
+
+    def client_left(self, client: ClientPeer) -> None:
+        """Forget a closed client connection."""
+        self.forget_client_rooms(client)
+        group = self.clients_by_user.get(client.sub)
+        if group is not None:
+            group.discard(client)
+            if not group:
+                del self.clients_by_user[client.sub]
+
+    async def read_client(self, peer: Peer) -> None:
+        """Read a client's frames until it closes."""
+        assert isinstance(peer, ClientPeer)
+        while True:
+            frame = await peer.ws.get_message()
+            if peer.closing:
+                return
+            self.stats.messages_in += 1
+            if not peer.bucket.allow(trio.current_time()):
+                self.stats.rate_limited += 1
+                peer.send_error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+                continue
+            try:
+                if isinstance(frame, bytes):
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
+                message = decode_client_message(frame)
+            except ProtocolError as exc:
+                peer.send_error(exc.code, exc.message, ref=exc.ref)
+                continue
+            if isinstance(message, Subscribe):
+                self._subscribe(peer, message)
+            elif isinstance(message, Unsubscribe):
+                room = self.rooms.get(message.workspace_id)
+                if room is not None:
+                    room.unsubscribe(peer)
+                peer.subscriptions.discard(message.workspace_id)
+            elif isinstance(message, Auth):
+                self.renew(peer, message.token)
+            else:
+                await self._forward(peer, message)
+
+    def _subscribe(self, client: ClientPeer, message: Subscribe) -> None:
+        ws = message.workspace_id
+        if self._allowed(ws, client.sub) is None:
+            client.send_error(ErrorCode.NOT_FOUND, "no such workspace", workspace_id=ws)
+            return
+        if ws not in client.subscriptions and len(client.subscriptions) >= (
+            self.settings.max_subscriptions
+        ):
+            client.send_error(
+                ErrorCode.TOO_LARGE, "too many subscriptions on this connection", workspace_id=ws
+            )
+            return
+        room = self.room(ws)
+        client.subscriptions.add(ws)
+        self.stats.subscribes += 1
+        self.apply(
+            room,
+            room.subscribe(
+                client,
+                last_seq=message.last_seq,
+                epoch=message.epoch,
+                status_only=message.status_only,
+            ),
+        )
+
+    async def _forward(self, client: ClientPeer, message: ForwardedMessage) -> None:
+        ws = message.workspace_id
+        kind = message_type(message)
+        ref = getattr(message, "client_message_id", None) or getattr(message, "request_id", None)
+        owner = self._allowed(ws, client.sub)
+        if owner is None:
+            client.send_error(ErrorCode.NOT_FOUND, "no such workspace", workspace_id=ws, ref=ref)
+            return
+        vm = self.vms.get(owner.vm_id)
+        if vm is None:
+            client.send_error(
+                ErrorCode.VM_OFFLINE, "the workspace's VM is offline", workspace_id=ws, ref=ref
+            )
+            return
+        frame = encode_message(attrs.evolve(message, user_id=client.sub))
+        if ref is not None:
+            vm.error_routes[(ws, ref)] = client
+            vm.error_routes.move_to_end((ws, ref))
+            while len(vm.error_routes) > _ERROR_ROUTES:
+                vm.error_routes.popitem(last=False)
+        try:
+            # Waits while the VM's queue is full: this client is not read meanwhile.
+            await vm.outbox.put(frame)
+        except OutboxClosed:
+            client.send_error(
+                ErrorCode.VM_OFFLINE, "the workspace's VM went away", workspace_id=ws, ref=ref
+            )
+            return
+        self.stats.forwarded += 1
+        action = _AUDITED.get(ClientType(kind))
+        if action is not None:
+            event: dict[str, Any] = {
+                "type": "audit",
+                "workspaceId": ws,
+                "userId": client.sub,
+                "action": action,
+            }
+            request_id = getattr(message, "request_id", None)
+            if request_id is not None:
+                event["requestId"] = request_id
+            if kind == ClientType.PERMISSION_RESPONSE:
+                event["allow"] = bool(getattr(message, "allow", False))
+            event["at"] = _now_iso()
+            self.control.emit(event)
+
+    # -- VMs -----------------------------------------------------------------
+
+    def vm_joined(self, vm: VmPeer) -> None:
+        """Book a new VM connection; an older one of the same VM is replaced."""
+        vm.logs = {}
+        vm.hello_done = False
+        vm.error_routes = collections.OrderedDict()
+        self.vm_peers.add(vm)
+        self.stats.vm_connections += 1
+        old = self.vms.get(vm.sub)
+        if old is not None:
+            old.close(CloseCode.POLICY, "replaced by a newer connection of this VM")
+            self._vm_offline(old)
+
+    def vm_left(self, vm: VmPeer) -> None:
+        """Forget a closed VM connection."""
+        self.vm_peers.discard(vm)
+        self._vm_offline(vm)
+
+    def _vm_offline(self, vm: VmPeer) -> None:
+        if self.vms.get(vm.sub) is not vm:
+            return
+        del self.vms[vm.sub]
+        for owner in self.ownership.values():
+            if owner.vm_id == vm.sub and owner.workspace_id in self.rooms:
+                room = self.rooms[owner.workspace_id]
+                self.apply(room, room.vm_disconnected())
+        self.control.emit({"type": "vm_offline", "vmId": vm.sub})
+        log.info("vm offline", extra=vm.log_extra())
+
+    async def read_vm(self, peer: Peer) -> None:
+        """Read a VM's frames until it closes (the hot path: envelope only)."""
+        assert isinstance(peer, VmPeer)
+        while True:
+            frame = await peer.ws.get_message()
+            if peer.closing:
+                return
+            self.stats.vm_frames_in += 1
+            try:
+                if isinstance(frame, bytes):
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
+                self._vm_frame(peer, frame)
+            except ProtocolError as exc:
+                peer.send_error(exc.code, exc.message, ref=exc.ref)
+
+    def _vm_frame(self, vm: VmPeer, frame: str) -> None:
+        env = read_envelope(frame)
+        kind = env.type
+        if kind in SEQUENCED_VM_TYPES or kind == VmType.MESSAGES_SNAPSHOT:
+            if not vm.hello_done:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "send hello first")
+            ws = env.workspace_id
+            if ws is None or env.seq is None or env.epoch is None:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"{kind} needs workspaceId, seq and epoch"
+                )
+            owner = self.ownership.get(ws)
+            if owner is None or owner.vm_id != vm.sub:
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, "this VM does not own the workspace", env.request_id
+                )
+            room = self.room(ws)
+            if kind == VmType.MESSAGES_SNAPSHOT:
+                self.stats.snapshots += 1
+                self.apply(room, room.vm_snapshot(env.request_id, env.seq, env.epoch, frame))
+            elif kind == VmType.STATUS:
+                body = env.body if env.body is not None else json.loads(frame)
+                status = body.get("status")
+                if not isinstance(status, str):
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "status needs a string 'status'")
+                self.apply(room, room.vm_frame(env.seq, env.epoch, frame, status=status))
+            else:
+                self.apply(room, room.vm_frame(env.seq, env.epoch, frame))
+        elif kind == VmType.HELLO:
+            self._hello(vm, env.body if env.body is not None else json.loads(frame))
+        elif kind == VmType.ERROR:
+            self._vm_error(vm, env.workspace_id, frame)
+        elif kind == VmType.AUTH:
+            body = env.body if env.body is not None else json.loads(frame)
+            token = body.get("token")
+            if not isinstance(token, str):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "auth needs a string 'token'")
+            self.renew(vm, token)
+        else:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+
+    def _hello(self, vm: VmPeer, body: dict[str, Any]) -> None:
+        vm_id = body.get("vmId")
+        if vm_id is not None and vm_id != vm.sub:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "vmId does not match the token")
+        entries = body.get("workspaces", [])
+        if not isinstance(entries, list):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "hello 'workspaces' must be a list")
+        logs: dict[str, tuple[str, int]] = {}
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "hello workspaces are objects")
+            ws, epoch, seq = entry.get("workspaceId"), entry.get("epoch"), entry.get("seq")
+            if (
+                not isinstance(ws, str)
+                or not isinstance(epoch, str)
+                or not isinstance(seq, int)
+                or isinstance(seq, bool)
+                or seq < 0
+            ):
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, "hello workspaces need workspaceId, epoch and seq"
+                )
+            logs[ws] = (epoch, seq)
+        vm.logs = logs
+        first = not vm.hello_done
+        vm.hello_done = True
+        self.vms[vm.sub] = vm
+        log.info(
+            "vm online",
+            extra=vm.log_extra(agentVersion=str(body.get("agentVersion"))[:64], logs=len(logs)),
+        )
+        if first:
+            self.control.emit({"type": "vm_online", "vmId": vm.sub})
+        # Assignments first, so the VM knows a workspace before its snapshot request.
+        owned = [o for o in self.ownership.values() if o.vm_id == vm.sub]
+        for owner in owned:
+            vm.send_or_drop(_assigned_frame(owner))
+        for owner in owned:
+            room = self.rooms.get(owner.workspace_id)
+            if room is not None:
+                self.apply(room, room.vm_connected(logs.get(owner.workspace_id)))
+
+    def _vm_error(self, vm: VmPeer, workspace_id: str | None, frame: str) -> None:
+        body = json.loads(frame)
+        ref = body.get("ref")
+        if isinstance(ref, str) and workspace_id is not None:
+            routed = vm.error_routes.get((workspace_id, ref))
+            if routed is not None and not routed.closing:
+                routed.send_or_drop(frame)
+                return
+        if workspace_id is not None and workspace_id in self.rooms:
+            owner = self.ownership.get(workspace_id)
+            if owner is not None and owner.vm_id == vm.sub:
+                for client in self.rooms[workspace_id].clients:
+                    assert isinstance(client, ClientPeer)
+                    client.send_or_drop(frame)
+                return
+        log.info("vm error with no one to tell", extra=vm.log_extra(code=str(body.get("code"))))
+
+    # -- ownership (control socket) --------------------------------------------
+
+    def assign(self, owner: Ownership) -> None:
+        """One workspace to one VM (also a change of its users)."""
+        old = self.ownership.get(owner.workspace_id)
+        self.ownership[owner.workspace_id] = owner
+        room = self.rooms.get(owner.workspace_id)
+        if old is not None and old.vm_id != owner.vm_id:
+            old_vm = self.vms.get(old.vm_id)
+            if old_vm is not None:
+                old_vm.send_or_drop(_released_frame(owner.workspace_id))
+            if room is not None:
+                self.apply(room, room.vm_disconnected())
+        vm = self.vms.get(owner.vm_id)
+        if vm is not None and (old is None or old.vm_id != owner.vm_id or old.issue != owner.issue):
+            vm.send_or_drop(_assigned_frame(owner))
+        if room is not None:
+            if vm is not None and (old is None or old.vm_id != owner.vm_id):
+                self.apply(room, room.vm_connected(vm.logs.get(owner.workspace_id)))
+            self._drop_unallowed(room, owner.user_ids)
+
+    def release(self, workspace_id: str, *, tell_vm: bool = True) -> None:
+        """Forget a workspace: its VM is told, its clients are unsubscribed."""
+        old = self.ownership.pop(workspace_id, None)
+        if old is not None and tell_vm:
+            vm = self.vms.get(old.vm_id)
+            if vm is not None:
+                vm.send_or_drop(_released_frame(workspace_id))
+        room = self.rooms.pop(workspace_id, None)
+        if room is not None:
+            for client in room.clients:
+                assert isinstance(client, ClientPeer)
+                client.subscriptions.discard(workspace_id)
+                client.send_error(
+                    ErrorCode.NOT_FOUND, "the workspace was released", workspace_id=workspace_id
+                )
+
+    def sync(self, owners: list[Ownership]) -> None:
+        """Replace the whole ownership table."""
+        wanted = {o.workspace_id: o for o in owners}
+        for workspace_id in list(self.ownership):
+            if workspace_id not in wanted:
+                self.release(workspace_id)
+        for owner in owners:
+            self.assign(owner)
+
+    def _drop_unallowed(self, room: Room, user_ids: frozenset[str]) -> None:
+        for client in room.clients:
+            assert isinstance(client, ClientPeer)
+            if client.sub not in user_ids:
+                room.unsubscribe(client)
+                client.subscriptions.discard(room.workspace_id)
+                client.send_error(
+                    ErrorCode.NOT_FOUND, "no such workspace", workspace_id=room.workspace_id
+                )
+
+    def online_vm_events(self) -> list[dict[str, Any]]:
+        """``vm_online`` for every VM online now (sent again after a ``sync``)."""
+        return [{"type": "vm_online", "vmId": vm_id} for vm_id in sorted(self.vms)]
+
+    def stats_reply(self) -> dict[str, Any]:
+        """The ``stats`` control reply."""
+        clients = sum(len(g) for g in self.clients_by_user.values())
+        return {
+            "relayId": self.relay_id,
+            "connections": {"clients": clients, "vms": len(self.vm_peers)},
+            "vmsOnline": len(self.vms),
+            "workspaces": len(self.ownership),
+            "rooms": len(self.rooms),
+            "messages": {
+                "clientIn": self.stats.messages_in,
+                "vmIn": self.stats.vm_frames_in,
+                "out": self.stats.messages_out,
+                "forwarded": self.stats.forwarded,
+            },
+            "drops": {
+                "slowClients": self.stats.slow_closes,
+                "rateLimited": self.stats.rate_limited,
+                "auditOverflow": self.stats.audit_overflow,
+                "refusedHandshakes": self.stats.refused,
+            },
+            "snapshots": {
+                "requested": self.stats.snapshot_requests,
+                "received": self.stats.snapshots,
+            },
+        }
+
+
+def _assigned_frame(owner: Ownership) -> str:
+    return dumps(
+        {
+            "type": RelayType.WORKSPACE_ASSIGNED,
+            "workspaceId": owner.workspace_id,
+            "issue": owner.issue,
+        }
+    )
+
+
+def _released_frame(workspace_id: str) -> str:
+    return dumps({"type": RelayType.WORKSPACE_RELEASED, "workspaceId": workspace_id})
+
+
+def _now_iso() -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
