@@ -143,6 +143,10 @@ class Coordinator:
         user_id = _short(event.get("userId"), 200)
         request_id = _short(event.get("requestId"), 200)
         detail = _short(event.get("detail"), MAX_DETAIL_LENGTH)
+        allow = event.get("allow")
+        if detail is None and isinstance(allow, bool):
+            # relayd adds `allow` to permission_response audits.
+            detail = "allowed" if allow else "denied"
         at = parse_time(event.get("at"))
         await self.db.run(
             lambda c: store.add_audit(c, workspace_id, user_id, action, request_id, at, detail)

@@ -158,7 +158,11 @@ class LocalProvisioner:
             self.starts[vm.name] = self.starts.get(vm.name, 0) + 1
             started = trio.current_time()
             log.info("starting vmagent", extra={"vm": vm.name, "vmId": vm.id})
-            result = await trio.run_process(self.argv(vm), check=False, env=self.env)
+            # Its own session: a Ctrl-C in the terminal reaches the supervisor, which
+            # stops the vmagent in order (cancellation sends SIGTERM).
+            result = await trio.run_process(
+                self.argv(vm), check=False, env=self.env, start_new_session=True
+            )
             ran = trio.current_time() - started
             log.warning(
                 "vmagent exited; restarting",
