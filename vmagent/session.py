@@ -222,15 +222,20 @@ class WorkspaceSession:
         # A session found idle stays idle without a word: nothing changed for viewers.
         if conv.status != Status.IDLE or conv.seq == 0:
             self.commit(conv.set_status(Status.STARTING))
-        try:
-            await prepare_workdir(self._plan, conv.issue, self.workdir)
-        except WorkdirError as exc:
-            log.warning(
-                "working directory not prepared",
-                extra={"workspaceId": self.workspace_id, "detail": str(exc)},
-            )
-            self.commit(conv.set_status(Status.ERROR, str(exc)))
-            await trio.sleep_forever()
+        while True:
+            try:
+                await prepare_workdir(self._plan, conv.issue, self.workdir)
+                break
+            except WorkdirError as exc:
+                log.warning(
+                    "working directory not prepared",
+                    extra={"workspaceId": self.workspace_id, "detail": str(exc)},
+                )
+                self.commit(conv.set_status(Status.ERROR, str(exc)))
+                # The next message tries again (a clone can fail for passing reasons);
+                # it then becomes the first turn.
+                self._retry = await self._inbox.receive()
+                self.commit(conv.set_status(Status.STARTING))
         while True:
             try:
                 async with self.engine.open(self) as engine_session:

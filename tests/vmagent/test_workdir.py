@@ -1,0 +1,149 @@
+"""Working directories: a clone of a local bare repository through file://."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.vmagent.fakerelay import FakeRelay, say
+from vmagent.agent import Agent, AgentSettings
+from vmagent.engines.demo import DemoEngine
+from vmagent.workdir import WorkdirError, WorkdirPlan, clone_url, prepare_workdir, redact
+
+GIT = [
+    "git",
+    "-c",
+    "user.name=Test",
+    "-c",
+    "user.email=test@example.invalid",
+    "-c",
+    "init.defaultBranch=main",
+]
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> str:
+    """A file:// base holding o/r.git with one commit on main and a branch ff/issue-8."""
+    base = tmp_path / "origin"
+    bare = base / "o" / "r.git"
+    bare.parent.mkdir(parents=True)
+    git("init", "--bare", "--quiet", str(bare))
+    seed = tmp_path / "seed"
+    git("init", "--quiet", str(seed))
+    (seed / "README.md").write_text("hello\n")
+    git("add", "README.md", cwd=seed)
+    git("commit", "--quiet", "-m", "first", cwd=seed)
+    git("push", "--quiet", str(bare), "HEAD:refs/heads/main", cwd=seed)
+    git("checkout", "--quiet", "-b", "ff/issue-8", cwd=seed)
+    (seed / "WIP.md").write_text("earlier work\n")
+    git("add", "WIP.md", cwd=seed)
+    git("commit", "--quiet", "-m", "wip", cwd=seed)
+    git("push", "--quiet", str(bare), "ff/issue-8", cwd=seed)
+    return f"file://{base}"
+
+
+def issue(number: int, repo: str = "r") -> dict[str, object]:
+    return {
+        "url": f"https://github.com/o/{repo}/issues/{number}",
+        "owner": "o",
+        "repo": repo,
+        "number": number,
+    }
+
+
+async def test_clone_on_a_new_branch(tmp_path: Path, origin: str) -> None:
+    work = tmp_path / "ws" / "work"
+    work.parent.mkdir()
+    with trio.fail_after(30):
+        await prepare_workdir(WorkdirPlan(clone=True, git_base_url=origin), issue(7), work)
+    assert (work / "README.md").read_text() == "hello\n"
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=work).strip() == "ff/issue-7"
+    assert not (work.parent / "work.partial").exists()
+    # Again: the existing clone is kept as it is.
+    (work / "local.txt").write_text("mine")
+    with trio.fail_after(30):
+        await prepare_workdir(WorkdirPlan(clone=True, git_base_url=origin), issue(7), work)
+    assert (work / "local.txt").read_text() == "mine"
+
+
+async def test_existing_remote_branch_is_checked_out(tmp_path: Path, origin: str) -> None:
+    work = tmp_path / "work"
+    with trio.fail_after(30):
+        await prepare_workdir(WorkdirPlan(clone=True, git_base_url=origin), issue(8), work)
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=work).strip() == "ff/issue-8"
+    assert (work / "WIP.md").exists()
+
+
+async def test_clone_failure_is_readable(tmp_path: Path, origin: str) -> None:
+    work = tmp_path / "work"
+    with trio.fail_after(30), pytest.raises(WorkdirError) as caught:
+        await prepare_workdir(
+            WorkdirPlan(clone=True, git_base_url=origin), issue(1, "missing"), work
+        )
+    message = str(caught.value)
+    assert message.startswith(f"git clone of {origin}/o/missing.git failed: ")
+    assert len(message) > len(f"git clone of {origin}/o/missing.git failed: ")
+    assert not work.exists()
+    assert not (tmp_path / "work.partial").exists()
+
+
+async def test_no_clone_makes_an_empty_directory(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    await prepare_workdir(WorkdirPlan(clone=False), issue(1), work)
+    assert work.is_dir()
+    assert list(work.iterdir()) == []
+
+
+def test_clone_url_and_redaction() -> None:
+    assert clone_url("https://github.com/", "o", "r") == "https://github.com/o/r.git"
+    for owner, repo in [("..", "r"), ("o", "r/../../x"), ("-o", "r"), ("o", "")]:
+        with pytest.raises(WorkdirError):
+            clone_url("https://github.com", owner, repo)
+    assert (
+        redact("https://user:secret@git.example:8443/o/r.git") == "https://git.example:8443/o/r.git"
+    )
+    assert redact("file:///tmp/x") == "file:///tmp/x"
+
+
+async def test_agent_reports_clone_failure_then_recovers(tmp_path: Path, origin: str) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            relay = await nursery.start(FakeRelay().run)
+            agent = Agent(
+                AgentSettings(
+                    relay_url=relay.url,
+                    token_file=token_file,
+                    state_dir=tmp_path / "state",
+                    plan=WorkdirPlan(clone=True, git_base_url=origin),
+                ),
+                DemoEngine(word_delay=0),
+            )
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            await conn.send(
+                {"type": "workspace_assigned", "workspaceId": "bad", "issue": issue(2, "missing")}
+            )
+            status, _ = await conn.until("status", workspaceId="bad", status="error")
+            assert "git clone of" in status["detail"]
+            assert "missing.git" in status["detail"]
+            await conn.send(
+                {"type": "workspace_assigned", "workspaceId": "good", "issue": issue(5)}
+            )
+            await conn.until("status", workspaceId="good", status="idle")
+            work = tmp_path / "state" / "workspaces" / "good" / "work"
+            assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=work).strip() == "ff/issue-5"
+            # The failed workspace tries again on the next message; it still fails, readably.
+            await say(conn, "try again", "c1", ws="bad")
+            status, _ = await conn.until("status", workspaceId="bad", status="error")
+            assert "missing.git" in status["detail"]
+            nursery.cancel_scope.cancel()
