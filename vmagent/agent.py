@@ -59,6 +59,8 @@ DEFAULT_BACKOFF_MAX: Final = 30.0
 #: A connection that lasted this long resets the backoff.
 STABLE_CONNECTION: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+#: Seconds between looks at the token file; a new token is sent as ``auth``.
+DEFAULT_TOKEN_CHECK_INTERVAL: Final = 30.0
 
 
 def agent_version() -> str:
@@ -124,6 +126,7 @@ class AgentSettings:
     backoff_max: float = DEFAULT_BACKOFF_MAX
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+    token_check_interval: float = DEFAULT_TOKEN_CHECK_INTERVAL
 
 
 class Agent:
@@ -253,9 +256,9 @@ class Agent:
             connect_timeout=settings.connect_timeout,
             disconnect_timeout=2.0,
         ) as ws:
-            await self._serve(ws, vm_id_of(token))
+            await self._serve(ws, vm_id_of(token), token)
 
-    async def _serve(self, ws: WebSocketConnection, vm_id: str) -> None:
+    async def _serve(self, ws: WebSocketConnection, vm_id: str, token: str) -> None:
         if ws.subprotocol != SUBPROTOCOL:
             raise ConnectionError(f"relay chose subprotocol {ws.subprotocol!r}")
         send, receive = trio.open_memory_channel[str](self.settings.outbox_limit)
@@ -272,6 +275,7 @@ class Agent:
             async with trio.open_nursery() as nursery:
                 self._conn_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, ws, receive)
+                nursery.start_soon(self._watch_token, token)
                 while True:
                     message = await ws.get_message()
                     self.dispatch(message)
@@ -280,6 +284,19 @@ class Agent:
             if self._out is send:
                 self._out = None
             send.close()
+
+    async def _watch_token(self, token: str) -> None:
+        """Send a renewed token (the token file changed) before the old one expires."""
+        while True:
+            await trio.sleep(self.settings.token_check_interval)
+            try:
+                fresh = self.settings.token_file.read_text().strip()
+            except OSError:
+                continue
+            if fresh and fresh != token:
+                token = fresh
+                log.info("sending the renewed VM token")
+                self.post(dumps({"type": VmType.AUTH, "token": fresh}))
 
     async def _writer(
         self, ws: WebSocketConnection, receive: trio.MemoryReceiveChannel[str]

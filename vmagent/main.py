@@ -24,6 +24,7 @@ from vmagent.agent import (
     DEFAULT_BACKOFF_INITIAL,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_OUTBOX_LIMIT,
+    DEFAULT_TOKEN_CHECK_INTERVAL,
     Agent,
     AgentSettings,
 )
@@ -114,6 +115,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=float,
         default=float(default("backoff-max", str(DEFAULT_BACKOFF_MAX)) or 0),
     )
+    p.add_argument(
+        "--token-check-interval",
+        type=float,
+        default=float(default("token-check-interval", str(DEFAULT_TOKEN_CHECK_INTERVAL)) or 0),
+        help="seconds between looks at the token file (a new token is sent as auth)",
+    )
     p.add_argument("--log-level", default=default("log-level", "info"))
     return p
 
@@ -141,6 +148,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         backoff_initial=args.backoff_initial,
         backoff_max=args.backoff_max,
         max_queued_messages=args.max_queued_messages,
+        token_check_interval=args.token_check_interval,
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -419,4 +420,22 @@ async def test_release_stops_and_keeps_the_log(tmp_path: Path, relay: FakeRelay)
             idle, _ = await conn.until("status", status="idle")
             assert idle["epoch"] == status["epoch"]
             assert idle["seq"] > status["seq"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_renewed_token_is_sent_as_auth(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, token="first.token.x")
+            agent.settings = attrs.evolve(agent.settings, token_check_interval=0.01)
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            (tmp_path / "token").write_text("second.token.y\n")
+            auth, _ = await conn.until("auth")
+            assert auth == {"type": "auth", "token": "second.token.y"}
+            # A reconnect uses the new token.
+            await conn.close()
+            conn = await relay.accept()
+            assert conn.headers["authorization"] == "Bearer second.token.y"
             nursery.cancel_scope.cancel()
