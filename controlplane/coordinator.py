@@ -81,6 +81,7 @@ class Coordinator:
         #: Set each time the reconciler finishes a pass (tests wait on it).
         self.passes = 0
         self._pass_done = trio.Event()
+        self._event_done = trio.Event()
 
     def attach(self, link: RelayLink) -> None:
         """Use ``link`` for requests."""
@@ -93,6 +94,10 @@ class Coordinator:
     async def wait_pass(self) -> None:
         """Wait for the next reconciler pass to finish."""
         await self._pass_done.wait()
+
+    async def wait_event(self) -> None:
+        """Wait until the next relayd event has been handled."""
+        await self._event_done.wait()
 
     # --- link callbacks ---------------------------------------------------
 
@@ -107,6 +112,13 @@ class Coordinator:
 
     async def on_event(self, event: dict[str, Any]) -> None:
         """Store what relayd reports. Never waits on the link (see relaylink)."""
+        try:
+            await self._handle_event(event)
+        finally:
+            self._event_done.set()
+            self._event_done = trio.Event()
+
+    async def _handle_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind in ("vm_online", "vm_offline"):
             vm_id = event.get("vmId")

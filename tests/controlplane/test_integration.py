@@ -1,0 +1,208 @@
+"""The control plane over real sockets with the real relayd and a real vmagent (demo).
+
+The flow of the issue: log in, create a workspace from an issue URL (against
+the fake GitHub API), see it placed and reported idle, subscribe through
+relayd with the issued token, send a message and get the streamed reply,
+interrupt (audited), delete it. And a revoked VM is cut off.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from argon2 import PasswordHasher
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from controlplane import store
+from controlplane.server import Running, prepare_state, serve
+from controlplane.settings import Settings
+from tests.support.fake_github import FakeGitHub
+from tests.support.relayd import Relayd, recv_json, recv_until, send_json, start_relayd
+from wire.protocol import Scope
+from wire.tokens import issue_token
+
+ISSUE = "https://github.com/octo/hello/issues/7"
+PASSWORD = "integration password"
+
+
+@asynccontextmanager
+async def stack(
+    tmp_path: Path, github: FakeGitHub, provisioner: str = "local"
+) -> AsyncIterator[tuple[Running, Relayd, httpx.AsyncClient]]:
+    """relayd, then the control plane (with its local vmagent), and an HTTP client."""
+    settings = Settings(
+        state_dir=tmp_path / "cp",
+        listen="127.0.0.1:0",
+        github_api_url=github.url,
+        github_timeout=2.0,
+        provisioner=provisioner,
+        relay_backoff_max=0.5,
+    )
+    # Keys and database first: relayd starts from the JWKS the control plane writes.
+    _keys, db = await trio.to_thread.run_sync(prepare_state, settings)
+    db.run_sync(lambda c: store.add_user(c, "alice", _cheap_hash(PASSWORD)))
+    db.close()
+    async with start_relayd(tmp_path, args=["--jwks", str(settings.jwks_path)]) as relay:
+        settings = attrs.evolve(settings, relay_socket=relay.control_socket, relay_url=relay.url)
+        env = {**os.environ, "VMAGENT_DEMO_DELAY": "0", "VMAGENT_LOG_LEVEL": "warning"}
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(partial(serve, settings, env=env))
+            async with httpx.AsyncClient(base_url=running.url, timeout=5) as http:
+                yield running, relay, http
+            running.stop()
+            nursery.cancel_scope.cancel()
+
+
+def _cheap_hash(password: str) -> str:
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)
+
+
+async def login(http: httpx.AsyncClient) -> tuple[str, str]:
+    response = await http.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body["accessToken"], body["user"]["id"]
+
+
+async def wait_status(
+    running: Running,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    workspace_id: str,
+    status: str,
+) -> dict[str, Any]:
+    """Wait, event by event from relayd, until the API shows ``status``."""
+    while True:
+        seen = running.services.coordinator.wait_event
+        response = await http.get(f"/api/workspaces/{workspace_id}", headers=headers)
+        body: dict[str, Any] = response.json()
+        if body["status"] == status:
+            return body
+        await seen()
+
+
+async def drain(conn: WebSocketConnection) -> None:
+    """Read until the connection closes (raises ConnectionClosed)."""
+    while True:
+        await conn.get_message()
+
+
+@pytest.fixture
+def short_tmp() -> Any:
+    # Unix socket paths are limited to 108 bytes; pytest's tmp_path can be longer.
+    with tempfile.TemporaryDirectory(prefix="cp-", dir="/tmp") as path:
+        yield Path(path)
+
+
+async def test_the_whole_flow(short_tmp: Path, github: FakeGitHub) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github) as (running, relay, http):
+            token, user_id = await login(http)
+            headers = {"Authorization": f"Bearer {token}"}
+            created = await http.post("/api/workspaces", json={"issueUrl": ISSUE}, headers=headers)
+            assert created.status_code == 201, created.text
+            ws = created.json()
+            assert ws["issue"]["title"] == "Make it greet"
+            idle = await wait_status(running, http, headers, ws["id"], "idle")
+            assert idle["vmId"]
+
+            async with relay.connect_client(user_id, token=token) as client:
+                await send_json(client, {"type": "subscribe", "workspaceId": ws["id"]})
+                subscribed = await recv_json(client)
+                assert subscribed["type"] == "subscribed"
+                snapshot = await recv_json(client)
+                assert snapshot["type"] == "messages_snapshot"
+                await send_json(
+                    client,
+                    {
+                        "type": "user_message",
+                        "workspaceId": ws["id"],
+                        "clientMessageId": "m1",
+                        "text": "hello",
+                    },
+                )
+                seen = await recv_until(
+                    client,
+                    lambda m: m["type"] == "claude_message" and m["data"]["type"] == "result",
+                )
+                kinds = [m["type"] for m in seen]
+                assert "user_message" in kinds
+                deltas = [
+                    m["data"]["event"]["delta"]
+                    for m in seen
+                    if m["type"] == "claude_message"
+                    and m["data"]["type"] == "stream_event"
+                    and m["data"]["event"]["type"] == "content_block_delta"
+                ]
+                assert deltas  # the reply streamed in pieces
+                seqs = [m["seq"] for m in seen if "seq" in m]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+                # An interrupt is forwarded, and audited by the control plane.
+                await send_json(client, {"type": "interrupt", "workspaceId": ws["id"]})
+                while True:
+                    waiting = running.services.coordinator.wait_event
+                    audit = (
+                        await http.get(f"/api/workspaces/{ws['id']}/audit", headers=headers)
+                    ).json()
+                    if audit:
+                        break
+                    await waiting()
+                assert audit[0]["action"] == "interrupt"
+                assert audit[0]["userId"] == user_id
+
+                deleted = await http.delete(f"/api/workspaces/{ws['id']}", headers=headers)
+                assert deleted.status_code == 204
+            stats = await relay.control.request("stats")
+            assert stats["workspaces"] == 0
+            archived = (await http.get(f"/api/workspaces/{ws['id']}", headers=headers)).json()
+            assert archived["status"] == "deleted"
+            health = await http.get("/healthz")
+            assert health.json() == {"status": "ok", "database": "ok", "relay": "ok"}
+
+
+async def test_a_revoked_vm_is_cut_off(short_tmp: Path, github: FakeGitHub) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github, provisioner="none") as (running, relay, http):
+            services = running.services
+            vm = await services.db.run(lambda c: store.add_vm(c, "far-away", "none"))
+            vm_token = issue_token(
+                services.keyring.signing_key,
+                sub=vm.id,
+                scope=Scope.VM,
+                issuer="ffcloud",
+                ttl_seconds=300,
+            )
+            token, _user = await login(http)
+            headers = {"Authorization": f"Bearer {token}"}
+            ws = (
+                await http.post("/api/workspaces", json={"issueUrl": ISSUE}, headers=headers)
+            ).json()
+            assert ws["status"] == "provisioning"  # no VM online yet
+            async with relay.connect_vm(vm.id, token=vm_token) as conn:
+                await send_json(
+                    conn, {"type": "hello", "vmId": vm.id, "agentVersion": "t", "workspaces": []}
+                )
+                assigned = await recv_until(conn, lambda m: m["type"] == "workspace_assigned")
+                assert assigned[-1]["workspaceId"] == ws["id"]
+                assert assigned[-1]["issue"]["title"] == "Make it greet"
+                await services.db.run(lambda c: store.revoke_vm(c, vm.id))
+                services.coordinator.kick()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await drain(conn)
+                assert closed.value.reason is not None
+                assert closed.value.reason.code == 4403
+            # Its workspace waits for another VM again.
+            body = (await http.get(f"/api/workspaces/{ws['id']}", headers=headers)).json()
+            assert body["status"] == "provisioning"
+            assert "vmId" not in body
