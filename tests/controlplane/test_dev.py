@@ -1,0 +1,110 @@
+"""``controlplane dev`` really starts the stack (the web UI's browser tests use it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import trio
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytearray) -> None:
+    while marker not in seen:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            raise AssertionError(f"output ended before {marker!r}: {seen.decode()}")
+        seen += chunk
+
+
+async def poll(
+    check: Callable[[httpx.AsyncClient], Awaitable[bool]], http: httpx.AsyncClient
+) -> None:
+    """Ask until ``check`` says yes: the stack is another process, with no event to wait on."""
+    while not await check(http):
+        await trio.sleep(0.05)
+
+
+async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
+    http_port, relay_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="cpdev-", dir="/tmp") as state:
+        env = {
+            **os.environ,
+            "FFCLOUD_DEV_USER": "tester",
+            "FFCLOUD_DEV_PASSWORD": "dev password",
+            "VMAGENT_DEMO_DELAY": "0",
+        }
+        env.pop("ANTHROPIC_API_KEY", None)
+        argv = [
+            str(Path(sys.executable).parent / "controlplane"),
+            "dev",
+            "--state-dir",
+            state,
+            "--listen",
+            f"127.0.0.1:{http_port}",
+            "--relay-listen",
+            f"127.0.0.1:{relay_port}",
+        ]
+        process = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO)
+        )
+        assert process.stdout is not None
+        try:
+            with trio.fail_after(60):
+                output = bytearray()
+                await read_until(process.stdout, b"Press Ctrl-C", output)
+                text = output.decode()
+                url = f"http://127.0.0.1:{http_port}"
+                assert f"FF Cloud is running at {url}" in text
+                assert "log in as tester with password dev password" in text
+                assert "engine demo" in text
+                async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+
+                    async def healthy(client: httpx.AsyncClient) -> bool:
+                        return (await client.get("/healthz")).status_code == 200
+
+                    await poll(healthy, http)
+                    login = await http.post(
+                        "/api/auth/login", json={"username": "tester", "password": "dev password"}
+                    )
+                    assert login.status_code == 200
+                    headers = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+                    config = (await http.get("/api/config")).json()
+                    assert config == {"relayUrl": f"ws://127.0.0.1:{relay_port}"}
+                    ws = (
+                        await http.post(
+                            "/api/workspaces",
+                            json={"issueUrl": "https://github.com/octo/hello/issues/1"},
+                            headers=headers,
+                        )
+                    ).json()
+
+                    async def idle(client: httpx.AsyncClient) -> bool:
+                        found = await client.get(f"/api/workspaces/{ws['id']}", headers=headers)
+                        return bool(found.json()["status"] == "idle")
+
+                    await poll(idle, http)  # placed on the local vmagent, which reported
+                process.send_signal(signal.SIGINT)
+                await read_until(process.stdout, b"FF Cloud stopped.", output)
+                assert await process.wait() == 0
+            # relayd went with it: its port is free again.
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", relay_port)) != 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
