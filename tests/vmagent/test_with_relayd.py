@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
+from tests.support.fake_anthropic import FakeAnthropic, Reply, text
 from tests.support.relayd import Relayd, recv_json, recv_until, send_json, start_relayd
+from tests.vmagent.gitrepo import git, make_origin
 
 REPO = Path(__file__).resolve().parents[2]
 ISSUE = {
@@ -54,6 +57,8 @@ async def vmagent(
         "0.2",
         *extra,
     ]
+    if "--engine" not in extra:
+        argv += ["--engine", "demo", "--no-clone"]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("VMAGENT_")}
     child_env.update(env or {})
     log_file = (tmp_path / "vmagent.log").open("ab")
@@ -270,3 +275,65 @@ async def test_sd_notify_and_sigterm(tmp_path: Path) -> None:
         finally:
             notify.close()
             shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@pytest.mark.claude
+async def test_claude_engine_process_clones_and_answers(tmp_path: Path) -> None:
+    origin = make_origin(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            fake = await nursery.start(FakeAnthropic().run)
+            fake.push(Reply([text("Hello from Claude Code.")]))
+            async with start_relayd(tmp_path) as relay:
+                await relay.control.assign(
+                    "ws1", "vm1", ["u1"], {**ISSUE, "body": "Make it faster."}
+                )
+                env = {
+                    "HOME": str(home),
+                    "ANTHROPIC_BASE_URL": fake.url,
+                    "ANTHROPIC_API_KEY": "sk-fake",
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                }
+                # --clone is the claude engine's default.
+                async with vmagent(
+                    tmp_path, relay, "--engine", "claude", "--git-base-url", origin, env=env
+                ):
+                    await relay.control.next_event("vm_online")
+                    async with relay.connect_client("u1") as client:
+                        snap = await subscribe(client)
+                        if snap["status"] != "idle":
+                            await recv_until(client, lambda f: f.get("status") == "idle")
+                        work = tmp_path / "state" / "workspaces" / "ws1" / "work"
+                        assert (
+                            git("rev-parse", "--abbrev-ref", "HEAD", cwd=work).strip()
+                            == "ff/issue-3"
+                        )
+                        await send_json(
+                            client,
+                            {
+                                "type": "user_message",
+                                "workspaceId": "ws1",
+                                "clientMessageId": "c1",
+                                "text": "hi",
+                            },
+                        )
+                        frames = await recv_until(
+                            client,
+                            lambda f: (
+                                f.get("type") == "claude_message" and f["data"]["type"] == "result"
+                            ),
+                        )
+                        init = next(
+                            f["data"]
+                            for f in frames
+                            if f.get("type") == "claude_message" and f["data"]["type"] == "system"
+                        )
+                        assert init["cwd"] == str(work)
+                        assert frames[-1]["data"]["result"] == "Hello from Claude Code."
+                        # Claude was told about the issue.
+                        request = await fake.wait_for_conversation(1)
+                        assert "Make it faster." in json.dumps(request["system"])
+                        assert str(ISSUE["url"]) in json.dumps(request["system"])
+            nursery.cancel_scope.cancel()
