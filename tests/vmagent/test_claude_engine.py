@@ -228,6 +228,34 @@ async def test_bash_permission_allowed_then_denied(
             ]
             assert refused["is_error"] is True
             assert "not in this repo" in result_text(refused)
+
+            # An interrupt while a permission is open cancels it and ends the turn.
+            fake_api.push(
+                Reply(
+                    [
+                        tool_use(
+                            "Bash", {"command": "touch never.txt", "description": "x"}, "toolu_int"
+                        )
+                    ]
+                ),
+                Reply([text("Stopped.")]),
+                Reply([text("Back again.")]),
+            )
+            await say(conn, "create a third", "c3")
+            request, _ = await conn.until("permission_request")
+            await conn.until("status", status="waiting_for_input")
+            await conn.send({"type": "interrupt", "workspaceId": "ws1", "userId": "u1"})
+            resolved, _ = await conn.until("request_resolved")
+            assert (resolved["requestId"], resolved["resolution"]) == (
+                request["requestId"],
+                "cancelled",
+            )
+            await turn_frames(conn)
+            await conn.until("status", status="idle")
+            assert not (work / "never.txt").exists()
+            await say(conn, "hello?", "c4")
+            frames = await turn_frames(conn)
+            assert claude_data(frames, "result")[-1]["subtype"] == "success"
             nursery.cancel_scope.cancel()
 
 

@@ -117,6 +117,8 @@ class ClaudeSession:
         self._write_lock = trio.Lock()
         self._controls: dict[str, tuple[trio.Event, dict[str, Any]]] = {}
         self._handlers: dict[str, trio.CancelScope] = {}
+        # Requests the CLI itself gave up on (control_cancel_request): no reply.
+        self._abandoned: set[str] = set()
         self._turn_done: trio.Event | None = None
         self._exited = trio.Event()
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
@@ -267,8 +269,10 @@ class ClaudeSession:
             self._nursery.start_soon(self._on_control_request, body)
             return
         if kind == "control_cancel_request":
-            scope = self._handlers.get(str(body.get("request_id")))
+            request_id = str(body.get("request_id"))
+            scope = self._handlers.get(request_id)
             if scope is not None:
+                self._abandoned.add(request_id)
                 scope.cancel()
             return
         if kind == "system" and body.get("subtype") == "init":
@@ -320,6 +324,16 @@ class ClaudeSession:
                 await self._reply(request_id, response)
             finally:
                 self._handlers.pop(request_id, None)
+        abandoned = request_id in self._abandoned
+        self._abandoned.discard(request_id)
+        if scope.cancelled_caught and not abandoned:
+            # We stopped asking (interrupt, end of turn): the CLI still waits for
+            # an answer, so refuse the tool and stop the turn.
+            with contextlib.suppress(EngineError):
+                await self._reply(
+                    request_id,
+                    {"behavior": "deny", "message": "Interrupted by the user.", "interrupt": True},
+                )
 
     async def _reply(self, request_id: str, response: dict[str, Any]) -> None:
         await self._write(
