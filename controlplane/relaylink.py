@@ -141,6 +141,10 @@ class RelayLink:
                         self.last_error = str(exc)
                     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         self.last_error = f"control connection failed: {exc!r}"
+                    except Exception as exc:
+                        # E.g. the database failing during the sync: retry like a drop.
+                        log.exception("relayd control session failed")
+                        self.last_error = f"control session failed: {exc!r}"
                     log.warning("relayd control link down", extra={"reason": self.last_error})
                     if trio.current_time() - served_since > self.backoff_max:
                         backoff = BACKOFF_START
@@ -148,6 +152,17 @@ class RelayLink:
                 backoff = min(backoff * 2, self.backoff_max)
 
     async def _session(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._serve_session(stream)
+        except BaseExceptionGroup as group:
+            # The nursery wraps what ended the session; hand the first plain
+            # error to run(), which retries. Anything else (Cancelled) goes up.
+            _errors, others = group.split(Exception)
+            if others is not None:
+                raise
+            raise _first_leaf(group) from None
+
+    async def _serve_session(self, stream: trio.SocketStream) -> None:
         try:
             async with stream, trio.open_nursery() as nursery:
                 self._stream = stream
@@ -252,3 +267,8 @@ class RelayLink:
             error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
             raise RelayRefused(str(error.get("code", "error")), str(error.get("message", "")))
         return reply
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
