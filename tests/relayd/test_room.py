@@ -1,0 +1,399 @@
+"""The room state machine without sockets: examples, then property tests over interleavings.
+
+The property test drives a :class:`Room` with a model VM (a log that grows, an
+ordered pipe of frames and snapshot answers toward relayd, disconnects,
+returns, lost logs) and model clients (subscribe fresh or resume, leave),
+in any order hypothesis picks. Every client checks what it receives as it
+arrives: after a replay or a snapshot, the sequenced frames of one epoch,
+each exactly one above the previous, and a snapshot only after a
+``subscribed``. At the end the VM comes back, flushes and answers everything,
+and every subscribed client must have reached the VM's last seq.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+import attrs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relayd.room import Anomaly, Deliver, RequestSnapshot, Room, StatusChanged
+from wire.envelope import vm_frame
+
+# -- examples --------------------------------------------------------------
+
+
+def frame(seq: int, epoch: str = "e1", kind: str = "claude_message") -> str:
+    return vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"n": seq})
+
+
+def snapshot(request_id: str, seq: int, epoch: str = "e1") -> str:
+    return vm_frame(
+        "messages_snapshot",
+        "w",
+        seq=seq,
+        epoch=epoch,
+        request_id=request_id,
+        fields={"messages": [], "pending": [], "status": "idle"},
+    )
+
+
+def delivered(actions: list[Any], client: object) -> list[dict[str, Any]]:
+    out = []
+    for action in actions:
+        if isinstance(action, Deliver) and client in action.clients:
+            out.extend(json.loads(f) for f in action.frames)
+    return out
+
+
+def requests(actions: list[Any]) -> list[str]:
+    return [a.request_id for a in actions if isinstance(a, RequestSnapshot)]
+
+
+def make_room(**kwargs: int) -> Room:
+    return Room("w", buffer_messages=kwargs.get("messages", 100), buffer_bytes=10**6)
+
+
+def test_replay_within_the_buffer() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0))
+    for seq in range(1, 6):
+        room.vm_frame(seq, "e1", frame(seq))
+    got = delivered(room.subscribe("c", last_seq=2, epoch="e1"), "c")
+    assert got[0] == {"type": "subscribed", "workspaceId": "w", "epoch": "e1", "mode": "replay"}
+    assert [m["seq"] for m in got[1:]] == [3, 4, 5]
+    assert [m["seq"] for m in delivered(room.vm_frame(6, "e1", frame(6)), "c")] == [6]
+
+
+def test_resume_older_than_the_buffer_gets_a_snapshot() -> None:
+    room = make_room(messages=3)
+    room.vm_connected(("e1", 0))
+    for seq in range(1, 11):
+        room.vm_frame(seq, "e1", frame(seq))
+    assert (room.base, room.head) == (7, 10)
+    actions = room.subscribe("c", last_seq=5, epoch="e1")
+    assert delivered(actions, "c")[0]["mode"] == "snapshot"
+    (rid,) = requests(actions)
+    actions = room.vm_frame(11, "e1", frame(11))
+    assert delivered(actions, "c") == []  # held until the snapshot
+    got = delivered(room.vm_snapshot(rid, 9, "e1", snapshot(rid, 9)), "c")
+    assert [m["type"] for m in got] == ["messages_snapshot", "claude_message", "claude_message"]
+    assert [m["seq"] for m in got] == [9, 10, 11]
+
+
+def test_clients_joining_a_pending_snapshot_share_it() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0))
+    (rid,) = requests(room.subscribe("a"))
+    room.vm_frame(1, "e1", frame(1))
+    assert requests(room.subscribe("b")) == []
+    actions = room.vm_snapshot(rid, 0, "e1", snapshot(rid, 0))
+    for client in ("a", "b"):
+        assert [m["seq"] for m in delivered(actions, client)] == [0, 1]
+
+
+def test_snapshot_older_than_the_buffer_is_asked_again() -> None:
+    room = make_room(messages=2)
+    room.vm_connected(("e1", 0))
+    (rid,) = requests(room.subscribe("c"))
+    for seq in range(1, 6):
+        room.vm_frame(seq, "e1", frame(seq))
+    actions = room.vm_snapshot(rid, 1, "e1", snapshot(rid, 1))
+    assert delivered(actions, "c") == []
+    assert any(isinstance(a, Anomaly) for a in actions)
+    (again,) = requests(actions)
+    assert again != rid
+
+
+def test_snapshot_ahead_of_frames_skips_what_it_covers() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0))
+    (rid,) = requests(room.subscribe("c"))
+    assert [m["seq"] for m in delivered(room.vm_snapshot(rid, 3, "e1", snapshot(rid, 3)), "c")] == [
+        3
+    ]
+    for seq in (1, 2, 3):
+        assert delivered(room.vm_frame(seq, "e1", frame(seq)), "c") == []
+    assert [m["seq"] for m in delivered(room.vm_frame(4, "e1", frame(4)), "c")] == [4]
+
+
+def test_duplicate_and_stale_frames_are_dropped() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0))
+    room.subscribe("c", last_seq=0, epoch="e1")
+    room.vm_frame(1, "e1", frame(1))
+    actions = room.vm_frame(1, "e1", frame(1))
+    assert delivered(actions, "c") == []
+    assert isinstance(actions[0], Anomaly)
+    assert isinstance(room.vm_snapshot("nope", 1, "e1", snapshot("nope", 1))[0], Anomaly)
+
+
+def test_vm_offline_and_back_with_missed_messages() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0))
+    room.subscribe("c", last_seq=0, epoch="e1")
+    room.subscribe("s", status_only=True)
+    room.vm_frame(1, "e1", frame(1))
+    actions = room.vm_disconnected()
+    assert StatusChanged("offline") in actions
+    for client in ("c", "s"):
+        assert delivered(actions, client) == [
+            {"type": "status", "workspaceId": "w", "status": "offline"}
+        ]
+    actions = room.vm_connected(("e1", 4))
+    assert delivered(actions, "c")[0]["mode"] == "snapshot"
+    (rid,) = requests(actions)
+    got = delivered(room.vm_snapshot(rid, 4, "e1", snapshot(rid, 4)), "c")
+    assert [m["seq"] for m in got] == [4]
+
+
+def test_status_only_gets_status_frames_only() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0))
+    room.vm_frame(1, "e1", frame(1, kind="status"), status="running")
+    got = delivered(room.subscribe("s", status_only=True), "s")
+    assert [m["type"] for m in got] == ["subscribed", "status"]
+    assert got[0]["mode"] == "status"
+    assert delivered(room.vm_frame(2, "e1", frame(2)), "s") == []
+    actions = room.vm_frame(3, "e1", frame(3, kind="status"), status="idle")
+    assert [m["seq"] for m in delivered(actions, "s")] == [3]
+    assert StatusChanged("idle") in actions
+
+
+# -- property tests --------------------------------------------------------
+
+
+@attrs.define
+class ModelClient:
+    """What one client has seen; it checks every frame as it arrives."""
+
+    name: str
+    subscribed: bool = False
+    status_only: bool = False
+    #: (epoch, seq) the client holds; None while it waits for a snapshot.
+    state: tuple[str, int] | None = None
+    #: lastSeq/epoch it subscribed with (for the replay answer).
+    resume: tuple[str, int] | None = None
+    received: int = 0
+
+    def receive(self, text: str) -> None:
+        msg = json.loads(text)
+        kind = msg["type"]
+        self.received += 1
+        assert self.subscribed, f"{self.name} got {kind} while not subscribed"
+        if kind == "subscribed":
+            if msg["mode"] == "replay":
+                assert self.resume is not None
+                assert msg["epoch"] == self.resume[0]
+                self.state = self.resume
+            elif msg["mode"] == "snapshot":
+                self.state = None
+            else:
+                assert self.status_only
+            self.resume = None
+        elif kind == "messages_snapshot":
+            assert not self.status_only
+            assert self.state is None, f"{self.name}: snapshot without a subscribed before it"
+            self.state = (msg["epoch"], msg["seq"])
+        elif kind == "status" and "seq" not in msg:
+            assert msg["status"] == "offline"
+        else:
+            if self.status_only:
+                assert kind == "status"
+                return
+            assert self.state is not None, f"{self.name}: {kind} {msg['seq']} before a baseline"
+            epoch, seq = self.state
+            assert (msg["epoch"], msg["seq"]) == (epoch, seq + 1), (
+                f"{self.name}: got {msg['epoch']}/{msg['seq']} after {epoch}/{seq}"
+            )
+            self.state = (epoch, seq + 1)
+
+
+@attrs.define
+class ModelVm:
+    epoch: str = "e1"
+    epochs: int = 1
+    log: int = 0  # seqs 1..log exist
+    pushed: int = 0  # seqs 1..pushed are in the pipe or delivered
+    online: bool = False
+    pipe: collections.deque[tuple[Any, ...]] = attrs.Factory(collections.deque)
+    requests: list[str] = attrs.Factory(list)
+
+    def new_epoch(self) -> None:
+        self.epochs += 1
+        self.epoch = f"e{self.epochs}"
+        self.log = self.pushed = 0
+
+
+class Harness:
+    def __init__(self, buffer_messages: int) -> None:
+        self.room = Room("w", buffer_messages=buffer_messages, buffer_bytes=10**9)
+        self.vm = ModelVm()
+        self.clients = {name: ModelClient(name) for name in "abcd"}
+
+    def apply(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Deliver):
+                for client in action.clients:
+                    for text in action.frames:
+                        self.clients[client].receive(text)
+            elif isinstance(action, RequestSnapshot):
+                assert self.vm.online, "snapshot requested from an offline VM"
+                self.vm.requests.append(action.request_id)
+
+    def step(self, op: str, data: st.DataObject) -> None:
+        vm, room = self.vm, self.room
+        if op == "generate":
+            vm.log += 1
+        elif op == "push" and vm.online and vm.pushed < vm.log:
+            vm.pushed += 1
+            kind = "status" if vm.pushed % 4 == 0 else "claude_message"
+            vm.pipe.append(("frame", vm.pushed, vm.epoch, kind))
+        elif op == "answer" and vm.online and vm.requests:
+            rid = vm.requests.pop(data.draw(st.integers(0, len(vm.requests) - 1)))
+            # The VM builds the snapshot from its log at some moment: it may run
+            # ahead of its pipe, or lag behind frames it already pushed.
+            vm.pipe.append(("snapshot", rid, data.draw(st.integers(0, vm.log)), vm.epoch))
+        elif op == "deliver" and vm.pipe:
+            self.deliver_one()
+        elif op == "disconnect" and vm.online:
+            vm.online = False
+            vm.pipe.clear()
+            vm.requests.clear()
+            self.apply(room.vm_disconnected())
+        elif op == "reconnect" and not vm.online:
+            self.reconnect(data.draw(st.sampled_from(["same", "lost", "unlisted"])))
+        elif op == "reset_epoch" and vm.online:
+            # The VM lost its log while connected; its next message says so by its epoch.
+            vm.new_epoch()
+            vm.log = 1
+        elif op == "subscribe":
+            client = self.clients[data.draw(st.sampled_from(sorted(self.clients)))]
+            how = data.draw(st.sampled_from(["fresh", "resume", "status"]))
+            self.subscribe(client, how)
+        elif op == "unsubscribe":
+            client = self.clients[data.draw(st.sampled_from(sorted(self.clients)))]
+            client.subscribed = False
+            self.apply(room.unsubscribe(client.name))
+
+    def subscribe(self, client: ModelClient, how: str) -> None:
+        client.subscribed = True
+        client.status_only = how == "status"
+        last_seq = epoch = None
+        if how == "resume" and client.state is not None:
+            epoch, last_seq = client.state
+        client.resume = (epoch, last_seq) if epoch is not None and last_seq is not None else None
+        client.state = None
+        self.apply(
+            self.room.subscribe(
+                client.name, last_seq=last_seq, epoch=epoch, status_only=client.status_only
+            )
+        )
+
+    def reconnect(self, how: str) -> None:
+        vm = self.vm
+        vm.online = True
+        if how == "same":
+            vm.pushed = vm.log  # what was never pushed live is in the log the hello reports
+            self.apply(self.room.vm_connected((vm.epoch, vm.log)))
+        elif how == "lost":
+            vm.new_epoch()
+            self.apply(self.room.vm_connected((vm.epoch, 0)))
+        else:
+            # A fresh log the hello does not list yet; its first message names the epoch.
+            vm.new_epoch()
+            vm.log = 1
+            self.apply(self.room.vm_connected(None))
+
+    def deliver_one(self) -> None:
+        event = self.vm.pipe.popleft()
+        if event[0] == "frame":
+            _, seq, epoch, kind = event
+            text = vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"status": "running"})
+            status = "running" if kind == "status" else None
+            self.apply(self.room.vm_frame(seq, epoch, text, status=status))
+        else:
+            _, rid, seq, epoch = event
+            self.apply(self.room.vm_snapshot(rid, seq, epoch, snapshot(rid, seq, epoch)))
+
+    def settle(self) -> None:
+        """The VM comes back and everything in flight is delivered and answered."""
+        if not self.vm.online:
+            self.reconnect("same")
+        for _ in range(100):
+            vm = self.vm
+            while vm.pushed < vm.log:
+                vm.pushed += 1
+                vm.pipe.append(("frame", vm.pushed, vm.epoch, "claude_message"))
+            while vm.requests:
+                vm.pipe.append(("snapshot", vm.requests.pop(0), vm.log, vm.epoch))
+            if not vm.pipe:
+                return
+            while vm.pipe:
+                self.deliver_one()
+        raise AssertionError("relayd and the VM never settled")
+
+
+OPS = st.sampled_from(
+    ["generate"] * 4
+    + ["push"] * 4
+    + ["deliver"] * 6
+    + ["answer"] * 2
+    + ["subscribe"] * 2
+    + ["unsubscribe", "disconnect", "reconnect", "reset_epoch"]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), buffer_messages=st.integers(1, 12), steps=st.integers(0, 120))
+def test_every_client_stream_is_gapless_and_ordered(
+    data: st.DataObject, buffer_messages: int, steps: int
+) -> None:
+    harness = Harness(buffer_messages)
+    harness.vm.online = True
+    harness.apply(harness.room.vm_connected((harness.vm.epoch, 0)))
+    for _ in range(steps):
+        harness.step(data.draw(OPS), data)
+    harness.settle()
+    for client in harness.clients.values():
+        if client.subscribed and not client.status_only:
+            assert client.state == (harness.vm.epoch, harness.vm.log), client
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    data=st.data(),
+    joins=st.lists(st.integers(0, 60), min_size=1, max_size=6),
+    lag=st.integers(0, 10),
+)
+def test_many_clients_join_while_the_vm_streams_fast(
+    data: st.DataObject, joins: list[int], lag: int
+) -> None:
+    """Clients join at any point of a fast stream; the VM answers snapshots late."""
+    harness = Harness(buffer_messages=8)
+    harness.vm.online = True
+    harness.apply(harness.room.vm_connected(("e1", 0)))
+    names = [f"j{i}" for i in range(len(joins))]
+    for name in names:
+        harness.clients[name] = ModelClient(name)
+    for tick in range(64):
+        vm = harness.vm
+        vm.log += 1
+        vm.pushed += 1
+        vm.pipe.append(("frame", vm.pushed, vm.epoch, "claude_message"))
+        for name, at in zip(names, joins, strict=True):
+            if at == tick:
+                harness.subscribe(harness.clients[name], "fresh")
+        if vm.requests and data.draw(st.integers(0, lag)) == 0:
+            seq = data.draw(st.integers(max(vm.log - 4, 0), vm.log))
+            vm.pipe.append(("snapshot", vm.requests.pop(0), seq, vm.epoch))
+        while len(vm.pipe) > data.draw(st.integers(0, 3)):
+            harness.deliver_one()
+    harness.settle()
+    for name in names:
+        client = harness.clients[name]
+        if client.subscribed:
+            assert client.state == ("e1", harness.vm.log)
