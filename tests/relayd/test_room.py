@@ -42,7 +42,7 @@ def snapshot(request_id: str, seq: int, epoch: str = "e1") -> str:
 
 
 def delivered(actions: list[Any], client: object) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for action in actions:
         if isinstance(action, Deliver) and client in action.clients:
             out.extend(json.loads(f) for f in action.frames)
@@ -238,6 +238,7 @@ class Harness:
         for action in actions:
             if isinstance(action, Deliver):
                 for client in action.clients:
+                    assert isinstance(client, str)
                     for text in action.frames:
                         self.clients[client].receive(text)
             elif isinstance(action, RequestSnapshot):
