@@ -27,7 +27,8 @@ What :func:`start_relayd` gives (a :class:`Relayd`):
   yielding a trio-websocket connection with the token in ``Authorization``
   (``token=``, ``origin=``, ``bearer_subprotocol=True`` for the browser way);
 * ``logs``: relayd's stderr as parsed JSON lines; ``process``;
-  ``terminate()`` (SIGTERM, returns the exit code), ``reload()`` (SIGHUP).
+  ``terminate()`` (SIGTERM, returns the exit code), ``reload()`` (SIGHUP) and
+  ``reload_and_wait()``; ``notices``: the systemd notify messages relayd sent.
 
 Keyword arguments of :func:`start_relayd`: ``args`` (extra command-line flags,
 e.g. ``["--ping-interval", "0.5"]``), ``env`` (extra environment), ``keys``
@@ -180,8 +181,12 @@ async def open_control(path: Path | str) -> AsyncIterator[ControlClient]:
         try:
             yield client
         finally:
+            # Close before cancelling: an await inside the cancelled nursery would
+            # raise Cancelled, which would replace (and so hide) the exception
+            # that is leaving the body, e.g. a failed assertion of the test.
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
             nursery.cancel_scope.cancel()
-            await trio.aclose_forcefully(stream)
 
 
 class Relayd:
@@ -198,8 +203,10 @@ class Relayd:
         port: int,
         metrics: tuple[str, int] | None,
         logs: list[dict[str, Any]],
+        notices: Notices,
     ) -> None:
         self.process = process
+        self.notices = notices
         self.keys = keys
         self.jwks_path = jwks_path
         self.control_socket = control_socket
@@ -268,8 +275,15 @@ class Relayd:
         return self.connect(VM_PATH, token=token or self.vm_token(vm_id), **kwargs)
 
     def reload(self) -> None:
-        """SIGHUP: relayd re-reads the JWKS file."""
+        """SIGHUP: relayd re-reads the JWKS file (see :meth:`reload_and_wait`)."""
         self.process.send_signal(signal.SIGHUP)
+
+    async def reload_and_wait(self) -> None:
+        """SIGHUP, and wait until relayd says ``READY=1`` again (the reload is done)."""
+        seen = len(self.notices.messages)
+        self.reload()
+        await self.notices.wait_for("RELOADING", "1", after=seen)
+        await self.notices.wait_for("READY", "1", after=seen)
 
     async def terminate(self) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -373,7 +387,9 @@ async def start_relayd(
             assert process.stderr is not None
             nursery.start_soon(_drain_stderr, process.stderr, logs)
             try:
-                status = await _wait_ready(notify, process, logs)
+                notices = Notices()
+                nursery.start_soon(notices.read, notify)
+                status = await _wait_ready(notices, process, logs)
                 host, port = status["ws"].rsplit(":", 1)
                 metrics_address = None
                 if "metrics" in status:
@@ -388,6 +404,7 @@ async def start_relayd(
                     port=int(port),
                     metrics=metrics_address,
                     logs=logs,
+                    notices=notices,
                 )
                 async with relay.open_control() as control:
                     relay.control = control
@@ -408,26 +425,45 @@ async def start_relayd(
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+class Notices:
+    """The systemd notify messages relayd sent (each parsed into ``KEY: value``)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, str]] = []
+        self._changed = trio.Event()
+
+    async def read(self, sock: trio.socket.SocketType) -> None:
+        """Collect datagrams until cancelled."""
+        while True:
+            data = await sock.recv(65536)
+            self.messages.append(_parse_status(data.decode()))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, key: str, value: str, *, after: int = 0) -> dict[str, str]:
+        """Wait for a message with ``key=value`` at index ``after`` or later."""
+        while True:
+            for message in self.messages[after:]:
+                if message.get(key) == value:
+                    return message
+            await self._changed.wait()
+
+
 async def _wait_ready(
-    notify: trio.socket.SocketType, process: trio.Process, logs: list[dict[str, Any]]
+    notices: Notices, process: trio.Process, logs: list[dict[str, Any]]
 ) -> dict[str, str]:
     with trio.move_on_after(START_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            exited = trio.Event()
 
             async def watch_exit() -> None:
                 await process.wait()
-                exited.set()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_exit)
-            while True:
-                data = await notify.recv(4096)
-                fields = _parse_status(data.decode())
-                if fields.get("READY") == "1":
-                    nursery.cancel_scope.cancel()
-                    status = fields.get("STATUS", "")
-                    return dict(part.split("=", 1) for part in status.split() if "=" in part)
+            ready = await notices.wait_for("READY", "1")
+            nursery.cancel_scope.cancel()
+            status = ready.get("STATUS", "")
+            return dict(part.split("=", 1) for part in status.split() if "=" in part)
     raise RuntimeError(
         f"relayd did not become ready (exit code {process.returncode}); log:\n"
         + "\n".join(json.dumps(line) for line in logs[-30:])
