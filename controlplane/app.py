@@ -436,8 +436,10 @@ def create_app(services: Services) -> QuartTrio:
     @hide
     async def metrics() -> Response:
         """Prometheus metrics; from loopback only unless ``metrics_access`` is ``any``."""
+        # A request relayed by a proxy comes from loopback too: it is not local.
+        proxied = any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP"))
         if services.metrics is None or (
-            settings.metrics_access != "any" and not is_loopback(request.remote_addr)
+            settings.metrics_access != "any" and (proxied or not is_loopback(request.remote_addr))
         ):
             raise ApiError(404, "not_found", "no such resource")
         body, content_type = await services.metrics.render(services)

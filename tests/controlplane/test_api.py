@@ -437,6 +437,12 @@ async def test_metrics_only_from_loopback(app: QuartTrio) -> None:
     with trio.fail_after(10):
         response = await client.get("/metrics", scope_base={"client": ("203.0.113.9", 1234)})
         await assert_error(response, 404, "not_found")
+        response = await client.get(
+            "/metrics",
+            scope_base={"client": ("127.0.0.1", 1234)},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+        await assert_error(response, 404, "not_found")
         await login(app, "alice", "bad")
         response = await client.get("/metrics", scope_base={"client": ("127.0.0.1", 1234)})
         text = await response.get_data(as_text=True)

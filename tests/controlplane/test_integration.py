@@ -115,6 +115,14 @@ async def test_the_whole_flow(short_tmp: Path, github: FakeGitHub) -> None:
             assert ws["issue"]["title"] == "Make it greet"
             idle = await wait_status(running, http, headers, ws["id"], "idle")
             assert idle["vmId"]
+            # Scraped over real HTTP from loopback, as Prometheus on the host would.
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200
+            assert metrics.headers["content-type"].startswith("text/plain")
+            assert 'controlplane_workspaces{status="idle"} 1.0' in metrics.text
+            assert "controlplane_vms_online 1.0" in metrics.text
+            assert "controlplane_relay_connected 1.0" in metrics.text
+            assert 'route="/api/workspaces",status="201"} 1.0' in metrics.text
 
             async with relay.connect_client(user_id, token=token) as client:
                 await send_json(client, {"type": "subscribe", "workspaceId": ws["id"]})
