@@ -70,6 +70,7 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--relay-request-timeout": (float, "seconds a control request may take (default 5)"),
     "--metrics-access": (str, "who may read /metrics: loopback (default) or any"),
     "--cookie-secure": (str, "Secure refresh cookie: auto (default), always, never"),
+    "--proxy-hops": (int, "reverse proxies in front that set X-Forwarded-For (default 0)"),
 }
 
 

@@ -160,14 +160,18 @@ class LocalProvisioner:
             log.info("starting vmagent", extra={"vm": vm.name, "vmId": vm.id})
             # Its own session: a Ctrl-C in the terminal reaches the supervisor, which
             # stops the vmagent in order (cancellation sends SIGTERM).
-            result = await trio.run_process(
-                self.argv(vm), check=False, env=self.env, start_new_session=True
-            )
+            try:
+                result = await trio.run_process(
+                    self.argv(vm), check=False, env=self.env, start_new_session=True
+                )
+            except OSError as exc:
+                log.error("cannot start vmagent", extra={"vm": vm.name, "error": str(exc)})
+            else:
+                log.warning(
+                    "vmagent exited; restarting",
+                    extra={"vm": vm.name, "returncode": result.returncode},
+                )
             ran = trio.current_time() - started
-            log.warning(
-                "vmagent exited; restarting",
-                extra={"vm": vm.name, "returncode": result.returncode, "ran": round(ran, 3)},
-            )
             if ran > HEALTHY_RUN:
                 backoff = RESTART_BACKOFF_START
             await trio.sleep(backoff)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
 from hypercorn.config import Config
+from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
 from controlplane.app import Services, create_app
@@ -119,7 +121,9 @@ async def serve(
             metrics=Metrics(),
         )
         provisioner = make_provisioner(settings, services, env)
-        app = create_app(services)
+        app: Any = create_app(services)
+        if settings.proxy_hops > 0:
+            app = ProxyFixMiddleware(app, mode="legacy", trusted_hops=settings.proxy_hops)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.run)

@@ -69,6 +69,10 @@ class Settings:
     #: Serve ``Secure`` refresh cookies: "auto" (unless the request is on loopback),
     #: "always" or "never".
     cookie_secure: str = "auto"
+    #: Reverse proxies in front that set X-Forwarded-For/-Proto (0: none).
+    #: With one or more, the client address used for login throttling is the
+    #: one the nearest trusted proxy saw, not the proxy's own.
+    proxy_hops: int = 0
     log_level: str = "info"
 
     @property

@@ -1,0 +1,57 @@
+"""``serve`` over a real socket without relayd: health says so, and a trusted
+proxy's X-Forwarded-For decides which address login throttling counts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from controlplane.server import Running, serve
+from controlplane.settings import Settings
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cps-", dir="/tmp") as path:
+        yield Path(path)
+
+
+async def test_serve_without_relayd_behind_a_proxy(state: Path) -> None:
+    settings = Settings(
+        state_dir=state,
+        listen="127.0.0.1:0",
+        provisioner="none",
+        proxy_hops=1,
+        login_max_failures=2,
+    )
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(partial(serve, settings))
+            # The public keys were written before the port was bound.
+            assert json.loads((state / "jwks.json").read_text())["keys"]
+            async with httpx.AsyncClient(base_url=running.url, timeout=5) as http:
+                health = await http.get("/healthz")
+                assert health.status_code == 503
+                assert health.json()["database"] == "ok"
+                assert "relayd.sock" in health.json()["relay"]
+
+                async def attempt(user: str, client_ip: str) -> int:
+                    response = await http.post(
+                        "/api/auth/login",
+                        json={"username": user, "password": "wrong"},
+                        headers={"X-Forwarded-For": client_ip},
+                    )
+                    return response.status_code
+
+                assert await attempt("u1", "198.51.100.1") == 401
+                assert await attempt("u2", "198.51.100.1") == 401
+                assert await attempt("u3", "198.51.100.1") == 429  # that address is locked
+                assert await attempt("u4", "198.51.100.2") == 401  # another one is not
+            running.stop()
