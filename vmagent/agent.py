@@ -45,6 +45,7 @@ from wire.protocol import (
     VM_PATH,
     ErrorCode,
     RelayType,
+    Status,
     VmType,
 )
 
@@ -187,6 +188,10 @@ class Agent:
     async def _run_session(self, session: WorkspaceSession) -> None:
         try:
             await session.run()
+        except Exception as exc:
+            # A bug in one workspace must not take the others down with it.
+            log.exception("workspace session failed", extra={"workspaceId": session.workspace_id})
+            session.commit(session.conv.set_status(Status.ERROR, f"internal error: {exc}"[:300]))
         finally:
             released = session.workspace_id in self._released
             self._released.discard(session.workspace_id)

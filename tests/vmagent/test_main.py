@@ -1,0 +1,98 @@
+"""The command line: flags, their environment variables, and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmagent.agent import Backoff, vm_id_of, vm_url
+from vmagent.main import build_parser, settings_from
+from wire.protocol import Scope
+from wire.tokens import SigningKey, issue_token
+
+
+def test_section_8_flags() -> None:
+    args = build_parser({}).parse_args(
+        [
+            "--relay-url",
+            "wss://r.example",
+            "--token-file",
+            "/t",
+            "--state-dir",
+            "/s",
+            "--engine",
+            "claude",
+            "--git-base-url",
+            "file:///srv/git",
+            "--no-clone",
+        ]
+    )
+    settings = settings_from(args)
+    assert settings.relay_url == "wss://r.example"
+    assert settings.token_file == Path("/t")
+    assert settings.state_dir == Path("/s")
+    assert settings.plan.clone is False
+    assert settings.plan.git_base_url == "file:///srv/git"
+
+
+@pytest.mark.parametrize(
+    ("engine", "argv", "env", "clone"),
+    [
+        ("claude", [], {}, True),
+        ("demo", [], {}, False),
+        ("claude", ["--no-clone"], {}, False),
+        ("demo", ["--clone"], {}, True),
+        ("claude", [], {"VMAGENT_NO_CLONE": "1"}, False),
+        ("demo", [], {"VMAGENT_CLONE": "true"}, True),
+        ("claude", ["--clone"], {"VMAGENT_NO_CLONE": "1"}, True),
+    ],
+)
+def test_clone_defaults_to_the_engine(
+    engine: str, argv: list[str], env: dict[str, str], clone: bool
+) -> None:
+    args = build_parser(env).parse_args(["--token-file", "t", "--engine", engine, *argv])
+    assert settings_from(args).plan.clone is clone
+
+
+def test_environment_variables() -> None:
+    env = {
+        "VMAGENT_RELAY_URL": "ws://10.0.0.1:8765",
+        "VMAGENT_TOKEN_FILE": "/run/token",
+        "VMAGENT_ENGINE": "claude",
+        "VMAGENT_OUTBOX_LIMIT": "7",
+        "VMAGENT_DEMO_DELAY": "0.5",
+    }
+    args = build_parser(env).parse_args([])
+    assert (args.relay_url, args.token_file, args.engine) == (
+        "ws://10.0.0.1:8765",
+        "/run/token",
+        "claude",
+    )
+    assert settings_from(args).outbox_limit == 7
+    assert args.demo_delay == 0.5
+    # The command line wins.
+    assert build_parser(env).parse_args(["--engine", "demo"]).engine == "demo"
+
+
+def test_relay_url_and_vm_id() -> None:
+    assert vm_url("ws://h:1") == "ws://h:1/v1/vm"
+    assert vm_url("wss://h/") == "wss://h/v1/vm"
+    assert vm_url("ws://h:1/v1/vm") == "ws://h:1/v1/vm"
+    token = issue_token(
+        SigningKey.generate(), sub="vm-42", scope=Scope.VM, issuer="x", ttl_seconds=60
+    )
+    assert vm_id_of(token) == "vm-42"
+    assert vm_id_of("garbage") == "unknown"
+
+
+def test_backoff_grows_with_jitter_and_resets() -> None:
+    import random
+
+    backoff = Backoff(0.5, 8.0, random.Random(1))
+    waits = [backoff.next() for _ in range(8)]
+    caps = [0.5, 1, 2, 4, 8, 8, 8, 8]
+    assert all(cap / 2 <= w <= cap for w, cap in zip(waits, caps, strict=True))
+    assert len(set(waits)) == len(waits)  # jittered
+    backoff.reset()
+    assert backoff.next() <= 0.5
