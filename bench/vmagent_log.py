@@ -10,13 +10,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from vmagent.store import Store
 from wire.messages import UserMessage
 
 
 def lines(n: int) -> list[str]:
-    out = []
+    out: list[str] = []
+    event: dict[str, Any]
     per_message = 50
     for i in range(n):
         m = i // per_message
