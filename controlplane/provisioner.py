@@ -12,7 +12,9 @@ import logging
 import os
 import shutil
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -90,6 +92,9 @@ class LocalProvisioner:
         self.env = dict(os.environ if env is None else env)
         #: How many times each VM's process was started (for tests and logs).
         self.starts: dict[str, int] = {}
+        #: The running vmagent of each local VM, and an event set once it runs.
+        self.processes: dict[str, trio.Process] = {}
+        self.running: dict[str, trio.Event] = defaultdict(trio.Event)
 
     async def ensure_vms(self) -> list[store.Vm]:
         """The local VMs ``local-1`` .. ``local-N``, registered when missing."""
@@ -161,16 +166,28 @@ class LocalProvisioner:
             # Its own session: a Ctrl-C in the terminal reaches the supervisor, which
             # stops the vmagent in order (cancellation sends SIGTERM).
             try:
-                result = await trio.run_process(
-                    self.argv(vm), check=False, env=self.env, start_new_session=True
-                )
+                async with trio.open_nursery() as nursery:
+                    process: trio.Process = await nursery.start(
+                        partial(
+                            trio.run_process,
+                            self.argv(vm),
+                            check=False,
+                            env=self.env,
+                            start_new_session=True,
+                        )
+                    )
+                    self.processes[vm.name] = process
+                    self.running[vm.name].set()
             except OSError as exc:
                 log.error("cannot start vmagent", extra={"vm": vm.name, "error": str(exc)})
             else:
                 log.warning(
                     "vmagent exited; restarting",
-                    extra={"vm": vm.name, "returncode": result.returncode},
+                    extra={"vm": vm.name, "returncode": process.returncode},
                 )
+            finally:
+                self.processes.pop(vm.name, None)
+                self.running[vm.name] = trio.Event()
             ran = trio.current_time() - started
             if ran > HEALTHY_RUN:
                 backoff = RESTART_BACKOFF_START

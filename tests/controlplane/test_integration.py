@@ -24,6 +24,7 @@ from argon2 import PasswordHasher
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from controlplane import store
+from controlplane.provisioner import LocalProvisioner
 from controlplane.server import Running, prepare_state, serve
 from controlplane.settings import Settings
 from tests.support.fake_github import FakeGitHub
@@ -214,3 +215,25 @@ async def test_a_revoked_vm_is_cut_off(short_tmp: Path, github: FakeGitHub) -> N
             body = (await http.get(f"/api/workspaces/{ws['id']}", headers=headers)).json()
             assert body["status"] == "provisioning"
             assert "vmId" not in body
+
+
+async def test_a_local_vmagent_that_dies_is_started_again(
+    short_tmp: Path, github: FakeGitHub
+) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github) as (running, _relay, http):
+            provisioner = running.provisioner
+            assert isinstance(provisioner, LocalProvisioner)
+            token, _user = await login(http)
+            headers = {"Authorization": f"Bearer {token}"}
+            created = await http.post("/api/workspaces", json={"issueUrl": ISSUE}, headers=headers)
+            ws = created.json()
+            await wait_status(running, http, headers, ws["id"], "idle")
+            assert provisioner.starts == {"local-1": 1}
+            provisioner.processes["local-1"].kill()
+            await wait_status(running, http, headers, ws["id"], "offline")
+            await wait_status(running, http, headers, ws["id"], "idle")
+            assert provisioner.starts == {"local-1": 2}
+            # The new process got a fresh token file, readable by its owner only.
+            token_file = running.services.settings.state_dir / "vms" / "local-1" / "token"
+            assert token_file.stat().st_mode & 0o077 == 0
