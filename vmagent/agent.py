@@ -381,6 +381,11 @@ class Agent:
         elif isinstance(message, Interrupt):
             session.interrupt(message)
 
+    async def _assign_after_stop(self, old: WorkspaceSession, issue: dict[str, Any]) -> None:
+        await old.finished.wait()
+        # _run_session has closed and forgotten ``old`` in the same step.
+        self._assigned(old.workspace_id, issue)
+
     def _assigned(self, workspace_id: str, issue: object) -> None:
         if not isinstance(issue, dict) or not _valid_issue(issue):
             self._error(
@@ -391,6 +396,11 @@ class Agent:
             return
         session = self.sessions.get(workspace_id)
         if session is not None:
+            if workspace_id in self._released:
+                # Released and assigned again before its session finished stopping.
+                assert self._nursery is not None
+                self._nursery.start_soon(self._assign_after_stop, session, issue)
+                return
             session.assigned(issue)  # a repeat on reconnect: a no-op unless it changed
             return
         self._released.discard(workspace_id)

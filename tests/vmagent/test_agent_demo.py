@@ -439,3 +439,21 @@ async def test_renewed_token_is_sent_as_auth(tmp_path: Path, relay: FakeRelay) -
             conn = await relay.accept()
             assert conn.headers["authorization"] == "Bearer second.token.y"
             nursery.cancel_scope.cancel()
+
+
+async def test_released_and_assigned_again_at_once(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await conn.send({"type": "workspace_released", "workspaceId": "ws1"})
+            await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
+            stopped, _ = await conn.until("status", status="stopped")
+            idle, _ = await conn.until("status", status="idle")
+            assert idle["seq"] > stopped["seq"]
+            await say(conn, "still there?", "c1")
+            frames = await turn_frames(conn)
+            assert frames[-1]["data"]["subtype"] == "success"
+            nursery.cancel_scope.cancel()
