@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import trio
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
 from tests.vmagent.fakerelay import FakeRelay, VmConn, assign, say, snapshot, turn_frames
 from vmagent.agent import Agent, AgentSettings
-from vmagent.engines.claude import ClaudeEngine
+from vmagent.engines.claude import ClaudeEngine, bundled_cli
 from vmagent.workdir import WorkdirPlan
 
 pytestmark = pytest.mark.claude
@@ -35,19 +36,46 @@ async def fake_api() -> AsyncIterator[FakeAnthropic]:
         nursery.cancel_scope.cancel()
 
 
-def make_agent(tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic) -> Agent:
+TEE = """
+import signal, subprocess, sys
+out = open(sys.argv[1], "ab", buffering=0)
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE)
+signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+for line in child.stdout:
+    out.write(line)  # recorded before vmagent can see it
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+sys.exit(child.wait())
+"""
+
+
+def tee_cli(tmp_path: Path, record: Path) -> str:
+    """An executable that runs the bundled CLI and records what it prints."""
+    (tmp_path / "tee.py").write_text(TEE)
+    script = tmp_path / "claude-tee"
+    script.write_text(
+        f'#!/bin/sh\nexec {sys.executable} {tmp_path / "tee.py"} {record} {bundled_cli()} "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def make_agent(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic, cli_path: str | None = None
+) -> Agent:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     token_file = tmp_path / "token"
     token_file.write_text("tok.en.x")
     engine = ClaudeEngine(
+        cli_path=cli_path,
         env={
             "HOME": str(home),
             "ANTHROPIC_BASE_URL": fake_api.url,
             "ANTHROPIC_API_KEY": "sk-fake-key",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",
-        }
+        },
     )
     return Agent(
         AgentSettings(
@@ -100,10 +128,23 @@ async def test_text_reply_streams_and_resumes_after_restart(
     with trio.fail_after(DEADLINE):
         fake_api.push(Reply([text("Hello from the fake model.", chunks=4)]))
         async with trio.open_nursery() as nursery:
-            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            record = tmp_path / "printed.jsonl"
+            agent = make_agent(tmp_path, relay, fake_api, cli_path=tee_cli(tmp_path, record))
+            conn = await start(nursery, agent, relay)
             await assign(conn)
             await say(conn, "say hello", "c1")
-            frames = await turn_frames(conn)
+            raws: list[str] = []
+            while not raws or '"type":"result"' not in raws[-1]:
+                raws.append(await conn.recv_raw())
+            frames = [json.loads(r) for r in raws]
+            # Each line the CLI printed went out as one claude_message, byte for byte.
+            printed = [
+                line
+                for line in record.read_text().splitlines()
+                if line and not json.loads(line)["type"].startswith("control_")
+            ]
+            sent = [r.split(',"data":', 1)[1][:-1] for r in raws if '"claude_message"' in r[:30]]
+            assert sent == printed
             init = claude_data(frames, "system")[0]
             assert init["subtype"] == "init"
             session_id = init["session_id"]
