@@ -41,6 +41,7 @@ META_HEADER: Final = "_log"
 META_SESSION: Final = "_session"
 META_ASSIGNED: Final = "_assigned"
 META_RELEASED: Final = "_released"
+META_TURN: Final = "_turn"
 
 QUESTION: Final = "question"
 PERMISSION: Final = "permission"
@@ -112,6 +113,8 @@ class Conversation:
         self.pending: dict[str, Pending] = {}
         self._entries: list[_Entry] = []
         self._client_ids: dict[str, int] = {}
+        # Accepted user messages not yet handed to the engine, in order.
+        self._unstarted: dict[str, str] = {}
         self._resolved: set[str] = set()
         # Messages whose complete assistant line is logged, and those known finished.
         self._assistant_seen: set[str] = set()
@@ -152,6 +155,20 @@ class Conversation:
         self.issue = dict(issue)
         self.released = False
         return Out(dumps({"type": META_ASSIGNED, "issue": self.issue}), log=True, sync=True)
+
+    def start_turn(self, client_message_id: str) -> Out:
+        """Record that a user message was handed to the engine (not to be fed again)."""
+        self._unstarted.pop(client_message_id, None)
+        body = {"type": META_TURN, "clientMessageId": client_message_id}
+        return Out(dumps(body), log=True, sync=True)
+
+    def unstarted(self) -> list[tuple[str, str]]:
+        """Accepted user messages never handed to the engine: ``(clientMessageId, text)``.
+
+        After a restart they are fed to the engine in order, so nothing
+        accepted is lost; the one whose turn was cut short is not run again.
+        """
+        return list(self._unstarted.items())
 
     def release(self) -> Out:
         """Record that the VM no longer owns the workspace."""
@@ -303,7 +320,10 @@ class Conversation:
             return
         self._entries.append(_Entry(seq, frame))
         if kind == VmType.USER_MESSAGE:
-            self._client_ids[str(body.get("clientMessageId"))] = seq
+            client_id = str(body.get("clientMessageId"))
+            self._client_ids[client_id] = seq
+            text = body.get("text")
+            self._unstarted[client_id] = text if isinstance(text, str) else ""
         elif kind == VmType.STATUS:
             self._status_logged = True
             self.status = str(body.get("status"))
@@ -445,6 +465,9 @@ class Conversation:
             return
         if kind == META_RELEASED:
             self.released = True
+            return
+        if kind == META_TURN:
+            self._unstarted.pop(str(body.get("clientMessageId")), None)
             return
         seq = body.get("seq")
         if (

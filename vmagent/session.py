@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from vmagent.conversation import PERMISSION, QUESTION, Conversation, Out
-from vmagent.engines.base import Decision, Engine, EngineError
+from vmagent.engines.base import Decision, Engine, EngineError, EngineSession
 from vmagent.store import LogFile
 from vmagent.workdir import WorkdirError, WorkdirPlan, prepare_workdir
 from wire.messages import (
@@ -68,12 +68,13 @@ class WorkspaceSession:
         self.workspace_id = conv.workspace_id
         self._post = post
         self._plan = plan
-        self._inbox_send, self._inbox = trio.open_memory_channel[str](max_queued)
+        # (clientMessageId, text) of accepted messages waiting for the engine.
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, str]](max_queued)
         self._max_queued = max_queued
         self._waiters: dict[str, _Waiter] = {}
-        self._engine_session: Any = None
+        self._engine_session: EngineSession | None = None
         self._in_turn = False
-        self._retry: str | None = None
+        self._retry: tuple[str, str] | None = None
         self._scope = trio.CancelScope()
         self.finished = trio.Event()
 
@@ -160,7 +161,7 @@ class WorkspaceSession:
         accepted, outs = self.conv.accept_user_message(message)
         self.commit(outs)
         if accepted:
-            self._inbox_send.send_nowait(message.text)
+            self._inbox_send.send_nowait((message.client_message_id, message.text))
 
     def question_response(self, response: QuestionResponse) -> None:
         """The first answer wins; it wakes the waiting engine."""
@@ -222,6 +223,15 @@ class WorkspaceSession:
         # A session found idle stays idle without a word: nothing changed for viewers.
         if conv.status != Status.IDLE or conv.seq == 0:
             self.commit(conv.set_status(Status.STARTING))
+        for queued in conv.unstarted():
+            try:
+                self._inbox_send.send_nowait(queued)
+            except trio.WouldBlock:
+                log.warning(
+                    "more unstarted messages than the queue holds; dropping one",
+                    extra={"workspaceId": self.workspace_id, "ref": queued[0]},
+                )
+                self.commit([conv.start_turn(queued[0])])
         while True:
             try:
                 await prepare_workdir(self._plan, conv.issue, self.workdir)
@@ -257,12 +267,13 @@ class WorkspaceSession:
                 # first turn of the new engine session.
                 self._retry = await self._inbox.receive()
 
-    async def _turns(self, engine_session: Any) -> None:
+    async def _turns(self, engine_session: EngineSession) -> None:
         retry, self._retry = self._retry, None
         while True:
-            text = retry if retry is not None else await self._inbox.receive()
+            client_id, text = retry if retry is not None else await self._inbox.receive()
             retry = None
             self._in_turn = True
+            self.commit([self.conv.start_turn(client_id)])
             self.commit(self.conv.set_status(Status.RUNNING))
             try:
                 await engine_session.turn(text)

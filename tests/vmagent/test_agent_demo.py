@@ -457,3 +457,34 @@ async def test_released_and_assigned_again_at_once(tmp_path: Path, relay: FakeRe
             frames = await turn_frames(conn)
             assert frames[-1]["data"]["subtype"] == "success"
             nursery.cancel_scope.cancel()
+
+
+async def test_queued_messages_are_answered_after_a_restart(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay)
+            agent.engine = DemoEngine(word_delay=0.01)
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            await say(conn, "a long one please", "c1")
+            await conn.until("claude_message")
+            await say(conn, "and then this", "c2")  # queued behind the long reply
+            nursery.cancel_scope.cancel()  # the agent goes away mid-turn
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            await conn.recv()
+            frames = await turn_frames(conn)
+            result = frames[-1]["data"]
+            assert result["subtype"] == "success"
+            assert "and then this" in result["result"]
+            # The cut-short turn is not run again.
+            assert not any(
+                f["type"] == "claude_message" and "(40)" in json.dumps(f["data"]) for f in frames
+            )
+            nursery.cancel_scope.cancel()

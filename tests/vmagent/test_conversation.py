@@ -295,3 +295,18 @@ def test_restore_refuses_another_workspaces_log() -> None:
     conv = Conversation("ws1", "e1")
     with pytest.raises(CorruptLog):
         Conversation.restore("ws2", log_lines(conv, [conv.set_status("idle")]))
+
+
+def test_unstarted_messages_survive_restore() -> None:
+    conv = Conversation("ws1", "e1")
+    history: list[list[Out]] = []
+    for cid in ("c1", "c2", "c3"):
+        history.append(conv.accept_user_message(UserMessage("ws1", cid, f"text {cid}"))[1])
+    assert conv.unstarted() == [("c1", "text c1"), ("c2", "text c2"), ("c3", "text c3")]
+    turn = conv.start_turn("c1")
+    assert turn.sync
+    assert turn.log
+    history.append([turn])
+    assert [cid for cid, _ in conv.unstarted()] == ["c2", "c3"]
+    again = Conversation.restore("ws1", log_lines(conv, history))
+    assert again.unstarted() == [("c2", "text c2"), ("c3", "text c3")]
