@@ -210,6 +210,8 @@ async def stream(
                 sent = True
             if kind == "user_message" and message.get("clientMessageId") == client_message_id:
                 accepted = True
+            if kind == "error" and sent and message.get("ref") == client_message_id:
+                raise ClientError(f"the message was refused: {message.get('code')}")
             if accepted and kind == "claude_message" and message["data"].get("type") == "result":
                 nursery.cancel_scope.cancel()
                 return
