@@ -119,9 +119,10 @@ class RelayLink:
         """True once ``hello`` and ``on_connect`` are done on a live connection."""
         return self._ready
 
-    async def wait_connected(self) -> None:
-        """Return once the link is (or has been) ready."""
-        await self._ready_event.wait()
+    async def wait_connected(self, count: int = 1) -> None:
+        """Return once the link has become ready ``count`` times (since it started)."""
+        while self.connects < count:
+            await self._ready_event.wait()
 
     async def run(self) -> None:
         """Connect, serve, reconnect with backoff; forever (until cancelled)."""
@@ -173,6 +174,7 @@ class RelayLink:
                 self._ready = True
                 self.connects += 1
                 self._ready_event.set()
+                self._ready_event = trio.Event()
                 log.info("relayd control link up", extra={"relayId": self.relay_id})
                 await trio.sleep_forever()
         finally:

@@ -24,6 +24,7 @@ from argon2 import PasswordHasher
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from controlplane import store
+from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.provisioner import LocalProvisioner
 from controlplane.server import Running, prepare_state, serve
 from controlplane.settings import Settings
@@ -237,3 +238,61 @@ async def test_a_local_vmagent_that_dies_is_started_again(
             # The new process got a fresh token file, readable by its owner only.
             token_file = running.services.settings.state_dir / "vms" / "local-1" / "token"
             assert token_file.stat().st_mode & 0o077 == 0
+
+
+async def test_a_restarted_relayd_gets_the_whole_table_again(
+    short_tmp: Path, github: FakeGitHub
+) -> None:
+    socket_path = short_tmp / "control.sock"
+    settings = Settings(
+        state_dir=short_tmp / "cp",
+        listen="127.0.0.1:0",
+        provisioner="none",
+        relay_socket=socket_path,
+        relay_backoff_max=0.2,
+        github_api_url=github.url,
+    )
+    _keys, db = await trio.to_thread.run_sync(prepare_state, settings)
+    user = db.run_sync(lambda c: store.add_user(c, "alice", _cheap_hash(PASSWORD)))
+    vm = db.run_sync(lambda c: store.add_vm(c, "far-away", "none"))
+    ws = db.run_sync(
+        lambda c: store.add_workspace(
+            c, user.id, IssueRef("octo", "hello", 7), FetchedIssue(title="Make it greet")
+        )
+    )
+    db.run_sync(lambda c: store.set_vm_online(c, vm.id, True))
+    db.run_sync(store.place_pending)
+    db.close()
+    # Each relayd of the helper has its own socket path; the control plane is
+    # pointed at a symlink that follows whichever relayd is running.
+    relay_args = ["--jwks", str(settings.jwks_path)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(partial(serve, settings))
+            link = running.services.link
+            assert link is not None
+            for attempt in (1, 2):
+                relay_dir = short_tmp / f"r{attempt}"
+                relay_dir.mkdir()
+                async with start_relayd(relay_dir, args=relay_args) as relay:
+                    socket_path.unlink(missing_ok=True)
+                    socket_path.symlink_to(relay.control_socket)
+                    await link.wait_connected(attempt)
+                    stats = await relay.control.request("stats")
+                    assert stats["workspaces"] == 1
+                    # The table reached relayd: the VM is told on connect.
+                    async with relay.connect_vm(vm.id, token=_vm_token(running, vm.id)) as conn:
+                        await send_json(
+                            conn,
+                            {"type": "hello", "vmId": vm.id, "agentVersion": "t", "workspaces": []},
+                        )
+                        got = await recv_until(conn, lambda m: m["type"] == "workspace_assigned")
+                        assert got[-1]["workspaceId"] == ws.id
+            running.stop()
+
+
+def _vm_token(running: Running, vm_id: str) -> str:
+    keyring = running.services.keyring
+    return issue_token(
+        keyring.signing_key, sub=vm_id, scope=Scope.VM, issuer="ffcloud", ttl_seconds=300
+    )

@@ -190,8 +190,8 @@ async def test_reconnects_and_resyncs_after_the_connection_drops(
             await fake.next("hello")
             await fake.next("sync")
             assert fake.connections == 2
-            while not link.connected:
-                await trio.lowlevel.checkpoint()
+            await link.wait_connected(2)
+            assert link.connected
             assert (await link.request("stats"))["ok"] is True
 
 
