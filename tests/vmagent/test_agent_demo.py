@@ -488,3 +488,25 @@ async def test_queued_messages_are_answered_after_a_restart(
                 f["type"] == "claude_message" and "(40)" in json.dumps(f["data"]) for f in frames
             )
             nursery.cancel_scope.cancel()
+
+
+async def test_outbox_overflow_drops_the_connection_not_frames(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay)
+            agent.settings = attrs.evolve(agent.settings, outbox_limit=3)
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            assert agent.connects == 1
+            # More frames at once than the queue holds: the connection is given up...
+            for i in range(10):
+                agent.post(f'{{"type":"error","code":"bad_request","message":"{i}"}}')
+            # ...and a new one starts with hello, from where the log is.
+            conn = await relay.accept()
+            hello = await conn.recv()
+            assert hello["type"] == "hello"
+            assert agent.connects == 2
+            nursery.cancel_scope.cancel()
