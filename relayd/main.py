@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import trio
@@ -75,7 +76,11 @@ async def run(settings: Settings, verifier: TokenVerifier) -> None:
                 sdnotify.notify(f"READY=1\nSTATUS=listening {status}")
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        # systemd's notify-reload protocol: RELOADING=1, then READY=1.
+                        now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={now_us}")
                         _reload(relay)
+                        sdnotify.notify(f"READY=1\nSTATUS=listening {status}")
                         continue
                     log.info("shutting down", extra={"signal": signal.Signals(signum).name})
                     break

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from tests.support.keys import KeyRing
 from wire.protocol import CLIENT_PATH, SUBPROTOCOL, VM_PATH
@@ -307,6 +307,18 @@ async def recv_json(ws: WebSocketConnection) -> dict[str, Any]:
     obj = json.loads(frame)
     assert isinstance(obj, dict)
     return obj
+
+
+async def close_code(ws: WebSocketConnection) -> int:
+    """Read (and drop) frames until the connection closes; return the close code."""
+    try:
+        while True:
+            await ws.get_message()
+    except ConnectionClosed as exc:
+        reason = exc.reason
+    if reason is None:
+        raise AssertionError("closed without a close reason")
+    return int(reason.code)
 
 
 async def recv_until(

@@ -1,0 +1,166 @@
+"""Limits end to end: slow clients, frame sizes, rates, connection counts, keepalive."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+import wsproto
+import wsproto.events
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
+
+from tests.relayd.fakevm import FakeVm
+from tests.support.relayd import close_code, recv_json, send_json, start_relayd
+from wire.protocol import CLIENT_PATH, SUBPROTOCOL
+
+
+async def test_slow_client_is_cut_off_while_a_fast_one_gets_everything(tmp_path: Path) -> None:
+    args = ["--client-queue-bytes", str(2 * 1024 * 1024), "--replay-messages", "10"]
+    count, size = 600, 32 * 1024
+    async with start_relayd(tmp_path, args=args) as relay:
+        with trio.fail_after(60):
+            await relay.control.assign("w1", "vm1", ["u1"])
+            async with (
+                relay.connect_vm("vm1") as vm_ws,
+                relay.connect_client("u1") as fast,
+                relay.connect_client("u1") as slow,
+            ):
+                vm = FakeVm(vm_ws, "vm1")
+                await vm.hello(w1=("e1", 0))
+                await relay.control.next_event("vm_online")
+                for ws in (fast, slow):
+                    await send_json(
+                        ws, {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0, "epoch": "e1"}
+                    )
+                    assert (await recv_json(ws))["mode"] == "replay"
+                got: list[int] = []
+                progress = trio.Condition()
+
+                async def read_fast() -> None:
+                    while len(got) < count:
+                        seq = (await recv_json(fast))["seq"]
+                        async with progress:
+                            got.append(seq)
+                            progress.notify_all()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_fast)
+                    # The VM streams at the fast client's pace; the client that does
+                    # not read at all never slows either of them down.
+                    for sent in range(50, count + 1, 50):
+                        await vm.stream("w1", 50, text="y" * size)
+                        async with progress:
+                            while len(got) < sent - 25:
+                                await progress.wait()
+                assert got == list(range(1, count + 1))
+                stats = await relay.control.request("stats")
+                assert stats["drops"]["slowClients"] == 1
+                # The slow client now reads: a gapless prefix, then the close 4008.
+                seen: list[int] = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    await _read_seqs_until_closed(slow, seen)
+                assert closed.value.reason is not None
+                assert closed.value.reason.code == 4008
+                assert seen == list(range(1, len(seen) + 1))
+                assert len(seen) < count
+
+
+async def _read_seqs_until_closed(ws: WebSocketConnection, seen: list[int]) -> None:
+    while True:
+        seen.append(json.loads(await ws.get_message())["seq"])
+
+
+async def test_oversized_frames_close_with_1009(tmp_path: Path) -> None:
+    args = ["--max-client-frame", "1000", "--max-vm-frame", "5000"]
+    async with start_relayd(tmp_path, args=args) as relay:
+        with trio.fail_after(20):
+            async with relay.connect_client("u1") as ws:
+                await ws.send_message(json.dumps({"type": "subscribe", "workspaceId": "x" * 900}))
+                assert (await recv_json(ws))["type"] == "error"  # under the limit: an answer
+                await ws.send_message("x" * 1001)
+                assert await close_code(ws) == 1009
+            async with relay.connect_vm("vm1") as ws:
+                await ws.send_message("y" * 4000)  # under the VM limit: an error, still open
+                assert (await recv_json(ws))["code"] == "bad_request"
+                await ws.send_message("y" * 5001)
+                assert await close_code(ws) == 1009
+
+
+async def test_rate_limit_answers_rate_limited_and_keeps_the_connection(tmp_path: Path) -> None:
+    async with start_relayd(
+        tmp_path, args=["--client-rate", "0.5", "--client-burst", "3"]
+    ) as relay:
+        with trio.fail_after(20):
+            async with relay.connect_client("u1") as ws:
+                for _ in range(5):
+                    await send_json(ws, {"type": "subscribe", "workspaceId": "w"})
+                codes = [(await recv_json(ws))["code"] for _ in range(5)]
+                assert codes == ["not_found"] * 3 + ["rate_limited"] * 2
+                stats = await relay.control.request("stats")
+                assert stats["drops"]["rateLimited"] == 2
+
+
+async def test_connections_per_user(tmp_path: Path) -> None:
+    async with start_relayd(tmp_path, args=["--max-connections-per-user", "2"]) as relay:
+        with trio.fail_after(20):
+            async with relay.connect_client("u1"), relay.connect_client("u1"):
+                with pytest.raises(ConnectionRejected) as refused:
+                    async with relay.connect_client("u1"):
+                        pass
+                assert refused.value.status_code == 429
+                async with relay.connect_client("u2") as other:
+                    await send_json(other, {"type": "subscribe", "workspaceId": "w"})
+                    assert (await recv_json(other))["code"] == "not_found"
+            # Closed connections no longer count.
+            async with relay.connect_client("u1"), relay.connect_client("u1"):
+                pass
+
+
+async def test_keepalive_closes_a_peer_that_misses_two_pings(tmp_path: Path) -> None:
+    async with start_relayd(tmp_path, args=["--ping-interval", "0.2"]) as relay:
+        with trio.fail_after(20):
+            # A live client answers pings (trio-websocket does it for us) and stays.
+            async with relay.connect_client("u1") as ws:
+                await trio.sleep(1.0)  # five ping intervals of real time
+                await send_json(ws, {"type": "subscribe", "workspaceId": "w"})
+                assert (await recv_json(ws))["code"] == "not_found"
+            # A raw peer that never answers: pings, then the close.
+            events = await _silent_peer(relay.host, relay.port, relay.client_token("u1"))
+            kinds = [type(e).__name__ for e in events]
+            assert kinds.count("Ping") >= 2
+            close = events[-1]
+            assert isinstance(close, wsproto.events.CloseConnection)
+            assert close.code == 1008
+
+
+async def _silent_peer(host: str, port: int, token: str) -> list[wsproto.events.Event]:
+    """Open a WebSocket by hand and never answer; return what relayd sends until it closes."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    await sock.connect((host, port))
+    conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await sock.send(
+        conn.send(
+            wsproto.events.Request(
+                host=host,
+                target=CLIENT_PATH,
+                subprotocols=[SUBPROTOCOL],
+                extra_headers=[(b"Authorization", f"Bearer {token}".encode())],
+            )
+        )
+    )
+    events: list[wsproto.events.Event] = []
+    while True:
+        data = await sock.recv(65536)
+        if not data:
+            break
+        conn.receive_data(data)
+        for event in conn.events():
+            events.append(event)
+            if isinstance(event, wsproto.events.CloseConnection):
+                sock.close()
+                return events
+    sock.close()
+    return events
