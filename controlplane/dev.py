@@ -132,6 +132,14 @@ async def dev(args: argparse.Namespace, settings: Settings, env: Mapping[str, st
     print("FF Cloud stopped.", flush=True)
 
 
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The plain exceptions inside (nested) exception groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
 def run_dev(args: argparse.Namespace, settings: Settings) -> int:
     """``controlplane dev``; the exit status."""
     env = dict(os.environ)
@@ -144,7 +152,7 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
     try:
         trio.run(dev, args, settings, env)
     except* (DevFailed, OSError) as group:
-        for exc in group.exceptions:
+        for exc in leaves(group):
             print(f"controlplane dev: {exc}", file=sys.stderr)
         status = 1
     return status

@@ -257,12 +257,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from(args, os.environ)
     setup_logging(settings.log_level)
     if args.command == "serve":
+        from controlplane.dev import leaves
         from controlplane.server import serve
 
         try:
             trio.run(lambda: serve(settings, handle_signals=True))
-        except OSError as exc:
-            log.error("cannot serve", extra={"error": str(exc)})
+        except* OSError as group:
+            for exc in leaves(group):
+                log.error("cannot serve", extra={"error": str(exc)})
             sys.exit(1)
         return
     if args.command == "dev":
