@@ -20,7 +20,13 @@ import httpx
 import trio
 from pydantic import TypeAdapter
 from quart import Response, request, send_from_directory
-from quart_schema import QuartSchema, document_request, document_response, hide
+from quart_schema import (
+    QuartSchema,
+    document_request,
+    document_response,
+    hide,
+    security_scheme,
+)
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
@@ -56,6 +62,8 @@ REFRESH_COOKIE_PATH = "/api/auth"
 AUDIT_LIMIT = 1000
 #: Password checks at once (argon2 is slow on purpose; this bounds the CPU spent).
 HASH_THREADS = 2
+#: The OpenAPI security requirement of routes that need an access token.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _NOT_SPA = ("/api/", "/.well-known/", "/openapi.json", "/healthz", "/metrics")
 
 
@@ -305,6 +313,7 @@ def create_app(services: Services) -> QuartTrio:
         return response
 
     @app.get("/api/me")
+    @security_scheme(BEARER)
     @document_response(UserOut)
     async def me() -> Response:
         """Who the token belongs to."""
@@ -320,6 +329,7 @@ def create_app(services: Services) -> QuartTrio:
     # --- workspaces ---------------------------------------------------------
 
     @app.get("/api/workspaces")
+    @security_scheme(BEARER)
     @document_response(list[WorkspaceOut])
     async def list_workspaces() -> Response:
         """The caller's workspaces, newest first."""
@@ -328,6 +338,7 @@ def create_app(services: Services) -> QuartTrio:
         return json_response([to_workspace_out(w) for w in found])
 
     @app.post("/api/workspaces")
+    @security_scheme(BEARER)
     @document_request(CreateWorkspaceRequest)
     @document_response(WorkspaceOut, 201)
     @document_response(ErrorOut, 400)
@@ -364,6 +375,7 @@ def create_app(services: Services) -> QuartTrio:
         return user, found
 
     @app.get("/api/workspaces/<workspace_id>")
+    @security_scheme(BEARER)
     @document_response(WorkspaceOut)
     @document_response(ErrorOut, 404)
     async def get_workspace(workspace_id: str) -> Response:
@@ -372,6 +384,7 @@ def create_app(services: Services) -> QuartTrio:
         return json_response(to_workspace_out(found))
 
     @app.delete("/api/workspaces/<workspace_id>")
+    @security_scheme(BEARER)
     @document_response(ErrorOut, 404)
     async def delete_workspace(workspace_id: str) -> Response:
         """Archive a workspace; its VM releases it."""
@@ -383,6 +396,7 @@ def create_app(services: Services) -> QuartTrio:
         return Response("", status=204)
 
     @app.get("/api/workspaces/<workspace_id>/audit")
+    @security_scheme(BEARER)
     @document_response(list[AuditEntryOut])
     @document_response(ErrorOut, 404)
     async def workspace_audit(workspace_id: str) -> Response:

@@ -10,6 +10,7 @@ get a few threads.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -67,6 +68,8 @@ def alembic_config(engine: sa.Engine) -> Config:
 def migrate(engine: sa.Engine) -> None:
     """Bring the schema up to date (blocking; call at startup)."""
     config = alembic_config(engine)
+    # Alembic narrates every start at info level; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

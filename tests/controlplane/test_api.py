@@ -406,9 +406,11 @@ async def test_jwks_and_openapi(app: QuartTrio) -> None:
     assert "/api/workspaces" in openapi["paths"]
     post = openapi["paths"]["/api/workspaces"]["post"]
     schema_ref = post["requestBody"]["content"]["application/json"]["schema"]
-    assert "issueUrl" in json.dumps(openapi["components"]["schemas"]) or "issueUrl" in json.dumps(
-        schema_ref
-    )
+    assert schema_ref["properties"]["issueUrl"]["type"] == "string"
+    assert schema_ref["additionalProperties"] is False
+    assert post["security"] == [{"bearer": []}]
+    assert "security" not in openapi["paths"]["/api/auth/login"]["post"]
+    assert "WorkspaceOut" in openapi["components"]["schemas"]
 
 
 async def test_web_ui_is_served_with_a_single_page_fallback(
