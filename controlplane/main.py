@@ -61,6 +61,7 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--access-token-ttl": (float, "seconds an access token lives (default 900)"),
     "--refresh-token-ttl": (float, "seconds a refresh token lives (default 30 days)"),
     "--vm-token-ttl": (float, "seconds a VM token lives (default 365 days)"),
+    "--local-vm-token-ttl": (float, "seconds a local vmagent's token lives (default 3600)"),
     "--login-max-failures": (int, "failed logins before 429 (default 5)"),
     "--login-failure-window": (float, "seconds failed logins count for (default 300)"),
     "--max-request-bytes": (int, "largest request body (default 65536)"),

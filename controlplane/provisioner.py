@@ -90,6 +90,8 @@ class LocalProvisioner:
         self.git_base_url = git_base_url
         self.no_clone = no_clone
         self.env = dict(os.environ if env is None else env)
+        #: How many tokens were written per VM (for tests and logs).
+        self.tokens_written: dict[str, int] = {}
         #: How many times each VM's process was started (for tests and logs).
         self.starts: dict[str, int] = {}
         #: The running vmagent of each local VM, and an event set once it runs.
@@ -142,6 +144,7 @@ class LocalProvisioner:
         )
         path = home / "token"
         write_private_file(path, token.encode())
+        self.tokens_written[vm.name] = self.tokens_written.get(vm.name, 0) + 1
         return path
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -178,6 +181,9 @@ class LocalProvisioner:
                     )
                     self.processes[vm.name] = process
                     self.running[vm.name].set()
+                    nursery.start_soon(self._renew_token, vm)
+                    await process.wait()
+                    nursery.cancel_scope.cancel()
             except OSError as exc:
                 log.error("cannot start vmagent", extra={"vm": vm.name, "error": str(exc)})
             else:
@@ -193,3 +199,10 @@ class LocalProvisioner:
                 backoff = RESTART_BACKOFF_START
             await trio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+
+    async def _renew_token(self, vm: store.Vm) -> None:
+        """Rewrite the token file at half its lifetime; vmagent sends the new one as ``auth``."""
+        while True:
+            await trio.sleep(self.token_ttl / 2)
+            self.write_token(vm)
+            log.info("VM token renewed", extra={"vm": vm.name})

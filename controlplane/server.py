@@ -74,7 +74,7 @@ def make_provisioner(
         engine=settings.local_engine,
         signing_key=lambda: services.keyring.signing_key,
         issuer=settings.issuer,
-        token_ttl=settings.vm_token_ttl,
+        token_ttl=settings.local_vm_token_ttl,
         command=settings.vmagent_command,
         git_base_url=settings.local_git_base_url,
         no_clone=settings.local_no_clone,

@@ -49,7 +49,10 @@ class Settings:
     github_timeout: float = 5.0
     access_token_ttl: float = 15 * 60
     refresh_token_ttl: float = 30 * 24 * 3600
+    #: Lifetime of tokens from ``controlplane vm add`` (VMs that dial in).
     vm_token_ttl: float = 365 * 24 * 3600
+    #: Lifetime of the local vmagents' tokens; renewed in their token files at half.
+    local_vm_token_ttl: float = 3600.0
     #: Failed logins (per user name and per client address) before 429.
     login_max_failures: int = 5
     #: Window in seconds over which failed logins count, and the lockout.
@@ -95,4 +98,4 @@ class Settings:
     @property
     def longest_token_ttl(self) -> float:
         """How long a retired signing key must stay published."""
-        return max(self.access_token_ttl, self.vm_token_ttl)
+        return max(self.access_token_ttl, self.vm_token_ttl, self.local_vm_token_ttl)
