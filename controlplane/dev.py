@@ -2,7 +2,7 @@
 
 One nursery holds the control plane (in this process; its local provisioner
 runs a vmagent), and relayd (a child process, restarted if it dies). The
-children get their own session, so Ctrl-C reaches only this supervisor, which
+children get their own process group, so Ctrl-C reaches only this supervisor, which
 then stops them in order: cancelling ``trio.run_process`` sends SIGTERM and
 waits. A login is created (``FFCLOUD_DEV_USER``/``FFCLOUD_DEV_PASSWORD``, or
 ``dev`` with a generated password) and printed with the URL.
@@ -71,7 +71,7 @@ async def supervise_relayd(argv: list[str], env: Mapping[str, str], stopping: tr
     quick_exits = 0
     while True:
         started = trio.current_time()
-        result = await trio.run_process(argv, check=False, env=dict(env), start_new_session=True)
+        result = await trio.run_process(argv, check=False, env=dict(env), process_group=0)
         if stopping.is_set():
             return
         quick_exits = quick_exits + 1 if trio.current_time() - started < QUICK_EXIT else 0

@@ -166,8 +166,9 @@ class LocalProvisioner:
             self.starts[vm.name] = self.starts.get(vm.name, 0) + 1
             started = trio.current_time()
             log.info("starting vmagent", extra={"vm": vm.name, "vmId": vm.id})
-            # Its own session: a Ctrl-C in the terminal reaches the supervisor, which
-            # stops the vmagent in order (cancellation sends SIGTERM).
+            # Its own process group (same session): a Ctrl-C in the terminal
+            # reaches the supervisor only, which stops the vmagent in order
+            # (cancellation sends SIGTERM).
             try:
                 async with trio.open_nursery() as nursery:
                     process: trio.Process = await nursery.start(
@@ -176,7 +177,7 @@ class LocalProvisioner:
                             self.argv(vm),
                             check=False,
                             env=self.env,
-                            start_new_session=True,
+                            process_group=0,
                         )
                     )
                     self.processes[vm.name] = process

@@ -23,6 +23,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def session_members(session: int, name: str) -> list[int]:
+    """Live processes of a session whose command line mentions ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z" and name in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytearray) -> None:
     while marker not in seen:
         chunk = await stream.receive_some(4096)
@@ -59,8 +75,9 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
             "--relay-listen",
             f"127.0.0.1:{relay_port}",
         ]
+        # Its own session, like a terminal's: Ctrl-C goes to its foreground process group.
         process = await trio.lowlevel.open_process(
-            argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO)
+            argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO), start_new_session=True
         )
         assert process.stdout is not None
         try:
@@ -98,10 +115,14 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
                         return bool(found.json()["status"] == "idle")
 
                     await poll(idle, http)  # placed on the local vmagent, which reported
-                process.send_signal(signal.SIGINT)
+                assert session_members(process.pid, "relayd")
+                assert session_members(process.pid, "vmagent")
+                os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
                 await read_until(process.stdout, b"FF Cloud stopped.", output)
                 assert await process.wait() == 0
-            # relayd went with it: its port is free again.
+            # relayd and the vmagent went with it.
+            assert session_members(process.pid, "relayd") == []
+            assert session_members(process.pid, "vmagent") == []
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", relay_port)) != 0
         finally:
