@@ -314,6 +314,8 @@ async def test_github_token_is_sent_when_set(app: QuartTrio, github: FakeGitHub)
         ),
         (b'{"issue_url": "%s"}' % ISSUE.encode(), "application/json", 400, "bad_request"),
         (b'{"issueUrl": NaN}', "application/json", 400, "bad_request"),
+        (b"[" * 30_000 + b"]" * 30_000, "application/json", 400, "bad_request"),
+        (b'{"issueUrl": "\xff"}', "application/json", 400, "bad_request"),
         (b"issueUrl=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
         (b'{"issueUrl": "' + b"x" * 70_000 + b'"}', "application/json", 413, "too_large"),
     ],
