@@ -92,8 +92,12 @@ def is_loopback(host: str | None) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
     if not host:
         return False
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    if host.startswith("["):  # [v6]:port
+        name = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:  # name:port or v4:port
+        name = host.rsplit(":", 1)[0]
+    else:  # a name, or a bare v6 address
+        name = host
     if name == "localhost":
         return True
     try:
