@@ -14,7 +14,7 @@ import trio
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
 from tests.vmagent.fakerelay import FakeRelay, VmConn, assign, say, snapshot, turn_frames
 from vmagent.agent import Agent, AgentSettings
-from vmagent.engines.claude import ClaudeEngine, bundled_cli
+from vmagent.engines.claude import ClaudeEngine, ClaudeSession, bundled_cli
 from vmagent.workdir import WorkdirPlan
 
 pytestmark = pytest.mark.claude
@@ -385,4 +385,47 @@ async def test_questions_then_interrupt_then_more(
                 claude_data(frames, "assistant")[-1]["message"]["content"][0]["text"]
                 == "After the interrupt."
             )
+            nursery.cancel_scope.cancel()
+
+
+async def test_cli_crash_is_an_error_and_the_next_message_resumes(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, fake_api)
+            conn = await start(nursery, agent, relay)
+            await assign(conn)
+            fake_api.push(
+                Reply([text("slow " * 300, chunks=300)], delay=0.02),
+                Reply([text("Recovered.")]),
+            )
+            await say(conn, "talk slowly", "c1")
+            first, _ = await conn.until("claude_message")
+            session_id = first["data"]["session_id"]
+            # Kill it once the model's reply is really streaming.
+            while True:
+                frame = await conn.recv()
+                if frame["type"] == "claude_message" and frame["data"]["type"] == "stream_event":
+                    break
+            engine_session = agent.sessions["ws1"]._engine_session
+            assert isinstance(engine_session, ClaudeSession)
+            assert engine_session._proc is not None
+            engine_session._proc.kill()
+            status, _ = await conn.until("status", status="error")
+            assert status["detail"].startswith("Claude Code exited (exit status -9)"), status
+            await say(conn, "are you back", "c2")
+            # Killed in its first turn, Claude Code kept no transcript to resume:
+            # the message is answered in a new session rather than lost.
+            while True:
+                frames = await turn_frames(conn)
+                result = claude_data(frames, "result")[-1]
+                if result["subtype"] == "success":
+                    break
+                assert result["session_id"] == session_id  # the failed resume
+            assert result["result"] == "Recovered."
+            assert "are you back" in json.dumps(
+                (await fake_api.wait_for_conversation(2))["messages"]
+            )
+            status, _ = await conn.until("status", status="idle")
             nursery.cancel_scope.cancel()

@@ -92,8 +92,9 @@ class ClaudeEngine:
         self.model = model
         self.env = env
         self.max_line = max_line
-        # Workspaces whose stored session could not be resumed: start afresh.
-        self.no_resume: set[str] = set()
+        # Session ids Claude Code could not resume (it keeps no transcript of a
+        # session killed in its first turn): those workspaces start afresh.
+        self.lost_sessions: set[str] = set()
 
     @asynccontextmanager
     async def open(self, host: Host) -> AsyncIterator[ClaudeSession]:
@@ -145,7 +146,7 @@ class ClaudeSession:
         if prompt:
             cmd += ["--append-system-prompt", prompt]
         session_id = self.host.session_id
-        if session_id and self.host.workspace_id not in self.engine.no_resume:
+        if session_id and session_id not in self.engine.lost_sessions:
             # --flag=value: the SDK's lesson, a value can never pose as a flag.
             cmd.append(f"--resume={session_id}")
             self._resumed = True
@@ -159,6 +160,14 @@ class ClaudeSession:
         return env
 
     async def _start(self) -> None:
+        old = self._proc
+        if old is not None and old.returncode is None:
+            old.kill()  # its _run_cli task reaps it
+        self._proc = None
+        self._exited = trio.Event()
+        self._saw_init = False
+        self._resumed = False
+        self._stderr.clear()
         cmd = self._command()
         log.info(
             "starting Claude Code",
@@ -175,7 +184,21 @@ class ClaudeSession:
         self._nursery.start_soon(self._read_stderr, proc)
         response = await self._control({"subtype": "initialize", "hooks": None})
         if response is None:
+            if self._resumed:
+                # Exited at once while resuming: try once more in a new session.
+                self._resume_failed()
+                await self._start()
+                return
             raise EngineError(self._exit_detail("Claude Code did not start"))
+
+    def _resume_failed(self) -> None:
+        session_id = self.host.session_id
+        log.warning(
+            "the stored Claude session could not be resumed; starting a new one",
+            extra={"workspaceId": self.host.workspace_id, "detail": self._exit_detail("")[:300]},
+        )
+        if session_id:
+            self.engine.lost_sessions.add(session_id)
 
     def _exit_detail(self, what: str) -> str:
         code = self._proc.returncode if self._proc is not None else None
@@ -354,9 +377,28 @@ class ClaudeSession:
     # -- EngineSession ------------------------------------------------------------------------
 
     async def turn(self, text: str) -> None:
-        """Send the user's message and wait for the turn's ``result``."""
-        if self._proc is None:
-            await self._start()
+        """Send the user's message and wait for the turn's ``result``.
+
+        A CLI that is gone (it crashed, or an earlier turn ended with its exit)
+        is started again first. When ``--resume`` fails (Claude Code keeps no
+        transcript of a session it was killed in too early), the turn is run
+        once more in a fresh session, so the message is not lost.
+        """
+        for attempt in (1, 2):
+            if self._proc is None or self._exited.is_set():
+                await self._start()
+            await self._one_turn(text)
+            if self._resumed and not self._saw_init and attempt == 1:
+                self._resume_failed()
+                continue
+            if self._exited.is_set():
+                if self._proc is not None:
+                    with trio.move_on_after(TERMINATE_GRACE):
+                        await self._proc.wait()  # for its exit status
+                raise EngineError(self._exit_detail("Claude Code exited"))
+            return
+
+    async def _one_turn(self, text: str) -> None:
         done = self._turn_done = trio.Event()
         try:
             await self._write(
@@ -373,11 +415,6 @@ class ClaudeSession:
             # Whatever is still asked belongs to a turn that is over.
             for scope in list(self._handlers.values()):
                 scope.cancel()
-        if self._exited.is_set():
-            if self._resumed and not self._saw_init:
-                # The stored session could not be resumed: the next try starts afresh.
-                self.engine.no_resume.add(self.host.workspace_id)
-            raise EngineError(self._exit_detail("Claude Code exited"))
 
     def interrupt(self) -> None:
         """Ask the CLI to stop the current turn; open prompts are cancelled."""
