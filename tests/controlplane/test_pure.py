@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controlplane.app import content_security_policy, is_loopback
 from controlplane.placement import plan_placement
 from controlplane.throttle import LoginThrottle
+from controlplane.web import content_security_policy, is_loopback
 
 
 class Clock:

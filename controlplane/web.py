@@ -1,0 +1,117 @@
+"""What every answer shares (security headers, JSON), and the web UI's files."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+from quart import Response, request, send_from_directory
+from quart_schema import hide
+from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
+
+from controlplane.errors import ApiError
+from controlplane.metrics import Metrics
+
+#: Paths that are never a page of the single-page app.
+_NOT_SPA = ("/api/", "/.well-known/", "/openapi.json", "/healthz", "/metrics")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if not host:
+        return False
+    if host.startswith("["):  # [v6]:port
+        name = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:  # name:port or v4:port
+        name = host.rsplit(":", 1)[0]
+    else:  # a name, or a bare v6 address
+        name = host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def content_security_policy(relay_url: str) -> str:
+    """Scripts and styles from us only; WebSockets to the relay; no framing."""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            # React sets style attributes; no inline script is allowed.
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            f"connect-src 'self' {relay_url}",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def json_response(model: Any, status: int = 200) -> Response:
+    """Serialise a response model (or list of them) as camelCase JSON."""
+    data = TypeAdapter(type(model)).dump_python(
+        model, mode="json", by_alias=True, exclude_none=True
+    )
+    return Response(json.dumps(data), status=status, content_type="application/json")
+
+
+def install_headers(app: QuartTrio, relay_url: str, metrics: Metrics | None) -> None:
+    """Security headers on every answer (and request counts for the metrics)."""
+    csp = content_security_policy(relay_url)
+
+    @app.after_request
+    async def _headers(response: Response) -> Response:
+        headers = response.headers
+        headers["Content-Security-Policy"] = csp
+        headers["X-Frame-Options"] = "DENY"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Referrer-Policy"] = "no-referrer"
+        headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if request.path.startswith("/api/"):
+            headers["Cache-Control"] = "no-store"
+        if metrics is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics.observe_request(request.method, rule, response.status_code)
+        return response
+
+
+def install_webui(app: QuartTrio, webui_dir: Path) -> None:
+    """Serve the built web UI at ``/``, with ``index.html`` for page paths."""
+
+    @app.get("/")
+    @app.get("/<path:path>")
+    @hide
+    async def web_ui(path: str = "") -> Response:
+        """Built files of the web UI; any other page path gets index.html."""
+        if any(f"/{path}".startswith(prefix) for prefix in _NOT_SPA):
+            raise ApiError(404, "not_found", "no such resource")
+        root = webui_dir
+        if path:
+            try:
+                response = await send_from_directory(root, path)
+            except NotFound:
+                if "." in path.rsplit("/", 1)[-1]:
+                    raise ApiError(404, "not_found", "no such file") from None
+            else:
+                if path.startswith("assets/"):
+                    # Vite names assets by content hash: they never change.
+                    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+                return response
+        try:
+            response = await send_from_directory(root, "index.html")
+        except NotFound:
+            raise ApiError(404, "not_found", "the web UI is not built (run make webui)") from None
+        response.headers["Cache-Control"] = "no-cache"
+        return response
