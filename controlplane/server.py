@@ -142,7 +142,7 @@ async def serve(
             binds: list[str] = await nursery.start(http)
             await nursery.start(provisioner.run)
             if handle_signals:
-                nursery.start_soon(_signals, keyring, stop)
+                await nursery.start(_signals, keyring, stop)
             nursery.start_soon(sdnotify.watchdog_loop)
             url = binds[0]
             log.info(
@@ -154,8 +154,13 @@ async def serve(
         db.close()
 
 
-async def _signals(keyring: KeyRing, stop: trio.Event) -> None:
+async def _signals(
+    keyring: KeyRing,
+    stop: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 try:

@@ -4,6 +4,8 @@ proxy's X-Forwarded-For decides which address login throttling counts."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from functools import partial
@@ -13,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from controlplane.keys import KeyRing
 from controlplane.server import Running, serve
 from controlplane.settings import Settings
 
@@ -55,3 +58,23 @@ async def test_serve_without_relayd_behind_a_proxy(state: Path) -> None:
                 assert await attempt("u3", "198.51.100.1") == 429  # that address is locked
                 assert await attempt("u4", "198.51.100.2") == 401  # another one is not
             running.stop()
+
+
+async def test_sighup_reloads_the_keys_and_sigterm_stops_gracefully(state: Path) -> None:
+    settings = Settings(state_dir=state, listen="127.0.0.1:0", provisioner="none")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(partial(serve, settings, handle_signals=True))
+            async with httpx.AsyncClient(base_url=running.url, timeout=5) as http:
+                before = (await http.get("/.well-known/jwks.json")).json()
+                assert len(before["keys"]) == 1
+                # `controlplane keys rotate` in another process, then a reload.
+                other = KeyRing(state)
+                other.load()
+                other.rotate(longest_token_ttl=3600)
+                os.kill(os.getpid(), signal.SIGHUP)
+                while len((await http.get("/.well-known/jwks.json")).json()["keys"]) != 2:
+                    await trio.sleep(0.02)  # the reload runs in a worker thread
+                assert running.services.keyring.signing_key.kid == other.signing_key.kid
+            os.kill(os.getpid(), signal.SIGTERM)
+        # serve() returned by itself: the nursery closed without being cancelled here.
