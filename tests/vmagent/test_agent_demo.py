@@ -223,8 +223,24 @@ async def test_interrupt_stops_a_long_reply(tmp_path: Path, relay: FakeRelay) ->
             frames = await turn_frames(conn)
             assert frames[-1]["data"]["subtype"] == "error_during_execution"
             assert len(frames) < 400  # far fewer than the whole reply's words
-            status = await conn.recv()
-            assert status["status"] == "idle"
+            # Closed as Claude Code closes an interrupted turn.
+            tail = [f["data"] for f in frames[-7:] if f["type"] == "claude_message"]
+            kinds = [d["type"] if d["type"] != "stream_event" else d["event"]["type"] for d in tail]
+            assert kinds[-6:] == [
+                "assistant",
+                "user",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+                "result",
+            ]
+            assert tail[-6]["aborted"] is True
+            assert tail[-5]["message"]["content"][0]["text"] == "[Request interrupted by user]"
+            # The snapshot keeps the partial message: its assistant line is there.
+            snap = await snapshot(conn)
+            assert any(
+                m["type"] == "claude_message" and m["data"].get("aborted") for m in snap["messages"]
+            )
             # The conversation goes on.
             await say(conn, "hi again", "c2")
             frames = await turn_frames(conn)

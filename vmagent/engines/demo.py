@@ -84,6 +84,9 @@ class DemoSession:
         )
         self._scope: trio.CancelScope | None = None
         self._tokens_out = 0
+        # The block being streamed (message id, index, kind, text so far), for _abort.
+        self._block: tuple[str, int, str, str] | None = None
+        self._open_message = False
 
     def interrupt(self) -> None:
         """Stop the current turn at its next word."""
@@ -94,6 +97,8 @@ class DemoSession:
         """Answer one message, following the trigger words."""
         started = time.monotonic()
         self._tokens_out = 0
+        self._block = None
+        self._open_message = False
         host = self.host
         host.emit(self.lines.init())
         lowered = text.lower()
@@ -120,7 +125,7 @@ class DemoSession:
                 self._scope = None
         elapsed = int((time.monotonic() - started) * 1000)
         if scope.cancelled_caught:
-            host.emit(self.lines.user_text("[Request interrupted by user]"))
+            self._abort()
             host.emit(
                 self.lines.result(
                     subtype="error_during_execution",
@@ -165,8 +170,10 @@ class DemoSession:
             )
         )
         words = text.split(" ")
+        self._block = (msg_id, index, kind, "")
         for i, word in enumerate(words):
             piece = word if i == 0 else " " + word
+            self._block = (msg_id, index, kind, self._block[3] + piece)
             delta = (
                 {"type": "text_delta", "text": piece}
                 if kind == "text"
@@ -181,10 +188,35 @@ class DemoSession:
             else {"type": "thinking", "thinking": text, "signature": "demo"}
         )
         # Claude Code prints a block's assistant line just before its content_block_stop.
+        self._block = None
         emit(self.lines.assistant(msg_id, [content[-1]], self._tokens_out))
         emit(self.lines.event({"type": "content_block_stop", "index": index}))
 
-    def _finish(self, stop_reason: str) -> None:
+    def _abort(self) -> None:
+        """Close an interrupted turn the way Claude Code does.
+
+        The block being streamed gets an ``assistant`` line with its text so
+        far (``aborted``), then the ``[Request interrupted by user]`` user
+        line, then the message's stop events.
+        """
+        emit = self.host.emit
+        if self._block is not None:
+            msg_id, _index, kind, so_far = self._block
+            block = (
+                {"type": "text", "text": so_far}
+                if kind == "text"
+                else {"type": "thinking", "thinking": so_far, "signature": "demo"}
+            )
+            emit(self.lines.assistant(msg_id, [block], self._tokens_out, aborted=True))
+        emit(self.lines.user_text("[Request interrupted by user]"))
+        if self._block is not None:
+            emit(self.lines.event({"type": "content_block_stop", "index": self._block[1]}))
+        if self._open_message:
+            self._finish(None)
+        self._block = None
+
+    def _finish(self, stop_reason: str | None) -> None:
+        self._open_message = False
         emit = self.host.emit
         emit(
             self.lines.event(
@@ -199,6 +231,7 @@ class DemoSession:
 
     async def _say(self, text: str, thinking: str = "The demo engine thinks in scripts.") -> str:
         msg_id = message_id()
+        self._open_message = True
         self.host.emit(self.lines.message_start(msg_id, 10))
         content: list[dict[str, Any]] = []
         await self._stream_text(msg_id, 0, "thinking", thinking, content)
@@ -211,6 +244,7 @@ class DemoSession:
         emit = self.host.emit
         msg_id = message_id()
         tool_id = tool_use_id()
+        self._open_message = True
         emit(self.lines.message_start(msg_id, 10))
         content: list[dict[str, Any]] = []
         await self._stream_text(msg_id, 0, "text", intro, content)

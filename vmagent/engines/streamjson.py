@@ -99,26 +99,34 @@ class LineWriter:
             }
         )
 
-    def assistant(self, msg_id: str, content: list[dict[str, Any]], output_tokens: int) -> str:
-        """The ``assistant`` line for a finished content block."""
-        return self._line(
-            {
-                "type": "assistant",
-                "message": {
-                    "model": self.model,
-                    "id": msg_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "content": content,
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": usage(0, output_tokens),
-                },
-                "parent_tool_use_id": None,
-                "session_id": self.session_id,
-                "uuid": _uuid(),
-            }
-        )
+    def assistant(
+        self,
+        msg_id: str,
+        content: list[dict[str, Any]],
+        output_tokens: int,
+        *,
+        aborted: bool = False,
+    ) -> str:
+        """The ``assistant`` line for a finished (or, ``aborted``, interrupted) block."""
+        body: dict[str, Any] = {
+            "type": "assistant",
+            "message": {
+                "model": self.model,
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "content": content,
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage(0, output_tokens),
+            },
+            "parent_tool_use_id": None,
+            "session_id": self.session_id,
+            "uuid": _uuid(),
+        }
+        if aborted:
+            body["aborted"] = True
+        return self._line(body)
 
     def tool_result(self, tool_id: str, content: str, *, is_error: bool) -> str:
         """A ``user`` line carrying a tool's result."""
