@@ -15,7 +15,6 @@ import importlib.metadata
 import json
 import logging
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -137,8 +136,6 @@ class Agent:
         self,
         settings: AgentSettings,
         engine: Engine,
-        *,
-        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -148,8 +145,7 @@ class Agent:
         self._out: trio.MemorySendChannel[str] | None = None
         self._conn_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
-        self._on_connected = on_connected
-        #: Counts of connection attempts and successes (for tests and logs).
+        #: Connections made to relayd so far (for tests and logs).
         self.connects = 0
 
     # -- life ---------------------------------------------------------------------
@@ -274,8 +270,6 @@ class Agent:
         self._out = send
         self.connects += 1
         log.info("connected to relay", extra={"vmId": vm_id, "workspaces": len(self.sessions)})
-        if self._on_connected is not None:
-            self._on_connected()
         try:
             async with trio.open_nursery() as nursery:
                 self._conn_scope = nursery.cancel_scope
@@ -405,7 +399,7 @@ class Agent:
             return
         self._released.discard(workspace_id)
         session = self._make_session(*self.store.open(workspace_id))
-        session.commit([session.conv.assign(issue)])
+        session.assigned(issue)
         self._start_session(session)
 
 

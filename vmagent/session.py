@@ -77,6 +77,11 @@ class WorkspaceSession:
         self._retry: tuple[str, str] | None = None
         self._scope = trio.CancelScope()
         self.finished = trio.Event()
+        # A log read back without its assignment (a damaged log started over)
+        # waits for relayd's workspace_assigned before it clones.
+        self._has_issue = trio.Event()
+        if conv.issue is not None:
+            self._has_issue.set()
 
     # -- Host (what engines use) -------------------------------------------------
 
@@ -199,6 +204,7 @@ class WorkspaceSession:
     def assigned(self, issue: dict[str, Any]) -> None:
         """A repeated ``workspace_assigned``: record a changed issue, else nothing."""
         self.commit([self.conv.assign(issue)])
+        self._has_issue.set()
 
     def stop(self) -> None:
         """Stop the session (``workspace_released`` or shutdown)."""
@@ -232,6 +238,8 @@ class WorkspaceSession:
                     extra={"workspaceId": self.workspace_id, "ref": queued[0]},
                 )
                 self.commit([conv.start_turn(queued[0])])
+        if self._plan.clone:
+            await self._has_issue.wait()
         while True:
             try:
                 await prepare_workdir(self._plan, conv.issue, self.workdir)

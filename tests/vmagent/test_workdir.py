@@ -118,3 +118,36 @@ async def test_agent_reports_clone_failure_then_recovers(tmp_path: Path, origin:
             status, _ = await conn.until("status", workspaceId="bad", status="error")
             assert "missing.git" in status["detail"]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_log_started_over_waits_for_its_assignment_to_clone(
+    tmp_path: Path, origin: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    # A workspace whose log was damaged: the agent starts it over without the issue.
+    log = tmp_path / "state" / "workspaces" / "ws1" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"type":"_log", cut short')
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            relay = await nursery.start(FakeRelay().run)
+            agent = Agent(
+                AgentSettings(
+                    relay_url=relay.url,
+                    token_file=token_file,
+                    state_dir=tmp_path / "state",
+                    plan=WorkdirPlan(clone=True, git_base_url=origin),
+                ),
+                DemoEngine(word_delay=0),
+            )
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            hello = await conn.recv()
+            assert [w["workspaceId"] for w in hello["workspaces"]] == ["ws1"]
+            await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": issue(4)})
+            await conn.until("status", workspaceId="ws1", status="idle")
+            work = tmp_path / "state" / "workspaces" / "ws1" / "work"
+            assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=work).strip() == "ff/issue-4"
+            assert any(p.name.startswith("log.jsonl.corrupt-") for p in log.parent.iterdir())
+            nursery.cancel_scope.cancel()
