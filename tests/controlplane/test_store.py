@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +17,29 @@ from controlplane.db import Database
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.schema import metadata
 
+#: A PostgreSQL database these tests may empty and use, e.g.
+#: ``postgresql+psycopg://cp@127.0.0.1:5432/cptest`` (needs the ``postgres`` extra).
+POSTGRES_URL = os.environ.get("FFCLOUD_TEST_POSTGRES_URL")
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(f"sqlite:///{tmp_path / 'cp.db'}")
+
+def _empty_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cp.db'}"
+    elif POSTGRES_URL:
+        url = POSTGRES_URL
+        _empty_postgres(url)
+    else:
+        pytest.skip("set FFCLOUD_TEST_POSTGRES_URL to run these against PostgreSQL")
+    database = Database.open(url)
     yield database
     database.close()
 
@@ -40,10 +60,15 @@ def test_migrating_twice_is_harmless(tmp_path: Path) -> None:
     again.close()
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Database) -> None:
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    db = Database.open(f"sqlite:///{tmp_path / 'wal.db'}")
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
         assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar_one() == 1
+    db.close()
+
+
+def test_foreign_keys_are_enforced(db: Database) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         db.run_sync(lambda c: store.add_refresh_token(c, "no-such-user", "token", ttl=60))
 
