@@ -34,7 +34,13 @@ from typing import Any
 import attrs
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
 
 SUBPROTOCOL = "ffcloud.v1"
 CLIENT_PATH = "/v1/client"
@@ -259,6 +265,12 @@ def main() -> None:
             sys.exit(f"client.py: {problem}")
         if isinstance(problem, ConnectionClosed):
             sys.exit(f"client.py: the relay closed the connection: {problem.reason}")
+        if isinstance(problem, ConnectionRejected):
+            body = (problem.body or b"").decode(errors="replace")
+            sys.exit(f"client.py: the relay refused the connection: {problem.status_code} {body}")
+        if isinstance(problem, HandshakeError):
+            cause = problem.__cause__ or problem
+            sys.exit(f"client.py: cannot open the relay's WebSocket: {cause!r}")
         if isinstance(problem, httpx.HTTPError | OSError):
             sys.exit(f"client.py: {type(problem).__name__}: {problem}")
         raise

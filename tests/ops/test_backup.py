@@ -1,7 +1,7 @@
 """The operator guide's backup commands, run against a live control plane database.
 
 The two ``sqlite3`` command lines are taken from docs/operations.md (minus
-``runuser``, and with the test's paths) and run with the sqlite3 CLI while
+``setpriv``, and with the test's paths) and run with the sqlite3 CLI while
 another connection holds an open write transaction, as the running service
 may. The copy must be whole, consistent (without the unfinished write), and
 usable by the control plane after a restore.
@@ -29,7 +29,8 @@ def _documented_commands() -> list[list[str]]:
     """The guide's backup command lines, as argv lists."""
     text = (ROOT / "docs" / "operations.md").read_text()
     section = text.split("\n## Backups and restore\n", 1)[1].split("\n## ", 1)[0]
-    lines = re.findall(r"^runuser -u ffcloud-controlplane -- (sqlite3 .+)$", section, re.M)
+    prefix = r"setpriv --reuid=ffcloud-controlplane --regid=ffcloud --clear-groups -- "
+    lines = re.findall(rf"^{prefix}(sqlite3 .+)$", section, re.M)
     return [shlex.split(line) for line in lines]
 
 
