@@ -14,6 +14,7 @@ date with what relayd reports.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, Final
 
@@ -32,17 +33,36 @@ RECONCILE_INTERVAL: Final = 5.0
 _REPORTABLE: Final = frozenset(s.value for s in Status) - {Status.OFFLINE.value}
 MAX_ACTION_LENGTH: Final = 64
 MAX_DETAIL_LENGTH: Final = 4096
+#: Largest ``sync`` sent with issue bodies (relayd's line limit is 16 MiB).
+MAX_SYNC_BYTES: Final = 8 * 1024 * 1024
 
 
-def sync_entry(workspace: store.Workspace) -> dict[str, Any]:
+def sync_entry(workspace: store.Workspace, *, with_body: bool = True) -> dict[str, Any]:
     """One element of ``sync`` (and the fields of ``assign``)."""
     assert workspace.vm_id is not None
+    issue = workspace.issue_message()
+    if not with_body:
+        issue.pop("body", None)
     return {
         "workspaceId": workspace.id,
         "vmId": workspace.vm_id,
         "userIds": [workspace.user_id],
-        "issue": workspace.issue_message(),
+        "issue": issue,
     }
+
+
+def sync_entries(placed: list[store.Workspace]) -> list[dict[str, Any]]:
+    """The ``workspaces`` of a ``sync``; without issue bodies if they would make it too long.
+
+    relayd refuses a control line over 16 MiB, which would fail every sync
+    for good; the bodies matter only to a VM that does not have the
+    workspace yet, and ``assign`` carries them.
+    """
+    entries = [sync_entry(w) for w in placed]
+    if len(json.dumps(entries)) > MAX_SYNC_BYTES:
+        log.warning("sync too long with issue bodies; sending it without them")
+        entries = [sync_entry(w, with_body=False) for w in placed]
+    return entries
 
 
 def parse_time(value: object) -> dt.datetime:
@@ -106,7 +126,7 @@ class Coordinator:
         await self.db.run(store.set_all_vms_offline)
         self.online_vms.clear()
         placed = await self.db.run(store.assignments)
-        await link.request_while_connecting("sync", workspaces=[sync_entry(w) for w in placed])
+        await link.request_while_connecting("sync", workspaces=sync_entries(placed))
         self._relay_table = {w.id: w.vm_id for w in placed if w.vm_id is not None}
         self.kick()
 
@@ -220,5 +240,5 @@ class Coordinator:
         wanted = {w.id: w.vm_id for w in placed if w.vm_id is not None}
         if wanted != self._relay_table:
             log.info("relayd's table differs from the database; re-syncing")
-            await link.request("sync", workspaces=[sync_entry(w) for w in placed])
+            await link.request("sync", workspaces=sync_entries(placed))
             self._relay_table = wanted

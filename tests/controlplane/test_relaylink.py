@@ -18,8 +18,9 @@ import pytest
 import trio
 import trio.lowlevel
 
+from controlplane import coordinator as coordinator_module
 from controlplane import store
-from controlplane.coordinator import Coordinator, parse_time
+from controlplane.coordinator import Coordinator, parse_time, sync_entries
 from controlplane.db import Database
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.relaylink import LineReader, RelayLink, RelayRefused, RelayUnavailable
@@ -306,3 +307,19 @@ def test_parse_time_accepts_iso_and_epoch() -> None:
     assert parse_time(1_767_323_045_000).year == 2026
     assert parse_time("garbage").tzinfo is not None
     assert parse_time(None).tzinfo is not None
+
+
+def test_a_sync_too_long_for_relayd_goes_without_issue_bodies(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
+    vm = db.run_sync(lambda c: store.add_vm(c, "vm-a", "none"))
+    ref = IssueRef("octo", "hello", 1)
+    db.run_sync(lambda c: store.add_workspace(c, user.id, ref, FetchedIssue("T", "x" * 5000)))
+    db.run_sync(lambda c: store.set_vm_online(c, vm.id, True))
+    placed = db.run_sync(store.place_pending)
+    assert sync_entries(placed)[0]["issue"]["body"] == "x" * 5000
+    monkeypatch.setattr(coordinator_module, "MAX_SYNC_BYTES", 1000)
+    entry = sync_entries(placed)[0]
+    assert "body" not in entry["issue"]
+    assert entry["issue"]["title"] == "T"
