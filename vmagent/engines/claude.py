@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -46,9 +47,13 @@ TERMINATE_GRACE: Final = 5.0
 
 def bundled_cli() -> str:
     """The Claude Code CLI that claude-agent-sdk ships."""
-    import claude_agent_sdk
-
-    path = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    # Locate the package without importing it: its import takes seconds and
+    # would block the event loop.
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
+        raise EngineError("claude-agent-sdk is not installed")
+    path = Path(next(iter(locations))) / "_bundled" / "claude"
     if not path.is_file():
         raise EngineError("claude-agent-sdk has no bundled Claude Code CLI")
     return str(path)
