@@ -1,11 +1,20 @@
-"""examples/client.py: how it renders the protocol's messages.
+"""examples/client.py: how it renders the protocol's messages and renews its token.
 
-The run against the real services is in test_client_example_live.py.
+The run against the real services, behind nginx, is in test_stack.py.
 """
 
 from __future__ import annotations
 
-from examples.client import render
+import json
+import time
+from typing import Any, cast
+
+import httpx
+import trio
+import trio.testing
+from trio_websocket import WebSocketConnection
+
+from examples.client import RENEW_MARGIN, Session, keep_token_fresh, render
 
 
 def _delta(text: str) -> dict[str, object]:
@@ -92,3 +101,36 @@ def test_turn_end_status_and_errors() -> None:
         == "[error] vm_offline: the VM is not connected\n"
     )
     assert render({"type": "something_new"}) is None
+
+
+async def test_token_is_renewed_before_it_expires(autojump_clock: trio.testing.MockClock) -> None:
+    """A minute before expiry: refresh over HTTP, then ``auth`` on the open socket."""
+    refreshed: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        refreshed.append(request.url.path)
+        return httpx.Response(
+            200,
+            json={
+                "accessToken": "new-token",
+                "expiresAt": "2099-01-01T00:00:00Z",
+                "user": {"id": "u1", "username": "alice"},
+            },
+        )
+
+    sent: list[dict[str, Any]] = []
+
+    class FakeSocket:
+        async def send_message(self, message: str) -> None:
+            sent.append(json.loads(message))
+
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), base_url="http://cp.invalid"
+    ) as http:
+        session = Session(http, "old-token", time.time() + RENEW_MARGIN + 5)
+        # The next renewal is decades away: the test's deadline ends the loop.
+        with trio.move_on_after(3600):
+            await keep_token_fresh(session, cast(WebSocketConnection, FakeSocket()))
+    assert refreshed == ["/api/auth/refresh"]
+    assert sent == [{"type": "auth", "token": "new-token"}]
+    assert session.token == "new-token"
