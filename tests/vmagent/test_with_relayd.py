@@ -334,3 +334,65 @@ async def test_claude_engine_process_clones_and_answers(tmp_path: Path) -> None:
                         assert "Make it faster." in json.dumps(request["system"])
                         assert str(ISSUE["url"]) in json.dumps(request["system"])
             nursery.cancel_scope.cancel()
+
+
+async def test_a_viewer_across_the_restart_sees_no_gap(tmp_path: Path) -> None:
+    """A client that stays subscribed while the VM dies and returns misses nothing."""
+    with trio.fail_after(60):
+        async with start_relayd(tmp_path) as relay:
+            await relay.control.assign("ws1", "vm1", ["u1"], ISSUE)
+            frames: list[dict[str, Any]] = []
+            arrived = [trio.Event()]
+
+            async def wait_for(predicate: Any) -> None:
+                while not any(predicate(f) for f in frames):
+                    await arrived[0].wait()
+
+            async with relay.connect_client("u1") as watcher, trio.open_nursery() as nursery:
+
+                async def collect() -> None:
+                    while True:
+                        frames.append(await recv_json(watcher))
+                        arrived[0].set()
+                        arrived[0] = trio.Event()
+
+                nursery.start_soon(collect)
+                async with vmagent(tmp_path, relay, "--demo-delay", "0.02") as first:
+                    await relay.control.next_event("vm_online")
+                    await send_json(watcher, {"type": "subscribe", "workspaceId": "ws1"})
+                    await wait_for(lambda f: f["type"] == "messages_snapshot")
+                    message = {"type": "user_message", "workspaceId": "ws1", "text": "long"}
+                    await send_json(watcher, {**message, "clientMessageId": "c1"})
+                    while sum(map(is_delta, frames)) < 20:
+                        await arrived[0].wait()
+                    first.send_signal(signal.SIGKILL)
+                    await first.wait()
+                    await wait_for(lambda f: f.get("status") == "offline")
+                async with vmagent(tmp_path, relay, "--demo-delay", "0.001"):
+                    await relay.control.next_event("vm_online")
+                    await wait_for(lambda f: f.get("status") == "idle")
+                    await send_json(watcher, {**message, "clientMessageId": "c2", "text": "hi"})
+                    await wait_for(
+                        lambda f: (
+                            f.get("type") == "claude_message"
+                            and f["data"]["type"] == "result"
+                            and f["data"]["subtype"] == "success"
+                        )
+                    )
+                nursery.cancel_scope.cancel()
+
+            # In order, no gap, nothing twice: each snapshot covers up to its seq,
+            # every other sequenced frame is the next one.
+            last = 0
+            snapshots = 0
+            for frame in frames:
+                if frame["type"] == "messages_snapshot":
+                    assert frame["seq"] >= last
+                    last = frame["seq"]
+                    snapshots += 1
+                elif "seq" in frame:
+                    assert frame["seq"] == last + 1, frame
+                    last = frame["seq"]
+            assert snapshots >= 1
+            echoes = [f["clientMessageId"] for f in frames if f["type"] == "user_message"]
+            assert echoes == ["c1", "c2"]
