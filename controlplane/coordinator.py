@@ -98,6 +98,8 @@ class Coordinator:
         self._relay_table: dict[str, str] = {}
         self._to_disconnect: set[str] = set()
         self._wakeup = trio.Event()
+        #: Held while relayd's table is read from the database and sent.
+        self._table_lock = trio.Lock()
         #: Set each time the reconciler finishes a pass (tests wait on it).
         self.passes = 0
         self._pass_done = trio.Event()
@@ -125,9 +127,10 @@ class Coordinator:
         """Full resync: every VM offline until relayd reports it, then ``sync``."""
         await self.db.run(store.set_all_vms_offline)
         self.online_vms.clear()
-        placed = await self.db.run(store.assignments)
-        await link.request_while_connecting("sync", workspaces=sync_entries(placed))
-        self._relay_table = {w.id: w.vm_id for w in placed if w.vm_id is not None}
+        async with self._table_lock:
+            placed = await self.db.run(store.assignments)
+            await link.request_while_connecting("sync", workspaces=sync_entries(placed))
+            self._relay_table = {w.id: w.vm_id for w in placed if w.vm_id is not None}
         self.kick()
 
     async def on_event(self, event: dict[str, Any]) -> None:
@@ -188,11 +191,13 @@ class Coordinator:
 
     async def release(self, workspace_id: str) -> None:
         """Tell relayd a workspace is gone; when the link is down, the next sync says it."""
-        self._relay_table.pop(workspace_id, None)
         if self.link is None:
             return
         try:
-            await self.link.request("release", workspaceId=workspace_id)
+            # After any sync in flight, which may still have listed it.
+            async with self._table_lock:
+                self._relay_table.pop(workspace_id, None)
+                await self.link.request("release", workspaceId=workspace_id)
         except (RelayUnavailable, RelayRefused) as exc:
             log.warning(
                 "release not delivered", extra={"workspaceId": workspace_id, "reason": str(exc)}
@@ -220,6 +225,9 @@ class Coordinator:
                 await self._pass()
             except (RelayUnavailable, RelayRefused) as exc:
                 log.warning("reconcile pass cut short", extra={"reason": str(exc)})
+            except Exception:
+                # E.g. the database briefly unavailable: the next pass tries again.
+                log.exception("reconcile pass failed")
             self.passes += 1
             self._pass_done.set()
             self._pass_done = trio.Event()
@@ -234,11 +242,14 @@ class Coordinator:
         for vm_id in sorted(self._to_disconnect):
             await link.request("disconnect", vmId=vm_id)
             self._to_disconnect.discard(vm_id)
-        for workspace in await self.db.run(store.place_pending):
-            await self._assign(workspace)
-        placed = await self.db.run(store.assignments)
-        wanted = {w.id: w.vm_id for w in placed if w.vm_id is not None}
-        if wanted != self._relay_table:
-            log.info("relayd's table differs from the database; re-syncing")
-            await link.request("sync", workspaces=sync_entries(placed))
-            self._relay_table = wanted
+        # Read and send under the lock, so a release cannot slip in between
+        # and be undone by a sync that still lists the workspace.
+        async with self._table_lock:
+            for workspace in await self.db.run(store.place_pending):
+                await self._assign(workspace)
+            placed = await self.db.run(store.assignments)
+            wanted = {w.id: w.vm_id for w in placed if w.vm_id is not None}
+            if wanted != self._relay_table:
+                log.info("relayd's table differs from the database; re-syncing")
+                await link.request("sync", workspaces=sync_entries(placed))
+                self._relay_table = wanted
