@@ -6,7 +6,8 @@ to 16 MiB; a queue of one peer must bound its memory. Two ways in:
 a VM: a full queue means the peer is too slow, and the caller closes it), and
 :meth:`Outbox.put` waits for room (client messages to a VM: the client is not
 read meanwhile, which is how a fast client is slowed down). One consumer takes
-frames with :meth:`Outbox.get_batch`.
+frames with :meth:`Outbox.wait` and :meth:`Outbox.take` (or
+:meth:`Outbox.get_batch`, both at once).
 """
 
 from __future__ import annotations
@@ -83,14 +84,26 @@ class Outbox:
         self._chars += len(frame)
         self._readable.set()
 
-    async def get_batch(self, max_chars: int) -> list[str]:
-        """Wait for frames and take them, up to ``max_chars`` characters (at least one)."""
+    async def wait(self) -> None:
+        """Wait until a frame is queued; raises :class:`OutboxClosed` once closed."""
         while not self._frames:
             if self._closed:
                 raise OutboxClosed
             if self._readable.is_set():
                 self._readable = trio.Event()
             await self._readable.wait()
+
+    async def get_batch(self, max_chars: int) -> list[str]:
+        """Wait for frames and take them, up to ``max_chars`` characters (at least one)."""
+        await self.wait()
+        return self.take(max_chars)
+
+    def take(self, max_chars: int) -> list[str]:
+        """Take queued frames up to ``max_chars`` characters (at least one, if any)."""
+        if self._closed:
+            raise OutboxClosed
+        if not self._frames:
+            return []
         batch = [self._frames.popleft()]
         size = len(batch[0])
         while self._frames and size + len(self._frames[0]) <= max_chars:

@@ -2,11 +2,13 @@
 
 The rules this module keeps (trio-websocket has been seen to bite on each):
 
-* A frame is never cancelled half-way. The writer sends inside a shielded
-  cancel scope; to stop a peer, :meth:`Peer.close` closes its outbox and the
+* What is queued for a peer goes out in batches, one write each
+  (:mod:`relayd.wsframes`).
+* A frame is never cancelled half-way: nothing in relayd cancels the writer
+  while it sends. To stop a peer, :meth:`Peer.close` closes its outbox and the
   writer sends the close frame after the frame in flight. Only when the peer
-  does not take that frame within ``close_timeout`` is the send cancelled, and
-  then the TCP stream is closed outright, never written to again.
+  does not take that frame within ``close_timeout`` is the TCP stream closed
+  outright (which ends the stalled send), never to be written to again.
 * trio-websocket has no keepalive: :meth:`Peer._keepalive` pings every
   ``ping_interval`` seconds and closes a peer that missed two in a row.
 * A token is valid until its ``exp`` (plus the clock-skew leeway); ``auth``
@@ -25,6 +27,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from relayd.outbox import Outbox, OutboxClosed
+from relayd.wsframes import send_text_frames
 from wire.messages import error_frame
 from wire.protocol import CloseCode, ErrorCode, Scope
 from wire.tokens import Claims
@@ -33,6 +36,8 @@ log = logging.getLogger("relayd.peer")
 
 #: Characters the writer takes from its queue per wake-up.
 WRITE_BATCH_CHARS: Final = 256 * 1024
+#: Scheduler rounds a writer waits for more frames while they keep coming.
+COALESCE_ROUNDS: Final = 4
 #: Missed pings before a peer is closed (PROTOCOL.md section 1).
 MAX_MISSED_PINGS: Final = 2
 
@@ -69,7 +74,8 @@ class Peer:
         self.close_reason = ""
         self.deadline = self._deadline_for(claims)
         self._deadline_moved = trio.Event()
-        self._send_scope: trio.CancelScope | None = None
+        self._closing = trio.Event()
+        self._abandoned = False
         self._nursery: trio.Nursery | None = None
         self.frames_out = 0
 
@@ -113,13 +119,8 @@ class Peer:
         self.close_code = code
         self.close_reason = reason
         self.outbox.close()
+        self._closing.set()
         log.info("closing peer", extra=self.log_extra(code=code, reason=reason))
-        if self._send_scope is not None:
-            # The frame in flight gets close_timeout to finish; after that the
-            # stream is abandoned (see _writer).
-            self._send_scope.deadline = min(
-                self._send_scope.deadline, trio.current_time() + self.close_timeout
-            )
 
     # -- token ---------------------------------------------------------------
 
@@ -141,6 +142,7 @@ class Peer:
             nursery.start_soon(self._writer, nursery.cancel_scope)
             nursery.start_soon(self._keepalive)
             nursery.start_soon(self._expiry)
+            nursery.start_soon(self._closer)
             try:
                 await reader(self)
             except ConnectionClosed:
@@ -151,41 +153,50 @@ class Peer:
                 if self.close_code is None:
                     self.close_code = CloseCode.NORMAL
                     self.outbox.close()
+                    self._closing.set()
             # The writer finishes: it sends the close frame if the socket is still up.
 
     async def _writer(self, cancel_scope: trio.CancelScope) -> None:
         try:
             while True:
                 try:
-                    batch = await self.outbox.get_batch(WRITE_BATCH_CHARS)
+                    await self.outbox.wait()
+                    # While frames keep arriving (the VM's reader hands them over one
+                    # scheduler round at a time), wait a few rounds so that one
+                    # write carries many: the syscalls are most of relayd's CPU.
+                    queued = len(self.outbox)
+                    for _ in range(COALESCE_ROUNDS):
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        if len(self.outbox) == queued or self.outbox.chars >= WRITE_BATCH_CHARS:
+                            break
+                        queued = len(self.outbox)
+                    batch = self.outbox.take(WRITE_BATCH_CHARS)
                 except OutboxClosed:
                     break
-                with trio.CancelScope(shield=True) as scope:
-                    self._send_scope = scope
-                    if self.close_code is not None:
-                        scope.deadline = trio.current_time() + self.close_timeout
-                    try:
-                        for frame in batch:
-                            await self.ws.send_message(frame)
-                            self.frames_out += 1
-                    except ConnectionClosed:
-                        break
-                    finally:
-                        self._send_scope = None
-                if scope.cancelled_caught:
-                    # A frame was cut half-way: the stream is garbage from here on.
-                    log.info("peer did not take its data; dropping it", extra=self.log_extra())
+                try:
+                    # Not cancelled half-way by relayd: a stalled send ends when
+                    # _closer drops the stream.
+                    await send_text_frames(self.ws, batch)
+                except ConnectionClosed:
+                    break
+                self.frames_out += len(batch)
+            if not self._abandoned:
+                with trio.move_on_after(self.close_timeout) as closing:
+                    await self.ws.aclose(
+                        self.close_code or CloseCode.NORMAL, self.close_reason or None
+                    )
+                if closing.cancelled_caught:
                     await trio.aclose_forcefully(self.stream)
-                    cancel_scope.cancel()
-                    return
-            code = self.close_code or CloseCode.NORMAL
-            with trio.CancelScope(shield=True) as closing:
-                closing.deadline = trio.current_time() + self.close_timeout
-                await self.ws.aclose(code, self.close_reason or None)
-            if closing.cancelled_caught:
-                await trio.aclose_forcefully(self.stream)
         finally:
             cancel_scope.cancel()
+
+    async def _closer(self) -> None:
+        """Once closing, the frame in flight gets close_timeout; then the stream is dropped."""
+        await self._closing.wait()
+        await trio.sleep(self.close_timeout)
+        self._abandoned = True
+        log.info("peer did not take its data; dropping it", extra=self.log_extra())
+        await trio.aclose_forcefully(self.stream)
 
     async def _keepalive(self) -> None:
         if self.ping_interval <= 0:
