@@ -30,15 +30,14 @@ def _empty_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'cp.db'}"
-    elif POSTGRES_URL:
+    else:
+        assert POSTGRES_URL
         url = POSTGRES_URL
         _empty_postgres(url)
-    else:
-        pytest.skip("set FFCLOUD_TEST_POSTGRES_URL to run these against PostgreSQL")
     database = Database.open(url)
     yield database
     database.close()
