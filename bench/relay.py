@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -78,7 +79,7 @@ def cpu_seconds(pid: int) -> float:
 # -- the floor: a raw TCP relay ------------------------------------------------
 
 
-async def floor_server() -> None:
+async def floor_server(batch_writes: bool) -> None:
     """Serve the floor relay; print the port on stdout."""
     clients: list[trio.MemorySendChannel[bytes]] = []
 
@@ -89,7 +90,7 @@ async def floor_server() -> None:
             # The same writer as relayd's: whatever is queued goes out in one write.
             async for line in receive:
                 batch = [line]
-                while len(batch) < 1024:
+                while batch_writes and len(batch) < 1024:
                     try:
                         batch.append(receive.receive_nowait())
                     except trio.WouldBlock:
@@ -148,9 +149,10 @@ class Peers:
 
 
 @contextlib.asynccontextmanager
-async def floor_peers(clients: int) -> AsyncIterator[Peers]:
+async def floor_peers(clients: int, *, batch_writes: bool = True) -> AsyncIterator[Peers]:
+    mode = "batch" if batch_writes else "each"
     process = await trio.lowlevel.open_process(
-        [sys.executable, __file__, "--serve-floor"], stdout=subprocess.PIPE
+        [sys.executable, __file__, "--serve-floor", mode], stdout=subprocess.PIPE
     )
     assert process.stdout is not None
     port = int((await process.stdout.receive_some(100)).decode().strip())
@@ -313,23 +315,29 @@ async def main(quick: bool) -> None:
     seconds = 1.5 if quick else 3.0
     results: dict[str, dict[str, float]] = {}
     lat: dict[str, list[float]] = {}
-    for name, make in (("floor", floor_peers), ("relayd", relayd_peers)):
+    naive = functools.partial(floor_peers, batch_writes=False)
+    for name, make in (("floor", floor_peers), ("naive", naive), ("relayd", relayd_peers)):
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         async with make(CLIENTS) as peers:
             await throughput(peers, 500)  # warm up
             results[name] = await throughput(peers, count)
+        if name == "naive":
+            continue
         async with make(1) as peers:
             await latency(peers, 200, 0.5)  # warm up
             lat[name] = await latency(peers, 1000, seconds)
-    floor, relayd = results["floor"], results["relayd"]
+    relayd = results["relayd"]
     print(f"throughput: 1 VM -> {CLIENTS} clients, {count} frames of {len(frame(1))} bytes each")
+    print("  (floor: raw TCP, batched writes like relayd's; naive: raw TCP, one write per message)")
     for name, r in results.items():
         print(
             f"  {name:7s} {r['per_core']:>10,.0f} msg/s per relay core"
             f"   ({r['delivered']:,.0f} delivered in {r['wall_s']:.2f} s wall,"
             f" {r['cpu_s']:.2f} s relay CPU, {r['wall_rate']:,.0f} msg/s wall)"
         )
-    print(f"  ratio relayd/floor: {relayd['per_core'] / floor['per_core']:.2f} (goal >= 0.6)")
+    for name in ("floor", "naive"):
+        ratio = relayd["per_core"] / results[name]["per_core"]
+        print(f"  ratio relayd/{name}: {ratio:.2f} (goal against the floor: >= 0.6)")
     print(f"latency: 1 VM -> 1 client at 1000 msg/s for {seconds} s (ms, VM send to client read)")
     for name, samples in lat.items():
         print(
@@ -344,9 +352,9 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
-    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", choices=["batch", "each"], help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_floor:
-        trio.run(floor_server)
+        trio.run(floor_server, options.serve_floor == "batch")
     else:
         trio.run(main, options.quick)

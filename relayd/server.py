@@ -19,6 +19,7 @@ from trio_websocket import WebSocketRequest, wrap_server_stream
 from relayd.handshake import Accepted, Refused, check_handshake
 from relayd.outbox import Outbox
 from relayd.relay import ClientPeer, Relay, VmPeer
+from relayd.wsframes import read_in_bulk
 from wire.protocol import Scope
 
 log = logging.getLogger("relayd.server")
@@ -28,6 +29,8 @@ RECEIVE_BUFFER: Final = 64 * 1024
 #: Frames trio-websocket holds before it stops reading a peer's socket. Small,
 #: so a client that sends faster than relayd forwards is soon not read at all.
 MESSAGE_QUEUE: Final = 4
+#: ... and for a VM, whose frames relayd takes in bulk (see relayd.wsframes).
+VM_MESSAGE_QUEUE: Final = 64
 
 
 async def handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
@@ -114,6 +117,7 @@ async def _serve_request(
             relay.client_left(client)
             log.info("client gone", extra=client.log_extra(code=client.close_code))
     else:
+        read_in_bulk(ws, VM_MESSAGE_QUEUE)
         vm = VmPeer(
             ws,
             stream,

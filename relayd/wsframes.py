@@ -50,3 +50,50 @@ async def send_text_frames(ws: WebSocketConnection, frames: Iterable[str]) -> No
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await ws._abort_web_socket()
             raise ConnectionClosed(ws._close_reason) from None
+
+
+class _SendWithoutYield:
+    """The reader side of trio-websocket's message channel, minus a yield per message.
+
+    trio-websocket's reader task hands each message over with ``await
+    channel.send()``, which yields to the scheduler even when the channel has
+    room; relayd's VM reader then gets one frame per scheduler round, and the
+    client writers wake for each. Sending without that yield while there is
+    room lets the reader parse a whole socket read in one go, and relayd fan
+    the lot out at once. When the channel is full it waits as before.
+    """
+
+    def __init__(self, inner: trio.MemorySendChannel[str | bytes]) -> None:
+        self._inner = inner
+
+    async def send(self, value: str | bytes) -> None:
+        try:
+            self._inner.send_nowait(value)
+        except trio.WouldBlock:
+            await self._inner.send(value)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def read_in_bulk(ws: WebSocketConnection, queue_size: int) -> None:
+    """Let ``ws``'s reader hand over up to ``queue_size`` messages without yielding.
+
+    Private attributes again (``_send_channel``, ``_recv_channel``): see the
+    module docstring. Used for VM connections, whose frames relayd never waits on.
+    """
+    ws._send_channel = _SendWithoutYield(ws._send_channel)  # type: ignore[assignment]
+    ws._recv_channel._state.max_buffer_size = queue_size
+
+
+def take_ready(ws: WebSocketConnection, limit: int) -> list[str | bytes]:
+    """Messages already received (up to ``limit``), without waiting or yielding."""
+    ready: list[str | bytes] = []
+    while len(ready) < limit:
+        try:
+            ready.append(ws._recv_channel.receive_nowait())
+        except trio.WouldBlock:
+            break
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosed(ws._close_reason) from None
+    return ready
