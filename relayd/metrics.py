@@ -15,7 +15,11 @@ from typing import Any, Final
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from relayd.relay import Relay
 from relayd.settings import split_host_port
@@ -82,23 +86,49 @@ class RelayCollector:
         yield CounterMetricFamily(
             "relayd_audit_overflow", "Audit events lost", value=stats.audit_overflow
         )
-        messages = CounterMetricFamily(
-            "relayd_messages", "Frames through relayd", labels=["direction"]
+        yield CounterMetricFamily(
+            "relayd_replays", "Subscribes answered from the replay buffer", value=stats.replays
         )
-        messages.add_metric(["client_in"], stats.messages_in)
-        messages.add_metric(["vm_in"], stats.vm_frames_in)
-        messages.add_metric(["client_out"], stats.messages_out)
-        messages.add_metric(["vm_out_forwarded"], stats.forwarded)
-        yield messages
+        yield CounterMetricFamily(
+            "relayd_subscribes", "Subscribes accepted", value=stats.subscribes
+        )
+        latency = HistogramMetricFamily(
+            "relayd_snapshot_latency_seconds",
+            "From snapshot_request to its messages_snapshot",
+            buckets=stats.snapshot_latency.cumulative(),
+            sum_value=stats.snapshot_latency.total,
+        )
+        yield latency
+        for name, help_text, table in (
+            ("relayd_messages_in", "Frames received, by peer kind and type", stats.in_count),
+            ("relayd_bytes_in", "Characters received, by peer kind and type", stats.in_chars),
+            ("relayd_messages_out", "Frames sent, by peer kind and type", stats.out_count),
+            ("relayd_bytes_out", "Characters sent, by peer kind and type", stats.out_chars),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["kind", "type"])
+            for key, value in sorted(table.items()):
+                kind, _, kind_type = key.partition(":")
+                family.add_metric([kind, kind_type], value)
+            yield family
+        client_queues = [len(p.outbox) for g in relay.clients_by_user.values() for p in g]
+        vm_queues = [len(p.outbox) for p in relay.vm_peers]
         depth = GaugeMetricFamily(
             "relayd_queue_depth_max", "Longest outgoing queue, by peer kind", labels=["kind"]
         )
-        depth.add_metric(
-            ["client"],
-            max((len(p.outbox) for g in relay.clients_by_user.values() for p in g), default=0),
-        )
-        depth.add_metric(["vm"], max((len(p.outbox) for p in relay.vm_peers), default=0))
+        depth.add_metric(["client"], max(client_queues, default=0))
+        depth.add_metric(["vm"], max(vm_queues, default=0))
         yield depth
+        queued = GaugeMetricFamily(
+            "relayd_queued_frames", "Frames in outgoing queues, by peer kind", labels=["kind"]
+        )
+        queued.add_metric(["client"], sum(client_queues))
+        queued.add_metric(["vm"], sum(vm_queues))
+        yield queued
+        yield GaugeMetricFamily(
+            "relayd_audit_buffered",
+            "Audit events waiting for a control plane",
+            value=relay.control.buffered_audit,
+        )
 
 
 def make_registry(relay: Relay) -> CollectorRegistry:

@@ -78,6 +78,8 @@ class Peer:
         self._abandoned = False
         self._nursery: trio.Nursery | None = None
         self.frames_out = 0
+        #: Called with each batch sent (for the metrics).
+        self.count_out: Callable[[list[str]], None] | None = None
 
     def log_extra(self, **more: Any) -> dict[str, Any]:
         """Ids for a log line: never a token."""
@@ -180,6 +182,8 @@ class Peer:
                 except ConnectionClosed:
                     break
                 self.frames_out += len(batch)
+                if self.count_out is not None:
+                    self.count_out(batch)
             if not self._abandoned:
                 with trio.move_on_after(self.close_timeout) as closing:
                     await self.ws.aclose(

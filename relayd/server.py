@@ -109,6 +109,7 @@ async def _serve_request(
             token_leeway=settings.token_leeway,
             remote=remote,
         )
+        client.count_out = relay.counter_out("client")
         relay.client_joined(client)
         log.info("client connected", extra=client.log_extra(remote=remote))
         try:
@@ -128,6 +129,7 @@ async def _serve_request(
             token_leeway=settings.token_leeway,
             remote=remote,
         )
+        vm.count_out = relay.counter_out("vm")
         relay.vm_joined(vm)
         log.info("vm connected", extra=vm.log_extra(remote=remote))
         try:
