@@ -68,7 +68,7 @@ async def test_snapshot_then_live_to_many_clients(relay: Relayd) -> None:
                 assert await seqs(ws, 4) == [9, 10, 11, 12]
             # Only one snapshot_request for all eight (they joined the same one).
             stats = await relay.control.request("stats")
-            assert stats["snapshots"] == {"requested": 1, "received": 1}
+            assert stats["snapshots"] == {"requested": 1, "received": 1, "replays": 0}
 
 
 async def test_snapshot_behind_live_frames_is_followed_by_the_buffer(relay: Relayd) -> None:
