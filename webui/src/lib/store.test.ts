@@ -30,7 +30,7 @@ beforeEach(() => {
     },
     { baseMs: 10, maxMs: 10 },
   );
-  store = new Store(relay);
+  store = new Store(relay, { schedule: null, later: clock.setTimeout });
   relay.start();
   last().open();
 });
@@ -155,6 +155,42 @@ describe("Store", () => {
     expect(store.state.conn).toBe("open");
     last().drop(1006);
     expect(store.state.conn).toBe("reconnecting");
+  });
+
+  test("a burst of changes reaches listeners as one notification", () => {
+    const pending: (() => void)[] = [];
+    const batched = new Store(relay, { schedule: (f) => pending.push(f) });
+    let renders = 0;
+    batched.subscribe(() => (renders += 1));
+    batched.watch(["a", "b"]);
+    for (const s of ["running", "idle", "running"]) last().deliver({ type: "status", workspaceId: "a", status: s });
+    last().deliver({ type: "status", workspaceId: "b", status: "offline" });
+    expect(batched.state.statuses).toEqual({ a: "running", b: "offline" });
+    expect(renders).toBe(0);
+    expect(pending).toHaveLength(1);
+    pending.shift()!();
+    expect(renders).toBe(1);
+    last().deliver({ type: "status", workspaceId: "a", status: "idle" });
+    expect(pending).toHaveLength(1);
+  });
+
+  test("a workspace the relay does not know yet is subscribed again, with growing waits", () => {
+    store.open("new");
+    const n = last().sent.length;
+    last().deliver({ type: "error", workspaceId: "new", code: "not_found", message: "no such workspace" });
+    expect(last().sent).toHaveLength(n);
+    clock.advance(250);
+    expect(last().sent.slice(n)).toEqual([{ type: "subscribe", workspaceId: "new" }]);
+    last().deliver({ type: "error", workspaceId: "new", code: "not_found", message: "no such workspace" });
+    clock.advance(499);
+    expect(last().sent).toHaveLength(n + 1);
+    clock.advance(1);
+    expect(last().sent).toHaveLength(n + 2);
+    last().deliver({ type: "subscribed", workspaceId: "new", epoch: "e", mode: "snapshot" });
+    store.forget("new");
+    last().deliver({ type: "error", workspaceId: "new", code: "not_found", message: "no such workspace" });
+    clock.advance(60_000);
+    expect(last().sent.at(-1)).toEqual({ type: "unsubscribe", workspaceId: "new" });
   });
 
   test("forget drops a deleted workspace", () => {

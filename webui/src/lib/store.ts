@@ -32,6 +32,24 @@ export interface StoreState {
 
 type Mode = "status" | "full";
 
+export interface StoreOptions {
+  /** When listeners hear about changes; null: at once. Default: within RENDER_INTERVAL_MS. */
+  schedule?: ((f: () => void) => void) | null;
+  /** A timer, for retrying subscriptions. */
+  later?: (f: () => void, ms: number) => void;
+}
+
+/**
+ * A workspace just created may reach relayd a moment after the HTTP answer:
+ * its `subscribe` gets `not_found`. Try again after this many milliseconds,
+ * doubling up to RETRY_MAX_MS.
+ */
+export const RETRY_FIRST_MS = 250;
+export const RETRY_MAX_MS = 10_000;
+
+/** Longest wait between a change and the render that shows it (milliseconds). */
+export const RENDER_INTERVAL_MS = 40;
+
 let counter = 0;
 /** A unique client message id (crypto.randomUUID where the page is secure). */
 export function newClientMessageId(): string {
@@ -47,7 +65,24 @@ export class Store {
   private readonly listeners = new Set<() => void>();
   private readonly statusListeners = new Set<(id: string, status: Status, prev: Status | undefined) => void>();
 
-  constructor(private readonly relay: RelayLike) {
+  private notifyScheduled = false;
+
+  /**
+   * `schedule` decides when listeners (React) hear about changes: a burst of
+   * messages (a replay, fast deltas) becomes one render instead of hundreds.
+   * The state itself is always current.
+   */
+  private readonly schedule: ((f: () => void) => void) | null;
+  private readonly later: (f: () => void, ms: number) => void;
+  /** Workspaces the relay did not know yet -> failed subscribe attempts. */
+  private readonly unknown = new Map<string, number>();
+
+  constructor(
+    private readonly relay: RelayLike,
+    options: StoreOptions = {},
+  ) {
+    this.schedule = options.schedule === undefined ? (f) => setTimeout(f, RENDER_INTERVAL_MS) : options.schedule;
+    this.later = options.later ?? ((f, ms) => setTimeout(f, ms));
     this.state = { conn: relay.state, statuses: {}, conversations: {} };
     relay.onState((conn) => this.set({ ...this.state, conn }));
     relay.onMessage((m) => this.receive(m));
@@ -71,7 +106,16 @@ export class Store {
 
   private set(next: StoreState): void {
     this.state = next;
-    for (const f of this.listeners) f();
+    if (this.schedule === null) {
+      for (const f of this.listeners) f();
+      return;
+    }
+    if (this.notifyScheduled) return;
+    this.notifyScheduled = true;
+    this.schedule(() => {
+      this.notifyScheduled = false;
+      for (const f of this.listeners) f();
+    });
   }
 
   private setStatus(id: string, status: Status): void {
@@ -188,6 +232,11 @@ export class Store {
   private receive(m: Incoming): void {
     const id = m.workspaceId;
     if (typeof id !== "string") return;
+    if (m.type === "error" && m.code === "not_found" && m.ref === undefined && this.modes.has(id)) {
+      this.retrySubscribe(id);
+      return;
+    }
+    if (m.type === "subscribed") this.unknown.delete(id);
     if (m.type === "status" && typeof m.status === "string") this.setStatus(id, m.status as Status);
     if (this.modes.get(id) !== "full") return;
     this.dispatch(id, { type: "receive", message: m });
@@ -201,6 +250,16 @@ export class Store {
       this.relay.send(this.subscribeMessage(id));
       this.dispatch(id, { type: "resubscribe" });
     }
+  }
+
+  private retrySubscribe(id: string): void {
+    const attempt = this.unknown.get(id) ?? 0;
+    this.unknown.set(id, attempt + 1);
+    this.later(() => {
+      const mode = this.modes.get(id);
+      if (!mode || !this.unknown.has(id)) return;
+      this.relay.send(mode === "full" ? this.subscribeMessage(id) : { type: "subscribe", workspaceId: id, statusOnly: true });
+    }, Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt));
   }
 
   private resume(): void {

@@ -18,7 +18,7 @@ import sql from "highlight.js/lib/languages/sql";
 import typescript from "highlight.js/lib/languages/typescript";
 import xml from "highlight.js/lib/languages/xml";
 import yaml from "highlight.js/lib/languages/yaml";
-import { memo, useState } from "react";
+import { memo, useDeferredValue, useState } from "react";
 import ReactMarkdown, { type Components } from "react-markdown";
 import remarkGfm from "remark-gfm";
 
@@ -87,10 +87,12 @@ const components: Components = {
 };
 
 export const Markdown = memo(function Markdown({ text }: { text: string }) {
+  // While deltas pour in, React may skip intermediate texts rather than fall behind.
+  const shown = useDeferredValue(text);
   return (
     <div className="markdown">
       <ReactMarkdown remarkPlugins={[remarkGfm]} components={components} skipHtml>
-        {text}
+        {shown}
       </ReactMarkdown>
     </div>
   );
