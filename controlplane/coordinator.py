@@ -100,9 +100,6 @@ class Coordinator:
         self._wakeup = trio.Event()
         #: Held while relayd's table is read from the database and sent.
         self._table_lock = trio.Lock()
-        #: Set each time the reconciler finishes a pass (tests wait on it).
-        self.passes = 0
-        self._pass_done = trio.Event()
         self._event_done = trio.Event()
 
     def attach(self, link: RelayLink) -> None:
@@ -112,10 +109,6 @@ class Coordinator:
     def kick(self) -> None:
         """Ask the reconciler for a pass now (placement, disconnects)."""
         self._wakeup.set()
-
-    async def wait_pass(self) -> None:
-        """Wait for the next reconciler pass to finish."""
-        await self._pass_done.wait()
 
     async def wait_event(self) -> None:
         """Wait until the next relayd event has been handled."""
@@ -228,9 +221,6 @@ class Coordinator:
             except Exception:
                 # E.g. the database briefly unavailable: the next pass tries again.
                 log.exception("reconcile pass failed")
-            self.passes += 1
-            self._pass_done.set()
-            self._pass_done = trio.Event()
 
     async def _pass(self) -> None:
         link = self.link
