@@ -174,11 +174,26 @@ async def test_client_example_and_metrics_through_the_proxy(tmp_path: Path) -> N
             exposed = _exposed_metrics(relay_metrics.text, cp_metrics.text)
             assert exposed == _documented_metrics()
             # The conversation went through relayd and is counted.
-            assert _sample(relay_metrics.text, 'relayd_messages_total{direction="client_in"}') >= 2
+            # The example sent two frames: subscribe and user_message.
+            assert _total(relay_metrics.text, 'relayd_messages_in_total{kind="client",') == 2
+            assert (
+                _total(relay_metrics.text, 'relayd_messages_in_total{kind="vm",type="hello"}') == 1
+            )
             assert _sample(cp_metrics.text, "controlplane_vms_online") == 1
 
             running.stop()
             nursery.cancel_scope.cancel()
+
+
+def _total(body: str, series_prefix: str) -> float:
+    """The sum of every series that starts with ``series_prefix``."""
+    values = [
+        float(line.rpartition(" ")[2])
+        for line in body.splitlines()
+        if line.startswith(series_prefix)
+    ]
+    assert values, f"{series_prefix} not in the metrics"
+    return sum(values)
 
 
 def _sample(body: str, series: str) -> float:
