@@ -36,6 +36,10 @@ DEFAULT_RELAY_LISTEN: Final = "127.0.0.1:8765"
 #: relayd exiting this soon after starting, this many times in a row, ends the session.
 QUICK_EXIT: Final = 2.0
 QUICK_EXITS_ALLOWED: Final = 5
+#: Longest wait between attempts to reach relayd's control socket in dev.
+DEV_RELAY_BACKOFF_MAX: Final = 0.5
+#: Seconds the banner waits for the relayd link before printing anyway.
+READY_WAIT: Final = 60.0
 
 
 class DevFailed(Exception):
@@ -89,32 +93,51 @@ async def dev(args: argparse.Namespace, settings: Settings, env: Mapping[str, st
     if not (args.local_engine or env.get("CONTROLPLANE_LOCAL_ENGINE")):
         engine = "claude" if env.get("ANTHROPIC_API_KEY") else "demo"
         settings = attrs.evolve(settings, local_engine=engine)
+    if not (args.relay_backoff_max or env.get("CONTROLPLANE_RELAY_BACKOFF_MAX")):
+        # relayd starts beside us: retry the control socket often until it is there.
+        settings = attrs.evolve(settings, relay_backoff_max=DEV_RELAY_BACKOFF_MAX)
+    # Keys and JWKS first (in ensure_login): relayd starts from them.
     username, password = await trio.to_thread.run_sync(ensure_login, settings, env)
+    relay_metrics = args.relay_metrics_listen or env.get("CONTROLPLANE_RELAY_METRICS_LISTEN", "")
+    argv = [
+        args.relayd_command or default_command("relayd"),
+        "--listen",
+        relay_listen,
+        "--control-socket",
+        str(settings.relay_socket_path),
+        "--jwks",
+        str(settings.jwks_path),
+        "--issuer",
+        settings.issuer,
+        "--metrics-listen",
+        relay_metrics,
+        "--log-level",
+        settings.log_level,
+    ]
+    for origin in http_origins(f"http://{settings.listen}"):
+        argv += ["--allowed-origin", origin]
     stopping = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            running: Running = await nursery.start(partial(serve, settings, env=env))
-            relay_metrics = args.relay_metrics_listen or env.get(
-                "CONTROLPLANE_RELAY_METRICS_LISTEN", ""
-            )
-            argv = [
-                args.relayd_command or default_command("relayd"),
-                "--listen",
-                relay_listen,
-                "--control-socket",
-                str(settings.relay_socket_path),
-                "--jwks",
-                str(settings.jwks_path),
-                "--issuer",
-                settings.issuer,
-                "--metrics-listen",
-                relay_metrics,
-                "--log-level",
-                settings.log_level,
-            ]
-            for origin in http_origins(running.url):
-                argv += ["--allowed-origin", origin]
+
+            async def stop_on_signal() -> None:
+                # Ctrl-C at any moment, even while starting, stops everything.
+                async for signum in signals:
+                    log.info("stopping", extra={"signal": signal.Signals(signum).name})
+                    stopping.set()
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            # relayd and the control plane start side by side; the link waits for relayd.
             nursery.start_soon(supervise_relayd, argv, env, stopping)
+            running: Running = await nursery.start(partial(serve, settings, env=env))
+            link = running.services.link
+            assert link is not None
+            with trio.move_on_after(READY_WAIT) as waiting:
+                await link.wait_connected()
+            if waiting.cancelled_caught:
+                log.warning("relayd is not reachable yet", extra={"reason": link.last_error})
             print(
                 f"\nFF Cloud is running at {running.url}\n"
                 f"  log in as {username} with password {password}\n"
@@ -123,12 +146,6 @@ async def dev(args: argparse.Namespace, settings: Settings, env: Mapping[str, st
                 "Press Ctrl-C to stop.\n",
                 flush=True,
             )
-            async for signum in signals:
-                log.info("stopping", extra={"signal": signal.Signals(signum).name})
-                break
-            stopping.set()
-            running.stop()
-            nursery.cancel_scope.cancel()
     print("FF Cloud stopped.", flush=True)
 
 
