@@ -344,6 +344,18 @@ describe("offline and online", () => {
     expect(c.status).toBe("idle");
   });
 
+  test("a resubscribe answered without offline means the VM is back, with its last status", () => {
+    let c = run(loaded(), [
+      { type: "status", workspaceId: WS, seq: 1, epoch: EPOCH, status: "waiting_for_input" },
+      { type: "status", workspaceId: WS, status: "offline" },
+    ]);
+    c = run(c, [{ type: "subscribed", workspaceId: WS, epoch: EPOCH, mode: "replay" }, { type: "status", workspaceId: WS, status: "offline" }]);
+    expect(c.online).toBe(false);
+    c = run(c, [{ type: "subscribed", workspaceId: WS, epoch: EPOCH, mode: "replay" }]);
+    expect(c.online).toBe(true);
+    expect(c.status).toBe("waiting_for_input");
+  });
+
   test("a snapshot taken while offline says offline", () => {
     const c = run(emptyConversation(WS), [snapshot(0, [], { status: "offline" })]);
     expect(c.online).toBe(false);

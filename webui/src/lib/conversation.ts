@@ -135,6 +135,8 @@ export interface Conversation {
   loaded: boolean;
   status: Status | null;
   statusDetail?: string;
+  /** The last status the VM itself reported (the relay's `offline` is not one). */
+  logStatus: Status | null;
   /** The owning VM is connected (false after the relay's `offline`). */
   online: boolean;
   items: Item[];
@@ -165,6 +167,7 @@ export function emptyConversation(workspaceId: string): Conversation {
     lastSeq: 0,
     loaded: false,
     status: null,
+    logStatus: null,
     online: true,
     items: [],
     index: {},
@@ -254,6 +257,11 @@ function receive(state: Conversation, msg: Incoming): Conversation {
     if (msg.mode === "replay" && state.loaded && epoch && state.epoch && epoch !== state.epoch) {
       return { ...state, resync: "epoch" };
     }
+    // The relay follows `subscribed` with `offline` when the VM is away; without it, the VM
+    // is there (it may have come back without a word: its log had not moved).
+    if (state.loaded && !state.online) {
+      return { ...state, online: true, status: state.logStatus ?? "idle" };
+    }
     return state;
   }
   if (msg.type === "error") return applyError(state, msg);
@@ -314,6 +322,7 @@ function applySnapshot(state: Conversation, snap: Incoming): Conversation {
     ...c,
     lastSeq: num(snap.seq) ?? c.lastSeq,
     status,
+    logStatus: status === "offline" ? c.logStatus : status,
     statusDetail: str(snap.statusDetail) ?? (status === c.status ? c.statusDetail : undefined),
     online: status !== "offline",
   };
@@ -372,7 +381,7 @@ function applySequenced(state: Conversation, msg: Incoming, seq: number): Conver
       const status = str(msg.status) as Status | undefined;
       if (!status) return state;
       const detail = str(msg.detail);
-      let c: Conversation = { ...state, status, statusDetail: detail };
+      let c: Conversation = { ...state, status, statusDetail: detail, logStatus: status };
       if (status === "error") {
         c = push(c, { kind: "error", key: `seq:${seq}`, seq, text: detail ?? "The session reported an error." });
       }

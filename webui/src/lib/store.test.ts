@@ -193,6 +193,32 @@ describe("Store", () => {
     expect(last().sent.at(-1)).toEqual({ type: "unsubscribe", workspaceId: "new" });
   });
 
+  test("an offline workspace is probed until the VM is back", () => {
+    store.open("a");
+    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 3, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    last().deliver({ type: "status", workspaceId: "a", status: "offline" });
+    expect(store.state.statuses.a).toBe("offline");
+    const n = last().sent.length;
+    clock.advance(2_000);
+    expect(last().sent.slice(n)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a", lastSeq: 3, epoch: EPOCH },
+    ]);
+    // Still away: the relay says so again, and the next probe waits longer.
+    last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "replay" });
+    last().deliver({ type: "status", workspaceId: "a", status: "offline" });
+    clock.advance(3_999);
+    expect(last().sent).toHaveLength(n + 2);
+    clock.advance(1);
+    expect(last().sent).toHaveLength(n + 4);
+    // Back: the replay comes without `offline`.
+    last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "replay" });
+    expect(store.state.statuses.a).toBe("idle");
+    expect(store.state.conversations.a?.online).toBe(true);
+    clock.advance(60_000);
+    expect(last().sent).toHaveLength(n + 4);
+  });
+
   test("forget drops a deleted workspace", () => {
     store.open("a");
     store.forget("a");

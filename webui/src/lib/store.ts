@@ -47,6 +47,14 @@ export interface StoreOptions {
 export const RETRY_FIRST_MS = 250;
 export const RETRY_MAX_MS = 10_000;
 
+/**
+ * A VM that comes back with nothing new to say sends nothing: while a
+ * workspace is offline, subscribe again (from lastSeq) after this many
+ * milliseconds, doubling up to OFFLINE_PROBE_MAX_MS, to learn that it is back.
+ */
+export const OFFLINE_PROBE_MS = 2_000;
+export const OFFLINE_PROBE_MAX_MS = 15_000;
+
 /** Longest wait between a change and the render that shows it (milliseconds). */
 export const RENDER_INTERVAL_MS = 40;
 
@@ -76,6 +84,8 @@ export class Store {
   private readonly later: (f: () => void, ms: number) => void;
   /** Workspaces the relay did not know yet -> failed subscribe attempts. */
   private readonly unknown = new Map<string, number>();
+  /** Workspaces seen offline -> probes sent so far. */
+  private readonly offline = new Map<string, number>();
 
   constructor(
     private readonly relay: RelayLike,
@@ -237,12 +247,18 @@ export class Store {
       return;
     }
     if (m.type === "subscribed") this.unknown.delete(id);
-    if (m.type === "status" && typeof m.status === "string") this.setStatus(id, m.status as Status);
+    if (m.type === "status" && typeof m.status === "string") {
+      this.setStatus(id, m.status as Status);
+      if (m.status === "offline") this.probeOffline(id);
+      else this.offline.delete(id);
+    }
     if (this.modes.get(id) !== "full") return;
     this.dispatch(id, { type: "receive", message: m });
     const c = this.state.conversations[id];
     if (!c) return;
-    if (m.type === "messages_snapshot" && c.status) this.setStatus(id, c.status);
+    if ((m.type === "messages_snapshot" || m.type === "subscribed") && c.status) this.setStatus(id, c.status);
+    // VM activity (not `subscribed`, which the relay may follow with `offline` at once).
+    if (c.online && typeof m.seq === "number") this.offline.delete(id);
     if (c.resync) {
       // The log cannot be continued from here: subscribe again (from lastSeq after a gap,
       // from scratch after a new epoch).
@@ -250,6 +266,21 @@ export class Store {
       this.relay.send(this.subscribeMessage(id));
       this.dispatch(id, { type: "resubscribe" });
     }
+  }
+
+  private probeOffline(id: string): void {
+    const probes = this.offline.get(id);
+    if (probes !== undefined && probes < 0) return; // one probe at a time
+    const n = probes ?? 0;
+    this.offline.set(id, -1 - n);
+    this.later(() => {
+      const mode = this.modes.get(id);
+      const state = this.offline.get(id);
+      if (!mode || state === undefined) return;
+      this.offline.set(id, n + 1);
+      this.relay.send({ type: "unsubscribe", workspaceId: id });
+      this.relay.send(mode === "full" ? this.subscribeMessage(id) : { type: "subscribe", workspaceId: id, statusOnly: true });
+    }, Math.min(OFFLINE_PROBE_MAX_MS, OFFLINE_PROBE_MS * 2 ** n));
   }
 
   private retrySubscribe(id: string): void {
