@@ -327,6 +327,8 @@ async def main(quick: bool) -> None:
             await latency(peers, 200, 0.5)  # warm up
             lat[name] = await latency(peers, 1000, seconds)
     relayd = results["relayd"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} (busy machines skew latency)")
     print(f"throughput: 1 VM -> {CLIENTS} clients, {count} frames of {len(frame(1))} bytes each")
     print("  (floor: raw TCP, batched writes like relayd's; naive: raw TCP, one write per message)")
     for name, r in results.items():
