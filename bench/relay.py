@@ -39,12 +39,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import trio
-from trio_websocket import WebSocketConnection
+import wsproto
+import wsproto.connection
+import wsproto.events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.relayd import start_relayd
 from wire.envelope import vm_frame
+from wire.protocol import CLIENT_PATH, SUBPROTOCOL
 
 CLIENTS = 4
 WINDOW = 256
@@ -217,15 +220,12 @@ async def relayd_peers(clients: int) -> AsyncIterator[Peers]:
                 await vm.get_message()  # workspace_assigned
                 readers = []
                 for i in range(clients):
-                    ws = await stack.enter_async_context(relay.connect_client(f"u{i}"))
-                    await ws.send_message(
-                        json.dumps(
-                            {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0, "epoch": "e1"}
-                        )
+                    receive = await _raw_ws_client(
+                        stack, relay.host, relay.port, relay.client_token(f"u{i}")
                     )
-                    reply = json.loads(await ws.get_message())
+                    reply = json.loads(await receive())
                     assert reply["mode"] == "replay", reply
-                    readers.append(_ws_reader(ws))
+                    readers.append(receive)
                 peers = Peers()
                 peers.pid = relay.process.pid
                 peers.send = vm.send_message
@@ -233,10 +233,53 @@ async def relayd_peers(clients: int) -> AsyncIterator[Peers]:
                 yield peers
 
 
-def _ws_reader(ws: WebSocketConnection) -> Callable[[], Awaitable[bytes]]:
+async def _raw_ws_client(
+    stack: contextlib.AsyncExitStack, host: str, port: int, token: str
+) -> Callable[[], Awaitable[bytes]]:
+    """A client that subscribes to w1 and reads frames in one task (wsproto, no helper task).
+
+    The load generator's clients read the way the floor's do: one task, one
+    socket. (trio-websocket's client, with its reader task and a one-message
+    queue, added milliseconds of its own to what this measures.)
+    """
+    stream = await trio.open_tcp_stream(host, port)
+    stack.push_async_callback(trio.aclose_forcefully, stream)
+    conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    request = wsproto.events.Request(
+        host=host,
+        target=CLIENT_PATH,
+        subprotocols=[SUBPROTOCOL],
+        extra_headers=[(b"Authorization", f"Bearer {token}".encode())],
+    )
+    await stream.send_all(conn.send(request))
+    pending: list[bytes] = []
+    parts: list[str] = []
+
+    async def pump() -> None:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        conn.receive_data(data)
+        for event in conn.events():
+            if isinstance(event, wsproto.events.TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    pending.append("".join(parts).encode())
+                    parts.clear()
+            elif isinstance(event, wsproto.events.Ping):
+                await stream.send_all(conn.send(event.response()))
+            elif isinstance(event, wsproto.events.CloseConnection):
+                raise EOFError(f"closed {event.code}")
+
+    while conn.state is not wsproto.connection.ConnectionState.OPEN:
+        await pump()
+    subscribe = {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0, "epoch": "e1"}
+    await stream.send_all(conn.send(wsproto.events.TextMessage(json.dumps(subscribe))))
+
     async def receive() -> bytes:
-        message = await ws.get_message()
-        return message.encode() if isinstance(message, str) else message
+        while not pending:
+            await pump()
+        return pending.pop(0)
 
     return receive
 
