@@ -112,8 +112,13 @@ function Workspaces({ api, session, store, onLogout }: { api: Api; session: Sess
         <ConnectionIndicator conn={state.conn} />
         <span className="spacer" />
         {notifyPermission === "default" && (
-          <button type="button" className="link" onClick={() => void Notification.requestPermission().then(setNotifyPermission)}>
-            Enable notifications
+          <button
+            type="button"
+            className="link"
+            aria-label="Enable notifications"
+            onClick={() => void Notification.requestPermission().then(setNotifyPermission)}
+          >
+            <span className="notify-long">Enable </span>notifications
           </button>
         )}
         <span className="muted small user">{session.user.username}</span>

@@ -69,8 +69,10 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
       >
         <fieldset>
           <legend id={`${id}-title`}>
-            <span className="prompt-kind">{q.header ?? "Question"}</span>
-            {n > 1 && <span className="muted"> · Question {page + 1} of {n}</span>}
+            <span>
+              <span className="prompt-kind">{q.header ?? "Question"}</span>
+              {n > 1 && <span className="muted"> · Question {page + 1} of {n}</span>}
+            </span>
             <span className="prompt-question">{q.question}</span>
             {q.multiSelect && <span className="muted small"> (choose any)</span>}
           </legend>
