@@ -144,11 +144,20 @@ def parse_settings(
         description="FF Cloud relay: routes messages between clients and VMs. "
         "Every flag can also be set as RELAYD_<FLAG> in the environment.",
     )
+    defaults = Settings()
     for flag, attr, kind, help_text in _OPTIONS:
+        default = getattr(defaults, attr)
+        if kind == "mode":
+            default = f"{default:o}"
+        elif kind == "origins":
+            default = ",".join(default)
+        env_name = "RELAYD_" + flag[2:].upper().replace("-", "_")
+        full_help = f"{help_text} [default {default!s} or ${env_name}]".replace("%", "%%")
+        metavar = attr.split("_")[-1].upper()
         if kind == "origins":
-            parser.add_argument(flag, dest=attr, action="append", help=help_text)
+            parser.add_argument(flag, dest=attr, action="append", help=full_help, metavar="ORIGIN")
         else:
-            parser.add_argument(flag, dest=attr, help=help_text)
+            parser.add_argument(flag, dest=attr, help=full_help, metavar=metavar)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     for flag, attr, kind, _help in _OPTIONS:
