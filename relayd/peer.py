@@ -159,20 +159,24 @@ class Peer:
             # The writer finishes: it sends the close frame if the socket is still up.
 
     async def _writer(self, cancel_scope: trio.CancelScope) -> None:
+        busy = False
         try:
             while True:
                 try:
                     await self.outbox.wait()
-                    # While frames keep arriving (the VM's reader hands them over one
-                    # scheduler round at a time), wait a few rounds so that one
+                    # Under load (the last write carried several frames), wait a
+                    # few scheduler rounds while frames keep arriving, so that one
                     # write carries many: the syscalls are most of relayd's CPU.
+                    # A lone frame at a quiet time goes out at once.
                     queued = len(self.outbox)
-                    for _ in range(COALESCE_ROUNDS):
+                    rounds = COALESCE_ROUNDS if busy or queued > 1 else 0
+                    for _ in range(rounds):
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         if len(self.outbox) == queued or self.outbox.chars >= WRITE_BATCH_CHARS:
                             break
                         queued = len(self.outbox)
                     batch = self.outbox.take(WRITE_BATCH_CHARS)
+                    busy = len(batch) > 1
                 except OutboxClosed:
                     break
                 try:
