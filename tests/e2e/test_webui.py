@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import PASSWORD, USER, Stack, screenshot
 
@@ -151,6 +151,8 @@ def test_answer_a_question(page: Page) -> None:
     expect(card).to_contain_text("Which colour should the demo button be?")
     expect(card).to_contain_text("Calm and readable")
     expect(card).to_contain_text("Question 1 of 2")
+    # The title counts the workspaces waiting for the user.
+    expect(page).to_have_title("(1) FF Cloud")
     screenshot(page, "question")
     card.get_by_role("radio", name=re.compile("Teal")).check()
     card.get_by_role("button", name="Next").click()
@@ -160,6 +162,7 @@ def test_answer_a_question(page: Page) -> None:
     card.get_by_role("button", name="Submit answers").click()
     expect(card).to_have_count(0)
     expect(page.get_by_test_id("prompt-record").last).to_have_text("Question: answered by you")
+    expect(page).to_have_title("FF Cloud")
     wait_results(page, before + 1)
     reply = page.get_by_test_id("assistant-message").last.inner_text()
     for chosen in ["Teal", "Dark mode", "Balloons"]:
@@ -275,9 +278,15 @@ def test_a_second_window_sees_the_same_stream_and_its_prompt_closes(
         other_ctx.close()
 
 
-def test_vm_goes_offline_and_comes_back(page: Page, stack: Stack) -> None:
+def test_vm_goes_offline_and_comes_back(page: Page, context: BrowserContext, stack: Stack) -> None:
     agents = stack.pids("vmagent")
     assert agents, "no vmagent process in the stack:\n" + stack.output()
+    # A second tab on the list only: its badge follows a statusOnly subscription.
+    lister = context.new_page()
+    lister.goto("/")
+    badge = lister.get_by_test_id("workspace-item").filter(has_text="acme/widgets#7")
+    badge = badge.get_by_test_id("status-badge")
+    expect(badge).to_have_attribute("data-status", "idle")
     page.evaluate(RECORD_STATUS)
     for pid in agents:
         os.kill(pid, signal.SIGKILL)
@@ -290,11 +299,14 @@ def test_vm_goes_offline_and_comes_back(page: Page, stack: Stack) -> None:
             break
         time.sleep(0.1)
     assert "offline:disabled" in statuses, statuses
+    expect(badge).to_have_attribute("data-status", "offline")
     # The supervisor starts the vmagent again; the session comes back.
     expect(page.locator(".session-head [data-testid=status-badge]")).to_have_attribute(
         "data-status", "idle", timeout=40_000
     )
     expect(composer(page)).to_be_enabled()
+    expect(badge).to_have_attribute("data-status", "idle", timeout=30_000)
+    lister.close()
     deadline = time.monotonic() + 10
     while not stack.pids("vmagent") and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -11,4 +11,5 @@ test("notify only when a hidden tab's workspace starts waiting", () => {
   expect(shouldNotify("waiting_for_input", "running", false)).toBe(false);
   expect(shouldNotify("waiting_for_input", "waiting_for_input", true)).toBe(false);
   expect(shouldNotify("idle", "running", true)).toBe(false);
+  expect(shouldNotify("waiting_for_input", "offline", true)).toBe(false);
 });

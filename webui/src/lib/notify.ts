@@ -6,7 +6,10 @@ export function badgeTitle(base: string, statuses: Record<string, string>): stri
   return n > 0 ? `(${n}) ${base}` : base;
 }
 
-/** Whether a status change deserves a notification: it starts waiting while the tab is hidden. */
+/**
+ * Whether a status change deserves a notification: it starts waiting while the tab is
+ * hidden. A VM coming back (from `offline`) to a question already asked is not news.
+ */
 export function shouldNotify(status: string, prev: string | undefined, hidden: boolean): boolean {
-  return hidden && status === "waiting_for_input" && prev !== "waiting_for_input";
+  return hidden && status === "waiting_for_input" && prev !== "waiting_for_input" && prev !== "offline";
 }

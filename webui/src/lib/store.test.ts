@@ -219,6 +219,23 @@ describe("Store", () => {
     expect(last().sent).toHaveLength(n + 4);
   });
 
+  test("a listed workspace whose VM is back shows its last status again", () => {
+    store.watch(["a"]);
+    last().deliver({ type: "status", workspaceId: "a", status: "running" });
+    last().deliver({ type: "status", workspaceId: "a", status: "offline" });
+    clock.advance(2_000);
+    expect(last().sent.slice(-2)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a", statusOnly: true },
+    ]);
+    last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "status" });
+    last().deliver({ type: "status", workspaceId: "a", status: "offline" });
+    expect(store.state.statuses.a).toBe("offline");
+    clock.advance(4_000);
+    last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "status" });
+    expect(store.state.statuses.a).toBe("running");
+  });
+
   test("forget drops a deleted workspace", () => {
     store.open("a");
     store.forget("a");

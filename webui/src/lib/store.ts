@@ -84,6 +84,8 @@ export class Store {
   private readonly later: (f: () => void, ms: number) => void;
   /** Workspaces the relay did not know yet -> failed subscribe attempts. */
   private readonly unknown = new Map<string, number>();
+  /** The last status other than `offline` per workspace. */
+  private readonly lastOnline = new Map<string, Status>();
   /** Workspaces seen offline -> probes sent so far. */
   private readonly offline = new Map<string, number>();
 
@@ -130,6 +132,7 @@ export class Store {
 
   private setStatus(id: string, status: Status): void {
     const prev = this.state.statuses[id];
+    if (status !== "offline") this.lastOnline.set(id, status);
     if (prev === status) return;
     this.set({ ...this.state, statuses: { ...this.state.statuses, [id]: status } });
     for (const f of this.statusListeners) f(id, status, prev);
@@ -246,7 +249,14 @@ export class Store {
       this.retrySubscribe(id);
       return;
     }
-    if (m.type === "subscribed") this.unknown.delete(id);
+    if (m.type === "subscribed") {
+      this.unknown.delete(id);
+      // statusOnly: the relay follows `subscribed` with `offline` while the VM is away, and
+      // with nothing when the VM is back but has not reported since.
+      if (this.modes.get(id) === "status" && this.state.statuses[id] === "offline") {
+        this.setStatus(id, this.lastOnline.get(id) ?? "idle");
+      }
+    }
     if (m.type === "status" && typeof m.status === "string") {
       this.setStatus(id, m.status as Status);
       if (m.status === "offline") this.probeOffline(id);
