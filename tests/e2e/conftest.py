@@ -101,8 +101,9 @@ class Stack:
         self.lines = lines
 
     def pids(self, name: str) -> list[int]:
-        """Processes of this stack (its session) whose command line mentions ``name``."""
-        found = []
+        """Live descendants of the stack's process whose command line mentions ``name``."""
+        parents: dict[int, int] = {}
+        commands: dict[int, str] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -111,10 +112,18 @@ class Stack:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            # Field 6 of /proc/PID/stat is the session id; the stack runs in its own session.
             fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) == self.process.pid and name in cmdline and fields[0] != "Z":
-                found.append(int(entry.name))
+            if fields[0] == "Z":
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            commands[int(entry.name)] = cmdline
+        found = []
+        for pid, cmdline in commands.items():
+            ancestor = parents.get(pid)
+            while ancestor is not None and ancestor != self.process.pid:
+                ancestor = parents.get(ancestor)
+            if ancestor == self.process.pid and name in cmdline:
+                found.append(pid)
         return found
 
     def output(self) -> str:

@@ -63,6 +63,23 @@ RECORD_STATUS = """
 """
 
 
+# Records every text the connection indicator showed.
+RECORD_CONNECTION = """
+() => {
+  window.__connection = [];
+  const note = () => {
+    const el = document.querySelector('[data-testid=connection]');
+    const all = window.__connection;
+    const text = el ? el.innerText : '?';
+    if (all[all.length - 1] !== text) all.push(text);
+  };
+  note();
+  new MutationObserver(note).observe(
+    document.body, { subtree: true, childList: true, characterData: true });
+}
+"""
+
+
 def login(page: Page, password: str = PASSWORD) -> None:
     page.get_by_label("Username").fill(USER)
     page.get_by_label("Password").fill(password)
@@ -316,6 +333,40 @@ def test_vm_goes_offline_and_comes_back(page: Page, context: BrowserContext, sta
     wait_results(page, before + 1)
     assert "are you back" in page.get_by_test_id("assistant-message").last.inner_text()
     assert user_messages(page).count("hello from the browser") == 1
+
+
+def test_relayd_restart_mid_stream_loses_nothing(page: Page, stack: Stack) -> None:
+    relays = [pid for pid in stack.pids("relayd") if "--listen" in _cmdline(pid)]
+    assert relays, "no relayd process in the stack:\n" + stack.output()
+    page.evaluate(RECORD_CONNECTION)
+    before = results(page)
+    send(page, "one more long one")
+    expect(page.get_by_test_id("assistant-message").last).to_contain_text(
+        "(2) This is a long reply", timeout=20_000
+    )
+    for pid in relays:
+        os.kill(pid, signal.SIGKILL)
+    # The supervisor starts relayd again; the page reconnects and resumes from lastSeq.
+    expect(page.get_by_test_id("assistant-message").last).to_contain_text(
+        "(9) This is a long reply", timeout=40_000
+    )
+    seen: list[str] = page.evaluate("window.__connection")
+    assert "Reconnecting…" in seen, seen
+    expect(page.get_by_test_id("connection")).to_have_text("Connected")
+    page.get_by_role("button", name="Interrupt").click()
+    wait_results(page, before + 1)
+    last = page.get_by_test_id("assistant-message").last.inner_text()
+    numbers = [int(n) for n in re.findall(r"\((\d+)\) This is a long reply", last)]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
+    assert user_messages(page).count("one more long one") == 1
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_phone_sized_screen(browser: Browser, stack: Stack) -> None:
