@@ -409,6 +409,10 @@ def test_keyboard_only_delete_with_confirmation(page: Page) -> None:
     item = page.get_by_test_id("workspace-item").filter(has_text="acme/widgets#8")
     expect(item).to_have_count(1)
     expect(item).to_contain_text("Dark mode for the settings page")
+    # Settled first: an item moves to another group of the list when its status changes.
+    expect(item.get_by_test_id("status-badge")).to_have_attribute(
+        "data-status", "idle", timeout=30_000
+    )
     screenshot(page, "workspaces")
     delete = item.get_by_role("button", name=re.compile("^Delete"))
     delete.focus()
