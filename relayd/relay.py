@@ -113,6 +113,9 @@ class Relay:
         #: The snapshot asked for per workspace, and when (for the latency histogram).
         self._snapshot_asked: dict[str, tuple[str, float]] = {}
         self.shutting_down = False
+        #: True once the control plane sent its first ``sync`` since relayd started:
+        #: only then is a workspace missing from ``ownership`` known not to be owned.
+        self.synced = False
 
     # -- peers ---------------------------------------------------------------
 
@@ -504,6 +507,27 @@ class Relay:
             room = self.rooms.get(owner.workspace_id)
             if room is not None:
                 self.apply(room, room.vm_connected(logs.get(owner.workspace_id)))
+        self._release_stale_logs(vm)
+
+    def _release_stale_logs(self, vm: VmPeer) -> None:
+        """Tell a VM to stop the workspaces it holds but no longer owns.
+
+        A workspace deleted or moved while its VM was offline is still in the
+        VM's ``hello``. Only once the ownership table is the control plane's
+        (its first ``sync``) is "not in the table" proof of that; before, a
+        workspace may be missing only because relayd has just restarted.
+        """
+        if not self.synced:
+            return
+        for workspace_id in list(vm.logs):
+            owner = self.ownership.get(workspace_id)
+            if owner is None or owner.vm_id != vm.sub:
+                del vm.logs[workspace_id]
+                vm.send_or_drop(_released_frame(workspace_id))
+                log.info(
+                    "vm holds a workspace it does not own; released",
+                    extra=vm.log_extra(workspaceId=workspace_id),
+                )
 
     def _vm_error(self, vm: VmPeer, workspace_id: str | None, frame: str) -> None:
         body = json.loads(frame)
@@ -532,6 +556,7 @@ class Relay:
         if old is not None and old.vm_id != owner.vm_id:
             old_vm = self.vms.get(old.vm_id)
             if old_vm is not None:
+                old_vm.logs.pop(owner.workspace_id, None)
                 old_vm.send_or_drop(_released_frame(owner.workspace_id))
             if room is not None:
                 self.apply(room, room.vm_disconnected())
@@ -549,6 +574,7 @@ class Relay:
         if old is not None and tell_vm:
             vm = self.vms.get(old.vm_id)
             if vm is not None:
+                vm.logs.pop(workspace_id, None)
                 vm.send_or_drop(_released_frame(workspace_id))
         room = self.rooms.pop(workspace_id, None)
         if room is not None:
@@ -567,6 +593,12 @@ class Relay:
                 self.release(workspace_id)
         for owner in owners:
             self.assign(owner)
+        if not self.synced:
+            # The table is authoritative from now on: VMs that said hello
+            # before it came hear now about what they hold but do not own.
+            self.synced = True
+            for vm in list(self.vms.values()):
+                self._release_stale_logs(vm)
 
     def _drop_unallowed(self, room: Room, user_ids: frozenset[str]) -> None:
         for client in room.clients:
