@@ -90,7 +90,7 @@ function Workspaces({ api, session, store, onLogout }: { api: Api; session: Sess
     [store, workspaces, go],
   );
 
-  const selected = route && workspaces?.some((w) => w.id === route) ? route : route;
+  const selected = route;
   const workspace = workspaces?.find((w) => w.id === selected);
 
   return (
