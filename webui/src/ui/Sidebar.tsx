@@ -1,6 +1,6 @@
 /** The workspace list: live status badges, create from an issue URL, delete with confirmation. */
 
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useLayoutEffect, useRef, useState } from "react";
 import { ApiError, type Workspace, issueUrlError } from "../lib/api";
 import { StatusBadge } from "./StatusBadge";
 
@@ -115,6 +115,18 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
   onDelete: (id: string) => Promise<void>;
 }) {
   const [confirm, setConfirm] = useState<Workspace | null>(null);
+  // An item moves to another group when its status changes, and React makes it anew there:
+  // give the keyboard focus back to the same control of the same workspace.
+  const focused = useRef<{ id: string; kind: string } | null>(null);
+  const nav = useRef<HTMLElement>(null);
+  useLayoutEffect(() => {
+    const f = focused.current;
+    if (!f || !nav.current || (document.activeElement && document.activeElement !== document.body)) return;
+    const item = Array.from(nav.current.querySelectorAll<HTMLElement>("[data-workspace-id]")).find(
+      (li) => li.dataset.workspaceId === f.id,
+    );
+    item?.querySelector<HTMLElement>(`[data-focus="${f.kind}"]`)?.focus();
+  });
   const statusOf = (w: Workspace) => statuses[w.id] ?? w.status;
   const left = new Set(workspaces ?? []);
   const groups = GROUPS.map((g) => {
@@ -123,7 +135,7 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
     return { title: g.title, items };
   }).filter((g) => g.items.length > 0);
   return (
-    <nav className="sidebar" aria-label="Workspaces">
+    <nav className="sidebar" aria-label="Workspaces" ref={nav}>
       <CreateForm onCreate={onCreate} />
       {loadError && <p className="field-error" role="alert">{loadError}</p>}
       {workspaces === null && !loadError && <p className="muted">Loading workspaces…</p>}
@@ -135,8 +147,22 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
             {g.items.map((w) => {
               const s = statusOf(w);
               return (
-                <li key={w.id} className={`ws ${w.id === selected ? "selected" : ""} ${s === "waiting_for_input" ? "waiting" : ""}`} data-testid="workspace-item" data-workspace-id={w.id}>
+                <li
+                  key={w.id}
+                  className={`ws ${w.id === selected ? "selected" : ""} ${s === "waiting_for_input" ? "waiting" : ""}`}
+                  data-testid="workspace-item"
+                  data-workspace-id={w.id}
+                  onFocus={(e) => {
+                    const kind = (e.target as HTMLElement).dataset.focus;
+                    focused.current = kind ? { id: w.id, kind } : null;
+                  }}
+                  onBlur={(e) => {
+                    // Focus moving elsewhere on purpose (not lost with a removed node).
+                    if (e.relatedTarget) focused.current = null;
+                  }}
+                >
                   <a
+                    data-focus="open"
                     href={`/w/${encodeURIComponent(w.id)}`}
                     aria-current={w.id === selected ? "page" : undefined}
                     onClick={(e) => {
@@ -152,7 +178,7 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
                     </span>
                     <StatusBadge status={s} />
                   </a>
-                  <button type="button" className="icon danger-text" aria-label={`Delete ${w.name}`} onClick={() => setConfirm(w)}>
+                  <button type="button" data-focus="delete" className="icon danger-text" aria-label={`Delete ${w.name}`} onClick={() => setConfirm(w)}>
                     ✕
                   </button>
                 </li>

@@ -6,6 +6,7 @@ import type { Incoming } from "../lib/protocol";
 import { Messages } from "./Messages";
 import { PermissionCard, QuestionCard, answerOf } from "./Prompts";
 import { composerBlock, SessionView } from "./Session";
+import { Sidebar } from "./Sidebar";
 import { Truncated } from "./ToolViews";
 
 afterEach(cleanup);
@@ -145,5 +146,35 @@ describe("composer", () => {
     fireEvent.keyDown(box, { key: "Enter" });
     expect(store.sendUserMessage).toHaveBeenCalledWith("w", "line one");
     expect(store.open).toHaveBeenCalledWith("w");
+  });
+});
+
+describe("Sidebar", () => {
+  const ws = (id: string, status: string) => ({
+    id, name: `acme/w#${id}`, status, createdAt: "", updatedAt: "",
+    issue: { url: `https://github.com/acme/w/issues/${id}`, owner: "acme", repo: "w", number: Number(id) },
+  });
+  const props = { selected: null, loadError: null, onSelect: () => {}, onCreate: async () => {}, onDelete: async () => {} };
+
+  test("groups by status, and keeps the keyboard focus when an item changes group", () => {
+    const list = [ws("1", "running"), ws("2", "idle")];
+    const { rerender } = render(<Sidebar {...props} workspaces={list} statuses={{}} />);
+    expect(screen.getAllByRole("heading").map((h) => h.textContent)).toEqual(["Working", "Other"]);
+    const del = screen.getByRole("button", { name: "Delete acme/w#1" });
+    del.focus();
+    fireEvent.focus(del);
+    rerender(<Sidebar {...props} workspaces={list} statuses={{ "1": "waiting_for_input" }} />);
+    expect(screen.getAllByRole("heading").map((h) => h.textContent)).toEqual(["Waiting for you", "Other"]);
+    expect(document.activeElement).toBe(screen.getByRole("button", { name: "Delete acme/w#1" }));
+  });
+
+  test("an issue URL is checked inline before it is sent", () => {
+    const onCreate = vi.fn(async () => {});
+    render(<Sidebar {...props} onCreate={onCreate} workspaces={[]} statuses={{}} />);
+    const field = screen.getByLabelText("New workspace from a GitHub issue");
+    fireEvent.change(field, { target: { value: "https://github.com/acme/w/pull/3" } });
+    fireEvent.click(screen.getByRole("button", { name: "Create" }));
+    expect(screen.getByRole("alert").textContent).toBe("Expected https://github.com/OWNER/REPO/issues/NUMBER");
+    expect(onCreate).not.toHaveBeenCalled();
   });
 });
