@@ -266,6 +266,12 @@ def record_frames(page: Page, label: str) -> None:
     page.on("websocket", on_socket)
 
 
+@pytest.fixture
+def relay_frames() -> list[str]:
+    """The frames recorded so far (this conftest's list, however the test module imports it)."""
+    return FRAMES
+
+
 @pytest.fixture(scope="module")
 def page(context: BrowserContext) -> Page:
     p = context.new_page()

@@ -335,6 +335,18 @@ def test_vm_goes_offline_and_comes_back(page: Page, context: BrowserContext, sta
     assert user_messages(page).count("hello from the browser") == 1
 
 
+def test_token_renewed_on_the_live_socket(page: Page, relay_frames: list[str]) -> None:
+    """Access tokens live 25 s here: the page renews its token and sends it with `auth`."""
+    deadline = time.monotonic() + 30
+    while not any(f.startswith('main > {"type":"auth"') for f in relay_frames):
+        assert time.monotonic() < deadline, "the page never sent auth on its socket"
+        page.wait_for_timeout(200)
+    expect(page.get_by_test_id("connection")).to_have_text("Connected")
+    before = results(page)
+    send(page, "still there after the renewal")
+    wait_results(page, before + 1)
+
+
 def test_relayd_restart_mid_stream_loses_nothing(page: Page, stack: Stack) -> None:
     relays = [pid for pid in stack.pids("relayd") if "--listen" in _cmdline(pid)]
     assert relays, "no relayd process in the stack:\n" + stack.output()
