@@ -10,8 +10,10 @@
 # the users (sysusers.d), the socket directory (tmpfiles.d), the env files,
 # the units; a user and a VM registered with the control plane's commands;
 # the vmagent with the demo engine; then examples/client.py sends a message
-# through relayd. It prints each unit's state, the health checks and the live
-# security scores, then powers the container off.
+# through relayd, the signing key is rotated (cpctl keys rotate, both units
+# reloaded) and the client sends another with a token from the new key. It
+# prints each unit's state, the health checks and the live security scores,
+# then powers the container off.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -124,6 +126,12 @@ done
 echo "--- examples/client.py"
 FFCLOUD_PASSWORD='a long passphrase' timeout 60 "$VENV/bin/python" /srv/examples/client.py \
     --user alice --workspace "$ID" --send "Hello from systemd"
+echo "--- key rotation, as the guide does it; new tokens must open the relay"
+cpctl keys rotate 2>/dev/null
+systemctl reload relayd
+systemctl reload controlplane
+FFCLOUD_PASSWORD='a long passphrase' timeout 60 "$VENV/bin/python" /srv/examples/client.py \
+    --user alice --workspace "$ID" --send "After the key rotation" | tail -n 2
 echo "--- units"
 for u in relayd controlplane vmagent; do
     printf '%-13s %s restarts=%s %s\n' "$u" "$(systemctl is-active $u)" \
