@@ -121,3 +121,20 @@ def test_guide_defaults_match_the_example_files(heading: str) -> None:
     assert shared, heading
     for name in shared:
         assert table[name] == examples[name], name
+
+
+def test_guide_defaults_match_relayd_help() -> None:
+    """relayd's --help names each default: the guide's relayd table agrees."""
+    helped = {
+        env: default
+        for default, env in re.findall(
+            r"\[default\s+(.*?)\s+or\s+\$(RELAYD_\w+)\]", " ".join(_help_text("relayd").split())
+        )
+    }
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("\n### relayd\n", 1)[1].split("\n#", 1)[0]
+    table = dict(re.findall(r"^\| `--[a-z0-9-]+` \| `(\w+)` \| `([^`|]+)` ", section, re.M))
+    assert len(helped) >= 20
+    assert set(table) == set(helped)
+    for env, default in table.items():
+        assert default == helped[env], env
