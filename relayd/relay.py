@@ -64,6 +64,9 @@ VERSION: Final = "1"
 VM_READ_BATCH: Final = 256
 #: Forwarded ``clientMessageId``/``requestId`` remembered per VM to route its errors back.
 _ERROR_ROUTES: Final = 4096
+#: Longest status word and detail relayd keeps from a VM's ``hello``.
+MAX_STATUS_LENGTH: Final = 40
+MAX_STATUS_DETAIL: Final = 1000
 _AUDITED: Final = {
     ClientType.QUESTION_RESPONSE: "question_response",
     ClientType.PERMISSION_RESPONSE: "permission_response",
@@ -92,6 +95,8 @@ class VmPeer(Peer):
     """A VM connection: what its ``hello`` said, and where its errors go."""
 
     logs: dict[str, tuple[str, int]]
+    #: ``(status, detail)`` per workspace, as ``hello`` reported them.
+    statuses: dict[str, tuple[str, str | None]]
     hello_done: bool
     error_routes: collections.OrderedDict[tuple[str, str], ClientPeer]
 
@@ -184,7 +189,10 @@ class Relay:
             owner = self.ownership.get(workspace_id)
             vm = self.vms.get(owner.vm_id) if owner is not None else None
             if vm is not None:
-                self.apply(room, room.vm_connected(vm.logs.get(workspace_id)))
+                self.apply(
+                    room,
+                    room.vm_connected(vm.logs.get(workspace_id), vm.statuses.get(workspace_id)),
+                )
         return room
 
     def apply(self, room: Room, actions: Iterable[Action]) -> None:
@@ -376,6 +384,7 @@ class Relay:
     def vm_joined(self, vm: VmPeer) -> None:
         """Book a new VM connection; an older one of the same VM is replaced."""
         vm.logs = {}
+        vm.statuses = {}
         vm.hello_done = False
         vm.error_routes = collections.OrderedDict()
         self.vm_peers.add(vm)
@@ -450,6 +459,8 @@ class Relay:
                 status = body.get("status")
                 if not isinstance(status, str):
                     raise ProtocolError(ErrorCode.BAD_REQUEST, "status needs a string 'status'")
+                detail = body.get("detail")
+                vm.statuses[ws] = (status, detail if isinstance(detail, str) else None)
                 self.apply(room, room.vm_frame(env.seq, env.epoch, frame, status=status))
             else:
                 self.apply(room, room.vm_frame(env.seq, env.epoch, frame))
@@ -474,6 +485,7 @@ class Relay:
         if not isinstance(entries, list):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "hello 'workspaces' must be a list")
         logs: dict[str, tuple[str, int]] = {}
+        statuses: dict[str, tuple[str, str | None]] = {}
         for entry in entries:
             if not isinstance(entry, dict):
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "hello workspaces are objects")
@@ -489,7 +501,14 @@ class Relay:
                     ErrorCode.BAD_REQUEST, "hello workspaces need workspaceId, epoch and seq"
                 )
             logs[ws] = (epoch, seq)
+            # An extension of the contract's entry (unknown fields are ignored):
+            # the log's current status, so subscribers hear the VM is back.
+            status, detail = entry.get("status"), entry.get("statusDetail")
+            if isinstance(status, str) and 0 < len(status) <= MAX_STATUS_LENGTH:
+                detail = detail[:MAX_STATUS_DETAIL] if isinstance(detail, str) else None
+                statuses[ws] = (status, detail)
         vm.logs = logs
+        vm.statuses = statuses
         first = not vm.hello_done
         vm.hello_done = True
         self.vms[vm.sub] = vm
@@ -506,7 +525,12 @@ class Relay:
         for owner in owned:
             room = self.rooms.get(owner.workspace_id)
             if room is not None:
-                self.apply(room, room.vm_connected(logs.get(owner.workspace_id)))
+                self.apply(
+                    room,
+                    room.vm_connected(
+                        logs.get(owner.workspace_id), statuses.get(owner.workspace_id)
+                    ),
+                )
         self._release_stale_logs(vm)
 
     def _release_stale_logs(self, vm: VmPeer) -> None:
@@ -523,6 +547,7 @@ class Relay:
             owner = self.ownership.get(workspace_id)
             if owner is None or owner.vm_id != vm.sub:
                 del vm.logs[workspace_id]
+                vm.statuses.pop(workspace_id, None)
                 vm.send_or_drop(_released_frame(workspace_id))
                 log.info(
                     "vm holds a workspace it does not own; released",
@@ -557,6 +582,7 @@ class Relay:
             old_vm = self.vms.get(old.vm_id)
             if old_vm is not None:
                 old_vm.logs.pop(owner.workspace_id, None)
+                old_vm.statuses.pop(owner.workspace_id, None)
                 old_vm.send_or_drop(_released_frame(owner.workspace_id))
             if room is not None:
                 self.apply(room, room.vm_disconnected())
@@ -565,7 +591,12 @@ class Relay:
             vm.send_or_drop(_assigned_frame(owner))
         if room is not None:
             if vm is not None and (old is None or old.vm_id != owner.vm_id):
-                self.apply(room, room.vm_connected(vm.logs.get(owner.workspace_id)))
+                self.apply(
+                    room,
+                    room.vm_connected(
+                        vm.logs.get(owner.workspace_id), vm.statuses.get(owner.workspace_id)
+                    ),
+                )
             self._drop_unallowed(room, owner.user_ids)
 
     def release(self, workspace_id: str, *, tell_vm: bool = True) -> None:
@@ -575,6 +606,7 @@ class Relay:
             vm = self.vms.get(old.vm_id)
             if vm is not None:
                 vm.logs.pop(workspace_id, None)
+                vm.statuses.pop(workspace_id, None)
                 vm.send_or_drop(_released_frame(workspace_id))
         room = self.rooms.pop(workspace_id, None)
         if room is not None:

@@ -86,7 +86,15 @@ def subscribed_frame(workspace_id: str, epoch: str | None, mode: str) -> str:
 
 def offline_frame(workspace_id: str) -> str:
     """The relay's ``status: offline`` (no seq: not part of the log)."""
-    return dumps({"type": RelayType.STATUS, "workspaceId": workspace_id, "status": Status.OFFLINE})
+    return relay_status_frame(workspace_id, Status.OFFLINE)
+
+
+def relay_status_frame(workspace_id: str, status: str, detail: str | None = None) -> str:
+    """A ``status`` in the relay's own word (no seq): ``offline``, or what a returning VM said."""
+    body = {"type": RelayType.STATUS, "workspaceId": workspace_id, "status": status}
+    if detail is not None:
+        body["detail"] = detail
+    return dumps(body)
 
 
 _request_counter = itertools.count(1)
@@ -207,10 +215,28 @@ class Room:
 
     # -- the VM ------------------------------------------------------------
 
-    def vm_connected(self, log: tuple[str, int] | None) -> list[Action]:
-        """The owning VM said ``hello``; ``log`` is its ``(epoch, seq)`` for this workspace."""
+    def vm_connected(
+        self, log: tuple[str, int] | None, status: tuple[str, str | None] | None = None
+    ) -> list[Action]:
+        """The owning VM said ``hello``; ``log`` is its ``(epoch, seq)`` for this workspace.
+
+        ``status`` is the ``(status, detail)`` the VM's ``hello`` reported for it,
+        when it did: every subscriber, told ``offline`` while the VM was away,
+        hears it at once even when the VM's log has not moved (nothing else
+        would tell them the VM is back).
+        """
+        was_online = self.vm_online
         self.vm_online = True
         actions: list[Action] = []
+        if status is not None:
+            word, detail = status
+            self._status_frame = relay_status_frame(self.workspace_id, word, detail)
+            if word != self.status:
+                self.status = word
+                actions.append(StatusChanged(word))
+            clients = tuple(self.clients)
+            if clients and not was_online:
+                actions.append(Deliver(clients, (self._status_frame,)))
         resync: list[ClientKey] = []
         if log is not None:
             epoch, seq = log

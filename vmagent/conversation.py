@@ -137,7 +137,17 @@ class Conversation:
 
     def hello_entry(self) -> dict[str, Any]:
         """This workspace's item in ``hello``."""
-        return {"workspaceId": self.workspace_id, "epoch": self.epoch, "seq": self.seq}
+        entry: dict[str, Any] = {
+            "workspaceId": self.workspace_id,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            # Beyond the contract's three fields: relayd tells subscribers, who
+            # heard ``offline``, that the VM is back and where the session is.
+            "status": self.status,
+        }
+        if self.status_detail is not None:
+            entry["statusDetail"] = self.status_detail
+        return entry
 
     # -- meta records (logged, never sent) ---------------------------------------
 

@@ -22,18 +22,21 @@ class FakeVm:
 
     async def hello(self, **logs: tuple[str, int]) -> None:
         """``hello`` with ``workspace=(epoch, seq)`` for each log the VM holds."""
+        await self.hello_with_statuses({}, logs)
+
+    async def hello_with_statuses(
+        self, statuses: dict[str, str], logs: dict[str, tuple[str, int]]
+    ) -> None:
+        """``hello`` whose entries also carry vmagent's ``status`` where ``statuses`` names one."""
+        entries: list[dict[str, Any]] = []
         for ws, (epoch, seq) in logs.items():
             self.epoch[ws], self.seq[ws] = epoch, seq
+            entries.append({"workspaceId": ws, "epoch": epoch, "seq": seq})
+            if ws in statuses:
+                entries[-1]["status"] = statuses[ws]
         await send_json(
             self.ws,
-            {
-                "type": "hello",
-                "vmId": self.vm_id,
-                "agentVersion": "fake",
-                "workspaces": [
-                    {"workspaceId": ws, "epoch": e, "seq": s} for ws, (e, s) in logs.items()
-                ],
-            },
+            {"type": "hello", "vmId": self.vm_id, "agentVersion": "fake", "workspaces": entries},
         )
 
     def frame(self, workspace_id: str, text: str = "x") -> str:

@@ -163,6 +163,37 @@ def test_status_only_gets_status_frames_only() -> None:
     assert StatusChanged("idle") in actions
 
 
+def test_vm_back_with_an_unchanged_log_tells_every_subscriber_its_status() -> None:
+    room = make_room()
+    room.vm_connected(("e1", 0), ("idle", None))
+    room.vm_frame(1, "e1", frame(1))
+    (rid,) = requests(room.subscribe("c"))
+    room.vm_snapshot(rid, 1, "e1", snapshot(rid, 1))
+    room.subscribe("s", status_only=True)
+    room.vm_disconnected()
+    actions = room.vm_connected(("e1", 1), ("waiting_for_input", "a question is open"))
+    want = {
+        "type": "status",
+        "workspaceId": "w",
+        "status": "waiting_for_input",
+        "detail": "a question is open",
+    }
+    assert delivered(actions, "c") == [want]  # no seq: the relay's word, not the log's
+    assert delivered(actions, "s") == [want]
+    assert StatusChanged("waiting_for_input") in actions
+    assert requests(actions) == []  # the log did not move: no snapshot needed
+    # A later status-only subscriber hears the same, not "offline".
+    assert delivered(room.subscribe("t", status_only=True), "t")[1] == want
+
+
+def test_hello_status_is_known_before_any_status_frame() -> None:
+    room = make_room()
+    actions = room.vm_connected(("e1", 7), ("idle", None))
+    assert StatusChanged("idle") in actions
+    got = delivered(room.subscribe("s", status_only=True), "s")
+    assert got[1] == {"type": "status", "workspaceId": "w", "status": "idle"}
+
+
 # -- property tests --------------------------------------------------------
 
 

@@ -158,6 +158,32 @@ async def test_vm_drop_and_return(relay: Relayd) -> None:
                 assert await seqs(ws, 1) == [10]
 
 
+async def test_vm_back_with_unchanged_log_tells_subscribers_its_status(relay: Relayd) -> None:
+    with trio.fail_after(20):
+        await relay.control.assign("w1", "vm1", ["u1"])
+        async with relay.connect_client("u1") as ws, relay.connect_client("u1") as lister:
+            async with relay.connect_vm("vm1") as vm_ws:
+                vm = FakeVm(vm_ws, "vm1")
+                await vm.hello_with_statuses({"w1": "idle"}, {"w1": ("e1", 0)})
+                await relay.control.next_event("vm_online")
+                await vm.stream("w1", 1)
+                assert (await subscribe(ws, lastSeq=0, epoch="e1"))["mode"] == "replay"
+                assert await seqs(ws, 1) == [1]
+                assert (await subscribe(lister, statusOnly=True))["mode"] == "status"
+                assert (await recv_json(lister))["status"] == "idle"  # known from hello alone
+            for peer in (ws, lister):
+                assert (await recv_json(peer))["status"] == "offline"
+            async with relay.connect_vm("vm1") as vm_ws:
+                await FakeVm(vm_ws, "vm1").hello_with_statuses({"w1": "idle"}, {"w1": ("e1", 1)})
+                back = {"type": "status", "workspaceId": "w1", "status": "idle"}
+                assert await recv_json(ws) == back
+                assert await recv_json(lister) == back
+                event = await relay.control.next_event(
+                    "workspace_status", lambda e: e["status"] == "idle"
+                )
+                assert event["workspaceId"] == "w1"
+
+
 async def test_subscribe_while_vm_offline_gets_snapshot_when_it_returns(relay: Relayd) -> None:
     with trio.fail_after(20):
         await relay.control.assign("w1", "vm1", ["u1"])

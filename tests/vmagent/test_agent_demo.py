@@ -381,7 +381,12 @@ async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRel
             conn = await relay.accept()
             hello = await conn.recv()
             assert hello["workspaces"] == [
-                {"workspaceId": "ws1", "epoch": before["epoch"], "seq": before["seq"]}
+                {
+                    "workspaceId": "ws1",
+                    "epoch": before["epoch"],
+                    "seq": before["seq"],
+                    "status": "idle",
+                }
             ]
             # A repeated assignment is a no-op.
             await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
@@ -394,7 +399,12 @@ async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRel
             conn = await relay.accept()
             hello = await conn.recv()
             assert hello["workspaces"] == [
-                {"workspaceId": "ws1", "epoch": before["epoch"], "seq": before["seq"]}
+                {
+                    "workspaceId": "ws1",
+                    "epoch": before["epoch"],
+                    "seq": before["seq"],
+                    "status": "idle",
+                }
             ]
             again = await snapshot(conn)
             assert again["messages"] == before["messages"]
