@@ -19,7 +19,7 @@ from trio_websocket import WebSocketRequest, wrap_server_stream
 from relayd.handshake import Accepted, Refused, check_handshake
 from relayd.outbox import Outbox
 from relayd.relay import ClientPeer, Relay, VmPeer
-from relayd.wsframes import read_in_bulk
+from relayd.wsframes import parse_frames_fast, read_in_bulk
 from wire.protocol import Scope
 
 log = logging.getLogger("relayd.server")
@@ -94,6 +94,9 @@ async def _serve_request(
             )
         await trio.aclose_forcefully(stream)
         return
+    if decision.scope is Scope.VM:
+        # Before accepting: the VM's first frame may follow the handshake at once.
+        parse_frames_fast(request._connection)
     ws = await request.accept(subprotocol=decision.subprotocol)
     claims = decision.claims
     if decision.scope is Scope.CLIENT:

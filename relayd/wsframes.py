@@ -19,11 +19,18 @@ is safe.
 
 from __future__ import annotations
 
+import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsproto.events import BytesMessage, TextMessage
+
+from relayd.wsparse import MESSAGE_TOO_BIG, OP_CLOSE, ControlFrame, FrameError, FrameParser
+
+log = logging.getLogger("relayd.wsframes")
 
 _FIN_TEXT = 0x81
 
@@ -97,3 +104,104 @@ def take_ready(ws: WebSocketConnection, limit: int) -> list[str | bytes]:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise ConnectionClosed(ws._close_reason) from None
     return ready
+
+
+class _FastReadProtocol:
+    """Stands in for a connection's wsproto object: frames are read by relayd.wsparse.
+
+    trio-websocket's reader task hands each socket read to ``receive_data``
+    and then dispatches ``events()``. Here a read's worth of frames is parsed
+    in one go by :class:`relayd.wsparse.FrameParser` and handed over as whole
+    ``TextMessage``/``BytesMessage`` events. Control frames (ping, pong,
+    close) are passed, as received, to the real wsproto connection, which
+    answers them and keeps the close state exactly as before; everything
+    written (``send``) and every other attribute goes to it as well. The
+    parser's errors close the connection with their code: 1002 and 1007 by a
+    close frame handed to wsproto as if from the peer (so the answer carries
+    the code; wsproto's own parse errors drop the connection without one),
+    1009 through trio-websocket's own size check.
+    """
+
+    def __init__(self, ws: WebSocketConnection, real: Any, max_message_chars: int) -> None:
+        self._ws = ws
+        self._real = real
+        # The limit counts characters; a character is at most 4 bytes of UTF-8.
+        self._parser = FrameParser(4 * max_message_chars)
+        self._events: list[Any] = []
+        self._done = False
+        #: None until the handshake is over; then whether this parser reads the frames.
+        self._active: bool | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def send(self, event: Any) -> bytes:
+        """Encode an outgoing event (wsproto's own ``send``)."""
+        data: bytes = self._real.send(event)
+        return data
+
+    def receive_data(self, data: bytes | None) -> None:
+        """Parse a socket read (``None``: the peer closed TCP, wsproto's business)."""
+        if self._active is None and self._real.connection is not None:
+            # The first read after the handshake: take over between frames only.
+            decoder = getattr(
+                getattr(self._real.connection, "_proto", None), "_frame_decoder", None
+            )
+            pending = getattr(decoder, "buffer", None)
+            self._active = (
+                pending is not None
+                and not len(pending)
+                and getattr(decoder, "header", None) is None
+            )
+            if not self._active:
+                log.info("frames read by wsproto (bytes came before the handshake ended)")
+        if data is None or self._done or not self._active:
+            self._real.receive_data(data)
+            return
+        events = self._events
+        for item in self._parser.feed(data):
+            if type(item) is str:
+                events.append(TextMessage(data=item))
+            elif isinstance(item, bytes):
+                events.append(BytesMessage(data=item))
+            elif isinstance(item, ControlFrame):
+                self._real.receive_data(item.raw)
+                events.extend(self._real.events())
+                if item.opcode == OP_CLOSE:
+                    # Nothing may follow a close frame: what does is wsproto's to ignore.
+                    self._done = True
+                    return
+            elif isinstance(item, FrameError):
+                self._done = True
+                if item.code == MESSAGE_TOO_BIG:
+                    # trio-websocket's own size check sends the 1009 close frame.
+                    self._ws._message_size = self._ws._max_message_size + 1
+                    events.append(
+                        TextMessage(data="", frame_finished=False, message_finished=False)
+                    )
+                else:
+                    # A close frame with the error's code, fed to wsproto as if the
+                    # peer had sent it: trio-websocket then answers it with that
+                    # code (RFC 6455 7.4.1: 1002, 1007) and drops the connection.
+                    payload = struct.pack("!H", item.code) + item.reason.encode()[:123]
+                    self._real.receive_data(
+                        bytes((0x88, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+                    )
+                    events.extend(self._real.events())
+
+    def events(self) -> Iterator[Any]:
+        """What the last reads brought, in order."""
+        events, self._events = self._events, []
+        yield from events
+        yield from self._real.events()
+
+
+def parse_frames_fast(ws: WebSocketConnection) -> None:
+    """Read ``ws``'s frames with relayd.wsparse once its handshake is accepted.
+
+    Call before accepting the handshake, so that no frame can reach wsproto
+    first. If the peer pipelined bytes of a frame behind its handshake request,
+    wsproto holds them, and the connection keeps wsproto's reader (the
+    handover must happen between frames).
+    """
+    ws._wsproto = _FastReadProtocol(ws, ws._wsproto, ws._max_message_size)  # type: ignore[assignment]
