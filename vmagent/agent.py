@@ -21,7 +21,7 @@ from typing import Any, Final
 import attrs
 import jwt
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from vmagent.conversation import Conversation
 from vmagent.engines.base import Engine
@@ -275,9 +275,21 @@ class Agent:
                 self._conn_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, ws, receive)
                 nursery.start_soon(self._watch_token, token)
-                while True:
-                    message = await ws.get_message()
-                    self.dispatch(message)
+                try:
+                    while True:
+                        message = await ws.get_message()
+                        self.dispatch(message)
+                except ConnectionClosed as exc:
+                    # A close is how a connection ends, not a failure: as an
+                    # exception it would meet a concurrent cancellation (relayd
+                    # and vmagent stopped together) in an exception group that
+                    # nothing here catches, and crash the agent on its way out.
+                    why = exc.reason
+                    log.info(
+                        "relay closed the connection",
+                        extra={"code": why and why.code, "reason": why and why.reason},
+                    )
+                    nursery.cancel_scope.cancel()
         finally:
             self._conn_scope = None
             if self._out is send:
@@ -301,8 +313,11 @@ class Agent:
         self, ws: WebSocketConnection, receive: trio.MemoryReceiveChannel[str]
     ) -> None:
         async with receive:
-            async for frame in receive:
-                await ws.send_message(frame)
+            try:
+                async for frame in receive:
+                    await ws.send_message(frame)
+            except ConnectionClosed:
+                return  # the reader sees the close too and ends the connection
 
     # -- frames from relayd ---------------------------------------------------------
 

@@ -76,8 +76,14 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
             f"127.0.0.1:{relay_port}",
         ]
         # Its own session, like a terminal's: Ctrl-C goes to its foreground process group.
+        errors = (Path(state) / "dev.stderr").open("wb")
         process = await trio.lowlevel.open_process(
-            argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO), start_new_session=True
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+            cwd=str(REPO),
+            start_new_session=True,
         )
         assert process.stdout is not None
         try:
@@ -120,6 +126,8 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
                 os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
                 await read_until(process.stdout, b"FF Cloud stopped.", output)
                 assert await process.wait() == 0
+            # Every service stopped quietly: log lines, never a traceback.
+            assert "Traceback" not in (Path(state) / "dev.stderr").read_text()
             # relayd and the vmagent went with it.
             assert session_members(process.pid, "relayd") == []
             assert session_members(process.pid, "vmagent") == []
@@ -129,3 +137,4 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+            errors.close()
