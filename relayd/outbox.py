@@ -57,9 +57,16 @@ class Outbox:
 
     def offer(self, frame: str) -> bool:
         """Queue a frame without waiting; False when the queue is full or closed."""
-        if self._closed or not self._fits(frame):
+        # _fits and _push written out: this runs once per frame per client.
+        frames = self._frames
+        if self._closed or (
+            frames
+            and (len(frames) >= self.max_messages or self._chars + len(frame) > self.max_chars)
+        ):
             return False
-        self._push(frame)
+        frames.append(frame)
+        self._chars += len(frame)
+        self._readable.set()
         return True
 
     async def put(self, frame: str) -> None:

@@ -27,7 +27,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from relayd.outbox import Outbox, OutboxClosed
-from relayd.wsframes import send_text_frames
+from relayd.wsframes import FrameCache, send_encoded
 from wire.messages import error_frame
 from wire.protocol import CloseCode, ErrorCode, Scope
 from wire.tokens import Claims
@@ -78,8 +78,11 @@ class Peer:
         self._abandoned = False
         self._nursery: trio.Nursery | None = None
         self.frames_out = 0
-        #: Called with each batch sent (for the metrics).
-        self.count_out: Callable[[list[str]], None] | None = None
+        #: Called with each batch sent, as ``type -> [frames, characters]`` (for the metrics).
+        self.count_out: Callable[[dict[str, list[int]]], None] | None = None
+        #: Encodings shared with the other peers a frame is fanned out to
+        #: (the relay gives every peer the same cache).
+        self.frame_cache = FrameCache()
 
     def log_extra(self, **more: Any) -> dict[str, Any]:
         """Ids for a log line: never a token."""
@@ -179,15 +182,16 @@ class Peer:
                     busy = len(batch) > 1
                 except OutboxClosed:
                     break
+                data, counts = self.frame_cache.encode(batch)
                 try:
                     # Not cancelled half-way by relayd: a stalled send ends when
                     # _closer drops the stream.
-                    await send_text_frames(self.ws, batch)
+                    await send_encoded(self.ws, data)
                 except ConnectionClosed:
                     break
                 self.frames_out += len(batch)
                 if self.count_out is not None:
-                    self.count_out(batch)
+                    self.count_out(counts)
             if not self._abandoned:
                 with trio.move_on_after(self.close_timeout) as closing:
                     await self.ws.aclose(

@@ -113,6 +113,7 @@ async def _serve_request(
             remote=remote,
         )
         client.count_out = relay.counter_out("client")
+        client.frame_cache = relay.frame_cache
         relay.client_joined(client)
         log.info("client connected", extra=client.log_extra(remote=remote))
         try:
@@ -133,6 +134,7 @@ async def _serve_request(
             remote=remote,
         )
         vm.count_out = relay.counter_out("vm")
+        vm.frame_cache = relay.frame_cache
         relay.vm_joined(vm)
         log.info("vm connected", extra=vm.log_extra(remote=remote))
         try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -46,11 +46,83 @@ def encode_text_frame(text: str) -> bytes:
     return struct.pack("!BBQ", _FIN_TEXT, 127, size) + payload
 
 
+def frame_type(frame: str | bytes) -> str:
+    """The ``type`` of a frame written type-first (everything relayd and vmagent
+    write), cheaply; ``other`` for anything else. Only for counting."""
+    if isinstance(frame, str) and frame.startswith('{"type":"'):
+        end = frame.find('"', 9, 60)
+        if end > 9:
+            return frame[9:end]
+    return "other"
+
+
+#: Frames longer than this are encoded for each peer and not kept.
+FRAME_CACHE_MAX_FRAME: Final = 64 * 1024
+#: The cache is emptied when it holds more frames than this or ...
+FRAME_CACHE_MAX_ENTRIES: Final = 1024
+#: ... more characters than this (so it holds at most about 4 MiB of text).
+FRAME_CACHE_MAX_CHARS: Final = 4 * 1024 * 1024
+
+
+class FrameCache:
+    """Each fanned-out frame's encoding and type, worked out once for all its peers.
+
+    A VM frame goes to every subscriber of its room: the same ``str`` object
+    sits in each client's outbox. Each writer looks it up here (the string's
+    hash is computed once and kept by the string), so a frame is encoded and
+    its type read once, not once per client. Keyed by content, so a hit is
+    always the right bytes; emptied wholesale when full, which only costs
+    encoding again.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = FRAME_CACHE_MAX_ENTRIES,
+        max_chars: int = FRAME_CACHE_MAX_CHARS,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_chars = max_chars
+        self._entries: dict[str, tuple[bytes, str]] = {}
+        self._chars = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def encode(self, frames: Iterable[str]) -> tuple[bytes, dict[str, list[int]]]:
+        """The frames encoded back to back, and ``type -> [frames, characters]``."""
+        entries = self._entries
+        parts: list[bytes] = []
+        counts: dict[str, list[int]] = {}
+        for frame in frames:
+            entry = entries.get(frame)
+            if entry is None:
+                entry = (encode_text_frame(frame), frame_type(frame))
+                size = len(frame)
+                if size <= FRAME_CACHE_MAX_FRAME:
+                    if len(entries) >= self.max_entries or self._chars + size > self.max_chars:
+                        entries.clear()
+                        self._chars = 0
+                    entries[frame] = entry
+                    self._chars += size
+            parts.append(entry[0])
+            count = counts.get(entry[1])
+            if count is None:
+                counts[entry[1]] = [1, len(frame)]
+            else:
+                count[0] += 1
+                count[1] += len(frame)
+        return b"".join(parts), counts
+
+
 async def send_text_frames(ws: WebSocketConnection, frames: Iterable[str]) -> None:
     """Send whole text frames with one write; raises ConnectionClosed like ``send_message``."""
+    await send_encoded(ws, b"".join([encode_text_frame(f) for f in frames]))
+
+
+async def send_encoded(ws: WebSocketConnection, data: bytes) -> None:
+    """Send already encoded whole frames with one write (see :meth:`FrameCache.encode`)."""
     if ws._close_reason:
         raise ConnectionClosed(ws._close_reason)
-    data = b"".join([encode_text_frame(f) for f in frames])
     async with ws._stream_lock:
         try:
             await ws._stream.send_all(data)
