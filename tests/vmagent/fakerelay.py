@@ -8,15 +8,36 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
+from vmagent.agent import Agent, AgentSettings
+from vmagent.engines.base import Engine
+from vmagent.workdir import WorkdirPlan
 from wire.protocol import SUBPROTOCOL
 
 ISSUE = {"url": "https://github.com/o/r/issues/7", "owner": "o", "repo": "r", "number": 7}
+
+
+def agent_for(relay: FakeRelay, tmp_path: Path, engine: Engine, token: str = "tok.en.x") -> Agent:
+    """An agent that dials ``relay`` with ``token``, state under ``tmp_path``, fast backoff."""
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    return Agent(
+        AgentSettings(
+            relay_url=relay.url,
+            token_file=token_file,
+            state_dir=tmp_path / "state",
+            plan=WorkdirPlan(clone=False),
+            backoff_initial=0.01,
+            backoff_max=0.05,
+        ),
+        engine,
+    )
 
 
 @attrs.define

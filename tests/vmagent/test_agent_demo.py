@@ -11,27 +11,22 @@ import attrs
 import pytest
 import trio
 
-from tests.vmagent.fakerelay import ISSUE, FakeRelay, assign, say, snapshot, turn_frames
-from vmagent.agent import Agent, AgentSettings
+from tests.vmagent.fakerelay import (
+    ISSUE,
+    FakeRelay,
+    agent_for,
+    assign,
+    say,
+    snapshot,
+    turn_frames,
+)
+from vmagent.agent import Agent
 from vmagent.engines.demo import DEMO_QUESTIONS, DemoEngine
-from vmagent.workdir import WorkdirPlan
 from wire.envelope import read_envelope
 
 
 def make_agent(tmp_path: Path, relay: FakeRelay, token: str = "tok.en.x") -> Agent:
-    token_file = tmp_path / "token"
-    token_file.write_text(token + "\n")
-    return Agent(
-        AgentSettings(
-            relay_url=relay.url,
-            token_file=token_file,
-            state_dir=tmp_path / "state",
-            plan=WorkdirPlan(clone=False),
-            backoff_initial=0.01,
-            backoff_max=0.05,
-        ),
-        DemoEngine(word_delay=0),
-    )
+    return agent_for(relay, tmp_path, DemoEngine(word_delay=0), token)
 
 
 @pytest.fixture

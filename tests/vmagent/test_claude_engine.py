@@ -12,10 +12,17 @@ import pytest
 import trio
 
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
-from tests.vmagent.fakerelay import FakeRelay, VmConn, assign, say, snapshot, turn_frames
-from vmagent.agent import Agent, AgentSettings
+from tests.vmagent.fakerelay import (
+    FakeRelay,
+    VmConn,
+    agent_for,
+    assign,
+    say,
+    snapshot,
+    turn_frames,
+)
+from vmagent.agent import Agent
 from vmagent.engines.claude import ClaudeEngine, ClaudeSession, bundled_cli
-from vmagent.workdir import WorkdirPlan
 
 pytestmark = pytest.mark.claude
 
@@ -65,8 +72,6 @@ def make_agent(
 ) -> Agent:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    token_file = tmp_path / "token"
-    token_file.write_text("tok.en.x")
     engine = ClaudeEngine(
         cli_path=cli_path,
         env={
@@ -77,17 +82,7 @@ def make_agent(
             "DISABLE_AUTOUPDATER": "1",
         },
     )
-    return Agent(
-        AgentSettings(
-            relay_url=relay.url,
-            token_file=token_file,
-            state_dir=tmp_path / "state",
-            plan=WorkdirPlan(clone=False),
-            backoff_initial=0.01,
-            backoff_max=0.05,
-        ),
-        engine,
-    )
+    return agent_for(relay, tmp_path, engine)
 
 
 def claude_data(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
