@@ -11,18 +11,24 @@ characters of a text frame (``len()``), which is what relayd documents.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 import trio
-from trio_websocket import WebSocketRequest, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_server_stream
 
 from relayd.handshake import Accepted, Refused, check_handshake
 from relayd.outbox import Outbox
+from relayd.peer import Peer
 from relayd.relay import ClientPeer, Relay, VmPeer
+from relayd.settings import Settings
 from relayd.wsframes import parse_frames_fast, read_in_bulk
 from wire.protocol import Scope
+from wire.tokens import Claims
 
 log = logging.getLogger("relayd.server")
+
+P = TypeVar("P", bound=Peer)
 
 #: Bytes read from the socket at a time (trio-websocket's default is 4 KiB).
 RECEIVE_BUFFER: Final = 64 * 1024
@@ -98,50 +104,61 @@ async def _serve_request(
         # Before accepting: the VM's first frame may follow the handshake at once.
         parse_frames_fast(request._connection)
     ws = await request.accept(subprotocol=decision.subprotocol)
-    claims = decision.claims
     if decision.scope is Scope.CLIENT:
         # The one private attribute relayd touches: see the module docstring.
         ws._max_message_size = settings.max_client_frame
-        client = ClientPeer(
-            ws,
-            stream,
-            claims,
-            outbox=Outbox(settings.client_queue_messages, settings.client_queue_bytes),
-            ping_interval=settings.ping_interval,
-            close_timeout=settings.close_timeout,
-            token_leeway=settings.token_leeway,
-            remote=remote,
+        outbox = Outbox(settings.client_queue_messages, settings.client_queue_bytes)
+        client = _new_peer(ClientPeer, ws, stream, decision.claims, outbox, settings, remote)
+        await _serve_peer(
+            client, "client", relay, relay.client_joined, relay.client_left, relay.read_client
         )
-        client.count_out = relay.counter_out("client")
-        client.frame_cache = relay.frame_cache
-        relay.client_joined(client)
-        log.info("client connected", extra=client.log_extra(remote=remote))
-        try:
-            await client.run(relay.read_client)
-        finally:
-            relay.client_left(client)
-            log.info("client gone", extra=client.log_extra(code=client.close_code))
     else:
         read_in_bulk(ws, VM_MESSAGE_QUEUE)
-        vm = VmPeer(
-            ws,
-            stream,
-            claims,
-            outbox=Outbox(settings.vm_queue_messages, settings.vm_queue_bytes),
-            ping_interval=settings.ping_interval,
-            close_timeout=settings.close_timeout,
-            token_leeway=settings.token_leeway,
-            remote=remote,
-        )
-        vm.count_out = relay.counter_out("vm")
-        vm.frame_cache = relay.frame_cache
-        relay.vm_joined(vm)
-        log.info("vm connected", extra=vm.log_extra(remote=remote))
-        try:
-            await vm.run(relay.read_vm)
-        finally:
-            relay.vm_left(vm)
-            log.info("vm gone", extra=vm.log_extra(code=vm.close_code))
+        outbox = Outbox(settings.vm_queue_messages, settings.vm_queue_bytes)
+        vm = _new_peer(VmPeer, ws, stream, decision.claims, outbox, settings, remote)
+        await _serve_peer(vm, "vm", relay, relay.vm_joined, relay.vm_left, relay.read_vm)
+
+
+def _new_peer(
+    cls: type[P],
+    ws: WebSocketConnection,
+    stream: trio.SocketStream,
+    claims: Claims,
+    outbox: Outbox,
+    settings: Settings,
+    remote: str,
+) -> P:
+    """A client or VM peer with the settings every peer shares."""
+    return cls(
+        ws,
+        stream,
+        claims,
+        outbox=outbox,
+        ping_interval=settings.ping_interval,
+        close_timeout=settings.close_timeout,
+        token_leeway=settings.token_leeway,
+        remote=remote,
+    )
+
+
+async def _serve_peer(
+    peer: P,
+    kind: str,
+    relay: Relay,
+    joined: Callable[[P], None],
+    left: Callable[[P], None],
+    reader: Callable[[Peer], Awaitable[None]],
+) -> None:
+    """Book a peer with the relay, run it until it closes, then unbook it."""
+    peer.count_out = relay.counter_out(kind)
+    peer.frame_cache = relay.frame_cache
+    joined(peer)
+    log.info(f"{kind} connected", extra=peer.log_extra(remote=peer.remote))
+    try:
+        await peer.run(reader)
+    finally:
+        left(peer)
+        log.info(f"{kind} gone", extra=peer.log_extra(code=peer.close_code))
 
 
 def _remote(stream: trio.SocketStream) -> str:
