@@ -9,6 +9,9 @@ date with what relayd reports.
   VMs (``disconnect``) and, every ``interval`` seconds, re-syncs when the
   database changed behind its back (``controlplane vm revoke`` from another
   process, another control plane on the same PostgreSQL).
+- The same pass cuts off the relay connections of users whose password
+  changed (``controlplane user add --update``, maybe from another process):
+  their access tokens predate the change and relayd checks signatures only.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between checks that relayd's table still matches the database.
 RECONCILE_INTERVAL: Final = 5.0
+#: Seconds after a password change during which access tokens issued before
+#: it may still be alive (the access token lifetime).
+SESSION_WINDOW: Final = 15 * 60.0
 #: Statuses a VM may report (``offline`` is the relay's word, derived here instead).
 _REPORTABLE: Final = frozenset(s.value for s in Status) - {Status.OFFLINE.value}
 MAX_ACTION_LENGTH: Final = 64
@@ -82,6 +88,15 @@ def parse_time(value: object) -> dt.datetime:
     return utcnow()
 
 
+def users_to_cut_off(handled: dict[str, dt.datetime], changes: dict[str, dt.datetime]) -> list[str]:
+    """Users whose password change (``changes``) has not been acted on yet (``handled``).
+
+    Compared by value, not by "newer than": a change is acted on once per
+    process, whatever the clocks of the processes that made it.
+    """
+    return sorted(user for user, at in changes.items() if handled.get(user) != at)
+
+
 def _short(value: object, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
 
@@ -89,9 +104,20 @@ def _short(value: object, limit: int) -> str | None:
 class Coordinator:
     """The control plane's side of the relayd link."""
 
-    def __init__(self, db: Database, *, interval: float = RECONCILE_INTERVAL) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        interval: float = RECONCILE_INTERVAL,
+        session_window: float = SESSION_WINDOW,
+    ) -> None:
         self.db = db
         self.interval = interval
+        self.session_window = session_window
+        #: User id -> the password change whose ``disconnect`` relayd accepted.
+        #: Empty at start: changes still inside the window are acted on again,
+        #: in case this process was down when they were made.
+        self._passwords_handled: dict[str, dt.datetime] = {}
         self.link: RelayLink | None = None
         self.online_vms: set[str] = set()
         #: What relayd was last told: workspace id -> VM id.
@@ -232,6 +258,7 @@ class Coordinator:
         for vm_id in sorted(self._to_disconnect):
             await link.request("disconnect", vmId=vm_id)
             self._to_disconnect.discard(vm_id)
+        await self._cut_off_changed_passwords(link)
         # Read and send under the lock, so a release cannot slip in between
         # and be undone by a sync that still lists the workspace.
         async with self._table_lock:
@@ -243,3 +270,18 @@ class Coordinator:
                 log.info("relayd's table differs from the database; re-syncing")
                 await link.request("sync", workspaces=sync_entries(placed))
                 self._relay_table = wanted
+
+    async def _cut_off_changed_passwords(self, link: RelayLink) -> None:
+        since = utcnow() - dt.timedelta(seconds=self.session_window)
+        changes = await self.db.run(lambda c: store.password_changes_since(c, since))
+        for user_id in users_to_cut_off(self._passwords_handled, changes):
+            reply = await link.request("disconnect", userId=user_id)
+            self._passwords_handled[user_id] = changes[user_id]
+            log.info(
+                "password changed; the user's relay connections were cut off",
+                extra={"userId": user_id, "closed": reply.get("closed")},
+            )
+        # Changes that left the window need no memory: their tokens have expired.
+        self._passwords_handled = {
+            user: at for user, at in self._passwords_handled.items() if user in changes
+        }

@@ -26,6 +26,9 @@ users = sa.Table(
     sa.Column("username", sa.String(64), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("created_at", UTC_TIME, nullable=False),
+    # Set by every password change: the running control plane cuts off the
+    # user's relay connections, whose access tokens predate it (migration 0002).
+    sa.Column("password_changed_at", UTC_TIME, nullable=True, index=True),
 )
 
 refresh_tokens = sa.Table(

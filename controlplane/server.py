@@ -103,7 +103,12 @@ async def serve(
     """Run the control plane until cancelled (or a signal, with ``handle_signals``)."""
     keyring, db = await trio.to_thread.run_sync(prepare_state, settings)
     try:
-        coordinator = Coordinator(db)
+        coordinator = Coordinator(
+            db,
+            interval=settings.reconcile_interval,
+            # A password change cuts off tokens issued before it, which live this long.
+            session_window=settings.access_token_ttl,
+        )
         link = RelayLink(
             settings.relay_socket_path,
             on_event=coordinator.on_event,

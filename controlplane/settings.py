@@ -67,6 +67,9 @@ class Settings:
     relay_backoff_max: float = 10.0
     #: Seconds a control request to relayd may take.
     relay_request_timeout: float = 5.0
+    #: Seconds between reconciler passes: the longest it takes a change made
+    #: by another process (``vm revoke``, a password change) to reach relayd.
+    reconcile_interval: float = 5.0
     #: Clients allowed to read /metrics: "loopback" (default) or "any".
     metrics_access: str = "loopback"
     #: Serve ``Secure`` refresh cookies: "auto" (unless the request is on loopback),

@@ -64,17 +64,37 @@ def add_user(conn: sa.Connection, username: str, password_hash: str) -> User:
 
 
 def set_password(conn: sa.Connection, username: str, password_hash: str) -> bool:
-    """Change a user's password and end their sessions; False when there is no such user."""
+    """Change a user's password and end their sessions; False when there is no such user.
+
+    Refresh tokens are revoked here; ``password_changed_at`` tells the running
+    control plane (maybe another process) to cut off the user's relay
+    connections, whose access tokens were issued before the change.
+    """
     row = conn.execute(sa.select(users.c.id).where(users.c.username == username)).first()
     if row is None:
         return False
-    conn.execute(users.update().where(users.c.id == row.id).values(password_hash=password_hash))
+    now = utcnow()
+    conn.execute(
+        users.update()
+        .where(users.c.id == row.id)
+        .values(password_hash=password_hash, password_changed_at=now)
+    )
     conn.execute(
         refresh_tokens.update()
         .where(refresh_tokens.c.user_id == row.id, refresh_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .values(revoked_at=now)
     )
     return True
+
+
+def password_changes_since(conn: sa.Connection, since: dt.datetime) -> dict[str, dt.datetime]:
+    """User id -> when their password last changed, for changes after ``since``."""
+    rows = conn.execute(
+        sa.select(users.c.id, users.c.password_changed_at).where(
+            users.c.password_changed_at > since
+        )
+    )
+    return {r.id: as_utc(r.password_changed_at) for r in rows}
 
 
 def user_credentials(conn: sa.Connection, username: str) -> tuple[User, str] | None:

@@ -1,7 +1,10 @@
-"""Pure logic: login throttling, placement, loopback detection, the CSP."""
+"""Pure logic: login throttling, placement, loopback detection, the CSP, cut-offs."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+from controlplane.coordinator import users_to_cut_off
 from controlplane.placement import plan_placement
 from controlplane.throttle import LoginThrottle
 from controlplane.web import content_security_policy, is_loopback
@@ -62,3 +65,17 @@ def test_csp_allows_the_relay_and_no_framing() -> None:
     assert "connect-src 'self' wss://relay.example.com" in csp
     assert "frame-ancestors 'none'" in csp
     assert "'unsafe-eval'" not in csp
+
+
+def test_each_password_change_cuts_a_user_off_once() -> None:
+    t1 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    t2 = t1 + dt.timedelta(seconds=3)
+    # A fresh process acts on every change it is shown.
+    assert users_to_cut_off({}, {"alice": t1, "bob": t1}) == ["alice", "bob"]
+    # Acted on: not again.
+    assert users_to_cut_off({"alice": t1, "bob": t1}, {"alice": t1, "bob": t1}) == []
+    # Changed again: again; and a change dated earlier (another host's clock) counts too.
+    assert users_to_cut_off({"alice": t1, "bob": t2}, {"alice": t2, "bob": t1}) == [
+        "alice",
+        "bob",
+    ]

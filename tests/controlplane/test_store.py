@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from controlplane import store
-from controlplane.db import Database
+from controlplane.db import Database, alembic_config, create_engine
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.schema import metadata
 
@@ -107,6 +108,50 @@ def test_expired_and_revoked_refresh_tokens_are_refused(db: Database) -> None:
     )
     assert "live" not in stored
     assert store.token_hash("live") in stored
+
+
+def test_a_password_change_ends_refresh_sessions_and_is_dated(db: Database) -> None:
+    user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
+    bob = db.run_sync(lambda c: store.add_user(c, "bob", "h"))
+    db.run_sync(lambda c: store.add_refresh_token(c, user.id, "live", ttl=60))
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    assert db.run_sync(_changes_since(before)) == {}
+    assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
+    assert not db.run_sync(lambda c: store.set_password(c, "nobody", "h2"))
+    changes = db.run_sync(_changes_since(before))
+    assert list(changes) == [user.id]  # bob's password did not change
+    assert bob.id not in changes
+    assert before < changes[user.id] <= dt.datetime.now(dt.UTC)
+    # Only changes after `since` are listed.
+    later = changes[user.id] + dt.timedelta(microseconds=1)
+    assert db.run_sync(_changes_since(later)) == {}
+    assert db.run_sync(lambda c: store.rotate_refresh_token(c, "live", "new", 60)) is None
+
+
+def test_the_password_migration_keeps_existing_users(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, username, password_hash, created_at)"
+                " VALUES ('u1', 'alice', 'h', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    db = Database.open(url)  # migrates to the head
+    since = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert db.run_sync(_changes_since(since)) == {}
+    assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
+    assert list(db.run_sync(_changes_since(since))) == ["u1"]
+    db.close()
+
+
+def _changes_since(since: dt.datetime) -> Callable[[sa.Connection], dict[str, dt.datetime]]:
+    return lambda c: store.password_changes_since(c, since)
 
 
 def _workspace(db: Database, user_id: str, number: int) -> store.Workspace:
