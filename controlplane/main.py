@@ -69,6 +69,10 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--max-workspaces-per-user": (int, "live workspaces per user (default 100)"),
     "--relay-backoff-max": (float, "longest wait between reconnects to relayd (default 10)"),
     "--relay-request-timeout": (float, "seconds a control request may take (default 5)"),
+    "--reconcile-interval": (
+        float,
+        "seconds between checks for changes by other processes (default 5)",
+    ),
     "--metrics-access": (str, "who may read /metrics: loopback (default) or any"),
     "--cookie-secure": (str, "Secure refresh cookie: auto (default), always, never"),
     "--proxy-hops": (int, "reverse proxies in front that set X-Forwarded-For (default 0)"),
@@ -105,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(add_vm)
     add_vm.add_argument("name")
     add_vm.add_argument("--vm-token-ttl", help="seconds the token lives (default 365 days)")
+    token = vm.add_parser("token", help="issue a new token for a VM; prints its id and token")
+    _add_common(token)
+    token.add_argument("name")
+    token.add_argument("--vm-token-ttl", help="seconds the token lives (default 365 days)")
     revoke = vm.add_parser("revoke", help="revoke a VM: relayd cuts it off")
     _add_common(revoke)
     revoke.add_argument("name")
@@ -183,7 +191,7 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
         if args.update:
             if not db.run_sync(lambda c: store.set_password(c, name, hashed)):
                 raise SystemExit(f"controlplane: no user {name!r}")
-            print(f"password of {name} changed")
+            print(f"password of {name} changed; their sessions end")
             return 0
         try:
             user = db.run_sync(lambda c: store.add_user(c, name, hashed))
@@ -195,8 +203,32 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _vm_token_ttl(args: argparse.Namespace, settings: Settings) -> float:
+    if not args.vm_token_ttl:
+        return settings.vm_token_ttl
+    try:
+        ttl = float(args.vm_token_ttl)
+    except ValueError:
+        raise SystemExit(
+            f"controlplane: --vm-token-ttl must be a number, not {args.vm_token_ttl!r}"
+        ) from None
+    if not ttl > 0:
+        raise SystemExit("controlplane: --vm-token-ttl must be more than 0")
+    return ttl
+
+
+def _print_vm_token(keyring: KeyRing, settings: Settings, vm_id: str, ttl: float) -> None:
+    """The VM's id and a fresh ``vm`` token, on standard output only (never logged)."""
+    token = issue_token(
+        keyring.signing_key, sub=vm_id, scope=Scope.VM, issuer=settings.issuer, ttl_seconds=ttl
+    )
+    print(f"id: {vm_id}")
+    print(f"token: {token}")
+
+
 def cmd_vm_add(args: argparse.Namespace, settings: Settings) -> int:
     """``controlplane vm add NAME``: prints the id and a VM token."""
+    ttl = _vm_token_ttl(args, settings)
     keyring = KeyRing(settings.state_dir)
     db = _open_db(settings)
     keyring.load()
@@ -207,12 +239,29 @@ def cmd_vm_add(args: argparse.Namespace, settings: Settings) -> int:
             raise SystemExit(f"controlplane: VM {args.name!r} exists") from None
     finally:
         db.close()
-    ttl = float(args.vm_token_ttl) if args.vm_token_ttl else settings.vm_token_ttl
-    token = issue_token(
-        keyring.signing_key, sub=vm.id, scope=Scope.VM, issuer=settings.issuer, ttl_seconds=ttl
-    )
-    print(f"id: {vm.id}")
-    print(f"token: {token}")
+    _print_vm_token(keyring, settings, vm.id, ttl)
+    return 0
+
+
+def cmd_vm_token(args: argparse.Namespace, settings: Settings) -> int:
+    """``controlplane vm token NAME``: a new token for a registered, unrevoked VM.
+
+    The VM's earlier tokens stay valid until they expire (relayd checks
+    signatures only); ``vm revoke`` is what cuts a VM off.
+    """
+    ttl = _vm_token_ttl(args, settings)
+    db = _open_db(settings)
+    try:
+        vm = db.run_sync(lambda c: store.find_vm(c, args.name))
+    finally:
+        db.close()
+    if vm is None:
+        raise SystemExit(f"controlplane: no VM {args.name!r}")
+    if vm.revoked:
+        raise SystemExit(f"controlplane: VM {vm.name!r} is revoked; register it again (vm add)")
+    keyring = KeyRing(settings.state_dir)
+    keyring.load()
+    _print_vm_token(keyring, settings, vm.id, ttl)
     return 0
 
 
@@ -275,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     handlers = {
         ("user", "add"): cmd_user_add,
         ("vm", "add"): cmd_vm_add,
+        ("vm", "token"): cmd_vm_token,
         ("vm", "revoke"): cmd_vm_revoke,
         ("vm", "list"): cmd_vm_list,
         ("keys", "rotate"): cmd_keys_rotate,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,76 @@ def test_vm_add_prints_an_id_and_a_vm_token_and_revoke_lists_it(
     assert run(["vm", "revoke", "builder-1", "--state-dir", str(state)], monkeypatch) == 0
     assert run(["vm", "list", "--state-dir", str(state)], monkeypatch) == 0
     assert "builder-1  none  revoked" in capsys.readouterr().out
+
+
+def _token_lines(out: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in out.splitlines())
+
+
+def test_vm_token_issues_a_new_token_for_a_registered_vm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "s"
+    assert run(["vm", "add", "builder-1", "--state-dir", str(state)], monkeypatch) == 0
+    first = _token_lines(capsys.readouterr().out)
+    argv = ["vm", "token", "builder-1", "--vm-token-ttl", "600", "--state-dir", str(state)]
+    assert run(argv, monkeypatch) == 0
+    captured = capsys.readouterr()
+    again = _token_lines(captured.out)
+    assert captured.err == ""
+    assert again["id"] == first["id"]
+    assert again["token"] != first["token"]
+    keyring = KeyRing(state)
+    keyring.load()
+    claims = keyring.verifier("ffcloud").verify(again["token"], scope=Scope.VM)
+    assert claims.sub == first["id"]
+    assert claims.exp - claims.iat == 600
+    # By id too.
+    assert run(["vm", "token", first["id"], "--state-dir", str(state)], monkeypatch) == 0
+    assert _token_lines(capsys.readouterr().out)["id"] == first["id"]
+
+
+def test_vm_token_refuses_an_unknown_or_revoked_vm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "s")
+    assert run(["vm", "add", "builder-1", "--state-dir", state], monkeypatch) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="no VM 'nope'"):
+        main(["vm", "token", "nope", "--state-dir", state])
+    with pytest.raises(SystemExit, match="must be a number"):
+        main(["vm", "token", "builder-1", "--vm-token-ttl", "soon", "--state-dir", state])
+    with pytest.raises(SystemExit, match="more than 0"):
+        main(["vm", "token", "builder-1", "--vm-token-ttl", "-5", "--state-dir", state])
+    assert run(["vm", "revoke", "builder-1", "--state-dir", state], monkeypatch) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="'builder-1' is revoked"):
+        main(["vm", "token", "builder-1", "--state-dir", state])
+    assert "token" not in capsys.readouterr().out
+
+
+def test_vm_token_is_refused_on_stderr_with_a_failing_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an operator sees it: a real process, its exit code and its streams."""
+    state = str(tmp_path / "s")
+    script = "from controlplane.main import main; main()"
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *argv, "--state-dir", state],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert run(["vm", "add", "builder-1", "--state-dir", state], monkeypatch) == 0
+    assert run(["vm", "revoke", "builder-1", "--state-dir", state], monkeypatch) == 0
+    refused = cli("vm", "token", "builder-1")
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert "VM 'builder-1' is revoked" in refused.stderr
 
 
 def test_keys_are_private_and_rotation_keeps_the_old_key_until_its_tokens_expire(
