@@ -1,6 +1,6 @@
 """One accepted WebSocket peer: its outgoing queue, writer, keepalive and expiry.
 
-The rules this module keeps (trio-websocket has been seen to bite on each):
+The rules this module keeps:
 
 * What is queued for a peer goes out in batches, one write each
   (:mod:`relayd.wsframes`).
@@ -9,7 +9,7 @@ The rules this module keeps (trio-websocket has been seen to bite on each):
   writer sends the close frame after the frame in flight. Only when the peer
   does not take that frame within ``close_timeout`` is the TCP stream closed
   outright (which ends the stalled send), never to be written to again.
-* trio-websocket has no keepalive: :meth:`Peer._keepalive` pings every
+* Keepalive: :meth:`Peer._keepalive` pings every
   ``ping_interval`` seconds and closes a peer that missed two in a row.
 * A token is valid until its ``exp`` (plus the clock-skew leeway); ``auth``
   moves the deadline, otherwise the peer is closed with 4401.
@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from relayd.outbox import Outbox, OutboxClosed
-from relayd.wsframes import FrameCache, send_encoded
+from relayd.wsconn import ConnectionClosed, WebSocket
+from relayd.wsframes import FrameCache
 from wire.messages import error_frame
 from wire.protocol import CloseCode, ErrorCode, Scope
 from wire.tokens import Claims
@@ -49,8 +49,7 @@ class Peer:
 
     def __init__(
         self,
-        ws: WebSocketConnection,
-        stream: trio.abc.Stream,
+        ws: WebSocket,
         claims: Claims,
         *,
         outbox: Outbox,
@@ -60,7 +59,6 @@ class Peer:
         remote: str = "",
     ) -> None:
         self.ws = ws
-        self.stream = stream
         self.claims = claims
         self.scope = claims.scope
         self.sub = claims.sub
@@ -186,7 +184,7 @@ class Peer:
                 try:
                     # Not cancelled half-way by relayd: a stalled send ends when
                     # _closer drops the stream.
-                    await send_encoded(self.ws, data)
+                    await self.ws.send_encoded(data)
                 except ConnectionClosed:
                     break
                 self.frames_out += len(batch)
@@ -194,11 +192,9 @@ class Peer:
                     self.count_out(counts)
             if not self._abandoned:
                 with trio.move_on_after(self.close_timeout) as closing:
-                    await self.ws.aclose(
-                        self.close_code or CloseCode.NORMAL, self.close_reason or None
-                    )
+                    await self.ws.aclose(self.close_code or CloseCode.NORMAL, self.close_reason)
                 if closing.cancelled_caught:
-                    await trio.aclose_forcefully(self.stream)
+                    await self.ws.abort()
         finally:
             cancel_scope.cancel()
 
@@ -208,7 +204,7 @@ class Peer:
         await trio.sleep(self.close_timeout)
         self._abandoned = True
         log.info("peer did not take its data; dropping it", extra=self.log_extra())
-        await trio.aclose_forcefully(self.stream)
+        await self.ws.abort()
 
     async def _keepalive(self) -> None:
         if self.ping_interval <= 0:

@@ -34,7 +34,7 @@ from relayd.room import (
 )
 from relayd.settings import Settings
 from relayd.stats import Stats
-from relayd.wsframes import FrameCache, frame_type, take_ready
+from relayd.wsframes import FrameCache, frame_type
 from wire.envelope import read_envelope
 from wire.messages import (
     Auth,
@@ -60,8 +60,6 @@ from wire.tokens import TokenError, TokenVerifier
 log = logging.getLogger("relayd")
 
 VERSION: Final = "1"
-#: VM frames handled in one go before yielding to the scheduler.
-VM_READ_BATCH: Final = 256
 #: Forwarded ``clientMessageId``/``requestId`` remembered per VM to route its errors back.
 _ERROR_ROUTES: Final = 4096
 #: Longest status word and detail relayd keeps from a VM's ``hello``.
@@ -127,8 +125,8 @@ class Relay:
     # -- peers ---------------------------------------------------------------
 
     def client_count(self, user_id: str) -> int:
-        """Open client connections of one user."""
-        return len(self.clients_by_user.get(user_id, ()))
+        """Open client connections of one user (one that is closing no longer counts)."""
+        return sum(1 for c in self.clients_by_user.get(user_id, ()) if c.ws.open)
 
     def all_peers(self) -> list[Peer]:
         """Every open peer."""
@@ -292,33 +290,37 @@ class Relay:
         """Read a client's frames until it closes."""
         assert isinstance(peer, ClientPeer)
         while True:
-            frame = await peer.ws.get_message()
-            if peer.closing:
-                return
-            self.stats.messages_in += 1
-            self.stats.count_in(f"client:{frame_type(frame)}", len(frame))
-            if not peer.bucket.allow(trio.current_time()):
-                self.stats.rate_limited += 1
-                peer.send_error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
-                continue
-            try:
-                if isinstance(frame, bytes):
-                    raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
-                message = decode_client_message(frame)
-            except ProtocolError as exc:
-                peer.send_error(exc.code, exc.message, ref=exc.ref)
-                continue
-            if isinstance(message, Subscribe):
-                self._subscribe(peer, message)
-            elif isinstance(message, Unsubscribe):
-                room = self.rooms.get(message.workspace_id)
-                if room is not None:
-                    room.unsubscribe(peer)
-                peer.subscriptions.discard(message.workspace_id)
-            elif isinstance(message, Auth):
-                self.renew(peer, message.token)
-            else:
-                await self._forward(peer, message)
+            for frame in await peer.ws.receive():
+                if peer.closing:
+                    return
+                await self._client_frame(peer, frame)
+
+    async def _client_frame(self, peer: ClientPeer, frame: str | bytes) -> None:
+        """Handle one client frame (waits only while the owning VM's queue is full)."""
+        self.stats.messages_in += 1
+        self.stats.count_in(f"client:{frame_type(frame)}", len(frame))
+        if not peer.bucket.allow(trio.current_time()):
+            self.stats.rate_limited += 1
+            peer.send_error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+            return
+        try:
+            if isinstance(frame, bytes):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
+            message = decode_client_message(frame)
+        except ProtocolError as exc:
+            peer.send_error(exc.code, exc.message, ref=exc.ref)
+            return
+        if isinstance(message, Subscribe):
+            self._subscribe(peer, message)
+        elif isinstance(message, Unsubscribe):
+            room = self.rooms.get(message.workspace_id)
+            if room is not None:
+                room.unsubscribe(peer)
+            peer.subscriptions.discard(message.workspace_id)
+        elif isinstance(message, Auth):
+            self.renew(peer, message.token)
+        else:
+            await self._forward(peer, message)
 
     def _subscribe(self, client: ClientPeer, message: Subscribe) -> None:
         ws = message.workspace_id
@@ -426,11 +428,9 @@ class Relay:
         """Read a VM's frames until it closes (the hot path: envelope only)."""
         assert isinstance(peer, VmPeer)
         while True:
-            frames = [await peer.ws.get_message()]
-            # Whatever else the socket read brought is handled in the same go,
-            # so each client's writer finds the lot queued (one write for all).
-            frames.extend(take_ready(peer.ws, VM_READ_BATCH))
-            for frame in frames:
+            # Every frame a socket read brought is handled in the same go, so
+            # each client's writer finds the lot queued (one write for all).
+            for frame in await peer.ws.receive():
                 if peer.closing:
                     return
                 self.stats.vm_frames_in += 1

@@ -37,7 +37,7 @@ class Settings:
     metrics_listen: str = "127.0.0.1:9765"
     log_level: str = "info"
 
-    #: Longest client frame, in characters (trio-websocket counts ``len()``).
+    #: Longest client frame, in characters of the text (``len()``).
     max_client_frame: int = 1 * MIB
     #: Longest VM frame, in characters.
     max_vm_frame: int = 16 * MIB

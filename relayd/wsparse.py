@@ -1,10 +1,11 @@
 """A small RFC 6455 parser for the frames a WebSocket client sends (pure, no I/O).
 
-relayd's VM read path: wsproto parses frame by frame in pure Python with an
-object per frame and per event, which was about half of relayd's CPU time per
-VM frame. :class:`FrameParser` takes a socket read's worth of bytes and parses
-every complete frame in it in one tight loop, returning whole messages
-(``str`` for text, ``bytes`` for binary) and control frames in order.
+relayd's read path, for VMs and clients alike: wsproto parses frame by frame
+in pure Python with an object per frame and per event, which was about half
+of relayd's CPU time per VM frame. :class:`FrameParser` takes a socket
+read's worth of bytes and parses every complete frame in it in one tight
+loop, returning whole messages (``str`` for text, ``bytes`` for binary) and
+control frames in order.
 
 What it checks (a client's frames, no extension negotiated):
 
@@ -17,9 +18,8 @@ What it checks (a client's frames, no extension negotiated):
   frame headers before the payload is buffered (1009);
 * text is valid UTF-8 once the message is whole (1007).
 
-Control frames are returned raw (:class:`ControlFrame`, the bytes as
-received) so that wsproto, which keeps the connection's close state, can
-parse them itself. After an error (:class:`FrameError`, returned as the last
+Control frames are returned with their payload (:class:`ControlFrame`) for
+:mod:`relayd.wsconn` to answer. After an error (:class:`FrameError`, returned as the last
 item) the parser takes no more input.
 """
 
