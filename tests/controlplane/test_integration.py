@@ -9,6 +9,8 @@ interrupt (audited), delete it. And a revoked VM is cut off.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,11 +27,19 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from controlplane import store
 from controlplane.issues import FetchedIssue, IssueRef
+from controlplane.main import main
 from controlplane.provisioner import LocalProvisioner
 from controlplane.server import Running, prepare_state, serve
 from controlplane.settings import Settings
 from tests.support.fake_github import FakeGitHub
-from tests.support.relayd import Relayd, recv_json, recv_until, send_json, start_relayd
+from tests.support.relayd import (
+    Relayd,
+    close_code,
+    recv_json,
+    recv_until,
+    send_json,
+    start_relayd,
+)
 from wire.protocol import Scope
 from wire.tokens import issue_token
 
@@ -39,9 +49,12 @@ PASSWORD = "integration password"
 
 @asynccontextmanager
 async def stack(
-    tmp_path: Path, github: FakeGitHub, provisioner: str = "local"
+    tmp_path: Path, github: FakeGitHub, provisioner: str = "local", **more: Any
 ) -> AsyncIterator[tuple[Running, Relayd, httpx.AsyncClient]]:
-    """relayd, then the control plane (with its local vmagent), and an HTTP client."""
+    """relayd, then the control plane (with its local vmagent), and an HTTP client.
+
+    ``more``: further settings of the control plane.
+    """
     settings = Settings(
         state_dir=tmp_path / "cp",
         listen="127.0.0.1:0",
@@ -49,6 +62,7 @@ async def stack(
         github_timeout=2.0,
         provisioner=provisioner,
         relay_backoff_max=0.5,
+        **more,
     )
     # Keys and database first: relayd starts from the JWKS the control plane writes.
     _keys, db = await trio.to_thread.run_sync(prepare_state, settings)
@@ -69,8 +83,10 @@ def _cheap_hash(password: str) -> str:
     return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)
 
 
-async def login(http: httpx.AsyncClient) -> tuple[str, str]:
-    response = await http.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+async def login(
+    http: httpx.AsyncClient, username: str = "alice", password: str = PASSWORD
+) -> tuple[str, str]:
+    response = await http.post("/api/auth/login", json={"username": username, "password": password})
     assert response.status_code == 200, response.text
     body = response.json()
     return body["accessToken"], body["user"]["id"]
@@ -296,3 +312,112 @@ def _vm_token(running: Running, vm_id: str) -> str:
     return issue_token(
         keyring.signing_key, sub=vm_id, scope=Scope.VM, issuer="ffcloud", ttl_seconds=300
     )
+
+
+async def cli(
+    state_dir: Path, *argv: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """``controlplane ARGV --state-dir STATE_DIR`` in its own process, as an operator runs it."""
+    script = "from controlplane.main import main; main()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+    return await trio.run_process(
+        [sys.executable, "-c", script, *argv, "--state-dir", str(state_dir)],
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+
+
+async def test_a_password_change_from_the_cli_cuts_off_the_users_live_connections(
+    short_tmp: Path, github: FakeGitHub
+) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github, provisioner="none", reconcile_interval=0.1) as (
+            running,
+            relay,
+            http,
+        ):
+            state_dir = running.services.settings.state_dir
+            await running.services.db.run(
+                lambda c: store.add_user(c, "bob", _cheap_hash("bob's password"))
+            )
+            alice_token, alice_id = await login(http)
+            refresh_cookie = http.cookies.get("ffcloud_refresh")
+            assert refresh_cookie
+            async with httpx.AsyncClient(base_url=running.url, timeout=5) as bob_http:
+                bob_token, _bob_id = await login(bob_http, "bob", "bob's password")
+            async with (
+                relay.connect_client(alice_id, token=alice_token) as alice,
+                relay.connect_client("bob", token=bob_token) as bob,
+            ):
+                changed = await cli(
+                    state_dir,
+                    *("user", "add", "alice", "--password-stdin", "--update"),
+                    stdin=b"a new passphrase\n",
+                )
+                assert changed.returncode == 0, changed.stderr.decode()
+                # relayd would keep it until the token expires (300 s from now):
+                # only the control plane's disconnect closes it within the deadline.
+                with trio.fail_after(10):
+                    assert await close_code(alice) == 4403
+                # Bob's connection is untouched and still served.
+                await send_json(bob, {"type": "subscribe", "workspaceId": "no-such-workspace"})
+                answer = await recv_json(bob)
+                assert answer["type"] == "error"
+                assert answer["code"] == "not_found"
+            # The session ended everywhere: the refresh cookie is dead, the old
+            # password refused; the new one works.
+            refreshed = await http.post("/api/auth/refresh")
+            assert refreshed.status_code == 401
+            old = await http.post(
+                "/api/auth/login", json={"username": "alice", "password": PASSWORD}
+            )
+            assert old.status_code == 401
+            await login(http, "alice", "a new passphrase")
+
+
+async def test_a_new_vm_token_from_the_cli_is_accepted_by_relayd(
+    short_tmp: Path, github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github, provisioner="none") as (running, relay, _http):
+            state_dir = running.services.settings.state_dir
+            assert await in_process(state_dir, "vm", "add", "far-away") == 0
+            vm_id = _printed(capsys.readouterr().out)["id"]
+            issued = await cli(state_dir, "vm", "token", "far-away")
+            assert issued.returncode == 0, issued.stderr.decode()
+            printed = _printed(issued.stdout.decode())
+            assert printed["id"] == vm_id
+            assert printed["token"] not in issued.stderr.decode()
+            # The handshake checks the token; relayd reports the VM online only after it.
+            async with relay.connect_vm(vm_id, token=printed["token"]) as conn:
+                await send_json(
+                    conn, {"type": "hello", "vmId": vm_id, "agentVersion": "t", "workspaces": []}
+                )
+                await relay.control.next_event("vm_online", where=lambda e: e["vmId"] == vm_id)
+            # Revoked: no new token.
+            assert await in_process(state_dir, "vm", "revoke", "far-away") == 0
+            capsys.readouterr()
+            assert await in_process(state_dir, "vm", "token", "far-away") == (
+                "controlplane: VM 'far-away' is revoked; register it again (vm add)"
+            )
+            assert capsys.readouterr().out == ""
+
+
+async def in_process(state_dir: Path, *argv: str) -> int | str | None:
+    """``controlplane ARGV`` in a worker thread of this process; its exit code or message."""
+
+    def run() -> int | str | None:
+        try:
+            main([*argv, "--state-dir", str(state_dir)])
+        except SystemExit as done:
+            return done.code
+        raise AssertionError("main() returned without exiting")
+
+    return await trio.to_thread.run_sync(run)
+
+
+def _printed(out: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in out.splitlines())

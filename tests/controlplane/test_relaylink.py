@@ -6,6 +6,7 @@ the test write events and drop the connection.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import tempfile
@@ -21,9 +22,10 @@ import trio.lowlevel
 from controlplane import coordinator as coordinator_module
 from controlplane import store
 from controlplane.coordinator import Coordinator, parse_time, sync_entries
-from controlplane.db import Database
+from controlplane.db import Database, utcnow
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.relaylink import LineReader, RelayLink, RelayRefused, RelayUnavailable
+from controlplane.schema import users
 
 
 class FakeRelay:
@@ -299,6 +301,59 @@ async def test_a_revoked_vm_that_comes_online_is_cut_off(sock_dir: Path, db: Dat
             await fake.send({"type": "vm_online", "vmId": "never-registered"})
             assert (await fake.next("disconnect"))["vmId"] == "never-registered"
             assert coord.online_vms == set()
+
+
+async def test_password_changes_cut_users_off_once_and_again_after_a_refusal(
+    sock_dir: Path, db: Database
+) -> None:
+    alice = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
+    bob = db.run_sync(lambda c: store.add_user(c, "bob", "h"))
+    carol = db.run_sync(lambda c: store.add_user(c, "carol", "h"))
+    # Changed while no control plane ran: acted on at start. Carol's change is
+    # older than the access token lifetime: her old tokens have expired.
+    assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
+    long_ago = utcnow() - dt.timedelta(hours=1)
+    db.run_sync(
+        lambda c: c.execute(
+            users.update().where(users.c.id == carol.id).values(password_changed_at=long_ago)
+        )
+    )
+
+    async def cut_off(fake: FakeRelay) -> str:
+        request = await fake.next("disconnect")
+        assert "vmId" not in request
+        return str(request["userId"])
+
+    async def nothing_more(fake: FakeRelay, link: RelayLink, marker: str) -> None:
+        """A reconciler pass cuts off this unknown VM first, then nobody else."""
+        for name in (f"{marker}-1", f"{marker}-2"):
+            await fake.send({"type": "vm_online", "vmId": name})
+            assert (await fake.next("disconnect")).get("vmId") == name
+        # The fake answers in order: once this is answered, so was the last disconnect.
+        await link.request("stats")
+
+    with trio.fail_after(10):
+        async with (
+            fake_relay(sock_dir / "r.sock") as fake,
+            running_link(db, fake.path) as (link, coord),
+        ):
+            await link.wait_connected()
+            assert await cut_off(fake) == alice.id
+            await nothing_more(fake, link, "a")  # alice once; carol never
+            assert db.run_sync(lambda c: store.set_password(c, "bob", "h2"))
+            coord.kick()
+            assert await cut_off(fake) == bob.id
+            await nothing_more(fake, link, "b")
+            # relayd says no: the change is tried again on the next pass.
+            fake.refuse.add("disconnect")
+            assert db.run_sync(lambda c: store.set_password(c, "alice", "h3"))
+            coord.kick()
+            assert await cut_off(fake) == alice.id
+            await link.request("stats")  # answered after the refusal, in order
+            fake.refuse.clear()
+            coord.kick()
+            assert await cut_off(fake) == alice.id
+            await nothing_more(fake, link, "c")
 
 
 def test_parse_time_accepts_iso_and_epoch() -> None:
