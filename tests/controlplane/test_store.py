@@ -148,6 +148,14 @@ def test_the_password_migration_keeps_existing_users(tmp_path: Path) -> None:
     assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
     assert list(db.run_sync(_changes_since(since))) == ["u1"]
     db.close()
+    # And back: the column goes, the users stay.
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+        columns = {col["name"] for col in sa.inspect(conn).get_columns("users")}
+        assert "password_changed_at" not in columns
+        assert conn.execute(sa.text("SELECT username FROM users")).scalars().all() == ["alice"]
+    engine.dispose()
 
 
 def _changes_since(since: dt.datetime) -> Callable[[sa.Connection], dict[str, dt.datetime]]:
