@@ -53,6 +53,8 @@ from wire.protocol import CLIENT_PATH, SUBPROTOCOL, VM_PATH
 
 CLIENTS = 4
 WINDOW = 256
+#: Frames per write in the capacity mode.
+BURST = 32
 TICKS = os.sysconf("SC_CLK_TCK")
 _STAMP = re.compile(rb'"t":(\d+)')
 
@@ -154,7 +156,8 @@ class Peers:
     """The VM and the clients, for either relay."""
 
     pid: int
-    send: Callable[[str], Awaitable[None]]
+    #: Writes the VM's frames, all in one write.
+    send: Callable[[list[str]], Awaitable[None]]
     receivers: list[Callable[[], Awaitable[bytes]]]
     #: The last seq sent: relayd drops a seq it has already seen.
     seq: int = 0
@@ -185,8 +188,8 @@ async def floor_peers(clients: int, *, batch_writes: bool = True) -> AsyncIterat
             readers.append(_line_reader(stream))
         await trio.sleep(0.2)  # let the floor register the clients (it has no handshake)
 
-        async def send(text: str) -> None:
-            await vm.send_all(text.encode() + b"\n")
+        async def send(texts: list[str]) -> None:
+            await vm.send_all(b"".join(text.encode() + b"\n" for text in texts))
 
         peers.send = send
         peers.receivers = readers
@@ -231,7 +234,7 @@ async def relayd_peers(clients: int) -> AsyncIterator[Peers]:
                     "vmId": "vm1",
                     "workspaces": [{"workspaceId": "w1", "epoch": "e1", "seq": 0}],
                 }
-                await send_vm(json.dumps(hello))
+                await send_vm([json.dumps(hello)])
                 await relay.control.next_event("vm_online")
                 await receive_vm()  # workspace_assigned
                 readers = []
@@ -240,7 +243,7 @@ async def relayd_peers(clients: int) -> AsyncIterator[Peers]:
                         stack, relay.host, relay.port, CLIENT_PATH, relay.client_token(f"u{i}")
                     )
                     subscribe = {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0}
-                    await send(json.dumps({**subscribe, "epoch": "e1"}))
+                    await send([json.dumps({**subscribe, "epoch": "e1"})])
                     reply = json.loads(await receive())
                     assert reply["mode"] == "replay", reply
                     readers.append(receive)
@@ -266,7 +269,7 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 
 async def _raw_ws(
     stack: contextlib.AsyncExitStack, host: str, port: int, path: str, token: str
-) -> tuple[Callable[[str], Awaitable[None]], Callable[[], Awaitable[bytes]]]:
+) -> tuple[Callable[[list[str]], Awaitable[None]], Callable[[], Awaitable[bytes]]]:
     """A WebSocket peer of relayd (VM or client) as cheap as the floor's: (send, receive).
 
     The handshake is written by hand; frames to relayd are masked with one
@@ -332,8 +335,8 @@ async def _raw_ws(
             buffer = buffer[pos:]
         return pending.popleft()
 
-    async def send(text: str) -> None:
-        await stream.send_all(masked_frame(1, text.encode()))
+    async def send(texts: list[str]) -> None:
+        await stream.send_all(b"".join(masked_frame(1, text.encode()) for text in texts))
 
     return send, receive
 
@@ -341,8 +344,8 @@ async def _raw_ws(
 # -- measurements --------------------------------------------------------------
 
 
-async def throughput(peers: Peers, count: int) -> dict[str, float]:
-    """Stream ``count`` frames to every client; relay CPU and wall time."""
+async def throughput(peers: Peers, count: int, burst: int = 1) -> dict[str, float]:
+    """Stream ``count`` frames to every client, ``burst`` to a write; relay CPU and wall time."""
     frames = [frame(peers.next_seq()) for _ in range(count)]
     received = [0] * len(peers.receivers)
     progress = trio.Condition()
@@ -360,8 +363,9 @@ async def throughput(peers: Peers, count: int) -> dict[str, float]:
     async with trio.open_nursery() as nursery:
         for i in range(len(peers.receivers)):
             nursery.start_soon(client, i)
-        for sent, text in enumerate(frames, 1):
-            await peers.send(text)
+        for first in range(0, count, burst):
+            await peers.send(frames[first : first + burst])
+            sent = min(first + burst, count)
             if sent % 32 == 0:
                 async with progress:
                     while min(received) < sent - WINDOW:
@@ -397,7 +401,7 @@ async def latency(peers: Peers, rate: int, seconds: float) -> list[float]:
         start = trio.current_time()
         for i in range(1, count + 1):
             await trio.sleep_until(start + i / rate)
-            await peers.send(frame(peers.next_seq(), time.monotonic_ns()))
+            await peers.send([frame(peers.next_seq(), time.monotonic_ns())])
     return samples
 
 
@@ -414,21 +418,35 @@ RELAYS: dict[str, Callable[[int], contextlib.AbstractAsyncContextManager[Peers]]
 }
 
 
+#: How the load generator's VM writes: (name, frames per write, what it shows).
+MODES = (
+    ("paced", 1, "one frame per write: each relay wakes at the load generator's pace"),
+    (
+        "capacity",
+        BURST,
+        f"{BURST} frames per write: each relay saturated, its own cost per message",
+    ),
+)
+
+
 async def main(quick: bool) -> None:
     count = 3000 if quick else 8000
     rounds = 2 if quick else 5
     seconds = 1.0 if quick else 1.5
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in RELAYS}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        mode: {name: [] for name in RELAYS} for mode, _, _ in MODES
+    }
     lat: dict[str, list[float]] = {"floor": [], "relayd": []}
     print(f"throughput: {rounds} rounds, the relays in turn ...", file=sys.stderr, flush=True)
     async with contextlib.AsyncExitStack() as stack:
-        peers = {name: await stack.enter_async_context(RELAYS[name](CLIENTS)) for name in runs}
+        peers = {name: await stack.enter_async_context(RELAYS[name](CLIENTS)) for name in RELAYS}
         for each in peers.values():
             await throughput(each, 500)  # warm up
         # In turn, round after round: the machine's moods hit every relay alike.
         for _ in range(rounds):
-            for name, each in peers.items():
-                runs[name].append(await throughput(each, count))
+            for mode, burst, _ in MODES:
+                for name, each in peers.items():
+                    runs[mode][name].append(await throughput(each, count, burst))
     print("latency: 2 rounds, the relays in turn ...", file=sys.stderr, flush=True)
     async with contextlib.AsyncExitStack() as stack:
         single = {name: await stack.enter_async_context(RELAYS[name](1)) for name in lat}
@@ -441,25 +459,26 @@ async def main(quick: bool) -> None:
     print(f"machine: {os.cpu_count()} cores, load average {load} (busy machines skew latency)")
     print(
         f"throughput: 1 VM -> {CLIENTS} clients, {count} frames of {len(frame(1))} bytes"
-        f" each, {rounds} rounds"
+        f" each, {rounds} rounds, msg/s per relay core (median, then each round)"
     )
     print("  (floor: raw TCP, batched writes like relayd's; naive: raw TCP, one write per message)")
-    for name, results in runs.items():
-        rates = [r["per_core"] for r in results]
-        walls = [r["wall_rate"] for r in results]
-        print(
-            f"  {name:7s} {statistics.median(rates):>10,.0f} msg/s per relay core, median"
-            f"   (rounds: {', '.join(f'{x:,.0f}' for x in rates)};"
-            f" wall {statistics.median(walls):,.0f} msg/s)"
-        )
-    for name in ("floor", "naive"):
-        ratios = [
-            r["per_core"] / f["per_core"] for r, f in zip(runs["relayd"], runs[name], strict=True)
-        ]
-        print(
-            f"  ratio relayd/{name}: {statistics.median(ratios):.2f} median of the rounds"
-            f" ({', '.join(f'{x:.2f}' for x in ratios)})"
-        )
+    for mode, _, what in MODES:
+        print(f"  {mode}: {what}")
+        for name, results in runs[mode].items():
+            rates = [r["per_core"] for r in results]
+            walls = [r["wall_rate"] for r in results]
+            print(
+                f"    {name:7s} {statistics.median(rates):>9,.0f}"
+                f"   ({', '.join(f'{x:,.0f}' for x in rates)};"
+                f" wall {statistics.median(walls):,.0f} msg/s)"
+            )
+        for name in ("floor", "naive"):
+            pairs = zip(runs[mode]["relayd"], runs[mode][name], strict=True)
+            ratios = [r["per_core"] / f["per_core"] for r, f in pairs]
+            print(
+                f"    ratio relayd/{name}: {statistics.median(ratios):.2f}"
+                f" ({', '.join(f'{x:.2f}' for x in ratios)})"
+            )
     print("  goal: relayd/floor >= 0.6")
     print(
         f"latency: 1 VM -> 1 client at 1000 msg/s, 2 rounds of {seconds} s"

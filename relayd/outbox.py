@@ -7,7 +7,8 @@ a VM: a full queue means the peer is too slow, and the caller closes it), and
 :meth:`Outbox.put` waits for room (client messages to a VM: the client is not
 read meanwhile, which is how a fast client is slowed down). One consumer takes
 frames with :meth:`Outbox.wait` and :meth:`Outbox.take` (or
-:meth:`Outbox.get_batch`, both at once).
+:meth:`Outbox.get_batch`, both at once). The frames of one VM read that go
+to every subscriber are queued as one shared entry (:class:`SharedFrames`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,44 @@ class OutboxClosed(Exception):
     """The outbox was closed: its peer is going away."""
 
 
+class SharedFrames:
+    """Frames queued, as one entry, for every subscriber of a room at once.
+
+    The frames of one socket read of a VM go to each subscriber in the same
+    order: they are queued as one object shared by every outbox, and the first
+    writer to send it leaves its encoding here (``encoded``, ``counts``) for the
+    others (:meth:`relayd.wsframes.FrameCache.encode`).
+    """
+
+    __slots__ = ("chars", "counts", "encoded", "frames")
+
+    def __init__(self, frames: list[str], chars: int) -> None:
+        self.frames = frames
+        #: Characters in all the frames.
+        self.chars = chars
+        self.encoded: bytes | None = None
+        self.counts: dict[str, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+Entry = str | SharedFrames
+
+
+def _size(entry: Entry) -> int:
+    return len(entry) if type(entry) is str else entry.chars  # type: ignore[union-attr]
+
+
 class Outbox:
     """Frames waiting for one peer's writer."""
 
     def __init__(self, max_messages: int, max_chars: int) -> None:
         self.max_messages = max(max_messages, 1)
         self.max_chars = max(max_chars, 1)
-        self._frames: collections.deque[str] = collections.deque()
+        self._frames: collections.deque[Entry] = collections.deque()
+        #: Frames queued (a shared entry counts its frames) and their characters.
+        self._count = 0
         self._chars = 0
         self._closed = False
         self._readable = trio.Event()
@@ -35,7 +67,7 @@ class Outbox:
         self._writable.set()
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return self._count
 
     @property
     def chars(self) -> int:
@@ -51,21 +83,36 @@ class Outbox:
         if not self._frames:
             return True  # one frame always fits, however large (the frame limit bounds it)
         return (
-            len(self._frames) < self.max_messages * limit_share
+            self._count < self.max_messages * limit_share
             and self._chars + len(frame) <= self.max_chars * limit_share
         )
 
     def offer(self, frame: str) -> bool:
         """Queue a frame without waiting; False when the queue is full or closed."""
-        # _fits and _push written out: this runs once per frame per client.
-        frames = self._frames
         if self._closed or (
-            frames
-            and (len(frames) >= self.max_messages or self._chars + len(frame) > self.max_chars)
+            self._frames
+            and (self._count >= self.max_messages or self._chars + len(frame) > self.max_chars)
         ):
             return False
-        frames.append(frame)
-        self._chars += len(frame)
+        self._push(frame)
+        return True
+
+    def offer_shared(self, shared: SharedFrames) -> bool:
+        """Queue frames shared with other outboxes, without waiting; False as :meth:`offer`.
+
+        All of them, or (when they do not all fit) as many as :meth:`offer` one
+        by one would have queued: the caller closes the peer either way.
+        """
+        if self._closed:
+            return False
+        if (
+            self._count + len(shared.frames) > self.max_messages
+            or self._chars + shared.chars > self.max_chars
+        ):
+            return all(self.offer(frame) for frame in shared.frames)
+        self._frames.append(shared)
+        self._count += len(shared.frames)
+        self._chars += shared.chars
         self._readable.set()
         return True
 
@@ -88,6 +135,7 @@ class Outbox:
 
     def _push(self, frame: str) -> None:
         self._frames.append(frame)
+        self._count += 1
         self._chars += len(frame)
         self._readable.set()
 
@@ -107,16 +155,28 @@ class Outbox:
 
     def take(self, max_chars: int) -> list[str]:
         """Take queued frames up to ``max_chars`` characters (at least one, if any)."""
+        frames: list[str] = []
+        for entry in self.take_entries(max_chars):
+            if type(entry) is str:
+                frames.append(entry)
+            else:
+                frames.extend(entry.frames)  # type: ignore[union-attr]
+        return frames
+
+    def take_entries(self, max_chars: int) -> list[Entry]:
+        """Take queued entries up to ``max_chars`` characters (at least one, if any)."""
         if self._closed:
             raise OutboxClosed
-        if not self._frames:
+        queued = self._frames
+        if not queued:
             return []
-        batch = [self._frames.popleft()]
-        size = len(batch[0])
-        while self._frames and size + len(self._frames[0]) <= max_chars:
-            frame = self._frames.popleft()
-            size += len(frame)
-            batch.append(frame)
+        batch = [queued.popleft()]
+        size = _size(batch[0])
+        while queued and size + _size(queued[0]) <= max_chars:
+            entry = queued.popleft()
+            size += _size(entry)
+            batch.append(entry)
+        self._count -= sum([1 if type(e) is str else len(e) for e in batch])
         self._chars -= size
         self._writable.set()
         return batch
@@ -125,6 +185,7 @@ class Outbox:
         """Drop what is queued and wake everyone; further use raises :class:`OutboxClosed`."""
         self._closed = True
         self._frames.clear()
+        self._count = 0
         self._chars = 0
         self._readable.set()
         self._writable.set()

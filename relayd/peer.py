@@ -176,8 +176,10 @@ class Peer:
                         if len(self.outbox) == queued or self.outbox.chars >= WRITE_BATCH_CHARS:
                             break
                         queued = len(self.outbox)
-                    batch = self.outbox.take(WRITE_BATCH_CHARS)
-                    busy = len(batch) > 1
+                    before = len(self.outbox)
+                    batch = self.outbox.take_entries(WRITE_BATCH_CHARS)
+                    sent = before - len(self.outbox)
+                    busy = sent > 1
                 except OutboxClosed:
                     break
                 data, counts = self.frame_cache.encode(batch)
@@ -187,7 +189,7 @@ class Peer:
                     await self.ws.send_encoded(data)
                 except ConnectionClosed:
                     break
-                self.frames_out += len(batch)
+                self.frames_out += sent
                 if self.count_out is not None:
                     self.count_out(counts)
             if not self._abandoned:

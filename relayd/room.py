@@ -264,6 +264,19 @@ class Room:
             actions.append(Deliver(clients, (offline_frame(self.workspace_id),)))
         return actions
 
+    def next_frame(self, seq: int, epoch: str, frame: str) -> tuple[ClientKey, ...] | None:
+        """The common case of :meth:`vm_frame`, without building actions.
+
+        The frame's seq follows the head in the current epoch, no client is
+        waiting for it to catch up, and it is not a ``status``: it is buffered
+        and the live clients returned (its recipients). Otherwise nothing
+        happens and None is returned: call :meth:`vm_frame`.
+        """
+        if epoch != self.epoch or seq != self.head + 1 or self._ahead:
+            return None
+        self._append(seq, frame)
+        return tuple(self._live)
+
     def vm_frame(
         self, seq: int, epoch: str, frame: str, *, status: str | None = None
     ) -> list[Action]:

@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
+from relayd.outbox import Entry, SharedFrames
+
 _FIN_TEXT = 0x81
 
 
@@ -72,27 +74,62 @@ class FrameCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def encode(self, frames: Iterable[str]) -> tuple[bytes, dict[str, list[int]]]:
-        """The frames encoded back to back, and ``type -> [frames, characters]``."""
-        entries = self._entries
+    def encode(self, frames: Iterable[Entry]) -> tuple[bytes, dict[str, list[int]]]:
+        """The frames encoded back to back, and ``type -> [frames, characters]``.
+
+        A :class:`relayd.outbox.SharedFrames` entry is encoded once, by the
+        first writer that sends it, and kept on the entry for the others.
+        """
         parts: list[bytes] = []
         counts: dict[str, list[int]] = {}
         for frame in frames:
-            entry = entries.get(frame)
-            if entry is None:
-                entry = (encode_text_frame(frame), frame_type(frame))
-                size = len(frame)
-                if size <= FRAME_CACHE_MAX_FRAME:
-                    if len(entries) >= self.max_entries or self._chars + size > self.max_chars:
-                        entries.clear()
-                        self._chars = 0
-                    entries[frame] = entry
-                    self._chars += size
-            parts.append(entry[0])
-            count = counts.get(entry[1])
+            if type(frame) is str:
+                data, kind = self._one(frame)
+                parts.append(data)
+                count = counts.get(kind)
+                if count is None:
+                    counts[kind] = [1, len(frame)]
+                else:
+                    count[0] += 1
+                    count[1] += len(frame)
+                continue
+            assert isinstance(frame, SharedFrames)
+            if frame.encoded is None or frame.counts is None:
+                frame.encoded, frame.counts = self._encode_shared(frame.frames)
+            parts.append(frame.encoded)
+            for kind, (n, chars) in frame.counts.items():
+                count = counts.get(kind)
+                if count is None:
+                    counts[kind] = [n, chars]
+                else:
+                    count[0] += n
+                    count[1] += chars
+        return b"".join(parts), counts
+
+    def _one(self, frame: str) -> tuple[bytes, str]:
+        entries = self._entries
+        entry = entries.get(frame)
+        if entry is None:
+            entry = (encode_text_frame(frame), frame_type(frame))
+            size = len(frame)
+            if size <= FRAME_CACHE_MAX_FRAME:
+                if len(entries) >= self.max_entries or self._chars + size > self.max_chars:
+                    entries.clear()
+                    self._chars = 0
+                entries[frame] = entry
+                self._chars += size
+        return entry
+
+    @staticmethod
+    def _encode_shared(frames: list[str]) -> tuple[bytes, dict[str, list[int]]]:
+        # Encoded once for every outbox it is in: no need to keep each frame.
+        counts: dict[str, list[int]] = {}
+        for frame in frames:
+            kind = frame_type(frame)
+            count = counts.get(kind)
             if count is None:
-                counts[entry[1]] = [1, len(frame)]
+                counts[kind] = [1, len(frame)]
             else:
                 count[0] += 1
                 count[1] += len(frame)
-        return b"".join(parts), counts
+        return b"".join([encode_text_frame(frame) for frame in frames]), counts

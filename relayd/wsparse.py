@@ -56,14 +56,13 @@ class FrameError:
 
 
 class ControlFrame:
-    """A close, ping or pong frame: its opcode, unmasked payload and raw bytes."""
+    """A close, ping or pong frame: its opcode and unmasked payload."""
 
-    __slots__ = ("opcode", "payload", "raw")
+    __slots__ = ("opcode", "payload")
 
-    def __init__(self, opcode: int, payload: bytes, raw: bytes) -> None:
+    def __init__(self, opcode: int, payload: bytes) -> None:
         self.opcode = opcode
         self.payload = payload
-        self.raw = raw
 
     def __repr__(self) -> str:
         return f"ControlFrame({self.opcode}, {self.payload!r})"
@@ -184,7 +183,7 @@ class FrameParser:
                 except UnicodeDecodeError:
                     return self._fail(out, INVALID_DATA, "text is not valid UTF-8")
             elif opcode >= OP_CLOSE:
-                out.append(ControlFrame(opcode, payload, bytes(buf[pos:stop])))
+                out.append(ControlFrame(opcode, payload))
             elif opcode == OP_BINARY and fin:
                 out.append(payload)
             else:

@@ -53,17 +53,24 @@ def read_envelope(frame: str) -> Envelope:
     writer meant; the frame comes from an authenticated VM, and the relay does
     not vouch for the rest of it.
     """
-    m = _HEAD.match(frame)
-    if m is not None and frame.endswith("}"):
-        kind, workspace_id, seq, epoch, request_id = m.groups()
+    head = read_head(frame)
+    if head is not None:
+        kind, workspace_id, seq, epoch, request_id = head
         return Envelope(
-            type=kind,
-            workspace_id=workspace_id,
-            seq=int(seq) if seq is not None else None,
-            epoch=epoch,
-            request_id=request_id,
+            type=kind, workspace_id=workspace_id, seq=seq, epoch=epoch, request_id=request_id
         )
     return _read_envelope_slow(frame)
+
+
+def read_head(frame: str) -> tuple[str, str | None, int | None, str | None, str | None] | None:
+    """``(type, workspaceId, seq, epoch, requestId)`` of a frame written by
+    :func:`vm_frame` (envelope first), or None: then :func:`read_envelope`
+    decodes it. relayd's hot path, without building an :class:`Envelope`."""
+    m = _HEAD.match(frame)
+    if m is None or not frame.endswith("}"):
+        return None
+    kind, workspace_id, seq, epoch, request_id = m.groups()
+    return kind, workspace_id, int(seq) if seq is not None else None, epoch, request_id
 
 
 def _read_envelope_slow(frame: str) -> Envelope:

@@ -120,6 +120,20 @@ def test_snapshot_ahead_of_frames_skips_what_it_covers() -> None:
     assert [m["seq"] for m in delivered(room.vm_frame(4, "e1", frame(4)), "c")] == [4]
 
 
+def test_next_frame_takes_only_the_common_case() -> None:
+    room = Room("w", buffer_messages=100, buffer_bytes=10**9)
+    room.vm_connected(("e1", 0))
+    room.subscribe("c", last_seq=0, epoch="e1")
+    room.subscribe("late", last_seq=None, epoch=None)  # waits for a snapshot
+    assert room.next_frame(1, "e1", frame(1)) == ("c",)
+    assert room.head == 1
+    for seq, epoch in ((1, "e1"), (3, "e1"), (2, "e2")):  # duplicate, gap, new epoch
+        assert room.next_frame(seq, epoch, frame(seq)) is None
+        assert room.head == 1  # nothing happened: vm_frame decides
+    room.subscribe("ahead", last_seq=1, epoch="e1")
+    assert room.next_frame(2, "e1", frame(2)) == ("c", "ahead")
+
+
 def test_duplicate_and_stale_frames_are_dropped() -> None:
     room = make_room()
     room.vm_connected(("e1", 0))
@@ -345,6 +359,12 @@ class Harness:
         if event[0] == "frame":
             _, seq, epoch, kind = event
             text = vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"status": "running"})
+            if kind != "status":
+                # As relayd does: the common case first, the full path otherwise.
+                recipients = self.room.next_frame(seq, epoch, text)
+                if recipients is not None:
+                    self.apply([Deliver(recipients, (text,))])
+                    return
             status = "running" if kind == "status" else None
             self.apply(self.room.vm_frame(seq, epoch, text, status=status))
         else:

@@ -7,10 +7,14 @@ import trio
 import trio.testing
 
 from relayd.handshake import Accepted, Refused, check_handshake
-from relayd.outbox import Outbox, OutboxClosed
+from relayd.outbox import Outbox, OutboxClosed, SharedFrames
 from relayd.ratelimit import TokenBucket
+from relayd.relay import Relay
 from relayd.settings import DEFAULT_ORIGINS, Settings, parse_settings
 from tests.support.keys import KeyRing
+from tests.support.stubpeer import room_with_clients
+from wire.envelope import vm_frame
+from wire.protocol import CloseCode
 from wire.tokens import TokenVerifier
 
 
@@ -86,6 +90,24 @@ async def test_outbox_bounds_and_backpressure() -> None:
         await box.get_batch(10)
 
 
+def test_outbox_shared_frames_count_as_their_frames() -> None:
+    box = Outbox(max_messages=5, max_chars=100)
+    shared = SharedFrames(["ab", "cd", "ef"], 6)
+    assert box.offer("x")
+    assert box.offer_shared(shared)
+    assert (len(box), box.chars) == (4, 7)
+    # Too many to fit whole: as many as fit one by one, and False (too slow).
+    assert not box.offer_shared(SharedFrames(["g", "h"], 2))
+    assert len(box) == 5
+    entries = box.take_entries(1000)
+    assert entries == ["x", shared, "g"]
+    assert (len(box), box.chars) == (0, 0)
+    assert box.offer_shared(shared)
+    assert box.take(1000) == ["ab", "cd", "ef"]  # take() gives the frames themselves
+    box.close()
+    assert not box.offer_shared(shared)
+
+
 def test_handshake_decisions() -> None:
     keys = KeyRing()
     verifier = TokenVerifier.from_jwks(keys.jwks(), issuer=keys.issuer)
@@ -117,3 +139,36 @@ def test_handshake_decisions() -> None:
     assert basic.status == 401
     harmless_query = check("/v1/client?v=2", good, ["ffcloud.v1"])
     assert isinstance(harmless_query, Accepted)
+
+
+def relay_frame(seq: int, kind: str = "claude_message") -> str:
+    return vm_frame(kind, "w1", seq=seq, epoch="e1", fields={"status": "running"})
+
+
+async def test_a_vm_read_reaches_every_client_in_order_as_shared_entries() -> None:
+    relay = Relay(Settings(), TokenVerifier({}, issuer="ffcloud"))
+    vm, clients = room_with_clients(relay, [100, 100])
+    frames = [relay_frame(1), relay_frame(2), relay_frame(3, "status"), *map(relay_frame, (4, 5))]
+    before = relay.stats.messages_out
+    relay.vm_frames(vm, [*frames])
+    first, second = (c.outbox.take_entries(1 << 20) for c in clients)
+    # The hot path's frames are held and joined; the status frame between them
+    # takes the full path, which delivers what was held first.
+    assert [e.frames for e in first if isinstance(e, SharedFrames)] == [
+        frames[:2],
+        frames[2:3],
+        frames[3:],
+    ]
+    assert all(a is b for a, b in zip(first, second, strict=True))  # one object for both
+    assert relay.stats.messages_out - before == 10
+    assert relay.rooms["w1"].status == "running"
+
+
+async def test_a_client_too_slow_for_a_read_is_closed_and_the_others_get_it_all() -> None:
+    relay = Relay(Settings(), TokenVerifier({}, issuer="ffcloud"))
+    vm, (fast, slow) = room_with_clients(relay, [100, 3])
+    frames = [relay_frame(seq) for seq in range(1, 6)]
+    relay.vm_frames(vm, [*frames])
+    assert slow.close_code == CloseCode.TOO_SLOW
+    assert relay.rooms["w1"].clients == [fast]
+    assert fast.outbox.take(1 << 20) == frames

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from wsproto.frame_protocol import FrameProtocol
 
+from relayd.outbox import SharedFrames
 from relayd.wsframes import FRAME_CACHE_MAX_FRAME, FrameCache, encode_text_frame
 
 
@@ -46,3 +47,20 @@ def test_frame_cache_is_emptied_when_full_and_stays_correct() -> None:
     big = cache.encode(["z" * 600])[0] + cache.encode(["w" * 600])[0]
     assert big == encode_text_frame("z" * 600) + encode_text_frame("w" * 600)
     assert len(cache) == 1  # the second 600 characters did not fit beside the first
+
+
+def test_shared_frames_are_encoded_once_for_every_writer() -> None:
+    cache = FrameCache()
+    frames = ['{"type":"claude_message","seq":1}', '{"type":"status","seq":2}']
+    shared = SharedFrames(frames, sum(map(len, frames)))
+    expected = b"".join(encode_text_frame(f) for f in frames)
+    data, counts = cache.encode(["before", shared, "after"])
+    assert data == encode_text_frame("before") + expected + encode_text_frame("after")
+    assert counts == {
+        "other": [2, len("before") + len("after")],
+        "claude_message": [1, len(frames[0])],
+        "status": [1, len(frames[1])],
+    }
+    assert shared.encoded == expected
+    shared.frames = ["changed"]  # a second writer uses what the first left
+    assert cache.encode([shared]) == (expected, {"claude_message": [1, 33], "status": [1, 25]})

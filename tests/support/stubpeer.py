@@ -1,0 +1,62 @@
+"""A stand-in for a relayd peer: what ``relayd.relay.Relay`` uses of one, no socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from relayd.outbox import Outbox
+from relayd.relay import ClientPeer, Ownership, Relay, VmPeer
+from wire.messages import Subscribe
+
+
+class StubPeer:
+    """A connection as the relay sees it: an outbox, a ``sub``, a close code."""
+
+    closing = False
+    close_code: int | None = None
+    outbox: Outbox
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    def send_or_drop(self, frame: str) -> None:
+        """Queue a frame (a full queue is not expected here)."""
+        assert self.outbox.offer(frame)
+
+    def send_error(self, *args: Any, **kwargs: Any) -> None:
+        """relayd's frames in these tests are all good."""
+        raise AssertionError(f"error {args} {kwargs}")
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Remember the code; the outbox closes as a real peer's does."""
+        self.closing = True
+        self.close_code = code
+        self.outbox.close()
+
+    def log_extra(self, **more: Any) -> dict[str, Any]:
+        """Nothing to add to log lines."""
+        return more
+
+
+def room_with_clients(
+    relay: Relay, queues: list[int], *, seq: int = 0
+) -> tuple[VmPeer, list[ClientPeer]]:
+    """Workspace w1 on VM vm1 (its log at ``seq``), a user subscribed live per queue size."""
+    users = [f"u{i}" for i in range(len(queues))]
+    relay.ownership["w1"] = Ownership("w1", "vm1", frozenset(users), {})
+    vm = cast(VmPeer, StubPeer(sub="vm1", outbox=Outbox(1024, 1 << 30)))
+    relay.vm_joined(vm)
+    relay.vms["vm1"] = vm
+    log = {"workspaceId": "w1", "epoch": "e1", "seq": seq}
+    relay.vm_frames(vm, [json.dumps({"type": "hello", "vmId": "vm1", "workspaces": [log]})])
+    peers = []
+    for user, queue in zip(users, queues, strict=True):
+        client = cast(
+            ClientPeer, StubPeer(sub=user, subscriptions=set(), outbox=Outbox(queue, 1 << 30))
+        )
+        relay._subscribe(client, Subscribe(workspace_id="w1", last_seq=seq, epoch="e1"))
+        subscribed = client.outbox.take(1 << 30)
+        assert '"mode":"replay"' in subscribed[0], subscribed
+        peers.append(client)
+    return vm, peers
