@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
@@ -127,6 +128,11 @@ class Coordinator:
         #: Held while relayd's table is read from the database and sent.
         self._table_lock = trio.Lock()
         self._event_done = trio.Event()
+        #: Waits until the next relayd event has been handled. An attribute,
+        #: renewed after every event, so that taken *before* looking at the
+        #: state (``changed = coordinator.wait_event``; look; ``await
+        #: changed()``) it also wakes for an event handled while looking.
+        self.wait_event: Callable[[], Awaitable[None]] = self._event_done.wait
 
     def attach(self, link: RelayLink) -> None:
         """Use ``link`` for requests."""
@@ -135,10 +141,6 @@ class Coordinator:
     def kick(self) -> None:
         """Ask the reconciler for a pass now (placement, disconnects)."""
         self._wakeup.set()
-
-    async def wait_event(self) -> None:
-        """Wait until the next relayd event has been handled."""
-        await self._event_done.wait()
 
     # --- link callbacks ---------------------------------------------------
 
@@ -159,6 +161,7 @@ class Coordinator:
         finally:
             self._event_done.set()
             self._event_done = trio.Event()
+            self.wait_event = self._event_done.wait
 
     async def _handle_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
