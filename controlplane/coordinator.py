@@ -261,7 +261,6 @@ class Coordinator:
         for vm_id in sorted(self._to_disconnect):
             await link.request("disconnect", vmId=vm_id)
             self._to_disconnect.discard(vm_id)
-        await self._cut_off_changed_passwords(link)
         # Read and send under the lock, so a release cannot slip in between
         # and be undone by a sync that still lists the workspace.
         async with self._table_lock:
@@ -273,12 +272,19 @@ class Coordinator:
                 log.info("relayd's table differs from the database; re-syncing")
                 await link.request("sync", workspaces=sync_entries(placed))
                 self._relay_table = wanted
+        # Last, so that a failure here holds up nothing else.
+        await self._cut_off_changed_passwords(link)
 
     async def _cut_off_changed_passwords(self, link: RelayLink) -> None:
         since = utcnow() - dt.timedelta(seconds=self.session_window)
         changes = await self.db.run(lambda c: store.password_changes_since(c, since))
         for user_id in users_to_cut_off(self._passwords_handled, changes):
-            reply = await link.request("disconnect", userId=user_id)
+            try:
+                reply = await link.request("disconnect", userId=user_id)
+            except RelayRefused as exc:
+                # Not marked handled: the next pass tries again.
+                log.warning("disconnect refused", extra={"userId": user_id, "reason": str(exc)})
+                continue
             self._passwords_handled[user_id] = changes[user_id]
             log.info(
                 "password changed; the user's relay connections were cut off",
