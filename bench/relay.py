@@ -78,9 +78,23 @@ def frame(seq: int, stamp: int = 0) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """CPU time of a process (all its threads), in seconds, to the nanosecond.
+
+    ``/proc/PID/task/*/schedstat`` counts nanoseconds; ``/proc/PID/stat``
+    counts clock ticks (10 ms), too coarse for a relay that handles a round
+    in a tenth of a second.
+    """
+    try:
+        return (
+            sum(
+                int(Path(task, "schedstat").read_text().split()[0])
+                for task in Path(f"/proc/{pid}/task").iterdir()
+            )
+            / 1e9
+        )
+    except (OSError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 # -- the floor: a raw TCP relay ------------------------------------------------
@@ -158,7 +172,7 @@ class Peers:
     pid: int
     #: Writes the VM's frames, all in one write.
     send: Callable[[list[str]], Awaitable[None]]
-    receivers: list[Callable[[], Awaitable[bytes]]]
+    receivers: list[Reader]
     #: The last seq sent: relayd drops a seq it has already seen.
     seq: int = 0
 
@@ -181,11 +195,11 @@ async def floor_peers(clients: int, *, batch_writes: bool = True) -> AsyncIterat
     try:
         vm = await trio.open_tcp_stream("127.0.0.1", port)
         await vm.send_all(b"vm\n")
-        readers = []
+        readers: list[Reader] = []
         for _ in range(clients):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(b"client\n")
-            readers.append(_line_reader(stream))
+            readers.append(LineReader(stream))
         await trio.sleep(0.2)  # let the floor register the clients (it has no handshake)
 
         async def send(texts: list[str]) -> None:
@@ -199,34 +213,102 @@ async def floor_peers(clients: int, *, batch_writes: bool = True) -> AsyncIterat
         await process.wait()
 
 
-def _line_reader(stream: trio.SocketStream) -> Callable[[], Awaitable[bytes]]:
-    pending: list[bytes] = []
-    buffer = b""
+class Reader:
+    """A client's socket as the load generator reads it: whole messages, or just how many.
 
-    async def receive() -> bytes:
-        nonlocal buffer
-        while not pending:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise EOFError
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            pending.extend(lines)
-        return pending.pop(0)
+    ``count()`` is what the throughput measurement uses: it keeps no message,
+    so that the load generator spends as little as it can per message and the
+    relay, not the generator, is the bottleneck when the VM writes in bursts.
+    """
 
-    return receive
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.pending: collections.deque[bytes] = collections.deque()
+
+    async def receive(self) -> bytes:
+        """The next message."""
+        while not self.pending:
+            await self._read(keep=True)
+        return self.pending.popleft()
+
+    async def count(self) -> int:
+        """How many messages the next read brought (at least one); they are dropped."""
+        done = len(self.pending)
+        self.pending.clear()
+        while not done:
+            done = await self._read(keep=False)
+        return done
+
+    async def _data(self) -> bytes:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        return bytes(data)
+
+    async def _read(self, *, keep: bool) -> int:
+        raise NotImplementedError
+
+
+class LineReader(Reader):
+    """The floor's clients: newline-framed."""
+
+    async def _read(self, *, keep: bool) -> int:
+        data = self.buffer + await self._data()
+        if keep:
+            *lines, self.buffer = data.split(b"\n")
+            self.pending.extend(lines)
+            return len(lines)
+        self.buffer = data[data.rfind(b"\n") + 1 :]
+        return data.count(b"\n")
+
+
+class FrameReader(Reader):
+    """relayd's clients: WebSocket frames from a server (unmasked, never fragmented by relayd).
+
+    Cut out of each read with a few slices, as the floor's clients split lines
+    (wsproto, at ~15 us a frame, or trio-websocket, with its reader task,
+    would make the load generator slower for relayd than for the floor).
+    """
+
+    async def _read(self, *, keep: bool) -> int:
+        buffer = self.buffer + await self._data()
+        done, pos, end = 0, 0, len(buffer)
+        while end - pos >= 2:
+            opcode, size, at = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, pos + 2
+            if size == 126:
+                if end - at < 2:
+                    break
+                size, at = int.from_bytes(buffer[at : at + 2], "big"), at + 2
+            elif size == 127:
+                if end - at < 8:
+                    break
+                size, at = int.from_bytes(buffer[at : at + 8], "big"), at + 8
+            if end - at < size:
+                break
+            if opcode == 1:
+                done += 1
+                if keep:
+                    self.pending.append(buffer[at : at + size])
+            elif opcode == 9:  # a ping: answer it (masked, as a client must)
+                await self.stream.send_all(masked_frame(10, buffer[at : at + size]))
+            elif opcode == 8:
+                raise EOFError(f"closed {int.from_bytes(buffer[at : at + 2], 'big')}")
+            pos = at + size
+        self.buffer = buffer[pos:]
+        return done
 
 
 @contextlib.asynccontextmanager
-async def relayd_peers(clients: int) -> AsyncIterator[Peers]:
+async def relayd_peers(clients: int, source: Path | None = None) -> AsyncIterator[Peers]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         # The load generator's VM does not read during a measurement, so it
         # would miss relayd's pings: none are sent.
         args = ["--log-level", "warning", "--ping-interval", "0"]
-        async with start_relayd(Path(tmp), args=args) as relay:
+        async with start_relayd(Path(tmp), args=args, source=source) as relay:
             await relay.control.assign("w1", "vm1", [f"u{i}" for i in range(clients)])
             async with contextlib.AsyncExitStack() as stack:
-                send_vm, receive_vm = await _raw_ws(
+                send_vm, vm_reader = await _raw_ws(
                     stack, relay.host, relay.port, VM_PATH, relay.vm_token("vm1")
                 )
                 hello = {
@@ -236,17 +318,17 @@ async def relayd_peers(clients: int) -> AsyncIterator[Peers]:
                 }
                 await send_vm([json.dumps(hello)])
                 await relay.control.next_event("vm_online")
-                await receive_vm()  # workspace_assigned
-                readers = []
+                await vm_reader.receive()  # workspace_assigned
+                readers: list[Reader] = []
                 for i in range(clients):
-                    send, receive = await _raw_ws(
+                    send, reader = await _raw_ws(
                         stack, relay.host, relay.port, CLIENT_PATH, relay.client_token(f"u{i}")
                     )
                     subscribe = {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0}
                     await send([json.dumps({**subscribe, "epoch": "e1"})])
-                    reply = json.loads(await receive())
+                    reply = json.loads(await reader.receive())
                     assert reply["mode"] == "replay", reply
-                    readers.append(receive)
+                    readers.append(reader)
                 peers = Peers()
                 peers.pid = relay.process.pid
                 peers.send = send_vm
@@ -269,7 +351,7 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 
 async def _raw_ws(
     stack: contextlib.AsyncExitStack, host: str, port: int, path: str, token: str
-) -> tuple[Callable[[list[str]], Awaitable[None]], Callable[[], Awaitable[bytes]]]:
+) -> tuple[Callable[[list[str]], Awaitable[None]], FrameReader]:
     """A WebSocket peer of relayd (VM or client) as cheap as the floor's: (send, receive).
 
     The handshake is written by hand; frames to relayd are masked with one
@@ -303,42 +385,13 @@ async def _raw_ws(
     head, _, buffer = buffer.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 101"):
         raise EOFError(head.decode(errors="replace"))
-    pending: collections.deque[bytes] = collections.deque()
-
-    async def receive() -> bytes:
-        nonlocal buffer
-        while not pending:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise EOFError
-            buffer += data
-            pos, end = 0, len(buffer)
-            while end - pos >= 2:
-                opcode, size, at = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, pos + 2
-                if size == 126:
-                    if end - at < 2:
-                        break
-                    size, at = int.from_bytes(buffer[at : at + 2], "big"), at + 2
-                elif size == 127:
-                    if end - at < 8:
-                        break
-                    size, at = int.from_bytes(buffer[at : at + 8], "big"), at + 8
-                if end - at < size:
-                    break
-                payload, pos = buffer[at : at + size], at + size
-                if opcode == 1:
-                    pending.append(payload)
-                elif opcode == 9:  # a ping: answer it (masked, as a client must)
-                    await stream.send_all(masked_frame(10, payload))
-                elif opcode == 8:
-                    raise EOFError(f"closed {int.from_bytes(payload[:2], 'big')}")
-            buffer = buffer[pos:]
-        return pending.popleft()
+    reader = FrameReader(stream)
+    reader.buffer = buffer
 
     async def send(texts: list[str]) -> None:
         await stream.send_all(b"".join(masked_frame(1, text.encode()) for text in texts))
 
-    return send, receive
+    return send, reader
 
 
 # -- measurements --------------------------------------------------------------
@@ -351,13 +404,11 @@ async def throughput(peers: Peers, count: int, burst: int = 1) -> dict[str, floa
     progress = trio.Condition()
 
     async def client(i: int) -> None:
-        receive = peers.receivers[i]
+        reader = peers.receivers[i]
         while received[i] < count:
-            await receive()
-            received[i] += 1
-            if received[i] % 32 == 0 or received[i] == count:
-                async with progress:
-                    progress.notify_all()
+            received[i] += await reader.count()
+            async with progress:
+                progress.notify_all()
 
     cpu0, wall0 = cpu_seconds(peers.pid), time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -388,9 +439,9 @@ async def latency(peers: Peers, rate: int, seconds: float) -> list[float]:
     samples: list[float] = []
 
     async def client() -> None:
-        receive = peers.receivers[0]
+        reader = peers.receivers[0]
         while len(samples) < count:
-            message = await receive()
+            message = await reader.receive()
             now = time.monotonic_ns()
             match = _STAMP.search(message)
             assert match is not None
@@ -418,23 +469,42 @@ RELAYS: dict[str, Callable[[int], contextlib.AbstractAsyncContextManager[Peers]]
 }
 
 
-#: How the load generator's VM writes: (name, frames per write, what it shows).
+#: How the load generator's VM writes: (name, frames per write, frames per
+#: round as a multiple of the base count, relays, what it shows). The
+#: saturated relays get more frames, so that a round takes them long enough
+#: to measure; the naive floor only shows in the paced mode (it would take
+#: seconds per round saturated, and says nothing new there).
 MODES = (
-    ("paced", 1, "one frame per write: each relay wakes at the load generator's pace"),
+    (
+        "paced",
+        1,
+        1,
+        ("floor", "naive", "relayd"),
+        "one frame per write: each relay wakes at the load generator's pace",
+    ),
     (
         "capacity",
         BURST,
-        f"{BURST} frames per write: each relay saturated, its own cost per message",
+        4,
+        ("floor", "relayd"),
+        f"{BURST} frames per write: each relay saturated, its cost per message",
     ),
 )
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, compare: Path | None) -> None:
     count = 3000 if quick else 8000
     rounds = 2 if quick else 5
     seconds = 1.0 if quick else 1.5
+    if compare is not None:
+        # Another relayd (a checkout of another version) in the same rounds.
+        RELAYS["other"] = functools.partial(relayd_peers, source=compare)
+    modes = [
+        (mode, burst, times, (*relays, *(["other"] if compare else [])), what)
+        for mode, burst, times, relays, what in MODES
+    ]
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        mode: {name: [] for name in RELAYS} for mode, _, _ in MODES
+        mode: {name: [] for name in relays} for mode, _, _, relays, _ in modes
     }
     lat: dict[str, list[float]] = {"floor": [], "relayd": []}
     print(f"throughput: {rounds} rounds, the relays in turn ...", file=sys.stderr, flush=True)
@@ -444,9 +514,10 @@ async def main(quick: bool) -> None:
             await throughput(each, 500)  # warm up
         # In turn, round after round: the machine's moods hit every relay alike.
         for _ in range(rounds):
-            for mode, burst, _ in MODES:
-                for name, each in peers.items():
-                    runs[mode][name].append(await throughput(each, count, burst))
+            for mode, burst, times, relays, _ in modes:
+                for name in relays:
+                    result = await throughput(peers[name], count * times, burst)
+                    runs[mode][name].append(result)
     print("latency: 2 rounds, the relays in turn ...", file=sys.stderr, flush=True)
     async with contextlib.AsyncExitStack() as stack:
         single = {name: await stack.enter_async_context(RELAYS[name](1)) for name in lat}
@@ -458,12 +529,12 @@ async def main(quick: bool) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load average {load} (busy machines skew latency)")
     print(
-        f"throughput: 1 VM -> {CLIENTS} clients, {count} frames of {len(frame(1))} bytes"
-        f" each, {rounds} rounds, msg/s per relay core (median, then each round)"
+        f"throughput: 1 VM -> {CLIENTS} clients, frames of {len(frame(1))} bytes,"
+        f" {rounds} rounds, msg/s per relay core (median, then each round)"
     )
     print("  (floor: raw TCP, batched writes like relayd's; naive: raw TCP, one write per message)")
-    for mode, _, what in MODES:
-        print(f"  {mode}: {what}")
+    for mode, _, times, relays, what in modes:
+        print(f"  {mode}: {what}; {count * times} frames a round")
         for name, results in runs[mode].items():
             rates = [r["per_core"] for r in results]
             walls = [r["wall_rate"] for r in results]
@@ -472,11 +543,14 @@ async def main(quick: bool) -> None:
                 f"   ({', '.join(f'{x:,.0f}' for x in rates)};"
                 f" wall {statistics.median(walls):,.0f} msg/s)"
             )
-        for name in ("floor", "naive"):
-            pairs = zip(runs[mode]["relayd"], runs[mode][name], strict=True)
+        compared = [("relayd", r) for r in relays if r != "relayd"]
+        if "other" in relays:
+            compared.append(("other", "floor"))
+        for name, base in compared:
+            pairs = zip(runs[mode][name], runs[mode][base], strict=True)
             ratios = [r["per_core"] / f["per_core"] for r, f in pairs]
             print(
-                f"    ratio relayd/{name}: {statistics.median(ratios):.2f}"
+                f"    ratio {name}/{base}: {statistics.median(ratios):.2f}"
                 f" ({', '.join(f'{x:.2f}' for x in ratios)})"
             )
     print("  goal: relayd/floor >= 0.6")
@@ -497,9 +571,15 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also measure the relayd of another checkout ('other'), in the same rounds",
+    )
     parser.add_argument("--serve-floor", choices=["batch", "each"], help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_floor:
         trio.run(floor_server, options.serve_floor == "batch")
     else:
-        trio.run(main, options.quick)
+        trio.run(main, options.quick, options.compare)

@@ -33,12 +33,15 @@ class SharedFrames:
 
     __slots__ = ("chars", "counts", "encoded", "frames")
 
-    def __init__(self, frames: list[str], chars: int) -> None:
+    def __init__(
+        self, frames: list[str], chars: int, counts: dict[str, list[int]] | None = None
+    ) -> None:
         self.frames = frames
         #: Characters in all the frames.
         self.chars = chars
         self.encoded: bytes | None = None
-        self.counts: dict[str, list[int]] | None = None
+        #: ``type -> [frames, characters]``, for the metrics (None: not counted yet).
+        self.counts = counts
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -104,6 +104,29 @@ class VmPeer(Peer):
     error_routes: collections.OrderedDict[tuple[str, str], ClientPeer]
 
 
+class _Held:
+    """Frames of one VM read held for the same clients, counted by type as they come."""
+
+    __slots__ = ("chars", "clients", "counts", "frames")
+
+    def __init__(self, clients: tuple[ClientPeer, ...]) -> None:
+        self.clients = clients
+        self.frames: list[str] = []
+        self.chars = 0
+        self.counts: dict[str, list[int]] = {}
+
+    def add(self, frame: str, kind: str) -> None:
+        size = len(frame)
+        self.frames.append(frame)
+        self.chars += size
+        count = self.counts.get(kind)
+        if count is None:
+            self.counts[kind] = [1, size]
+        else:
+            count[0] += 1
+            count[1] += size
+
+
 class Relay:
     """Everything relayd knows; one per process."""
 
@@ -119,8 +142,8 @@ class Relay:
         self.stats = Stats()
         #: One frame's encoding, shared by every peer it is sent to.
         self.frame_cache = FrameCache()
-        #: A delivery held while one read of a VM is handled: clients, frames, characters.
-        self._held: list[Any] | None = None
+        #: A delivery held while one read of a VM is handled.
+        self._held: _Held | None = None
         self.control = ControlHub(settings.audit_buffer, self.stats)
         #: The snapshot asked for per workspace, and when (for the latency histogram).
         self._snapshot_asked: dict[str, tuple[str, float]] = {}
@@ -247,9 +270,15 @@ class Relay:
             elif isinstance(action, Anomaly):
                 log.warning(action.message, extra={"workspaceId": room.workspace_id})
 
-    def _deliver(self, clients: tuple[ClientPeer, ...], frames: Sequence[str], chars: int) -> None:
+    def _deliver(
+        self,
+        clients: tuple[ClientPeer, ...],
+        frames: Sequence[str],
+        chars: int,
+        counts: dict[str, list[int]] | None = None,
+    ) -> None:
         """Queue frames for each client (the hot path); one that is full is too slow."""
-        shared = SharedFrames(list(frames), chars)
+        shared = SharedFrames(list(frames), chars, counts)
         delivered = 0
         for client in clients:
             if client.outbox.offer_shared(shared):
@@ -258,7 +287,7 @@ class Relay:
                 self._too_slow(client)
         self.stats.messages_out += delivered
 
-    def _deliver_later(self, clients: tuple[ClientPeer, ...], frame: str) -> None:
+    def _deliver_later(self, clients: tuple[ClientPeer, ...], frame: str, kind: str) -> None:
         """Hold a VM frame's delivery to join the next ones of the same read.
 
         Consecutive deliveries to the same clients become one, queued as one
@@ -268,18 +297,18 @@ class Relay:
         """
         held = self._held
         if held is not None:
-            if held[0] == clients:
-                held[1].append(frame)
-                held[2] += len(frame)
+            if held.clients == clients:
+                held.add(frame, kind)
                 return
             self._flush()
-        self._held = [clients, [frame], len(frame)]
+        self._held = _Held(clients)
+        self._held.add(frame, kind)
 
     def _flush(self) -> None:
         """Deliver what :meth:`_deliver_later` held."""
         held, self._held = self._held, None
         if held is not None:
-            self._deliver(held[0], held[1], held[2])
+            self._deliver(held.clients, held.frames, held.chars, held.counts)
 
     def _too_slow(self, client: ClientPeer) -> None:
         if client.closing:
@@ -507,7 +536,7 @@ class Relay:
             return False
         self.stats.count_in(_VM_KEYS[kind], len(frame))
         if recipients:
-            self._deliver_later(cast("tuple[ClientPeer, ...]", recipients), frame)
+            self._deliver_later(cast("tuple[ClientPeer, ...]", recipients), frame, kind)
         return True
 
     def _vm_frame(self, vm: VmPeer, frame: str) -> None:

@@ -21,15 +21,33 @@ from relayd.outbox import Entry, SharedFrames
 _FIN_TEXT = 0x81
 
 
-def encode_text_frame(text: str) -> bytes:
-    """One unmasked, final text frame (RFC 6455 section 5.2)."""
-    payload = text.encode()
-    size = len(payload)
+def text_frame_header(size: int) -> bytes:
+    """The header of an unmasked, final text frame of ``size`` bytes (RFC 6455 5.2)."""
     if size < 126:
-        return bytes((_FIN_TEXT, size)) + payload
+        return _SHORT_HEADERS[size]
     if size < 65536:
-        return struct.pack("!BBH", _FIN_TEXT, 126, size) + payload
-    return struct.pack("!BBQ", _FIN_TEXT, 127, size) + payload
+        return struct.pack("!BBH", _FIN_TEXT, 126, size)
+    return struct.pack("!BBQ", _FIN_TEXT, 127, size)
+
+
+_SHORT_HEADERS: Final = [bytes((_FIN_TEXT, size)) for size in range(126)]
+
+
+def encode_text_frame(text: str) -> bytes:
+    """One unmasked, final text frame."""
+    payload = text.encode()
+    return text_frame_header(len(payload)) + payload
+
+
+def encode_text_frames(frames: Iterable[str]) -> bytes:
+    """Frames back to back, in one ``join`` (no copy per frame)."""
+    parts: list[bytes] = []
+    append = parts.append
+    for frame in frames:
+        payload = frame.encode()
+        append(text_frame_header(len(payload)))
+        append(payload)
+    return b"".join(parts)
 
 
 def frame_type(frame: str | bytes) -> str:
@@ -94,8 +112,10 @@ class FrameCache:
                     count[1] += len(frame)
                 continue
             assert isinstance(frame, SharedFrames)
-            if frame.encoded is None or frame.counts is None:
-                frame.encoded, frame.counts = self._encode_shared(frame.frames)
+            if frame.encoded is None:
+                frame.encoded = encode_text_frames(frame.frames)
+            if frame.counts is None:
+                frame.counts = self._count_shared(frame.frames)
             parts.append(frame.encoded)
             for kind, (n, chars) in frame.counts.items():
                 count = counts.get(kind)
@@ -121,8 +141,8 @@ class FrameCache:
         return entry
 
     @staticmethod
-    def _encode_shared(frames: list[str]) -> tuple[bytes, dict[str, list[int]]]:
-        # Encoded once for every outbox it is in: no need to keep each frame.
+    def _count_shared(frames: list[str]) -> dict[str, list[int]]:
+        # Only when the relay did not count them as it queued them.
         counts: dict[str, list[int]] = {}
         for frame in frames:
             kind = frame_type(frame)
@@ -132,4 +152,4 @@ class FrameCache:
             else:
                 count[0] += 1
                 count[1] += len(frame)
-        return b"".join([encode_text_frame(frame) for frame in frames]), counts
+        return counts

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from relayd.wsparse import ControlFrame, FrameError, FrameParser, Item, unmask
+from relayd.wsparse import ControlFrame, FrameError, FrameParser, Item, unmask, unmask_py
 
 
 def frame(
@@ -53,11 +55,18 @@ def error(items: list[Item]) -> tuple[int, str] | None:
     return (last.code, last.reason) if isinstance(last, FrameError) else None
 
 
-def test_unmask_round_trips() -> None:
+@pytest.mark.parametrize("xor", [unmask, unmask_py])
+def test_unmask_round_trips(xor: Callable[[bytes, bytes], bytes]) -> None:
     data = os.urandom(1001)
-    assert unmask(unmask(data, b"abcd"), b"abcd") == data
-    assert unmask(b"", b"abcd") == b""
-    assert unmask(b"\x00\x00\x00\x00\x00", b"abcd") == b"abcda"
+    assert xor(xor(data, b"abcd"), b"abcd") == data
+    assert xor(b"", b"abcd") == b""
+    assert xor(b"\x00\x00\x00\x00\x00", b"abcd") == b"abcda"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=5000), st.binary(min_size=4, max_size=4))
+def test_the_c_unmask_is_the_python_one(payload: bytes, mask: bytes) -> None:
+    assert unmask(payload, mask) == unmask_py(payload, mask)
 
 
 def test_whole_messages_in_one_read_and_byte_by_byte() -> None:

@@ -361,8 +361,13 @@ async def start_relayd(
     env: Mapping[str, str] | None = None,
     keys: KeyRing | None = None,
     metrics: bool = True,
+    source: Path | None = None,
 ) -> AsyncIterator[Relayd]:
-    """Run relayd on free loopback ports with test keys; stop it (SIGTERM) on exit."""
+    """Run relayd on free loopback ports with test keys; stop it (SIGTERM) on exit.
+
+    ``source``: another checkout to run relayd from (``python -m relayd`` in
+    that folder), e.g. to compare versions in ``bench/relay.py``.
+    """
     keys = keys or KeyRing()
     jwks_path = keys.write_jwks(tmp_path / "jwks.json")
     # Unix socket paths are limited to 108 bytes: pytest's tmp_path can be longer.
@@ -394,7 +399,7 @@ async def start_relayd(
     try:
         async with trio.open_nursery() as nursery:
             process = await trio.lowlevel.open_process(
-                argv, stderr=subprocess.PIPE, env=child_env, cwd=str(REPO)
+                argv, stderr=subprocess.PIPE, env=child_env, cwd=str(source or REPO)
             )
             assert process.stderr is not None
             nursery.start_soon(_drain_stderr, process.stderr, logs)
