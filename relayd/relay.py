@@ -35,7 +35,7 @@ from relayd.room import (
 from relayd.settings import Settings
 from relayd.stats import Stats
 from relayd.wsframes import FrameCache, frame_type
-from wire.envelope import read_envelope, read_head
+from wire.envelope import Envelope, read_envelope, read_head
 from wire.messages import (
     Auth,
     ForwardedMessage,
@@ -66,7 +66,9 @@ _ERROR_ROUTES: Final = 4096
 #: frame also updates the room's status, so it takes the full path).
 _FAST_TYPES: Final = frozenset(str(t) for t in SEQUENCED_VM_TYPES if t != VmType.STATUS)
 #: Metrics keys of VM frames, made once.
-_VM_KEYS: Final = {t: f"vm:{t}" for t in _FAST_TYPES}
+_VM_IN_KEYS: Final = {str(t): f"vm:{t}" for t in VmType}
+_CLIENT_IN_KEYS: Final = {str(t): f"client:{t}" for t in ClientType}
+_VM_KEYS: Final = {t: _VM_IN_KEYS[t] for t in _FAST_TYPES}
 #: Longest status word and detail relayd keeps from a VM's ``hello``.
 MAX_STATUS_LENGTH: Final = 40
 MAX_STATUS_DETAIL: Final = 1000
@@ -308,6 +310,8 @@ class Relay:
         """Deliver what :meth:`_deliver_later` held."""
         held, self._held = self._held, None
         if held is not None:
+            for kind, (frames, chars) in held.counts.items():
+                self.stats.count_in(_VM_KEYS[kind], chars, frames)
             self._deliver(held.clients, held.frames, held.chars, held.counts)
 
     def _too_slow(self, client: ClientPeer) -> None:
@@ -363,7 +367,8 @@ class Relay:
     async def _client_frame(self, peer: ClientPeer, frame: str | bytes) -> None:
         """Handle one client frame (waits only while the owning VM's queue is full)."""
         self.stats.messages_in += 1
-        self.stats.count_in(f"client:{frame_type(frame)}", len(frame))
+        # Known types only: a client's made-up types must not grow the metrics.
+        self.stats.count_in(_CLIENT_IN_KEYS.get(frame_type(frame), "client:other"), len(frame))
         if not peer.bucket.allow(trio.current_time()):
             self.stats.rate_limited += 1
             peer.send_error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
@@ -507,13 +512,18 @@ class Relay:
                 stats.vm_frames_in += 1
                 if type(frame) is str and self._vm_frame_fast(vm, frame):
                     continue
-                stats.count_in(f"vm:{frame_type(frame)}", len(frame))
+                key = "vm:other"
                 try:
                     if isinstance(frame, bytes):
                         raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
-                    self._vm_frame(vm, frame)
+                    env = read_envelope(frame)
+                    # Known types only: a VM's made-up types must not grow the metrics.
+                    key = _VM_IN_KEYS.get(env.type, key)
+                    self._vm_frame(vm, frame, env)
                 except ProtocolError as exc:
                     vm.send_error(exc.code, exc.message, ref=exc.ref)
+                finally:
+                    stats.count_in(key, len(frame))
         finally:
             self._flush()
 
@@ -534,13 +544,14 @@ class Relay:
         recipients = room.next_frame(seq, epoch, frame)
         if recipients is None:
             return False
-        self.stats.count_in(_VM_KEYS[kind], len(frame))
         if recipients:
+            # Counted for the metrics (in and out) when the held frames go out.
             self._deliver_later(cast("tuple[ClientPeer, ...]", recipients), frame, kind)
+        else:
+            self.stats.count_in(_VM_KEYS[kind], len(frame))
         return True
 
-    def _vm_frame(self, vm: VmPeer, frame: str) -> None:
-        env = read_envelope(frame)
+    def _vm_frame(self, vm: VmPeer, frame: str, env: Envelope) -> None:
         kind = env.type
         if kind in SEQUENCED_VM_TYPES or kind == VmType.MESSAGES_SNAPSHOT:
             if not vm.hello_done:

@@ -75,9 +75,9 @@ class Stats:
     out_chars: dict[str, int] = attrs.Factory(_by_type)
     snapshot_latency: Histogram = attrs.Factory(lambda: Histogram.with_bounds(SNAPSHOT_BUCKETS))
 
-    def count_in(self, key: str, chars: int) -> None:
-        """One frame in."""
-        self.in_count[key] = self.in_count.get(key, 0) + 1
+    def count_in(self, key: str, chars: int, frames: int = 1) -> None:
+        """Frames in (one, unless told)."""
+        self.in_count[key] = self.in_count.get(key, 0) + frames
         self.in_chars[key] = self.in_chars.get(key, 0) + chars
 
     def count_out(self, key: str, frames: int, chars: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import trio
 import trio.testing
@@ -12,7 +14,7 @@ from relayd.ratelimit import TokenBucket
 from relayd.relay import Relay
 from relayd.settings import DEFAULT_ORIGINS, Settings, parse_settings
 from tests.support.keys import KeyRing
-from tests.support.stubpeer import room_with_clients
+from tests.support.stubpeer import StubPeer, room_with_clients
 from wire.envelope import vm_frame
 from wire.protocol import CloseCode
 from wire.tokens import TokenVerifier
@@ -161,6 +163,9 @@ async def test_a_vm_read_reaches_every_client_in_order_as_shared_entries() -> No
     ]
     assert all(a is b for a, b in zip(first, second, strict=True))  # one object for both
     assert relay.stats.messages_out - before == 10
+    # Counted for the metrics once each, in as out (the hello came in too).
+    assert relay.stats.in_count == {"vm:hello": 1, "vm:claude_message": 4, "vm:status": 1}
+    assert relay.stats.in_chars["vm:claude_message"] == sum(len(f) for f in frames) - len(frames[2])
     assert relay.rooms["w1"].status == "running"
 
 
@@ -172,3 +177,15 @@ async def test_a_client_too_slow_for_a_read_is_closed_and_the_others_get_it_all(
     assert slow.close_code == CloseCode.TOO_SLOW
     assert relay.rooms["w1"].clients == [fast]
     assert fast.outbox.take(1 << 20) == frames
+
+
+async def test_made_up_types_do_not_grow_the_metrics() -> None:
+    relay = Relay(Settings(), TokenVerifier({}, issuer="ffcloud"))
+    vm, (client,) = room_with_clients(relay, [100])
+    for i in range(50):
+        await relay._client_frame(client, f'{{"type":"made_up_{i}"}}')
+    relay.vm_frames(vm, [f'{{"type":"vm_made_up_{i}"}}' for i in range(50)])
+    assert relay.stats.in_count["client:other"] == 50
+    assert relay.stats.in_count["vm:other"] == 50
+    assert not [k for k in relay.stats.in_count if "made_up" in k]
+    assert len(cast(StubPeer, client).errors) == 50  # each still gets its unknown_type error

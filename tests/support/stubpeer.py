@@ -6,6 +6,7 @@ import json
 from typing import Any, cast
 
 from relayd.outbox import Outbox
+from relayd.ratelimit import TokenBucket
 from relayd.relay import ClientPeer, Ownership, Relay, VmPeer
 from wire.messages import Subscribe
 
@@ -18,15 +19,17 @@ class StubPeer:
     outbox: Outbox
 
     def __init__(self, **fields: Any) -> None:
+        self.errors: list[tuple[str, str]] = []
+        self.bucket = TokenBucket(rate=1000.0, burst=1000, now=0.0)
         self.__dict__.update(fields)
 
     def send_or_drop(self, frame: str) -> None:
         """Queue a frame (a full queue is not expected here)."""
         assert self.outbox.offer(frame)
 
-    def send_error(self, *args: Any, **kwargs: Any) -> None:
-        """relayd's frames in these tests are all good."""
-        raise AssertionError(f"error {args} {kwargs}")
+    def send_error(self, code: Any, message: str, **kwargs: Any) -> None:
+        """Keep the ``error`` relayd would send, as (code, message)."""
+        self.errors.append((str(code), message))
 
     def close(self, code: int, reason: str = "") -> None:
         """Remember the code; the outbox closes as a real peer's does."""
