@@ -142,6 +142,25 @@ class FrameParser:
         while end - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
+            if b0 == 0x81 and b1 & 0x80 and not self._opcode:
+                # The hot path, checks and all: a whole, masked text message in
+                # one frame of up to 64 KiB, all here, within the limit.
+                length = b1 & 0x7F
+                head = pos + 2
+                if length == 126 and end - head >= 2:
+                    length = buf[head] << 8 | buf[head + 1]
+                    head += 2
+                    minimal = length >= 126
+                else:
+                    minimal = length < 126
+                stop = head + 4 + length
+                if minimal and stop <= end and length <= limit:
+                    try:
+                        out.append(unmask(buf[head + 4 : stop], buf[head : head + 4]).decode())
+                    except UnicodeDecodeError:
+                        return self._fail(out, INVALID_DATA, "text is not valid UTF-8")
+                    pos = stop
+                    continue
             # What the first two bytes show is checked before waiting for more.
             if b0 & 0x70:
                 return self._fail(out, PROTOCOL_ERROR, "reserved bits set")
