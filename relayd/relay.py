@@ -117,16 +117,30 @@ class _Held:
         self.chars = 0
         self.counts: dict[str, list[int]] = {}
 
-    def add(self, frame: str, kind: str) -> None:
-        size = len(frame)
-        self.frames.append(frame)
+    def add(self, frames: list[str], kind: str) -> None:
+        """Frames of one type."""
+        size = sum(map(len, frames))
+        self.frames.extend(frames)
         self.chars += size
         count = self.counts.get(kind)
         if count is None:
-            self.counts[kind] = [1, size]
+            self.counts[kind] = [len(frames), size]
         else:
-            count[0] += 1
+            count[0] += len(frames)
             count[1] += size
+
+
+class _Run:
+    """Consecutive frames of a VM read for the hot path: one room, type and epoch."""
+
+    __slots__ = ("epoch", "frames", "kind", "room", "seq")
+
+    def __init__(self) -> None:
+        self.room: Room | None = None
+        self.kind = ""
+        self.seq = 0
+        self.epoch = ""
+        self.frames: list[str] = []
 
 
 class Relay:
@@ -289,8 +303,8 @@ class Relay:
                 self._too_slow(client)
         self.stats.messages_out += delivered
 
-    def _deliver_later(self, clients: tuple[ClientPeer, ...], frame: str, kind: str) -> None:
-        """Hold a VM frame's delivery to join the next ones of the same read.
+    def _deliver_later(self, clients: tuple[ClientPeer, ...], frames: list[str], kind: str) -> None:
+        """Hold VM frames' delivery to join the next ones of the same read.
 
         Consecutive deliveries to the same clients become one, queued as one
         shared entry in each client's outbox. Held only while one read of a VM
@@ -298,13 +312,12 @@ class Relay:
         action, so no one sees the order change.
         """
         held = self._held
-        if held is not None:
-            if held.clients == clients:
-                held.add(frame, kind)
-                return
+        if held is not None and held.clients != clients:
             self._flush()
-        self._held = _Held(clients)
-        self._held.add(frame, kind)
+            held = None
+        if held is None:
+            held = self._held = _Held(clients)
+        held.add(frames, kind)
 
     def _flush(self) -> None:
         """Deliver what :meth:`_deliver_later` held."""
@@ -503,15 +516,36 @@ class Relay:
             self.vm_frames(peer, await peer.ws.receive())
 
     def vm_frames(self, vm: VmPeer, frames: list[str | bytes]) -> None:
-        """Handle the frames of one socket read of a VM, in order."""
+        """Handle the frames of one socket read of a VM, in order.
+
+        The hot path: consecutive sequenced frames (not ``status``) of one
+        workspace this VM owns, of one type and epoch with consecutive seqs,
+        are collected into a run and given to their room at once
+        (:meth:`_end_run`); anything else ends the run first and takes
+        :meth:`_vm_frame`.
+        """
         stats = self.stats
+        run = _Run()
         try:
             for frame in frames:
                 if vm.closing:
                     return
                 stats.vm_frames_in += 1
-                if type(frame) is str and self._vm_frame_fast(vm, frame):
-                    continue
+                if type(frame) is str:
+                    fast = self._fast_head(vm, frame)
+                    if fast is not None:
+                        room, kind, seq, epoch = fast
+                        if (
+                            room is not run.room
+                            or kind != run.kind
+                            or epoch != run.epoch
+                            or seq != run.seq + len(run.frames)
+                        ):
+                            self._end_run(run)
+                            run.room, run.kind, run.seq, run.epoch = room, kind, seq, epoch
+                        run.frames.append(frame)
+                        continue
+                self._end_run(run)
                 key = "vm:other"
                 try:
                     if isinstance(frame, bytes):
@@ -525,31 +559,42 @@ class Relay:
                 finally:
                     stats.count_in(key, len(frame))
         finally:
+            self._end_run(run)
             self._flush()
 
-    def _vm_frame_fast(self, vm: VmPeer, frame: str) -> bool:
-        """The hot path: a sequenced frame (not a status) of a workspace this VM
-        owns, next in its room. False (nothing done) for anything else, which
-        then takes :meth:`_vm_frame`."""
+    def _fast_head(self, vm: VmPeer, frame: str) -> tuple[Room, str, int, str] | None:
+        """(room, type, seq, epoch) of a frame for the hot path, or None."""
         head = read_head(frame)
         if head is None or not vm.hello_done:
-            return False
+            return None
         kind, ws, seq, epoch, _ = head
         if kind not in _FAST_TYPES or ws is None or seq is None or epoch is None:
-            return False
+            return None
         owner = self.ownership.get(ws)
         room = self.rooms.get(ws)
         if owner is None or owner.vm_id != vm.sub or room is None:
-            return False
-        recipients = room.next_frame(seq, epoch, frame)
+            return None
+        return room, kind, seq, epoch
+
+    def _end_run(self, run: _Run) -> None:
+        """Give a run's frames to its room: at once, or one by one through the
+        full path when they are not the common case."""
+        frames = run.frames
+        room = run.room
+        if not frames or room is None:
+            return
+        kind, seq, epoch = run.kind, run.seq, run.epoch
+        run.room, run.frames = None, []
+        recipients = room.next_frames(seq, epoch, frames)
         if recipients is None:
-            return False
-        if recipients:
+            for i, frame in enumerate(frames):
+                self.stats.count_in(_VM_KEYS[kind], len(frame))
+                self.apply(room, room.vm_frame(seq + i, epoch, frame))
+        elif recipients:
             # Counted for the metrics (in and out) when the held frames go out.
-            self._deliver_later(cast("tuple[ClientPeer, ...]", recipients), frame, kind)
+            self._deliver_later(cast("tuple[ClientPeer, ...]", recipients), frames, kind)
         else:
-            self.stats.count_in(_VM_KEYS[kind], len(frame))
-        return True
+            self.stats.count_in(_VM_KEYS[kind], sum(map(len, frames)), len(frames))
 
     def _vm_frame(self, vm: VmPeer, frame: str, env: Envelope) -> None:
         kind = env.type

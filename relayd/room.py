@@ -264,17 +264,21 @@ class Room:
             actions.append(Deliver(clients, (offline_frame(self.workspace_id),)))
         return actions
 
-    def next_frame(self, seq: int, epoch: str, frame: str) -> tuple[ClientKey, ...] | None:
-        """The common case of :meth:`vm_frame`, without building actions.
+    def next_frames(self, seq: int, epoch: str, frames: list[str]) -> tuple[ClientKey, ...] | None:
+        """The common case of :meth:`vm_frame`, for consecutive frames at once.
 
-        The frame's seq follows the head in the current epoch, no client is
-        waiting for it to catch up, and it is not a ``status``: it is buffered
-        and the live clients returned (its recipients). Otherwise nothing
-        happens and None is returned: call :meth:`vm_frame`.
+        ``frames`` have the seqs ``seq``, ``seq + 1``, ...; the first follows
+        the head in the current epoch, no client is waiting for the room to
+        catch up, and none is a ``status``: they are buffered and the live
+        clients returned (their recipients). Otherwise nothing happens and
+        None is returned: give each frame to :meth:`vm_frame`.
         """
         if epoch != self.epoch or seq != self.head + 1 or self._ahead:
             return None
-        self._append(seq, frame)
+        self._buffer.extend(zip(range(seq, seq + len(frames)), frames, strict=True))
+        self._buffer_size += sum(map(len, frames))
+        self.head = seq + len(frames) - 1
+        self._trim()
         return tuple(self._live)
 
     def vm_frame(
@@ -363,6 +367,9 @@ class Room:
         self._buffer.append((seq, frame))
         self._buffer_size += len(frame)
         self.head = seq
+        self._trim()
+
+    def _trim(self) -> None:
         while self._buffer and (
             len(self._buffer) > self.buffer_messages or self._buffer_size > self.buffer_bytes
         ):

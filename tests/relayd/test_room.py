@@ -120,18 +120,21 @@ def test_snapshot_ahead_of_frames_skips_what_it_covers() -> None:
     assert [m["seq"] for m in delivered(room.vm_frame(4, "e1", frame(4)), "c")] == [4]
 
 
-def test_next_frame_takes_only_the_common_case() -> None:
-    room = Room("w", buffer_messages=100, buffer_bytes=10**9)
+def test_next_frames_takes_only_the_common_case() -> None:
+    room = Room("w", buffer_messages=3, buffer_bytes=10**9)
     room.vm_connected(("e1", 0))
     room.subscribe("c", last_seq=0, epoch="e1")
     room.subscribe("late", last_seq=None, epoch=None)  # waits for a snapshot
-    assert room.next_frame(1, "e1", frame(1)) == ("c",)
-    assert room.head == 1
-    for seq, epoch in ((1, "e1"), (3, "e1"), (2, "e2")):  # duplicate, gap, new epoch
-        assert room.next_frame(seq, epoch, frame(seq)) is None
-        assert room.head == 1  # nothing happened: vm_frame decides
-    room.subscribe("ahead", last_seq=1, epoch="e1")
-    assert room.next_frame(2, "e1", frame(2)) == ("c", "ahead")
+    assert room.next_frames(1, "e1", [frame(1), frame(2)]) == ("c",)
+    assert room.head == 2
+    for seq, epoch in ((2, "e1"), (4, "e1"), (3, "e2")):  # duplicate, gap, new epoch
+        assert room.next_frames(seq, epoch, [frame(seq)]) is None
+        assert room.head == 2  # nothing happened: vm_frame decides
+    room.subscribe("ahead", last_seq=2, epoch="e1")
+    assert room.next_frames(3, "e1", [frame(3), frame(4), frame(5)]) == ("c", "ahead")
+    # The buffer keeps its bound: a resume from before it is a snapshot.
+    assert room.base == 2
+    assert delivered(room.subscribe("r", last_seq=5, epoch="e1"), "r")[0]["mode"] == "replay"
 
 
 def test_duplicate_and_stale_frames_are_dropped() -> None:
@@ -304,7 +307,8 @@ class Harness:
             # ahead of its pipe, or lag behind frames it already pushed.
             vm.pipe.append(("snapshot", rid, data.draw(st.integers(0, vm.log)), vm.epoch))
         elif op == "deliver" and vm.pipe:
-            self.deliver_one()
+            # One socket read's worth: up to 5 events in one go, as relayd takes them.
+            self.deliver_read(data.draw(st.integers(1, 5)))
         elif op == "disconnect" and vm.online:
             vm.online = False
             vm.pipe.clear()
@@ -355,21 +359,45 @@ class Harness:
             self.apply(self.room.vm_connected(None))
 
     def deliver_one(self) -> None:
-        event = self.vm.pipe.popleft()
-        if event[0] == "frame":
-            _, seq, epoch, kind = event
-            text = vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"status": "running"})
-            if kind != "status":
-                # As relayd does: the common case first, the full path otherwise.
-                recipients = self.room.next_frame(seq, epoch, text)
-                if recipients is not None:
-                    self.apply([Deliver(recipients, (text,))])
-                    return
-            status = "running" if kind == "status" else None
-            self.apply(self.room.vm_frame(seq, epoch, text, status=status))
-        else:
-            _, rid, seq, epoch = event
-            self.apply(self.room.vm_snapshot(rid, seq, epoch, snapshot(rid, seq, epoch)))
+        self.deliver_read(1)
+
+    def deliver_read(self, count: int) -> None:
+        """Deliver up to ``count`` events as relayd's VM reader does: consecutive
+        frames (not status, same epoch, consecutive seqs) in one run, through
+        ``next_frames``, else (and anything else) through the full path."""
+        run: list[tuple[int, str, str]] = []
+
+        def end_run() -> None:
+            if not run:
+                return
+            seq, epoch = run[0][0], run[0][1]
+            recipients = self.room.next_frames(seq, epoch, [text for _, _, text in run])
+            if recipients is not None:
+                self.apply([Deliver(recipients, tuple(text for _, _, text in run))])
+            else:
+                for seq_i, epoch_i, text in run:
+                    self.apply(self.room.vm_frame(seq_i, epoch_i, text))
+            run.clear()
+
+        for _ in range(count):
+            if not self.vm.pipe:
+                break
+            event = self.vm.pipe.popleft()
+            if event[0] == "frame":
+                _, seq, epoch, kind = event
+                text = vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"status": "running"})
+                if kind != "status":
+                    if run and (epoch != run[-1][1] or seq != run[-1][0] + 1):
+                        end_run()
+                    run.append((seq, epoch, text))
+                    continue
+                end_run()
+                self.apply(self.room.vm_frame(seq, epoch, text, status="running"))
+            else:
+                end_run()
+                _, rid, seq, epoch = event
+                self.apply(self.room.vm_snapshot(rid, seq, epoch, snapshot(rid, seq, epoch)))
+        end_run()
 
     def settle(self) -> None:
         """The VM comes back and everything in flight is delivered and answered."""
