@@ -6,12 +6,13 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import jwt
 import trio
 from trio_websocket import ConnectionRejected
 
-from tests.support.relayd import Relayd, recv_json, send_json
+from tests.support.relayd import Relayd, recv_json, send_json, start_relayd
 from wire.protocol import CLIENT_PATH, SUBPROTOCOL, VM_PATH, Scope
 from wire.tokens import SigningKey
 
@@ -172,3 +173,36 @@ async def test_token_never_logged(relay: Relayd) -> None:
     assert "client connected" in text
     assert token not in text
     assert token.split(".")[2] not in text
+
+
+async def _raw_exchange(relay: Relayd, data: bytes) -> bytes:
+    """Send raw bytes; everything relayd answers until it drops the connection."""
+    stream = await trio.open_tcp_stream(relay.host, relay.port)
+    await stream.send_all(data)
+    answer = b""
+    while chunk := await stream.receive_some(4096):
+        answer += chunk
+    return answer
+
+
+async def test_what_is_not_a_websocket_upgrade_is_refused_in_json(relay: Relayd) -> None:
+    with trio.fail_after(20):
+        plain = await _raw_exchange(relay, b"GET /v1/client HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert plain.startswith(b"HTTP/1.1 426 ")
+        head, _, body = plain.partition(b"\r\n\r\n")
+        assert b"Upgrade: websocket" in head
+        assert json.loads(body)["error"]["code"] == "bad_handshake"
+        garbage = await _raw_exchange(relay, b"\x16\x03\x01\x02\x00 hello\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 400 ")
+        stats = await relay.control.request("stats")
+        assert stats["drops"]["refusedHandshakes"] >= 2
+
+
+async def test_an_unfinished_handshake_is_dropped_after_the_timeout(tmp_path: Path) -> None:
+    async with start_relayd(tmp_path, args=["--handshake-timeout", "0.3"]) as relay:
+        with trio.fail_after(10):
+            started = trio.current_time()
+            stream = await trio.open_tcp_stream(relay.host, relay.port)
+            await stream.send_all(b"GET /v1/client HTTP/1.1\r\nHost: x\r\n")  # and no more
+            assert await stream.receive_some(4096) == b""
+            assert trio.current_time() - started >= 0.3

@@ -28,7 +28,8 @@ class RawVm:
         self.buffer = b""
 
     @classmethod
-    async def connect(cls, relay: Relayd, vm_id: str) -> RawVm:
+    async def connect(cls, relay: Relayd, vm_id: str, pipelined: bytes = b"") -> RawVm:
+        """Open the WebSocket; ``pipelined`` bytes go out with the request, unanswered."""
         stream = await trio.open_tcp_stream(relay.host, relay.port)
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
@@ -38,7 +39,7 @@ class RawVm:
             f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
             f"Authorization: Bearer {relay.vm_token(vm_id)}\r\n\r\n"
         )
-        await stream.send_all(request.encode())
+        await stream.send_all(request.encode() + pipelined)
         vm = cls(stream)
         while b"\r\n\r\n" not in vm.buffer:
             vm.buffer += await stream.receive_some(4096)
@@ -112,6 +113,19 @@ async def test_fragmented_hello_with_a_ping_between(relay: Relayd) -> None:
         assert (await vm.next_json())["code"] == "bad_request"
         await vm.stream.send_all(frame(1, b"\xff\xfe"))  # not UTF-8
         assert await vm.close_code() == 1007
+
+
+async def test_frames_sent_with_the_handshake_request_are_read(relay: Relayd) -> None:
+    with trio.fail_after(20):
+        await relay.control.assign("w1", "vm1", ["u1"])
+        hello = {
+            "type": "hello",
+            "vmId": "vm1",
+            "workspaces": [{"workspaceId": "w1", "epoch": "e1", "seq": 0}],
+        }
+        vm = await RawVm.connect(relay, "vm1", pipelined=frame(1, json.dumps(hello).encode()))
+        await relay.control.next_event("vm_online", lambda e: e["vmId"] == "vm1")
+        assert (await vm.next_json())["type"] == "workspace_assigned"
 
 
 async def test_protocol_error_is_1002(relay: Relayd) -> None:
