@@ -29,6 +29,7 @@ from vmagent.agent import (
     AgentSettings,
 )
 from vmagent.engines.base import Engine
+from vmagent.engines.claude import DEFAULT_MAX_LINE
 from vmagent.engines.demo import DEFAULT_WORD_DELAY, DemoEngine
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES
 from vmagent.workdir import DEFAULT_CLONE_TIMEOUT, DEFAULT_GIT_BASE_URL, WorkdirPlan
@@ -37,6 +38,9 @@ from wire.logs import setup_logging
 
 log = logging.getLogger("vmagent")
 
+#: The smallest ``--claude-max-line``.
+MIN_MAX_LINE: Final = 1024
+
 DEFAULT_RELAY_URL: Final = "ws://127.0.0.1:8765"
 DEFAULT_STATE_DIR: Final = ".state/vmagent"
 ENGINES: Final = ("claude", "demo")
@@ -44,6 +48,17 @@ ENGINES: Final = ("claude", "demo")
 
 def _env_bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _line_limit(value: str) -> int:
+    """A line limit in bytes: at least 1 KiB (the notice that replaces a line must fit)."""
+    try:
+        limit = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}") from None
+    if limit < MIN_MAX_LINE:
+        raise argparse.ArgumentTypeError(f"at least {MIN_MAX_LINE} bytes")
+    return limit
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -96,6 +111,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--claude-model", default=default("claude-model", None))
     p.add_argument(
+        "--claude-max-line",
+        type=_line_limit,
+        # A string default goes through ``type`` too: a bad variable is a usage error.
+        default=default("claude-max-line", str(DEFAULT_MAX_LINE)),
+        metavar="BYTES",
+        help="longest Claude Code output line sent on as it is (longer: a notice instead)",
+    )
+    p.add_argument(
         "--outbox-limit",
         type=int,
         default=int(default("outbox-limit", str(DEFAULT_OUTBOX_LIMIT)) or 0),
@@ -130,7 +153,9 @@ def make_engine(args: argparse.Namespace) -> Engine:
     if args.engine == "claude":
         from vmagent.engines.claude import ClaudeEngine
 
-        return ClaudeEngine(cli_path=args.claude_cli, model=args.claude_model)
+        return ClaudeEngine(
+            cli_path=args.claude_cli, model=args.claude_model, max_line=args.claude_max_line
+        )
     return DemoEngine(word_delay=args.demo_delay)
 
 

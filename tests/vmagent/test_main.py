@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vmagent.agent import Backoff, vm_id_of, vm_url
-from vmagent.main import build_parser, settings_from
+from vmagent.main import build_parser, make_engine, settings_from
 from wire.protocol import Scope
 from wire.tokens import SigningKey, issue_token
 
@@ -96,3 +96,23 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert len(set(waits)) == len(waits)  # jittered
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+def test_claude_max_line_reaches_the_engine_and_is_checked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from vmagent.engines.claude import DEFAULT_MAX_LINE, ClaudeEngine
+
+    default = make_engine(build_parser({}).parse_args(["--engine", "claude"]))
+    assert isinstance(default, ClaudeEngine)
+    assert default.max_line == DEFAULT_MAX_LINE
+    env = {"VMAGENT_CLAUDE_MAX_LINE": "4096"}
+    engine = make_engine(build_parser(env).parse_args(["--engine", "claude"]))
+    assert isinstance(engine, ClaudeEngine)
+    assert engine.max_line == 4096
+    for bad in (["--claude-max-line", "12"], ["--claude-max-line", "lots"]):
+        with pytest.raises(SystemExit):
+            build_parser({}).parse_args(bad)
+    with pytest.raises(SystemExit):
+        build_parser({"VMAGENT_CLAUDE_MAX_LINE": "-1"}).parse_args([])
+    assert "at least 1024 bytes" in capsys.readouterr().err
