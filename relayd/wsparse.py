@@ -15,7 +15,8 @@ What it checks (a client's frames, no extension negotiated):
   between the fragments of a message; a continuation only inside a message
   and a new message only after the last one ended (1002);
 * a message's payload at most ``max_message_bytes`` in all, checked from the
-  frame headers before the payload is buffered (1009);
+  frame headers before the payload is buffered, and in at most
+  ``MAX_FRAGMENTS`` fragments (1009);
 * text is valid UTF-8 once the message is whole (1007).
 
 Control frames are returned with their payload (:class:`ControlFrame`) for
@@ -41,6 +42,9 @@ INVALID_DATA: Final = 1007
 MESSAGE_TOO_BIG: Final = 1009
 
 _MAX_CONTROL_PAYLOAD: Final = 125
+#: Fragments one message may come in (1009 beyond): each costs memory of its
+#: own, so a message of tiny fragments is bounded by count as well as by size.
+MAX_FRAGMENTS: Final = 1024
 
 
 class FrameError:
@@ -177,6 +181,8 @@ class FrameParser:
             elif opcode == OP_CONTINUATION:
                 if not self._opcode:
                     return self._fail(out, PROTOCOL_ERROR, "continuation outside a message")
+                if len(self._parts) >= MAX_FRAGMENTS:
+                    return self._fail(out, MESSAGE_TOO_BIG, "message in too many fragments")
             elif opcode <= OP_BINARY:
                 if self._opcode:
                     return self._fail(out, PROTOCOL_ERROR, "new message inside a fragmented one")

@@ -13,7 +13,15 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from relayd.wsparse import ControlFrame, FrameError, FrameParser, Item, unmask, unmask_py
+from relayd.wsparse import (
+    MAX_FRAGMENTS,
+    ControlFrame,
+    FrameError,
+    FrameParser,
+    Item,
+    unmask,
+    unmask_py,
+)
 
 
 def frame(
@@ -137,6 +145,13 @@ def test_size_limit_is_1009_from_the_header() -> None:
     fragmented = frame(1, b"x" * 60, fin=False) + frame(0, b"x" * 41)
     assert error(parse(fragmented, limit=100))[0] == 1009  # type: ignore[index]
     assert parse(frame(1, b"x" * 60, fin=False) + frame(0, b"x" * 40), limit=100) == ["x" * 100]
+
+
+def test_a_message_in_too_many_fragments_is_1009() -> None:
+    most = frame(1, b"a", fin=False) + frame(0, b"b", fin=False) * (MAX_FRAGMENTS - 2)
+    assert parse(most + frame(0, b"c")) == ["a" + "b" * (MAX_FRAGMENTS - 2) + "c"]
+    too_many = most + frame(0, b"b", fin=False) + frame(0, b"c")
+    assert error(parse(too_many)) == (1009, "message in too many fragments")
 
 
 def test_invalid_utf8_in_fragments_is_1007() -> None:
