@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 
 import trio
 
+from relayd.activation import ActivationError, passed_websocket_socket
 from relayd.control import serve_control
 from relayd.relay import Relay
 from relayd.server import handle_connection
@@ -37,12 +39,23 @@ def load_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
-async def run(settings: Settings, verifier: TokenVerifier) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    relay = Relay(settings, verifier)
+async def _listeners(
+    settings: Settings, activated: socket.socket | None
+) -> list[trio.SocketListener]:
+    if activated is not None:
+        # systemd bound the port (socket activation): --listen does not apply.
+        return [trio.SocketListener(trio.socket.from_stdlib_socket(activated))]
     host, port = settings.listen_address()
+    return await trio.open_tcp_listeners(port, host=host)
+
+
+async def run(
+    settings: Settings, verifier: TokenVerifier, activated: socket.socket | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT (on ``activated``, when systemd passed a socket)."""
+    relay = Relay(settings, verifier)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await _listeners(settings, activated)
         bound = listeners[0].socket.getsockname()
         async with trio.open_nursery() as root:
             await root.start(serve_control, relay)
@@ -69,6 +82,7 @@ async def run(settings: Settings, verifier: TokenVerifier) -> None:
                     "listening",
                     extra={
                         "listen": f"{bound[0]}:{bound[1]}",
+                        "socketActivation": activated is not None,
                         "controlSocket": settings.control_socket,
                         "relayId": relay.relay_id,
                     },
@@ -113,7 +127,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.error("cannot read the JWKS file", extra={"jwks": settings.jwks, "error": str(exc)})
         sys.exit(2)
     try:
-        trio.run(run, settings, verifier)
+        activated = passed_websocket_socket()
+    except (ActivationError, OSError) as exc:
+        log.error("cannot use the sockets systemd passed", extra={"error": str(exc)})
+        sys.exit(2)
+    try:
+        trio.run(run, settings, verifier, activated)
     except OSError as exc:
         log.error("cannot serve", extra={"error": str(exc)})
         sys.exit(1)

@@ -137,3 +137,30 @@ def test_sysusers_and_tmpfiles_make_what_the_units_need(tmp_path: Path) -> None:
     assert info.st_mode & 0o7777 == 0o750
     assert info.st_uid == int(users["ffcloud-relayd"][2])
     assert info.st_gid == int(groups["ffcloud"][2])
+
+
+def test_the_relayd_socket_unit_fits_relayd(tmp_path: Path) -> None:
+    """The optional socket unit: relayd's default address, the name relayd looks
+    for, its own IP rules, and it loads beside the service."""
+    from relayd.activation import WS_NAME
+    from relayd.settings import Settings
+
+    socket_unit = parse_unit(SYSTEMD_DIR / "relayd.socket")["Socket"]
+    assert socket_unit["ListenStream"] == [Settings().listen]
+    assert socket_unit["FileDescriptorName"] == [WS_NAME]
+    assert socket_unit["IPAddressDeny"] == ["any"]
+    assert socket_unit["IPAddressAllow"] == ["localhost"]
+    service = (SYSTEMD_DIR / "relayd.service").read_text()
+    (tmp_path / "relayd.service").write_text(
+        service.replace("/opt/ffcloud/bin/relayd", "/bin/true")
+    )
+    (tmp_path / "relayd.socket").write_text((SYSTEMD_DIR / "relayd.socket").read_text())
+    proc = subprocess.run(
+        [analyze(), "verify", "--no-pager", str(tmp_path / "relayd.socket")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""

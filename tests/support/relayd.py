@@ -362,11 +362,15 @@ async def start_relayd(
     keys: KeyRing | None = None,
     metrics: bool = True,
     source: Path | None = None,
+    wrapper: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
 ) -> AsyncIterator[Relayd]:
     """Run relayd on free loopback ports with test keys; stop it (SIGTERM) on exit.
 
     ``source``: another checkout to run relayd from (``python -m relayd`` in
-    that folder), e.g. to compare versions in ``bench/relay.py``.
+    that folder), e.g. to compare versions in ``bench/relay.py``. ``wrapper``:
+    a command line that runs relayd's (given as its arguments), with
+    ``pass_fds`` inherited, e.g. to hand relayd a socket as systemd does.
     """
     keys = keys or KeyRing()
     jwks_path = keys.write_jwks(tmp_path / "jwks.json")
@@ -399,7 +403,11 @@ async def start_relayd(
     try:
         async with trio.open_nursery() as nursery:
             process = await trio.lowlevel.open_process(
-                argv, stderr=subprocess.PIPE, env=child_env, cwd=str(source or REPO)
+                [*wrapper, *argv],
+                stderr=subprocess.PIPE,
+                env=child_env,
+                cwd=str(source or REPO),
+                pass_fds=tuple(pass_fds),
             )
             assert process.stderr is not None
             nursery.start_soon(_drain_stderr, process.stderr, logs)
