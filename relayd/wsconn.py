@@ -225,24 +225,25 @@ class WebSocket:
             except UnicodeDecodeError:
                 await self._fail(INVALID_DATA, "close reason is not valid UTF-8")
                 return
-        if not self._close_sent:
-            self._close_sent = True
-            echo = encode_close_frame(code) if payload else encode_control_frame(OP_CLOSE)
-            try:
-                await self._send(echo)
-            except ConnectionClosed:
-                return
-        await self._finish(code, reason)
+        echo = encode_close_frame(code) if payload else encode_control_frame(OP_CLOSE)
+        if await self._send_close(echo):
+            await self._finish(code, reason)
 
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the connection: a close frame with ``code`` (unless one went out), then drop TCP."""
-        if not self._close_sent:
-            self._close_sent = True
-            try:
-                await self._send(encode_close_frame(code, reason))
-            except ConnectionClosed:
-                return
-        await self._finish(code, reason)
+        if await self._send_close(encode_close_frame(code, reason)):
+            await self._finish(code, reason)
+
+    async def _send_close(self, frame: bytes) -> bool:
+        """Send a close frame unless one went out; False if the connection broke instead."""
+        if self._close_sent:
+            return True
+        self._close_sent = True
+        try:
+            await self._send(frame)
+        except ConnectionClosed:
+            return False
+        return True
 
     async def _finish(self, code: int, reason: str) -> None:
         if self._closed is None:
@@ -308,14 +309,8 @@ class WebSocket:
         :meth:`receive` reads the answer; if nobody is, this reads (and drops)
         the peer's last messages itself.
         """
-        if self._closed is not None:
+        if self._closed is not None or not await self._send_close(encode_close_frame(code, reason)):
             return
-        if not self._close_sent:
-            self._close_sent = True
-            try:
-                await self._send(encode_close_frame(code, reason))
-            except ConnectionClosed:
-                return
         if self._receiving:
             await self._done.wait()
             return
