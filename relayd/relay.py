@@ -34,7 +34,7 @@ from relayd.room import (
 )
 from relayd.settings import Settings
 from relayd.stats import Stats
-from relayd.wsframes import FrameCache, frame_type
+from relayd.wsframes import FrameCache, add_count, frame_type
 from wire.envelope import Envelope, read_envelope, read_head
 from wire.messages import (
     Auth,
@@ -122,12 +122,7 @@ class _Held:
         size = sum(map(len, frames))
         self.frames.extend(frames)
         self.chars += size
-        count = self.counts.get(kind)
-        if count is None:
-            self.counts[kind] = [len(frames), size]
-        else:
-            count[0] += len(frames)
-            count[1] += size
+        add_count(self.counts, kind, len(frames), size)
 
 
 class _Run:

@@ -60,6 +60,16 @@ def frame_type(frame: str | bytes) -> str:
     return "other"
 
 
+def add_count(counts: dict[str, list[int]], kind: str, frames: int, chars: int) -> None:
+    """Add frames of one type to ``type -> [frames, characters]`` (for the metrics)."""
+    count = counts.get(kind)
+    if count is None:
+        counts[kind] = [frames, chars]
+    else:
+        count[0] += frames
+        count[1] += chars
+
+
 #: Frames longer than this are encoded for each peer and not kept.
 FRAME_CACHE_MAX_FRAME: Final = 64 * 1024
 #: The cache is emptied when it holds more frames than this or ...
@@ -104,12 +114,7 @@ class FrameCache:
             if type(frame) is str:
                 data, kind = self._one(frame)
                 parts.append(data)
-                count = counts.get(kind)
-                if count is None:
-                    counts[kind] = [1, len(frame)]
-                else:
-                    count[0] += 1
-                    count[1] += len(frame)
+                add_count(counts, kind, 1, len(frame))
                 continue
             assert isinstance(frame, SharedFrames)
             if frame.encoded is None:
@@ -118,12 +123,7 @@ class FrameCache:
                 frame.counts = self._count_shared(frame.frames)
             parts.append(frame.encoded)
             for kind, (n, chars) in frame.counts.items():
-                count = counts.get(kind)
-                if count is None:
-                    counts[kind] = [n, chars]
-                else:
-                    count[0] += n
-                    count[1] += chars
+                add_count(counts, kind, n, chars)
         return b"".join(parts), counts
 
     def _one(self, frame: str) -> tuple[bytes, str]:
@@ -145,11 +145,5 @@ class FrameCache:
         # Only when the relay did not count them as it queued them.
         counts: dict[str, list[int]] = {}
         for frame in frames:
-            kind = frame_type(frame)
-            count = counts.get(kind)
-            if count is None:
-                counts[kind] = [1, len(frame)]
-            else:
-                count[0] += 1
-                count[1] += len(frame)
+            add_count(counts, frame_type(frame), 1, len(frame))
         return counts
