@@ -47,6 +47,11 @@ def test_unit_loads_without_warnings(name: str, tmp_path: Path) -> None:
     assert f"/opt/ffcloud/bin/{name}" in text
     unit = tmp_path / f"{name}.service"
     unit.write_text(text.replace(f"/opt/ffcloud/bin/{name}", "/bin/true"))
+    _verifies_cleanly(unit)
+
+
+def _verifies_cleanly(unit: Path) -> None:
+    """``systemd-analyze verify`` accepts the unit with nothing to say."""
     proc = subprocess.run(
         [analyze(), "verify", "--no-pager", str(unit)],
         capture_output=True,
@@ -155,12 +160,4 @@ def test_the_relayd_socket_unit_fits_relayd(tmp_path: Path) -> None:
         service.replace("/opt/ffcloud/bin/relayd", "/bin/true")
     )
     (tmp_path / "relayd.socket").write_text((SYSTEMD_DIR / "relayd.socket").read_text())
-    proc = subprocess.run(
-        [analyze(), "verify", "--no-pager", str(tmp_path / "relayd.socket")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == ""
+    _verifies_cleanly(tmp_path / "relayd.socket")
