@@ -14,7 +14,6 @@ Run: ``.venv/bin/python bench/fanout.py``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio
 
+from bench.relay import frame
 from relayd.relay import Relay
 from relayd.settings import Settings
 from tests.support.stubpeer import room_with_clients
-from wire.envelope import vm_frame
 from wire.tokens import TokenVerifier
 
 CLIENTS = 4
@@ -38,23 +37,8 @@ ROUNDS = 7
 
 
 def frames(first: int, count: int) -> list[str]:
-    """``count`` claude_message frames as vmagent writes them (a streamed text delta)."""
-    data = json.dumps(
-        {
-            "type": "stream_event",
-            "event": {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "The relay forwards this delta. " * 4},
-            },
-            "session_id": "3f1c2d9e-5b7a-4c1e-9f00-1234567890ab",
-        },
-        separators=(",", ":"),
-    )
-    return [
-        vm_frame("claude_message", "w1", seq=seq, epoch="e1", raw_fields={"data": data})
-        for seq in range(first, first + count)
-    ]
+    """``count`` claude_message frames as vmagent writes them, seqs from ``first``."""
+    return [frame(seq) for seq in range(first, first + count)]
 
 
 async def main() -> None:
