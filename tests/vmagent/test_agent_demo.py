@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import trio
 from tests.vmagent.fakerelay import (
     ISSUE,
     FakeRelay,
+    VmConn,
     agent_for,
     assign,
     say,
@@ -27,6 +29,18 @@ from wire.envelope import read_envelope
 
 def make_agent(tmp_path: Path, relay: FakeRelay, token: str = "tok.en.x") -> Agent:
     return agent_for(relay, tmp_path, DemoEngine(word_delay=0), token)
+
+
+@contextlib.asynccontextmanager
+async def assigned_agent(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[VmConn]:
+    """A demo agent on the fake relay, its hello read and ws1 assigned; stopped on exit."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(make_agent(tmp_path, relay).run)
+        conn = await relay.accept()
+        await conn.recv()
+        await assign(conn)
+        yield conn
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
@@ -110,11 +124,7 @@ async def test_hello_reply_and_sequence(tmp_path: Path, relay: FakeRelay) -> Non
 
 async def test_question_first_answer_wins(tmp_path: Path, relay: FakeRelay) -> None:
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(make_agent(tmp_path, relay).run)
-            conn = await relay.accept()
-            await conn.recv()
-            await assign(conn)
+        async with assigned_agent(tmp_path, relay) as conn:
             await say(conn, "ask me a question", "c1")
             question, before = await conn.until("user_question")
             assert [q["multiSelect"] for q in question["questions"]] == [False, True]
@@ -160,17 +170,12 @@ async def test_question_first_answer_wins(tmp_path: Path, relay: FakeRelay) -> N
                 f for f in frames if f["type"] == "claude_message" and f["data"]["type"] == "user"
             ]
             assert results[0]["data"]["message"]["content"][0]["type"] == "tool_result"
-            nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("allow", [True, False])
 async def test_permission_allowed_and_denied(tmp_path: Path, relay: FakeRelay, allow: bool) -> None:
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(make_agent(tmp_path, relay).run)
-            conn = await relay.accept()
-            await conn.recv()
-            await assign(conn)
+        async with assigned_agent(tmp_path, relay) as conn:
             await say(conn, "please use a tool that needs permission", "c1")
             request, _ = await conn.until("permission_request")
             assert request["toolName"] == "RollDice"
@@ -200,7 +205,6 @@ async def test_permission_allowed_and_denied(tmp_path: Path, relay: FakeRelay, a
                 assert "The die shows" in final
             else:
                 assert "not today" in final
-            nursery.cancel_scope.cancel()
 
 
 async def test_interrupt_stops_a_long_reply(tmp_path: Path, relay: FakeRelay) -> None:
@@ -245,11 +249,7 @@ async def test_interrupt_stops_a_long_reply(tmp_path: Path, relay: FakeRelay) ->
 
 async def test_bad_input_gets_one_error_and_nothing_else(tmp_path: Path, relay: FakeRelay) -> None:
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(make_agent(tmp_path, relay).run)
-            conn = await relay.accept()
-            await conn.recv()
-            await assign(conn)
+        async with assigned_agent(tmp_path, relay) as conn:
             await say(conn, "hi", "c1")
             await turn_frames(conn)
             await conn.until("status", status="idle")
@@ -353,7 +353,6 @@ async def test_bad_input_gets_one_error_and_nothing_else(tmp_path: Path, relay: 
             snap = await snapshot(conn)
             texts = [m.get("text") for m in snap["messages"] if m["type"] == "user_message"]
             assert texts == ["hi", "permission"]
-            nursery.cancel_scope.cancel()
 
 
 async def test_reconnect_and_restart_keep_the_log(tmp_path: Path, relay: FakeRelay) -> None:
@@ -464,11 +463,7 @@ async def test_renewed_token_is_sent_as_auth(tmp_path: Path, relay: FakeRelay) -
 
 async def test_released_and_assigned_again_at_once(tmp_path: Path, relay: FakeRelay) -> None:
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(make_agent(tmp_path, relay).run)
-            conn = await relay.accept()
-            await conn.recv()
-            await assign(conn)
+        async with assigned_agent(tmp_path, relay) as conn:
             await conn.send({"type": "workspace_released", "workspaceId": "ws1"})
             await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
             stopped, _ = await conn.until("status", status="stopped")
@@ -477,7 +472,6 @@ async def test_released_and_assigned_again_at_once(tmp_path: Path, relay: FakeRe
             await say(conn, "still there?", "c1")
             frames = await turn_frames(conn)
             assert frames[-1]["data"]["subtype"] == "success"
-            nursery.cancel_scope.cancel()
 
 
 async def test_queued_messages_are_answered_after_a_restart(
