@@ -23,8 +23,15 @@ from wire.protocol import SUBPROTOCOL
 ISSUE = {"url": "https://github.com/o/r/issues/7", "owner": "o", "repo": "r", "number": 7}
 
 
-def agent_for(relay: FakeRelay, tmp_path: Path, engine: Engine, token: str = "tok.en.x") -> Agent:
-    """An agent that dials ``relay`` with ``token``, state under ``tmp_path``, fast backoff."""
+def agent_for(
+    relay: FakeRelay,
+    tmp_path: Path,
+    engine: Engine,
+    token: str = "tok.en.x",
+    plan: WorkdirPlan | None = None,
+) -> Agent:
+    """An agent that dials ``relay`` with ``token``, state under ``tmp_path``, fast backoff
+    (no clone unless ``plan`` says otherwise)."""
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
     return Agent(
@@ -32,7 +39,7 @@ def agent_for(relay: FakeRelay, tmp_path: Path, engine: Engine, token: str = "to
             relay_url=relay.url,
             token_file=token_file,
             state_dir=tmp_path / "state",
-            plan=WorkdirPlan(clone=False),
+            plan=plan or WorkdirPlan(clone=False),
             backoff_initial=0.01,
             backoff_max=0.05,
         ),

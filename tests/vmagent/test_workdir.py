@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.vmagent.fakerelay import FakeRelay, say
+from tests.vmagent.fakerelay import FakeRelay, agent_for, say
 from tests.vmagent.gitrepo import git, make_origin
-from vmagent.agent import Agent, AgentSettings
 from vmagent.engines.demo import DemoEngine
 from vmagent.workdir import WorkdirError, WorkdirPlan, clone_url, prepare_workdir, redact
 
@@ -84,20 +83,11 @@ def test_clone_url_and_redaction() -> None:
 
 
 async def test_agent_reports_clone_failure_then_recovers(tmp_path: Path, origin: str) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("t")
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             relay = await nursery.start(FakeRelay().run)
-            agent = Agent(
-                AgentSettings(
-                    relay_url=relay.url,
-                    token_file=token_file,
-                    state_dir=tmp_path / "state",
-                    plan=WorkdirPlan(clone=True, git_base_url=origin),
-                ),
-                DemoEngine(word_delay=0),
-            )
+            plan = WorkdirPlan(clone=True, git_base_url=origin)
+            agent = agent_for(relay, tmp_path, DemoEngine(word_delay=0), plan=plan)
             await nursery.start(agent.run)
             conn = await relay.accept()
             await conn.recv()
@@ -123,8 +113,6 @@ async def test_agent_reports_clone_failure_then_recovers(tmp_path: Path, origin:
 async def test_a_log_started_over_waits_for_its_assignment_to_clone(
     tmp_path: Path, origin: str
 ) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("t")
     # A workspace whose log was damaged: the agent starts it over without the issue.
     log = tmp_path / "state" / "workspaces" / "ws1" / "log.jsonl"
     log.parent.mkdir(parents=True)
@@ -132,15 +120,8 @@ async def test_a_log_started_over_waits_for_its_assignment_to_clone(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             relay = await nursery.start(FakeRelay().run)
-            agent = Agent(
-                AgentSettings(
-                    relay_url=relay.url,
-                    token_file=token_file,
-                    state_dir=tmp_path / "state",
-                    plan=WorkdirPlan(clone=True, git_base_url=origin),
-                ),
-                DemoEngine(word_delay=0),
-            )
+            plan = WorkdirPlan(clone=True, git_base_url=origin)
+            agent = agent_for(relay, tmp_path, DemoEngine(word_delay=0), plan=plan)
             await nursery.start(agent.run)
             conn = await relay.accept()
             hello = await conn.recv()
