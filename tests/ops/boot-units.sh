@@ -11,7 +11,9 @@
 # the units; a user and a VM registered with the control plane's commands;
 # the vmagent with the demo engine; then examples/client.py sends a message
 # through relayd, the signing key is rotated (cpctl keys rotate, both units
-# reloaded) and the client sends another with a token from the new key. It
+# reloaded) and the client sends another with a token from the new key;
+# then relayd is switched to socket activation (relayd.socket) and the client
+# sends a third. It
 # prints each unit's state, the health checks and the live security scores,
 # then powers the container off.
 set -euo pipefail
@@ -132,7 +134,21 @@ systemctl reload relayd
 systemctl reload controlplane
 FFCLOUD_PASSWORD='a long passphrase' timeout 60 "$VENV/bin/python" /srv/examples/client.py \
     --user alice --workspace "$ID" --send "After the key rotation" | tail -n 2
+echo "--- socket activation: systemd owns relayd's port (systemd/relayd.socket)"
+install -m 0644 relayd.socket /etc/systemd/system/
+systemctl daemon-reload
+systemctl stop relayd.service
+systemctl enable --now relayd.socket
+systemctl start relayd.service
+journalctl -u relayd.service -o cat | grep -c '"socketActivation": true' | sed 's/^/listening on the passed socket: /'
+for _ in $(seq 100); do
+    curl -sf -H "authorization: Bearer $TOKEN" "http://127.0.0.1:8080/api/workspaces/$ID" | grep -q '"status": "idle"' && break
+    sleep 0.2
+done
+FFCLOUD_PASSWORD='a long passphrase' timeout 60 "$VENV/bin/python" /srv/examples/client.py \
+    --user alice --workspace "$ID" --send "Through the passed socket" | tail -n 2
 echo "--- units"
+printf '%-13s %s\n' relayd.socket "$(systemctl is-active relayd.socket)"
 for u in relayd controlplane vmagent; do
     printf '%-13s %s restarts=%s %s\n' "$u" "$(systemctl is-active $u)" \
         "$(systemctl show $u -p NRestarts --value)" "$(systemctl show $u -p StatusText --value)"
