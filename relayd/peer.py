@@ -146,15 +146,16 @@ class Peer:
             nursery.start_soon(self._keepalive)
             nursery.start_soon(self._expiry)
             nursery.start_soon(self._closer)
+            ended: int = CloseCode.NORMAL
             try:
                 await reader(self)
-            except ConnectionClosed:
-                pass
+            except ConnectionClosed as closed:
+                ended = closed.code  # the peer's code (1006: it dropped TCP)
             finally:
                 # The peer closed (or broke) its side, or the reader returned:
                 # nothing more can be delivered.
                 if self.close_code is None:
-                    self.close_code = CloseCode.NORMAL
+                    self.close_code = ended
                     self.outbox.close()
                     self._closing.set()
             # The writer finishes: it sends the close frame if the socket is still up.

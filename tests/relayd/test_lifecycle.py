@@ -239,3 +239,23 @@ async def test_a_vm_connecting_again_replaces_the_old_connection(relay: Relayd) 
                 await FakeVm(new, "vm1").hello()
                 assert (await relay.control.next_event("vm_offline"))["vmId"] == "vm1"
                 assert (await relay.control.next_event("vm_online"))["vmId"] == "vm1"
+
+
+async def test_the_log_says_how_a_peer_left(relay: Relayd) -> None:
+    with trio.fail_after(20):
+        async with relay.connect_client("u1") as ws:
+            # A round trip first: relayd's first ping is then answered.
+            await send_json(ws, {"type": "subscribe", "workspaceId": "w1"})
+            await recv_json(ws)
+            await ws.aclose(4000, "done here")
+        raw = await trio.open_tcp_stream(relay.host, relay.port)  # never finishes a handshake
+        await raw.aclose()
+        async with relay.connect_client("u2") as ws:
+            await trio.aclose_forcefully(ws._stream)  # TCP dropped, no close frame
+
+        def codes() -> list[object]:
+            return [e.get("code") for e in relay.logs if e.get("msg") == "client gone"]
+
+        while len(codes()) < 2:
+            await trio.sleep(0.01)
+        assert codes() == [4000, 1006]
