@@ -27,15 +27,19 @@ from vmagent.engines.demo import DEMO_QUESTIONS, DemoEngine
 from wire.envelope import read_envelope
 
 
-def make_agent(tmp_path: Path, relay: FakeRelay, token: str = "tok.en.x") -> Agent:
-    return agent_for(relay, tmp_path, DemoEngine(word_delay=0), token)
+def make_agent(
+    tmp_path: Path, relay: FakeRelay, token: str = "tok.en.x", word_delay: float = 0
+) -> Agent:
+    return agent_for(relay, tmp_path, DemoEngine(word_delay=word_delay), token)
 
 
 @contextlib.asynccontextmanager
-async def assigned_agent(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[VmConn]:
+async def assigned_agent(
+    tmp_path: Path, relay: FakeRelay, word_delay: float = 0
+) -> AsyncIterator[VmConn]:
     """A demo agent on the fake relay, its hello read and ws1 assigned; stopped on exit."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(make_agent(tmp_path, relay).run)
+        await nursery.start(make_agent(tmp_path, relay, word_delay=word_delay).run)
         conn = await relay.accept()
         await conn.recv()
         await assign(conn)
@@ -209,13 +213,7 @@ async def test_permission_allowed_and_denied(tmp_path: Path, relay: FakeRelay, a
 
 async def test_interrupt_stops_a_long_reply(tmp_path: Path, relay: FakeRelay) -> None:
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            agent = make_agent(tmp_path, relay)
-            agent.engine = DemoEngine(word_delay=0.01)
-            await nursery.start(agent.run)
-            conn = await relay.accept()
-            await conn.recv()
-            await assign(conn)
+        async with assigned_agent(tmp_path, relay, word_delay=0.01) as conn:
             await say(conn, "a long one please", "c1")
             await conn.until("claude_message")  # streaming has begun
             await conn.send({"type": "interrupt", "workspaceId": "ws1", "userId": "u1"})
@@ -244,7 +242,6 @@ async def test_interrupt_stops_a_long_reply(tmp_path: Path, relay: FakeRelay) ->
             await say(conn, "hi again", "c2")
             frames = await turn_frames(conn)
             assert frames[-1]["data"]["subtype"] == "success"
-            nursery.cancel_scope.cancel()
 
 
 async def test_bad_input_gets_one_error_and_nothing_else(tmp_path: Path, relay: FakeRelay) -> None:
@@ -478,17 +475,11 @@ async def test_queued_messages_are_answered_after_a_restart(
     tmp_path: Path, relay: FakeRelay
 ) -> None:
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            agent = make_agent(tmp_path, relay)
-            agent.engine = DemoEngine(word_delay=0.01)
-            await nursery.start(agent.run)
-            conn = await relay.accept()
-            await conn.recv()
-            await assign(conn)
+        async with assigned_agent(tmp_path, relay, word_delay=0.01) as conn:
             await say(conn, "a long one please", "c1")
             await conn.until("claude_message")
             await say(conn, "and then this", "c2")  # queued behind the long reply
-            nursery.cancel_scope.cancel()  # the agent goes away mid-turn
+            # Leaving the block stops the agent mid-turn.
 
         async with trio.open_nursery() as nursery:
             await nursery.start(make_agent(tmp_path, relay).run)

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from tests.vmagent.fakerelay import FakeRelay, agent_for, say
+from tests.vmagent.fakerelay import FakeRelay, VmConn, agent_for, say
 from tests.vmagent.gitrepo import git, make_origin
 from vmagent.engines.demo import DemoEngine
 from vmagent.workdir import WorkdirError, WorkdirPlan, clone_url, prepare_workdir, redact
+
+
+@contextlib.asynccontextmanager
+async def cloning_agent(
+    tmp_path: Path, origin: str
+) -> AsyncIterator[tuple[VmConn, dict[str, Any]]]:
+    """A demo agent that clones from ``origin``, on a fake relay: its connection and hello."""
+    async with trio.open_nursery() as nursery:
+        relay = await nursery.start(FakeRelay().run)
+        plan = WorkdirPlan(clone=True, git_base_url=origin)
+        await nursery.start(agent_for(relay, tmp_path, DemoEngine(word_delay=0), plan=plan).run)
+        conn = await relay.accept()
+        yield conn, await conn.recv()
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
@@ -84,13 +101,7 @@ def test_clone_url_and_redaction() -> None:
 
 async def test_agent_reports_clone_failure_then_recovers(tmp_path: Path, origin: str) -> None:
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            relay = await nursery.start(FakeRelay().run)
-            plan = WorkdirPlan(clone=True, git_base_url=origin)
-            agent = agent_for(relay, tmp_path, DemoEngine(word_delay=0), plan=plan)
-            await nursery.start(agent.run)
-            conn = await relay.accept()
-            await conn.recv()
+        async with cloning_agent(tmp_path, origin) as (conn, _hello):
             await conn.send(
                 {"type": "workspace_assigned", "workspaceId": "bad", "issue": issue(2, "missing")}
             )
@@ -107,7 +118,6 @@ async def test_agent_reports_clone_failure_then_recovers(tmp_path: Path, origin:
             await say(conn, "try again", "c1", ws="bad")
             status, _ = await conn.until("status", workspaceId="bad", status="error")
             assert "missing.git" in status["detail"]
-            nursery.cancel_scope.cancel()
 
 
 async def test_a_log_started_over_waits_for_its_assignment_to_clone(
@@ -118,17 +128,10 @@ async def test_a_log_started_over_waits_for_its_assignment_to_clone(
     log.parent.mkdir(parents=True)
     log.write_text('{"type":"_log", cut short')
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            relay = await nursery.start(FakeRelay().run)
-            plan = WorkdirPlan(clone=True, git_base_url=origin)
-            agent = agent_for(relay, tmp_path, DemoEngine(word_delay=0), plan=plan)
-            await nursery.start(agent.run)
-            conn = await relay.accept()
-            hello = await conn.recv()
+        async with cloning_agent(tmp_path, origin) as (conn, hello):
             assert [w["workspaceId"] for w in hello["workspaces"]] == ["ws1"]
             await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": issue(4)})
             await conn.until("status", workspaceId="ws1", status="idle")
             work = tmp_path / "state" / "workspaces" / "ws1" / "work"
             assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=work).strip() == "ff/issue-4"
             assert any(p.name.startswith("log.jsonl.corrupt-") for p in log.parent.iterdir())
-            nursery.cancel_scope.cancel()
