@@ -94,25 +94,20 @@ async def handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await trio.aclose_forcefully(stream)
         return
-    if decision.scope is Scope.CLIENT:
-        ws = WebSocket(
-            stream,
-            max_message_chars=settings.max_client_frame,
-            receive_size=CLIENT_RECEIVE_BYTES,
-            pending=pending,
-        )
+    is_client = decision.scope is Scope.CLIENT
+    ws = WebSocket(
+        stream,
+        max_message_chars=settings.max_client_frame if is_client else settings.max_vm_frame,
+        receive_size=CLIENT_RECEIVE_BYTES if is_client else VM_RECEIVE_BYTES,
+        pending=pending,
+    )
+    if is_client:
         outbox = Outbox(settings.client_queue_messages, settings.client_queue_bytes)
         client = _new_peer(ClientPeer, ws, decision.claims, outbox, settings, remote)
         await _serve_peer(
             client, "client", relay, relay.client_joined, relay.client_left, relay.read_client
         )
     else:
-        ws = WebSocket(
-            stream,
-            max_message_chars=settings.max_vm_frame,
-            receive_size=VM_RECEIVE_BYTES,
-            pending=pending,
-        )
         outbox = Outbox(settings.vm_queue_messages, settings.vm_queue_bytes)
         vm = _new_peer(VmPeer, ws, decision.claims, outbox, settings, remote)
         await _serve_peer(vm, "vm", relay, relay.vm_joined, relay.vm_left, relay.read_vm)
