@@ -88,10 +88,6 @@ class Peer:
 
     # -- sending -------------------------------------------------------------
 
-    def offer(self, frame: str) -> bool:
-        """Queue a frame without waiting; False when the queue is full (the caller decides)."""
-        return self.outbox.offer(frame)
-
     def send_or_drop(self, frame: str) -> None:
         """Queue a frame; a peer whose queue is full is too slow and is closed (4008)."""
         if not self.outbox.offer(frame):
