@@ -1,4 +1,4 @@
-"""The HTTP API (PROTOCOL.md section 7), the key set, health, and the web UI.
+"""The HTTP API (docs/protocol.md section 7), the key set, health, and the web UI.
 
 Handlers stay thin: parse, authorise, run a unit of work from
 :mod:`controlplane.store`, tell the coordinator, answer with a model.

@@ -1,4 +1,4 @@
-"""The ``controlplane`` command line (PROTOCOL.md section 8).
+"""The ``controlplane`` command line (docs/protocol.md section 8).
 
 Every flag can also come from the environment as ``CONTROLPLANE_<FLAG>``
 (upper case, dashes to underscores); a flag on the command line wins.

@@ -1,4 +1,4 @@
-"""The HTTP API's request and response models (PROTOCOL.md section 7).
+"""The HTTP API's request and response models (docs/protocol.md section 7).
 
 Pydantic dataclasses in strict mode: no coercion (``"5"`` is not ``5``),
 unknown fields refused, camelCase on the wire. quart-schema validates requests

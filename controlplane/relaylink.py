@@ -1,6 +1,6 @@
 """The control link to relayd: one Unix-socket connection, kept open with backoff.
 
-Newline-delimited JSON both ways (PROTOCOL.md section 5). Requests carry an
+Newline-delimited JSON both ways (docs/protocol.md section 5). Requests carry an
 ``id`` and get one reply; relayd's events carry none. After every connect the
 link says ``hello`` and then calls ``on_connect`` (which sends the full
 ``sync``) before anyone else may send requests.

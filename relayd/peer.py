@@ -38,7 +38,7 @@ log = logging.getLogger("relayd.peer")
 WRITE_BATCH_CHARS: Final = 256 * 1024
 #: Scheduler rounds a writer waits for more frames while they keep coming.
 COALESCE_ROUNDS: Final = 4
-#: Missed pings before a peer is closed (PROTOCOL.md section 1).
+#: Missed pings before a peer is closed (docs/protocol.md section 1).
 MAX_MISSED_PINGS: Final = 2
 
 _ids = itertools.count(1)

@@ -5,7 +5,7 @@ VM sent a frame, a snapshot arrived, the VM went away or came back); its output
 is a list of actions for the I/O shell: :class:`Deliver` frames to clients,
 :class:`RequestSnapshot` from the VM, report a :class:`StatusChanged`.
 
-The guarantee it keeps (PROTOCOL.md section 4): each subscribed client gets the
+The guarantee it keeps (docs/protocol.md section 4): each subscribed client gets the
 sequenced messages of its workspace in order, with no gap and no duplicate,
 starting right after its snapshot or its ``lastSeq``.
 

@@ -1,6 +1,6 @@
 """relayd's settings: every limit is named here, with its default and its flag.
 
-Each flag of the command line (PROTOCOL.md section 8, plus the limits) can
+Each flag of the command line (docs/protocol.md section 8, plus the limits) can
 also come from the environment as ``RELAYD_<FLAG>`` (upper case, dashes to
 underscores); a flag given on the command line wins. ``--allowed-origin`` is
 repeated on the command line and comma-separated in ``RELAYD_ALLOWED_ORIGIN``.

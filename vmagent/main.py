@@ -1,4 +1,4 @@
-"""``vmagent``: the command line (PROTOCOL.md section 8) and the process's life.
+"""``vmagent``: the command line (docs/protocol.md section 8) and the process's life.
 
 Every flag also reads an environment variable ``VMAGENT_<FLAG>`` (upper case,
 dashes to underscores); a flag given on the command line wins. systemd: the

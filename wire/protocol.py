@@ -25,7 +25,7 @@ class Scope(enum.StrEnum):
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes (PROTOCOL.md section 6)."""
+    """WebSocket close codes (docs/protocol.md section 6)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # relayd shutting down

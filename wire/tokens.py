@@ -105,7 +105,7 @@ def issue_token(
     now: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Sign a token with every claim PROTOCOL.md section 2 asks for."""
+    """Sign a token with every claim docs/protocol.md section 2 asks for."""
     issued = time.time() if now is None else now
     claims: dict[str, Any] = {
         "iss": issuer,

@@ -1,4 +1,4 @@
-"""The HTTP API through Quart's test client (PROTOCOL.md section 7)."""
+"""The HTTP API through Quart's test client (docs/protocol.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 /**
- * The control plane's HTTP API (PROTOCOL.md section 7) and the access token.
+ * The control plane's HTTP API (docs/protocol.md section 7) and the access token.
  *
  * The access token lives in memory only; the refresh cookie (HttpOnly, scoped
  * to /api/auth) restores a session after a reload. The token is renewed

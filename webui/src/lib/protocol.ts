@@ -54,7 +54,7 @@ export type Outgoing =
   | { type: "interrupt"; workspaceId: string }
   | { type: "auth"; token: string };
 
-/** Close codes of PROTOCOL.md section 6 that the client acts on. */
+/** Close codes of docs/protocol.md section 6 that the client acts on. */
 export const CLOSE_TOKEN_EXPIRED = 4401;
 export const CLOSE_CUT_OFF = 4403;
 export const CLOSE_TOO_SLOW = 4008;
