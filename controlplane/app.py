@@ -7,11 +7,7 @@ Handlers stay thin: parse, authorise, run a unit of work from
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
-import attrs
-import httpx
 import trio
 from quart import Response, request
 from quart_schema import (
@@ -25,12 +21,8 @@ from quart_trio import QuartTrio
 
 from controlplane import errors, store
 from controlplane.auth import BEARER, install_auth
-from controlplane.coordinator import Coordinator
-from controlplane.db import Database
 from controlplane.errors import ApiError, parse_body
 from controlplane.issues import InvalidIssueUrl, fetch_issue, parse_issue_url
-from controlplane.keys import KeyRing
-from controlplane.metrics import Metrics
 from controlplane.models import (
     AuditEntryOut,
     ConfigOut,
@@ -40,34 +32,11 @@ from controlplane.models import (
     IssueOut,
     WorkspaceOut,
 )
-from controlplane.relaylink import RelayLink
-from controlplane.settings import Settings
-from controlplane.throttle import LoginThrottle
+from controlplane.services import Services
 from controlplane.web import install_headers, install_webui, is_loopback, json_response
 
 #: Audit entries one request returns at most (the most recent ones).
 AUDIT_LIMIT = 1000
-
-
-@attrs.define
-class Services:
-    """What the handlers use; built once by ``serve`` (or a test)."""
-
-    settings: Settings
-    db: Database
-    keyring: KeyRing
-    coordinator: Coordinator
-    link: RelayLink | None = None
-    metrics: Metrics | None = None
-    github_transport: httpx.AsyncBaseTransport | None = None
-    clock: Callable[[], float] = time.time
-    throttle: LoginThrottle = attrs.field(init=False)
-    hash_limiter: trio.CapacityLimiter | None = None
-
-    def __attrs_post_init__(self) -> None:
-        self.throttle = LoginThrottle(
-            self.settings.login_max_failures, self.settings.login_failure_window, self.clock
-        )
 
 
 def to_workspace_out(ws: store.Workspace) -> WorkspaceOut:
@@ -247,7 +216,9 @@ def create_app(services: Services) -> QuartTrio:
             settings.metrics_access != "any" and (proxied or not is_loopback(request.remote_addr))
         ):
             raise ApiError(404, "not_found", "no such resource")
-        body, content_type = await services.metrics.render(services)
+        body, content_type = await services.metrics.render(
+            services.db, services.coordinator, services.link
+        )
         return Response(body, content_type=content_type)
 
     install_webui(app, settings.webui_dir)

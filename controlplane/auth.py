@@ -21,7 +21,7 @@ from wire.protocol import Scope
 from wire.tokens import TokenError, issue_token
 
 if TYPE_CHECKING:
-    from controlplane.app import Services
+    from controlplane.services import Services
 
 REFRESH_COOKIE = "ffcloud_refresh"
 REFRESH_COOKIE_PATH = "/api/auth"

@@ -15,7 +15,9 @@ from prometheus_client import (
 from controlplane import store
 
 if TYPE_CHECKING:
-    from controlplane.app import Services
+    from controlplane.coordinator import Coordinator
+    from controlplane.db import Database
+    from controlplane.relaylink import RelayLink
 
 
 class Metrics:
@@ -53,13 +55,14 @@ class Metrics:
         """Count one answered request (by route pattern, never by raw path)."""
         self.requests.labels(method, route, str(status)).inc()
 
-    async def render(self, services: Services) -> tuple[bytes, str]:
+    async def render(
+        self, db: Database, coordinator: Coordinator, link: RelayLink | None
+    ) -> tuple[bytes, str]:
         """The exposition text, with gauges brought up to date."""
-        counts = await services.db.run(store.count_workspaces_by_status)
+        counts = await db.run(store.count_workspaces_by_status)
         self.workspaces.clear()
         for status, count in counts.items():
             self.workspaces.labels(status).set(count)
-        self.vms_online.set(len(services.coordinator.online_vms))
-        link = services.link
+        self.vms_online.set(len(coordinator.online_vms))
         self.relay_connected.set(1 if link is not None and link.connected else 0)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -21,13 +21,14 @@ from hypercorn.config import Config
 from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
-from controlplane.app import Services, create_app
+from controlplane.app import create_app
 from controlplane.coordinator import Coordinator
 from controlplane.db import Database
 from controlplane.keys import KeyRing
 from controlplane.metrics import Metrics
 from controlplane.provisioner import LocalProvisioner, NoProvisioner, Provisioner
 from controlplane.relaylink import RelayLink
+from controlplane.services import Services
 from controlplane.settings import Settings
 from wire import sdnotify
 

@@ -11,11 +11,12 @@ from argon2 import PasswordHasher
 from quart_trio import QuartTrio
 
 from controlplane import passwords, store
-from controlplane.app import Services, create_app
+from controlplane.app import create_app
 from controlplane.coordinator import Coordinator
 from controlplane.db import Database
 from controlplane.keys import KeyRing
 from controlplane.metrics import Metrics
+from controlplane.services import Services
 from controlplane.settings import Settings
 from tests.support.fake_github import FakeGitHub, fake_github
 

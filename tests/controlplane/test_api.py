@@ -12,8 +12,9 @@ import trio
 from quart_trio import QuartTrio
 
 from controlplane import store
-from controlplane.app import Services, create_app
+from controlplane.app import create_app
 from controlplane.auth import REFRESH_COOKIE
+from controlplane.services import Services
 from tests.controlplane.conftest import PASSWORD
 from tests.support.fake_github import FakeGitHub
 from wire.protocol import Scope
