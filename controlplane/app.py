@@ -21,6 +21,7 @@ from quart_trio import QuartTrio
 
 from controlplane import errors, store
 from controlplane.auth import BEARER, install_auth
+from controlplane.clientaddr import TrustedProxies, parse_networks
 from controlplane.errors import ApiError, parse_body
 from controlplane.issues import InvalidIssueUrl, fetch_issue, parse_issue_url
 from controlplane.models import (
@@ -33,6 +34,7 @@ from controlplane.models import (
     WorkspaceOut,
 )
 from controlplane.services import Services
+from controlplane.settings import Settings
 from controlplane.web import install_headers, install_webui, is_loopback, json_response
 
 #: Audit entries one request returns at most (the most recent ones).
@@ -59,6 +61,18 @@ def to_workspace_out(ws: store.Workspace) -> WorkspaceOut:
     )
 
 
+def github_token_for(settings: Settings, owner: str) -> str | None:
+    """The server's GitHub token, only for the owners ``github_token_owners`` names.
+
+    Any user may name any issue: with the token used for every owner, they
+    could read the private repositories the token can see.
+    """
+    owners = settings.token_owners
+    if settings.github_token and ("*" in owners or owner.lower() in owners):
+        return settings.github_token
+    return None
+
+
 def create_app(services: Services) -> QuartTrio:
     """The Quart-trio application."""
     settings = services.settings
@@ -77,6 +91,8 @@ def create_app(services: Services) -> QuartTrio:
     )
     errors.install(app)
     app.extensions["ffcloud"] = services
+    # X-Forwarded-For/-Proto count only from a trusted proxy (login throttling, cookies).
+    app.asgi_app = TrustedProxies(app.asgi_app, parse_networks(settings.trusted_proxies))  # type: ignore[method-assign]
     install_headers(app, settings.relay_url, services.metrics)
     current_user = install_auth(app, services)
 
@@ -118,7 +134,7 @@ def create_app(services: Services) -> QuartTrio:
         fetched = await fetch_issue(
             ref,
             api_url=settings.github_api_url,
-            token=settings.github_token,
+            token=github_token_for(settings, ref.owner),
             timeout_seconds=settings.github_timeout,
             body_max=settings.issue_body_max,
             transport=services.github_transport,

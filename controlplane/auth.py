@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 import trio
 from quart import Response, request
 from quart_schema import document_request, document_response, security_scheme
 from quart_trio import QuartTrio
 
-from controlplane import store
+from controlplane import loginlimits, store
 from controlplane.errors import ApiError, parse_body
 from controlplane.models import ErrorOut, LoginRequest, LoginResponse, UserOut
 from controlplane.passwords import verify_password
+from controlplane.throttle import Policy, keys_for
 from controlplane.web import is_loopback, json_response
 from wire.protocol import Scope
 from wire.tokens import TokenError, issue_token
@@ -41,6 +44,18 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
         if services.hash_limiter is None:
             services.hash_limiter = trio.CapacityLimiter(HASH_THREADS)
         return services.hash_limiter
+
+    async def reserve(pair_key: str, account_key: str, policy: Policy) -> float:
+        now = services.clock()
+        try:
+            return await services.db.run(
+                lambda c: loginlimits.reserve_attempt(c, pair_key, account_key, now, policy)
+            )
+        except sa.exc.IntegrityError:
+            # Another control plane inserted the same new key at once: now it exists.
+            return await services.db.run(
+                lambda c: loginlimits.reserve_attempt(c, pair_key, account_key, now, policy)
+            )
 
     async def current_user() -> store.User:
         header = request.headers.get("Authorization", "")
@@ -110,14 +125,16 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
     async def login() -> Response:
         """Log in; sets the refresh cookie."""
         body = await parse_body(LoginRequest)
-        keys = [f"user:{body.username.casefold()}", f"ip:{request.remote_addr}"]
-        wait = services.throttle.retry_after(keys)
+        policy = settings.throttle_policy
+        pair_key, account_key = keys_for(body.username, request.remote_addr or "?")
+        # Reserved before the (slow) password check: attempts in flight count.
+        wait = await reserve(pair_key, account_key, policy)
         if wait > 0:
             raise ApiError(
                 429,
                 "rate_limited",
-                "too many failed logins; try again later",
-                {"Retry-After": str(int(wait) + 1)},
+                "too many login attempts; try again later",
+                {"Retry-After": str(math.ceil(wait))},
             )
         found = await services.db.run(lambda c: store.user_credentials(c, body.username))
         password_hash = found[1] if found else None
@@ -125,12 +142,13 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
             verify_password, password_hash, body.password, limiter=hasher_limiter()
         )
         if not ok or found is None:
-            services.throttle.failed(keys)
             if services.metrics is not None:
                 services.metrics.login_failures.inc()
             raise ApiError(401, "invalid_credentials", "wrong user name or password")
         user = found[0]
-        services.throttle.succeeded(keys[:1])
+        await services.db.run(
+            lambda c: loginlimits.login_succeeded(c, pair_key, account_key, policy)
+        )
         refresh = secrets.token_urlsafe(32)
         await services.db.run(
             lambda c: store.add_refresh_token(c, user.id, refresh, settings.refresh_token_ttl)

@@ -14,12 +14,11 @@ from typing import Any, Final
 import attrs
 import httpx
 
+from wire.repos import name_problem
+
 log = logging.getLogger(__name__)
 
 MAX_ISSUE_URL_LENGTH: Final = 2048
-#: GitHub user and organisation names: alphanumerics and single inner hyphens.
-_OWNER: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
-_REPO: Final = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _NUMBER: Final = re.compile(r"[1-9][0-9]{0,9}")
 MAX_ISSUE_NUMBER: Final = 2**31 - 1
 MAX_TITLE_LENGTH: Final = 1024
@@ -65,10 +64,9 @@ def parse_issue_url(text: str) -> IssueRef:
     if len(segments) != 5 or segments[0] != "" or segments[3] != "issues":
         raise InvalidIssueUrl("the URL must look like https://github.com/OWNER/REPO/issues/NUMBER")
     owner, repo, number = segments[1], segments[2], segments[4]
-    if not _OWNER.fullmatch(owner):
-        raise InvalidIssueUrl("the repository owner is not a valid GitHub name")
-    if not _REPO.fullmatch(repo) or repo in {".", ".."} or repo.endswith(".git"):
-        raise InvalidIssueUrl("the repository name is not valid")
+    problem = name_problem(owner, repo)
+    if problem is not None:
+        raise InvalidIssueUrl(problem)
     if not _NUMBER.fullmatch(number) or int(number) > MAX_ISSUE_NUMBER:
         raise InvalidIssueUrl("the issue number must be a positive whole number")
     return IssueRef(owner, repo, int(number))

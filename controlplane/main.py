@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from controlplane import store
+from controlplane.clientaddr import parse_networks
 from controlplane.db import Database
 from controlplane.keys import KeyRing
 from controlplane.passwords import MAX_PASSWORD_LENGTH, hash_password
@@ -59,11 +60,13 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--github-token": (str, "token for the GitHub API (optional)"),
     "--github-timeout": (float, "seconds to wait for GitHub (default 5)"),
     "--access-token-ttl": (float, "seconds an access token lives (default 900)"),
-    "--refresh-token-ttl": (float, "seconds a refresh token lives (default 30 days)"),
+    "--refresh-token-ttl": (float, "seconds a refresh token lives unused (default 30 days)"),
     "--vm-token-ttl": (float, "seconds a VM token lives (default 365 days)"),
     "--local-vm-token-ttl": (float, "seconds a local vmagent's token lives (default 3600)"),
-    "--login-max-failures": (int, "failed logins before 429 (default 5)"),
-    "--login-failure-window": (float, "seconds failed logins count for (default 300)"),
+    "--login-max-failures": (int, "free logins per user and address before delays (5)"),
+    "--login-account-max-failures": (int, "free logins per user, all addresses (20)"),
+    "--login-failure-window": (float, "quiet seconds that reset login counts (default 300)"),
+    "--login-max-delay": (float, "longest delay between login attempts (default 60)"),
     "--max-request-bytes": (int, "largest request body (default 65536)"),
     "--issue-body-max": (int, "issue bodies are cut to this many characters"),
     "--max-workspaces-per-user": (int, "live workspaces per user (default 100)"),
@@ -75,7 +78,8 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     ),
     "--metrics-access": (str, "who may read /metrics: loopback (default) or any"),
     "--cookie-secure": (str, "Secure refresh cookie: auto (default), always, never"),
-    "--proxy-hops": (int, "reverse proxies in front that set X-Forwarded-For (default 0)"),
+    "--trusted-proxies": (str, "addresses/networks of the proxies in front (default none)"),
+    "--github-token-owners": (str, "GitHub owners the server token is used for (default none)"),
 }
 
 
@@ -163,6 +167,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         raise SystemExit("controlplane: --provisioner must be local or none")
     if settings.local_engine not in ("demo", "claude"):
         raise SystemExit("controlplane: --local-engine must be demo or claude")
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SystemExit(f"controlplane: --trusted-proxies: {exc}") from None
     return settings
 
 

@@ -29,6 +29,37 @@ users = sa.Table(
     # Set by every password change: the running control plane cuts off the
     # user's relay connections, whose access tokens predate it (migration 0002).
     sa.Column("password_changed_at", UTC_TIME, nullable=True, index=True),
+    # Access tokens carry it as ``gen``; a password change raises it, which
+    # ends every access token issued before (migration 0003).
+    sa.Column("token_gen", sa.Integer, nullable=False, server_default="0"),
+)
+
+# One login: its refresh tokens share the session's id (their ``family_id``),
+# and its access tokens carry it as ``sid``. Logout, reuse of a rotated
+# refresh token or a password change revoke it; it ends for good at
+# ``expires_at`` (the absolute lifetime), however often it was refreshed.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("expires_at", UTC_TIME, nullable=False),
+    sa.Column("revoked_at", UTC_TIME, nullable=True, index=True),
+)
+
+# Login attempts per throttling key (``acct:NAME`` and ``pair:NAME|ADDRESS``),
+# shared by every control plane on the database. Times are epoch seconds of
+# the control plane's clock; a row quiet for the failure window is stale.
+login_attempts = sa.Table(
+    "login_attempts",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_at", sa.Float, nullable=False, index=True),
+    sa.Column("next_at", sa.Float, nullable=False),
 )
 
 refresh_tokens = sa.Table(

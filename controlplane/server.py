@@ -18,7 +18,6 @@ from typing import Any
 import attrs
 import trio
 from hypercorn.config import Config
-from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
 from controlplane.app import create_app
@@ -128,8 +127,6 @@ async def serve(
         )
         provisioner = make_provisioner(settings, services, env)
         app: Any = create_app(services)
-        if settings.proxy_hops > 0:
-            app = ProxyFixMiddleware(app, mode="legacy", trusted_hops=settings.proxy_hops)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.run)

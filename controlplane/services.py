@@ -19,7 +19,6 @@ from controlplane.keys import KeyRing
 from controlplane.metrics import Metrics
 from controlplane.relaylink import RelayLink
 from controlplane.settings import Settings
-from controlplane.throttle import LoginThrottle
 
 
 @attrs.define
@@ -34,10 +33,4 @@ class Services:
     metrics: Metrics | None = None
     github_transport: httpx.AsyncBaseTransport | None = None
     clock: Callable[[], float] = time.time
-    throttle: LoginThrottle = attrs.field(init=False)
     hash_limiter: trio.CapacityLimiter | None = None
-
-    def __attrs_post_init__(self) -> None:
-        self.throttle = LoginThrottle(
-            self.settings.login_max_failures, self.settings.login_failure_window, self.clock
-        )

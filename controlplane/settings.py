@@ -12,6 +12,7 @@ from typing import Final
 
 import attrs
 
+from controlplane.throttle import Policy
 from wire.protocol import DEFAULT_ISSUER
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8080"
@@ -48,15 +49,20 @@ class Settings:
     #: Seconds to wait for the GitHub API before creating the workspace without it.
     github_timeout: float = 5.0
     access_token_ttl: float = 15 * 60
+    #: Seconds a refresh token lives unused (each refresh makes a new one).
     refresh_token_ttl: float = 30 * 24 * 3600
     #: Lifetime of tokens from ``controlplane vm add`` (VMs that dial in).
     vm_token_ttl: float = 365 * 24 * 3600
     #: Lifetime of the local vmagents' tokens; renewed in their token files at half.
     local_vm_token_ttl: float = 3600.0
-    #: Failed logins (per user name and per client address) before 429.
+    #: Free login attempts per (user name, client address) before delays start.
     login_max_failures: int = 5
-    #: Window in seconds over which failed logins count, and the lockout.
+    #: Free login attempts per user name from every address together.
+    login_account_max_failures: int = 20
+    #: Quiet seconds after which a key's login attempts are forgotten.
     login_failure_window: float = 300.0
+    #: Longest delay between login attempts once the free ones are spent (seconds).
+    login_max_delay: float = 60.0
     #: Largest request body the API reads, in bytes.
     max_request_bytes: int = 64 * 1024
     #: Issue bodies longer than this many characters are cut.
@@ -75,11 +81,29 @@ class Settings:
     #: Serve ``Secure`` refresh cookies: "auto" (unless the request is on loopback),
     #: "always" or "never".
     cookie_secure: str = "auto"
-    #: Reverse proxies in front that set X-Forwarded-For/-Proto (0: none).
-    #: With one or more, the client address used for login throttling is the
-    #: one the nearest trusted proxy saw, not the proxy's own.
-    proxy_hops: int = 0
+    #: Addresses or networks (comma-separated) of the reverse proxies in front:
+    #: only a request from one of them has its X-Forwarded-For/-Proto believed.
+    trusted_proxies: str = ""
+    #: GitHub owners (comma-separated) whose issues are fetched with
+    #: ``github_token``; issues of other owners are fetched without it.
+    github_token_owners: str = ""
     log_level: str = "info"
+
+    @property
+    def throttle_policy(self) -> Policy:
+        """The login throttling rules."""
+        return Policy(
+            pair_free=self.login_max_failures,
+            account_free=self.login_account_max_failures,
+            window=self.login_failure_window,
+            max_delay=self.login_max_delay,
+        )
+
+    @property
+    def token_owners(self) -> frozenset[str]:
+        """``github_token_owners`` as a set of lower-case names."""
+        owners = self.github_token_owners.split(",")
+        return frozenset(o.strip().lower() for o in owners if o.strip())
 
     @property
     def database_url(self) -> str:

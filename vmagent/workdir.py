@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import urllib.parse
@@ -13,10 +12,11 @@ from typing import Any, Final
 import attrs
 import trio
 
+from wire.repos import name_problem
+
 DEFAULT_GIT_BASE_URL: Final = "https://github.com"
 #: Seconds a clone may take (VMAGENT_CLONE_TIMEOUT).
 DEFAULT_CLONE_TIMEOUT: Final = 600.0
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class WorkdirError(Exception):
@@ -39,7 +39,7 @@ def branch_name(number: int) -> str:
 
 def clone_url(base: str, owner: str, repo: str) -> str:
     """``{base}/{owner}/{repo}.git``, refusing names that are not GitHub-like."""
-    if not _NAME_RE.fullmatch(owner) or not _NAME_RE.fullmatch(repo) or ".." in owner + repo:
+    if name_problem(owner, repo) is not None:
         raise WorkdirError(f"not a repository name: {owner[:100]}/{repo[:100]}")
     return f"{base.rstrip('/')}/{owner}/{repo}.git"
 

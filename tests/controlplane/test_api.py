@@ -101,7 +101,7 @@ async def test_unknown_user_and_wrong_password_look_the_same(app: QuartTrio) -> 
 
 async def test_repeated_failures_are_throttled(app: QuartTrio, clock: Any) -> None:
     services: Services = app.extensions["ffcloud"]
-    services.throttle._clock = clock  # the test moves time, not sleeps
+    services.clock = clock  # the test moves time, not sleeps
     with trio.fail_after(20):
         for _ in range(3):
             await assert_error(await login(app, "alice", "bad"), 401, "invalid_credentials")
@@ -289,15 +289,38 @@ async def test_issue_fetch_failures_still_create_the_workspace(
         assert "did not answer" in slow["issue"]["fetchError"]
 
 
-async def test_github_token_is_sent_when_set(app: QuartTrio, github: FakeGitHub) -> None:
+async def test_github_token_is_sent_only_for_allowed_owners(
+    app: QuartTrio, github: FakeGitHub
+) -> None:
     services: Services = app.extensions["ffcloud"]
-    services.settings = attrs.evolve(services.settings, github_token="gh-secret")
+    services.settings = attrs.evolve(
+        services.settings, github_token="gh-secret", github_token_owners="Octo, other"
+    )
+    github.add_issue("stranger", "private", 1, "Secret", "Only the token sees it.")
     app2 = create_app(services)
     with trio.fail_after(10):
         headers = bearer(await token_for(app2))
         client = app2.test_client()
         await client.post("/api/workspaces", json={"issueUrl": ISSUE}, headers=headers)
-    assert github.requests[-1].headers["authorization"] == "Bearer gh-secret"
+        assert github.requests[-1].headers["authorization"] == "Bearer gh-secret"
+        await client.post(
+            "/api/workspaces",
+            json={"issueUrl": "https://github.com/stranger/private/issues/1"},
+            headers=headers,
+        )
+        assert "authorization" not in github.requests[-1].headers
+
+
+@pytest.mark.parametrize("repo", ["-upload-pack=evil", "..", "a..b", "x.git", "-"])
+async def test_repository_names_vmagent_would_refuse_get_400(app: QuartTrio, repo: str) -> None:
+    with trio.fail_after(10):
+        headers = bearer(await token_for(app))
+        response = await app.test_client().post(
+            "/api/workspaces",
+            json={"issueUrl": f"https://github.com/octo/{repo}/issues/1"},
+            headers=headers,
+        )
+        await assert_error(response, 400, "invalid_issue_url")
 
 
 @pytest.mark.parametrize(

@@ -6,42 +6,7 @@ import datetime as dt
 
 from controlplane.coordinator import users_to_cut_off
 from controlplane.placement import plan_placement
-from controlplane.throttle import LoginThrottle
 from controlplane.web import content_security_policy, is_loopback
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_throttle_locks_after_max_failures_within_the_window() -> None:
-    clock = Clock()
-    throttle = LoginThrottle(max_failures=3, window=60, clock=clock)
-    keys = ["user:alice", "ip:1.2.3.4"]
-    for _ in range(2):
-        throttle.failed(keys)
-        clock.now += 10
-    assert throttle.retry_after(keys) == 0
-    throttle.failed(keys)  # third failure at t=20
-    assert throttle.retry_after(keys) == 40  # the first (t=0) leaves the window at t=60
-    assert throttle.retry_after(["user:alice"]) == 40
-    assert throttle.retry_after(["user:bob"]) == 0
-    clock.now = 60.5
-    assert throttle.retry_after(keys) == 0  # one failure left the window: two remain
-
-
-def test_a_good_login_clears_only_the_keys_it_names() -> None:
-    clock = Clock()
-    throttle = LoginThrottle(max_failures=2, window=60, clock=clock)
-    throttle.failed(["user:alice", "ip:1.2.3.4"])
-    throttle.failed(["user:alice", "ip:1.2.3.4"])
-    throttle.succeeded(["user:alice"])
-    assert throttle.retry_after(["user:alice"]) == 0
-    assert throttle.retry_after(["ip:1.2.3.4"]) > 0
 
 
 def test_placement_balances_and_waits_without_vms() -> None:

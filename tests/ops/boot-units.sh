@@ -96,7 +96,7 @@ install -d -m 0755 /etc/ffcloud
 install -m 0644 relayd.env.example /etc/ffcloud/relayd.env
 install -m 0600 controlplane.env.example /etc/ffcloud/controlplane.env
 # No TLS proxy in here: clients and the VM use relayd directly.
-sed -i 's|^CONTROLPLANE_RELAY_URL=.*|CONTROLPLANE_RELAY_URL=ws://127.0.0.1:8765|; s|^CONTROLPLANE_PROXY_HOPS=.*|CONTROLPLANE_PROXY_HOPS=0|' /etc/ffcloud/controlplane.env
+sed -i 's|^CONTROLPLANE_RELAY_URL=.*|CONTROLPLANE_RELAY_URL=ws://127.0.0.1:8765|; s|^CONTROLPLANE_TRUSTED_PROXIES=.*|CONTROLPLANE_TRUSTED_PROXIES=|' /etc/ffcloud/controlplane.env
 install -m 0644 relayd.service controlplane.service /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now controlplane.service relayd.service

@@ -1,0 +1,178 @@
+"""Security properties of the control plane against real servers on loopback:
+login throttling under a parallel burst and across control planes, and the
+client address taken from a trusted proxy only."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controlplane import loginlimits, passwords, store
+from controlplane.clientaddr import client_address, parse_networks
+from controlplane.db import Database
+from controlplane.server import Running, serve
+from controlplane.settings import Settings
+from controlplane.throttle import KeyState, Policy, delay_after, keys_for, reserve, wait_for
+from tests.controlplane.conftest import PASSWORD
+
+POLICY = Policy(pair_free=5, account_free=20, window=300, max_delay=60)
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cpsec-", dir="/tmp") as path:
+        yield Path(path)
+
+
+def base_settings(state: Path, **changes: Any) -> Settings:
+    settings = Settings(state_dir=state, listen="127.0.0.1:0", provisioner="none")
+    return attrs.evolve(settings, **changes)
+
+
+def add_user(settings: Settings, name: str = "alice") -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database.open(settings.database_url)
+    hashed = passwords.hash_password(PASSWORD)
+    db.run_sync(lambda c: store.add_user(c, name, hashed))
+    db.close()
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[Running]:
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(partial(serve, settings))
+        yield running
+        running.stop()
+
+
+async def burst(urls: list[str], count: int, username: str = "alice") -> list[int]:
+    """``count`` wrong logins at once, spread over ``urls``; their status codes."""
+    codes: list[int] = []
+    async with httpx.AsyncClient(timeout=20) as http:
+
+        async def one(url: str) -> None:
+            response = await http.post(
+                f"{url}/api/auth/login", json={"username": username, "password": "wrong"}
+            )
+            codes.append(response.status_code)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, urls[i % len(urls)])
+    return codes
+
+
+# --- the rules ---------------------------------------------------------------
+
+
+def test_delays_start_after_the_free_attempts_and_double_up_to_the_cap() -> None:
+    assert [delay_after(n, 5, 60) for n in range(1, 5)] == [0, 0, 0, 0]
+    assert [delay_after(n, 5, 60) for n in range(5, 12)] == [1, 2, 4, 8, 16, 32, 60]
+    assert delay_after(10**9, 5, 60) == 60
+
+
+def test_a_key_is_forgotten_after_a_quiet_window() -> None:
+    state = KeyState(attempts=30, last_at=100, next_at=160)
+    assert wait_for(state, 110, 300) == 50
+    assert wait_for(state, 400, 300) == 0
+    assert reserve(state, 400, 5, POLICY).attempts == 1
+
+
+@given(st.lists(st.floats(min_value=0, max_value=10), min_size=1, max_size=60))
+def test_no_more_than_the_free_attempts_pass_within_a_second(gaps: list[float]) -> None:
+    """Whatever the timing, attempts that pass (wait 0) are spaced by the delays."""
+    now, state, passed = 0.0, None, 0
+    for gap in gaps:
+        now += gap
+        if wait_for(state, now, POLICY.window) == 0:
+            state = reserve(state, now, POLICY.pair_free, POLICY)
+            passed += 1
+    if now < 1:  # everything in the first second: only the free ones
+        assert passed <= POLICY.pair_free
+
+
+def test_xff_counts_only_from_a_trusted_proxy() -> None:
+    trusted = parse_networks("127.0.0.1, 10.0.0.0/8")
+    assert client_address("203.0.113.9", ["1.2.3.4"], trusted) == "203.0.113.9"
+    assert client_address("127.0.0.1", ["1.2.3.4"], trusted) == "1.2.3.4"
+    # A client's own forged entry stays to the left of what the proxy saw.
+    assert client_address("127.0.0.1", ["6.6.6.6, 1.2.3.4"], trusted) == "1.2.3.4"
+    assert client_address("127.0.0.1", ["1.2.3.4, 10.1.1.1"], trusted) == "1.2.3.4"
+    assert client_address("127.0.0.1", [], trusted) == "127.0.0.1"
+    with pytest.raises(ValueError):
+        parse_networks("not-an-address")
+
+
+def test_the_database_counts_reservations_and_gives_a_good_login_back(tmp_path: Path) -> None:
+    db = Database.open(f"sqlite:///{tmp_path / 't.db'}")
+    pair, account = keys_for("Alice", "192.0.2.1")
+    waits = [
+        db.run_sync(lambda c: loginlimits.reserve_attempt(c, pair, account, 1000.0, POLICY))
+        for _ in range(7)
+    ]
+    assert waits[:5] == [0] * 5
+    assert all(w > 0 for w in waits[5:])
+    assert db.run_sync(lambda c: loginlimits.attempts_of(c, account)) == 5
+    db.run_sync(lambda c: loginlimits.login_succeeded(c, pair, account, POLICY))
+    assert db.run_sync(lambda c: loginlimits.attempts_of(c, pair)) == 0
+    assert db.run_sync(lambda c: loginlimits.attempts_of(c, account)) == 4
+    db.close()
+
+
+# --- real servers --------------------------------------------------------------
+
+
+async def test_a_parallel_burst_checks_at_most_the_limit(state: Path) -> None:
+    settings = base_settings(state)
+    add_user(settings)
+    with trio.fail_after(60):
+        async with served(settings) as running:
+            codes = await burst([running.url], 40)
+            async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+                # Even the right password waits now: the pair's delay is running.
+                good = await http.post(
+                    "/api/auth/login", json={"username": "alice", "password": PASSWORD}
+                )
+    assert codes.count(401) == settings.login_max_failures
+    assert codes.count(429) == 40 - settings.login_max_failures
+    assert good.status_code == 429
+    assert int(good.headers["Retry-After"]) >= 1
+
+
+async def test_two_control_planes_on_one_database_share_the_counts(state: Path) -> None:
+    settings = base_settings(state)
+    add_user(settings)
+    with trio.fail_after(60):
+        async with served(settings) as one, served(settings) as two:
+            codes = await burst([one.url, two.url], 40)
+    assert codes.count(401) == settings.login_max_failures
+    assert codes.count(429) == 40 - settings.login_max_failures
+
+
+async def test_a_forged_xff_from_an_untrusted_peer_is_ignored(state: Path) -> None:
+    settings = base_settings(state, login_max_failures=2)
+    with trio.fail_after(30):
+        async with served(settings) as running, httpx.AsyncClient(timeout=10) as http:
+            codes = [
+                (
+                    await http.post(
+                        f"{running.url}/api/auth/login",
+                        json={"username": "bob", "password": "wrong"},
+                        headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                    )
+                ).status_code
+                for i in range(3)
+            ]
+    # Three "addresses", but one peer (127.0.0.1): the pair's free attempts run out.
+    assert codes == [401, 401, 429]
