@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { reduce } from "./conversation";
 import {
   type Action,
   type AssistantItem,
@@ -6,8 +7,7 @@ import {
   assistantBlocks,
   emptyConversation,
   openPrompts,
-  reduce,
-} from "./conversation";
+} from "./conversationModel";
 import type { Incoming } from "./protocol";
 
 const WS = "ws-1";

@@ -57,7 +57,6 @@ export type Outgoing =
 /** Close codes of docs/protocol.md section 6 that the client acts on. */
 export const CLOSE_TOKEN_EXPIRED = 4401;
 export const CLOSE_CUT_OFF = 4403;
-export const CLOSE_TOO_SLOW = 4008;
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);

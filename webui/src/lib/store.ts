@@ -9,7 +9,8 @@
  * id once, so a resend is harmless).
  */
 
-import { type Action, type Conversation, emptyConversation, reduce } from "./conversation";
+import { reduce } from "./conversation";
+import { type Action, type Conversation, emptyConversation } from "./conversationModel";
 import type { ConnState } from "./connection";
 import type { Answers, Incoming, Outgoing, Status } from "./protocol";
 

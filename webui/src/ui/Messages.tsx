@@ -10,7 +10,7 @@ import {
   type ToolResult,
   type ToolUseBlock,
   assistantBlocks,
-} from "../lib/conversation";
+} from "../lib/conversationModel";
 import { formatCost, formatDuration, formatTokens } from "./format";
 import { Markdown } from "./Markdown";
 import { ToolInput, Truncated, toolSummary } from "./ToolViews";

@@ -1,7 +1,7 @@
 /** Question and permission cards, stacked above the composer while open. */
 
 import { useEffect, useId, useRef, useState } from "react";
-import type { PermissionItem, QuestionItem } from "../lib/conversation";
+import type { PermissionItem, QuestionItem } from "../lib/conversationModel";
 import type { Answers, Question } from "../lib/protocol";
 import { ToolInput, toolSummary } from "./ToolViews";
 

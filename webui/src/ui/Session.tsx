@@ -3,7 +3,7 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import type { Workspace } from "../lib/api";
 import type { ConnState } from "../lib/connection";
-import { type Conversation, openPrompts } from "../lib/conversation";
+import { type Conversation, openPrompts } from "../lib/conversationModel";
 import type { Store } from "../lib/store";
 import { statusLabel } from "./format";
 import { Messages } from "./Messages";

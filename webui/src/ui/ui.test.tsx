@@ -1,7 +1,8 @@
 // @vitest-environment jsdom
 import { cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { type Conversation, emptyConversation, reduce } from "../lib/conversation";
+import { reduce } from "../lib/conversation";
+import { type Conversation, emptyConversation } from "../lib/conversationModel";
 import type { Incoming } from "../lib/protocol";
 import { Messages } from "./Messages";
 import { PermissionCard, QuestionCard, answerOf } from "./Prompts";
