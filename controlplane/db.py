@@ -20,6 +20,8 @@ import trio
 from alembic import command
 from alembic.config import Config
 
+from controlplane.statedir import private_sqlite_files
+
 T = TypeVar("T")
 
 #: Worker threads for databases that allow concurrent writers.
@@ -85,7 +87,8 @@ class Database:
 
     @classmethod
     def open(cls, url: str) -> Database:
-        """Open the database at ``url`` and run the migrations."""
+        """Open the database at ``url`` and run the migrations (a SQLite file stays 0600)."""
+        private_sqlite_files(url)
         engine = create_engine(url)
         migrate(engine)
         return cls(engine)

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from controlplane.statedir import secure_dir
 from wire.tokens import SigningKey, TokenVerifier, jwks_document
 
 
@@ -74,7 +75,7 @@ class KeyRing:
     def load(self, *, now: float | None = None) -> None:
         """Read the keys; generate the first one when there is none."""
         moment = time.time() if now is None else now
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secure_dir(self.dir)
         entries: list[KeyEntry] = []
         if self.index_path.exists():
             for item in json.loads(self.index_path.read_text()):

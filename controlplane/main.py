@@ -23,6 +23,7 @@ from controlplane.db import Database
 from controlplane.keys import KeyRing
 from controlplane.passwords import MAX_PASSWORD_LENGTH, hash_password
 from controlplane.settings import Settings
+from controlplane.statedir import StateDirError, secure_dir
 from wire.logs import setup_logging
 from wire.protocol import Scope
 from wire.tokens import issue_token
@@ -174,8 +175,15 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     return settings
 
 
+def _private_state_dir(settings: Settings) -> None:
+    try:
+        secure_dir(settings.state_dir)
+    except StateDirError as exc:
+        raise SystemExit(f"controlplane: {exc}") from None
+
+
 def _open_db(settings: Settings) -> Database:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_state_dir(settings)
     return Database.open(settings.database_url)
 
 
@@ -301,7 +309,7 @@ def cmd_vm_list(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys_rotate(_args: argparse.Namespace, settings: Settings) -> int:
     """``controlplane keys rotate``."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_state_dir(settings)
     keyring = KeyRing(settings.state_dir)
     keyring.load()
     key = keyring.rotate(settings.longest_token_ttl)

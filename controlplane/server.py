@@ -29,6 +29,7 @@ from controlplane.provisioner import LocalProvisioner, NoProvisioner, Provisione
 from controlplane.relaylink import RelayLink
 from controlplane.services import Services
 from controlplane.settings import Settings
+from controlplane.statedir import secure_dir
 from wire import sdnotify
 
 log = logging.getLogger("controlplane")
@@ -53,7 +54,7 @@ class Running:
 
 def prepare_state(settings: Settings) -> tuple[KeyRing, Database]:
     """State dir (0700), keys and JWKS, database with migrations (blocking)."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_dir(settings.state_dir)
     keyring = KeyRing(settings.state_dir)
     keyring.load()
     db = Database.open(settings.database_url)

@@ -4,6 +4,7 @@ client address taken from a trusted proxy only."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from controlplane.clientaddr import client_address, parse_networks
 from controlplane.db import Database
 from controlplane.server import Running, serve
 from controlplane.settings import Settings
+from controlplane.statedir import StateDirError, secure_dir
 from controlplane.throttle import KeyState, Policy, delay_after, keys_for, reserve, wait_for
 from tests.controlplane.conftest import PASSWORD
 
@@ -176,3 +178,67 @@ async def test_a_forged_xff_from_an_untrusted_peer_is_ignored(state: Path) -> No
             ]
     # Three "addresses", but one peer (127.0.0.1): the pair's free attempts run out.
     assert codes == [401, 401, 429]
+
+
+# --- file modes ----------------------------------------------------------------
+
+#: Files of the state dir that are public on purpose (relayd reads them).
+PUBLIC_FILES = {"jwks.json", "revoked.json"}
+
+
+def open_to_others(root: Path) -> list[str]:
+    """Files and directories under ``root`` that others may read or enter."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink() or path.is_socket() or path.name in PUBLIC_FILES:
+            continue
+        # A directory may keep the group's search bit (relayd opens jwks.json).
+        if path.stat().st_mode & (0o067 if path.is_dir() else 0o077):
+            found.append(f"{path.relative_to(root)} {oct(path.stat().st_mode & 0o777)}")
+    return found
+
+
+def mode_of(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def leave_open(state: Path) -> None:
+    """What an older version left: a 0755 directory, a database readable by everyone."""
+    state.chmod(0o755)
+    old = state / "controlplane.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+
+
+async def test_an_open_state_dir_is_tightened_and_every_file_is_private(state: Path) -> None:
+    leave_open(state)
+    assert mode_of(state / "controlplane.db") == 0o644
+    settings = base_settings(state, login_max_failures=50)
+    add_user(settings)
+    with trio.fail_after(30):
+        async with served(settings) as running, httpx.AsyncClient(timeout=10) as http:
+            for password in ("wrong", PASSWORD):  # writes: WAL and SHM exist now
+                await http.post(
+                    f"{running.url}/api/auth/login",
+                    json={"username": "alice", "password": password},
+                )
+            assert (state / "controlplane.db-wal").exists()
+            assert open_to_others(state) == []
+    assert mode_of(state) == 0o710  # 0755 without what others and the group may not do
+    assert mode_of(state / "jwks.json") & 0o004  # public on purpose
+
+
+def test_a_fresh_database_is_created_private(tmp_path: Path) -> None:
+    db = Database.open(f"sqlite:///{tmp_path / 'fresh.db'}")
+    db.run_sync(lambda c: store.add_user(c, "carol", "hash"))
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("fresh.db")]
+    assert len(files) >= 2  # the database and its WAL
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files), [oct(p.stat().st_mode) for p in files]
+    db.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory away")
+def test_a_state_dir_of_another_user_is_refused(state: Path) -> None:
+    os.chown(state, 65534, 65534)
+    with pytest.raises(StateDirError, match="belongs to uid 65534"):
+        secure_dir(state)
