@@ -70,8 +70,10 @@ def private_sqlite_files(url: str) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    os.close(fd)
+    # O_EXCL: an existing database is never opened here. Closing a descriptor
+    # drops every POSIX lock this process holds on the file, SQLite's too.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     for suffix in SQLITE_SUFFIXES:
         with contextlib.suppress(FileNotFoundError):
             side = Path(f"{path}{suffix}")
