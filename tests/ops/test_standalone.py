@@ -23,8 +23,8 @@ OUTSIDE_CONTRACT: Final = "PROTOCOL" + ".md"
 KNOWN_NEIGHBOURS: Final = ("shared", "mission", "brief")
 _UP_PATH = re.compile(r"(?<![\w.])((?:\.\./)+)([\w.-]*)")
 _MD_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)")
-#: Generated or vendored files, which nothing here writes by hand.
-_SKIP: Final = ("webui/package-lock.json", "uv.lock")
+#: Generated files, and this one (its samples of what is refused).
+_SKIP: Final = ("webui/package-lock.json", "uv.lock", "tests/ops/test_standalone.py")
 
 
 def _tracked() -> list[Path]:
