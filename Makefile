@@ -50,6 +50,7 @@ webui/node_modules/.installed: webui/package.json webui/package-lock.json
 webui/dist/index.html: webui/node_modules/.installed $(WEBUI_SOURCES)
 	cd webui && npm run build
 webui-test: webui/node_modules/.installed
+	cd webui && npm run lint
 	cd webui && npm test
 else
 webui:

@@ -1,6 +1,7 @@
 /// <reference types="vitest/config" />
-import { defineConfig } from "vite";
+
 import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
 
 // The control plane serves dist/ at / with an SPA fallback, so asset paths
 // are absolute. `npm run dev` proxies the API to a control plane on :8080.

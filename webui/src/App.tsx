@@ -37,12 +37,24 @@ function useRoute(): [string | null, (id: string | null) => void] {
   return [routeOf(path), go];
 }
 
-function Workspaces({ api, session, store, onLogout }: { api: Api; session: Session; store: Store; onLogout: () => void }) {
+function Workspaces({
+  api,
+  session,
+  store,
+  onLogout,
+}: {
+  api: Api;
+  session: Session;
+  store: Store;
+  onLogout: () => void;
+}) {
   const state = useSyncExternalStore(store.subscribe, store.getState);
   const [route, go] = useRoute();
   const [workspaces, setWorkspaces] = useState<Workspace[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
-  const [notifyPermission, setNotifyPermission] = useState(() => ("Notification" in window ? Notification.permission : "denied"));
+  const [notifyPermission, setNotifyPermission] = useState(() =>
+    "Notification" in window ? Notification.permission : "denied",
+  );
 
   const load = useCallback(async () => {
     try {
@@ -50,7 +62,11 @@ function Workspaces({ api, session, store, onLogout }: { api: Api; session: Sess
       setWorkspaces(list);
       setLoadError(null);
     } catch (err) {
-      setLoadError(err instanceof Error ? `Could not load workspaces: ${err.message}` : "Could not load workspaces.");
+      setLoadError(
+        err instanceof Error
+          ? `Could not load workspaces: ${err.message}`
+          : "Could not load workspaces.",
+      );
     }
   }, [api]);
 
@@ -241,7 +257,9 @@ export function App() {
   if (bootError) {
     return (
       <main className="login" id="main">
-        <p className="field-error" role="alert">Could not start: {bootError}</p>
+        <p className="field-error" role="alert">
+          Could not start: {bootError}
+        </p>
       </main>
     );
   }

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { Api, ApiError, issueUrlError, parseExpiry, renewDelay } from "./api";
-import { ManualClock, flush } from "./testkit";
+import { flush, ManualClock } from "./testkit";
 
 function json(status: number, body: unknown): Response {
   return new Response(body === undefined ? null : JSON.stringify(body), {
@@ -15,10 +15,22 @@ describe("issueUrlError", () => {
     ["https://github.com/acme/widgets/issues/12/", null],
     ["  https://github.com/acme/wid.gets/issues/3?x=1#c  ", null],
     ["", "Paste the URL of a GitHub issue."],
-    ["https://github.com/acme/widgets/pull/12", "Expected https://github.com/OWNER/REPO/issues/NUMBER"],
-    ["http://github.com/acme/widgets/issues/12", "Expected https://github.com/OWNER/REPO/issues/NUMBER"],
-    ["https://github.com/acme/widgets/issues/0", "Expected https://github.com/OWNER/REPO/issues/NUMBER"],
-    ["https://gitlab.com/acme/widgets/issues/1", "Expected https://github.com/OWNER/REPO/issues/NUMBER"],
+    [
+      "https://github.com/acme/widgets/pull/12",
+      "Expected https://github.com/OWNER/REPO/issues/NUMBER",
+    ],
+    [
+      "http://github.com/acme/widgets/issues/12",
+      "Expected https://github.com/OWNER/REPO/issues/NUMBER",
+    ],
+    [
+      "https://github.com/acme/widgets/issues/0",
+      "Expected https://github.com/OWNER/REPO/issues/NUMBER",
+    ],
+    [
+      "https://gitlab.com/acme/widgets/issues/1",
+      "Expected https://github.com/OWNER/REPO/issues/NUMBER",
+    ],
   ])("%s", (url, err) => {
     expect(issueUrlError(url)).toBe(err);
   });
@@ -53,7 +65,11 @@ describe("Api", () => {
       fetch: async (input) => {
         calls.push(String(input));
         n += 1;
-        return json(200, { accessToken: `t${n}`, expiresAt: (clock.now + 100_000) / 1000, user: { id: "u1", username: "ann" } });
+        return json(200, {
+          accessToken: `t${n}`,
+          expiresAt: (clock.now + 100_000) / 1000,
+          user: { id: "u1", username: "ann" },
+        });
       },
     });
     const tokens: (string | null)[] = [];
@@ -68,10 +84,19 @@ describe("Api", () => {
   });
 
   test("a wrong password gives the server's error", async () => {
-    const api = new Api({ fetch: async () => json(401, { error: { code: "invalid_credentials", message: "Wrong username or password" } }) });
+    const api = new Api({
+      fetch: async () =>
+        json(401, {
+          error: { code: "invalid_credentials", message: "Wrong username or password" },
+        }),
+    });
     const err = await api.login("ann", "bad").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
-    expect(err).toMatchObject({ status: 401, code: "invalid_credentials", message: "Wrong username or password" });
+    expect(err).toMatchObject({
+      status: 401,
+      code: "invalid_credentials",
+      message: "Wrong username or password",
+    });
   });
 
   test("a refused refresh ends the session", async () => {
@@ -82,7 +107,9 @@ describe("Api", () => {
       setTimeout: clock.setTimeout,
       clearTimeout: clock.clearTimeout,
       fetch: async () =>
-        refuse ? json(401, { error: { code: "unauthorized", message: "no" } }) : json(200, { accessToken: "t", expiresAt: 100, user: { id: "u", username: "a" } }),
+        refuse
+          ? json(401, { error: { code: "unauthorized", message: "no" } })
+          : json(200, { accessToken: "t", expiresAt: 100, user: { id: "u", username: "a" } }),
     });
     const seen: (string | null)[] = [];
     api.onSession((s) => seen.push(s?.accessToken ?? null));
@@ -101,11 +128,17 @@ describe("Api", () => {
         const path = String(input);
         if (path === "/api/auth/refresh" || path === "/api/auth/login") {
           n += 1;
-          return json(200, { accessToken: `t${n}`, expiresAt: Date.now() / 1000 + 600, user: { id: "u", username: "a" } });
+          return json(200, {
+            accessToken: `t${n}`,
+            expiresAt: Date.now() / 1000 + 600,
+            user: { id: "u", username: "a" },
+          });
         }
         const h = (init?.headers ?? {}) as Record<string, string>;
         auths.push(h.Authorization ?? null);
-        return h.Authorization === "Bearer t1" ? json(401, { error: { code: "unauthorized", message: "expired" } }) : json(200, []);
+        return h.Authorization === "Bearer t1"
+          ? json(401, { error: { code: "unauthorized", message: "expired" } })
+          : json(200, []);
       },
     });
     await api.login("a", "b");
@@ -118,7 +151,11 @@ describe("Api", () => {
     const api = new Api({
       fetch: async () => {
         n += 1;
-        return json(200, { accessToken: "t", expiresAt: Date.now() / 1000 + 600, user: { id: "u", username: "a" } });
+        return json(200, {
+          accessToken: "t",
+          expiresAt: Date.now() / 1000 + 600,
+          user: { id: "u", username: "a" },
+        });
       },
     });
     await Promise.all([api.refresh(), api.refresh(), api.refresh()]);

@@ -146,7 +146,10 @@ export class Api {
   private async doRefresh(): Promise<Session | null> {
     let res: Response;
     try {
-      res = await this.deps.fetch("/api/auth/refresh", { method: "POST", credentials: "same-origin" });
+      res = await this.deps.fetch("/api/auth/refresh", {
+        method: "POST",
+        credentials: "same-origin",
+      });
     } catch {
       // The network, not the cookie, failed: keep the session, try again soon.
       this.schedule(5_000);
@@ -236,7 +239,8 @@ export class Api {
   }
 }
 
-const ISSUE_URL = /^https:\/\/github\.com\/([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)\/issues\/([1-9][0-9]*)\/?(?:[?#].*)?$/;
+const ISSUE_URL =
+  /^https:\/\/github\.com\/([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)\/issues\/([1-9][0-9]*)\/?(?:[?#].*)?$/;
 
 /** Inline check of an issue URL, as the server will check it; an error text or null. */
 export function issueUrlError(url: string): string | null {

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, test } from "vitest";
-import { type ConnState, type ConnectionDeps, RelayConnection, backoffDelay } from "./connection";
-import { FakeSocket, ManualClock, flush } from "./testkit";
+import { backoffDelay, type ConnectionDeps, type ConnState, RelayConnection } from "./connection";
+import { FakeSocket, flush, ManualClock } from "./testkit";
 
 let clock: ManualClock;
 let sockets: FakeSocket[];

@@ -14,9 +14,9 @@ import {
   CLOSE_CUT_OFF,
   CLOSE_TOKEN_EXPIRED,
   type Incoming,
+  isObject,
   type Outgoing,
   SUBPROTOCOL,
-  isObject,
 } from "./protocol";
 
 export type ConnState = "connecting" | "open" | "reconnecting" | "stopped";
@@ -58,7 +58,11 @@ export const DEFAULT_BACKOFF: BackoffSettings = { baseMs: 500, maxMs: 15_000 };
  * "equal jitter" (half fixed, half random) so a relay restart does not bring
  * every tab back in the same millisecond.
  */
-export function backoffDelay(attempt: number, random: number, s: BackoffSettings = DEFAULT_BACKOFF): number {
+export function backoffDelay(
+  attempt: number,
+  random: number,
+  s: BackoffSettings = DEFAULT_BACKOFF,
+): number {
   const ceiling = Math.min(s.maxMs, s.baseMs * 2 ** Math.min(attempt, 30));
   return Math.round(ceiling / 2 + (ceiling / 2) * random);
 }

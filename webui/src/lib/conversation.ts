@@ -13,15 +13,23 @@
 import {
   type Action,
   type Conversation,
-  type OutboxEntry,
-  type PermissionItem,
-  type QuestionItem,
   emptyConversation,
   finishStreaming,
+  type OutboxEntry,
+  type PermissionItem,
   push,
+  type QuestionItem,
   replaceAt,
 } from "./conversationModel";
-import { type Incoming, type Question, type Resolution, type Status, isObject, num, str } from "./protocol";
+import {
+  type Incoming,
+  isObject,
+  num,
+  type Question,
+  type Resolution,
+  type Status,
+  str,
+} from "./protocol";
 import { applyClaude } from "./streamJson";
 
 const SEQUENCED = new Set([
@@ -48,7 +56,11 @@ export function reduce(state: Conversation, action: Action): Conversation {
         ],
       };
     case "sent":
-      return mapOutbox(state, action.clientMessageId, (e) => ({ ...e, state: "sent", error: undefined }));
+      return mapOutbox(state, action.clientMessageId, (e) => ({
+        ...e,
+        state: "sent",
+        error: undefined,
+      }));
     case "disconnected":
       // Whatever was in flight may not have arrived: it is resent (same id) on reconnect.
       if (!state.outbox.some((e) => e.state === "sent")) return state;
@@ -196,7 +208,12 @@ function applySequenced(state: Conversation, msg: Incoming, seq: number): Conver
       const detail = str(msg.detail);
       let c: Conversation = { ...state, status, statusDetail: detail, logStatus: status };
       if (status === "error") {
-        c = push(c, { kind: "error", key: `seq:${seq}`, seq, text: detail ?? "The session reported an error." });
+        c = push(c, {
+          kind: "error",
+          key: `seq:${seq}`,
+          seq,
+          text: detail ?? "The session reported an error.",
+        });
       }
       if (status === "idle" || status === "error" || status === "stopped") c = finishStreaming(c);
       return c;
@@ -261,4 +278,3 @@ function parseQuestions(v: unknown): Question[] {
   }
   return out;
 }
-

@@ -217,4 +217,3 @@ export function finishStreaming(state: Conversation): Conversation {
   }
   return c;
 }
-

@@ -25,6 +25,13 @@ describe("withContext", () => {
     const a = Array.from({ length: 20 }, (_, i) => `l${i}`).join("\n");
     const b = a.replace("l10", "L10");
     const folded = withContext(diffLines(a, b), 1);
-    expect(folded.map((l) => (l ? l.op + l.text : "…"))).toEqual(["…", " l9", "-l10", "+L10", " l11", "…"]);
+    expect(folded.map((l) => (l ? l.op + l.text : "…"))).toEqual([
+      "…",
+      " l9",
+      "-l10",
+      "+L10",
+      " l11",
+      "…",
+    ]);
   });
 });

@@ -16,12 +16,20 @@ export function diffLines(a: string, b: string): DiffLine[] {
   let head = 0;
   while (head < x.length && head < y.length && x[head] === y[head]) head++;
   let tail = 0;
-  while (tail < x.length - head && tail < y.length - head && x[x.length - 1 - tail] === y[y.length - 1 - tail]) tail++;
+  while (
+    tail < x.length - head &&
+    tail < y.length - head &&
+    x[x.length - 1 - tail] === y[y.length - 1 - tail]
+  )
+    tail++;
   const xs = x.slice(head, x.length - tail);
   const ys = y.slice(head, y.length - tail);
   const out: DiffLine[] = x.slice(0, head).map((text) => ({ op: " ", text }));
   if (xs.length * ys.length > MAX_DIFF_CELLS) {
-    out.push(...xs.map((text) => ({ op: "-" as const, text })), ...ys.map((text) => ({ op: "+" as const, text })));
+    out.push(
+      ...xs.map((text) => ({ op: "-" as const, text })),
+      ...ys.map((text) => ({ op: "+" as const, text })),
+    );
   } else {
     const n = xs.length;
     const m = ys.length;
@@ -29,7 +37,9 @@ export function diffLines(a: string, b: string): DiffLine[] {
     for (let i = n - 1; i >= 0; i--) {
       for (let j = m - 1; j >= 0; j--) {
         lcs[i * (m + 1) + j] =
-          xs[i] === ys[j] ? lcs[(i + 1) * (m + 1) + j + 1]! + 1 : Math.max(lcs[(i + 1) * (m + 1) + j]!, lcs[i * (m + 1) + j + 1]!);
+          xs[i] === ys[j]
+            ? lcs[(i + 1) * (m + 1) + j + 1]! + 1
+            : Math.max(lcs[(i + 1) * (m + 1) + j]!, lcs[i * (m + 1) + j + 1]!);
       }
     }
     let i = 0;
@@ -57,7 +67,8 @@ export function withContext(lines: DiffLine[], context = 3): (DiffLine | null)[]
   const keep = new Array<boolean>(lines.length).fill(false);
   lines.forEach((l, i) => {
     if (l.op === " ") return;
-    for (let k = Math.max(0, i - context); k <= Math.min(lines.length - 1, i + context); k++) keep[k] = true;
+    for (let k = Math.max(0, i - context); k <= Math.min(lines.length - 1, i + context); k++)
+      keep[k] = true;
   });
   const out: (DiffLine | null)[] = [];
   let skipped = false;

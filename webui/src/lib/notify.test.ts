@@ -3,7 +3,9 @@ import { badgeTitle, shouldNotify } from "./notify";
 
 test("the title counts waiting workspaces", () => {
   expect(badgeTitle("FF Cloud", {})).toBe("FF Cloud");
-  expect(badgeTitle("FF Cloud", { a: "waiting_for_input", b: "running", c: "waiting_for_input" })).toBe("(2) FF Cloud");
+  expect(
+    badgeTitle("FF Cloud", { a: "waiting_for_input", b: "running", c: "waiting_for_input" }),
+  ).toBe("(2) FF Cloud");
 });
 
 test("notify only when a hidden tab's workspace starts waiting", () => {

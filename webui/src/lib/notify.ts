@@ -11,5 +11,7 @@ export function badgeTitle(base: string, statuses: Record<string, string>): stri
  * hidden. A VM coming back (from `offline`) to a question already asked is not news.
  */
 export function shouldNotify(status: string, prev: string | undefined, hidden: boolean): boolean {
-  return hidden && status === "waiting_for_input" && prev !== "waiting_for_input" && prev !== "offline";
+  return (
+    hidden && status === "waiting_for_input" && prev !== "waiting_for_input" && prev !== "offline"
+  );
 }

@@ -46,11 +46,23 @@ export interface Incoming {
 export type Answers = Record<string, string | string[]>;
 
 export type Outgoing =
-  | { type: "subscribe"; workspaceId: string; lastSeq?: number; epoch?: string; statusOnly?: boolean }
+  | {
+      type: "subscribe";
+      workspaceId: string;
+      lastSeq?: number;
+      epoch?: string;
+      statusOnly?: boolean;
+    }
   | { type: "unsubscribe"; workspaceId: string }
   | { type: "user_message"; workspaceId: string; clientMessageId: string; text: string }
   | { type: "question_response"; workspaceId: string; requestId: string; answers: Answers }
-  | { type: "permission_response"; workspaceId: string; requestId: string; allow: boolean; message?: string }
+  | {
+      type: "permission_response";
+      workspaceId: string;
+      requestId: string;
+      allow: boolean;
+      message?: string;
+    }
   | { type: "interrupt"; workspaceId: string }
   | { type: "auth"; token: string };
 

@@ -84,12 +84,24 @@ describe("Store", () => {
   test("a reconnect resubscribes with lastSeq and epoch and resends unsent messages with the same id", () => {
     store.open("a");
     last().deliver({ type: "subscribed", workspaceId: "a", epoch: EPOCH, mode: "snapshot" });
-    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 4, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    last().deliver({
+      type: "messages_snapshot",
+      workspaceId: "a",
+      seq: 4,
+      epoch: EPOCH,
+      requestId: "r",
+      status: "idle",
+      messages: [],
+      pending: [],
+    });
     last().deliver({ type: "status", workspaceId: "a", seq: 5, epoch: EPOCH, status: "running" });
     expect(store.state.statuses.a).toBe("running");
     last().drop(1006);
     const id = store.sendUserMessage("a", "while away");
-    expect(store.state.conversations.a?.outbox[0]).toMatchObject({ clientMessageId: id, state: "unsent" });
+    expect(store.state.conversations.a?.outbox[0]).toMatchObject({
+      clientMessageId: id,
+      state: "unsent",
+    });
     clock.advance(10);
     last().open();
     expect(last().sent).toEqual([
@@ -97,23 +109,56 @@ describe("Store", () => {
       { type: "user_message", workspaceId: "a", clientMessageId: id, text: "while away" },
     ]);
     expect(store.state.conversations.a?.outbox[0]?.state).toBe("sent");
-    last().deliver({ type: "user_message", workspaceId: "a", seq: 6, epoch: EPOCH, clientMessageId: id, userId: "u", text: "while away" });
+    last().deliver({
+      type: "user_message",
+      workspaceId: "a",
+      seq: 6,
+      epoch: EPOCH,
+      clientMessageId: id,
+      userId: "u",
+      text: "while away",
+    });
     expect(store.state.conversations.a?.outbox).toEqual([]);
   });
 
   test("a message sent but not echoed before the socket dropped is resent once", () => {
     store.open("a");
-    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 0, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    last().deliver({
+      type: "messages_snapshot",
+      workspaceId: "a",
+      seq: 0,
+      epoch: EPOCH,
+      requestId: "r",
+      status: "idle",
+      messages: [],
+      pending: [],
+    });
     const id = store.sendUserMessage("a", "hello");
-    expect(last().sent.at(-1)).toEqual({ type: "user_message", workspaceId: "a", clientMessageId: id, text: "hello" });
+    expect(last().sent.at(-1)).toEqual({
+      type: "user_message",
+      workspaceId: "a",
+      clientMessageId: id,
+      text: "hello",
+    });
     const s = reconnect();
     const resent = s.sent.filter((m) => (m as { type: string }).type === "user_message");
-    expect(resent).toEqual([{ type: "user_message", workspaceId: "a", clientMessageId: id, text: "hello" }]);
+    expect(resent).toEqual([
+      { type: "user_message", workspaceId: "a", clientMessageId: id, text: "hello" },
+    ]);
   });
 
   test("a gap resubscribes from lastSeq; a new epoch resubscribes from scratch", () => {
     store.open("a");
-    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 2, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    last().deliver({
+      type: "messages_snapshot",
+      workspaceId: "a",
+      seq: 2,
+      epoch: EPOCH,
+      requestId: "r",
+      status: "idle",
+      messages: [],
+      pending: [],
+    });
     const before = last().sent.length;
     last().deliver({ type: "status", workspaceId: "a", seq: 9, epoch: EPOCH, status: "running" });
     expect(last().sent.slice(before)).toEqual([
@@ -131,7 +176,13 @@ describe("Store", () => {
 
   test("a workspace not opened does not build a conversation", () => {
     store.watch(["a"]);
-    last().deliver({ type: "claude_message", workspaceId: "a", seq: 1, epoch: EPOCH, data: { type: "result" } });
+    last().deliver({
+      type: "claude_message",
+      workspaceId: "a",
+      seq: 1,
+      epoch: EPOCH,
+      data: { type: "result" },
+    });
     expect(store.state.conversations.a).toBeUndefined();
   });
 
@@ -142,8 +193,19 @@ describe("Store", () => {
     expect(store.decide("a", "p2", true)).toBe(true);
     expect(store.interrupt("a")).toBe(true);
     expect(last().sent.slice(1)).toEqual([
-      { type: "question_response", workspaceId: "a", requestId: "q1", answers: { "Which?": ["A", "B"] } },
-      { type: "permission_response", workspaceId: "a", requestId: "p1", allow: false, message: "not that file" },
+      {
+        type: "question_response",
+        workspaceId: "a",
+        requestId: "q1",
+        answers: { "Which?": ["A", "B"] },
+      },
+      {
+        type: "permission_response",
+        workspaceId: "a",
+        requestId: "p1",
+        allow: false,
+        message: "not that file",
+      },
       { type: "permission_response", workspaceId: "a", requestId: "p2", allow: true },
       { type: "interrupt", workspaceId: "a" },
     ]);
@@ -163,7 +225,8 @@ describe("Store", () => {
     let renders = 0;
     batched.subscribe(() => (renders += 1));
     batched.watch(["a", "b"]);
-    for (const s of ["running", "idle", "running"]) last().deliver({ type: "status", workspaceId: "a", status: s });
+    for (const s of ["running", "idle", "running"])
+      last().deliver({ type: "status", workspaceId: "a", status: s });
     last().deliver({ type: "status", workspaceId: "b", status: "offline" });
     expect(batched.state.statuses).toEqual({ a: "running", b: "offline" });
     expect(renders).toBe(0);
@@ -177,25 +240,49 @@ describe("Store", () => {
   test("a workspace the relay does not know yet is subscribed again, with growing waits", () => {
     store.open("new");
     const n = last().sent.length;
-    last().deliver({ type: "error", workspaceId: "new", code: "not_found", message: "no such workspace" });
+    last().deliver({
+      type: "error",
+      workspaceId: "new",
+      code: "not_found",
+      message: "no such workspace",
+    });
     expect(last().sent).toHaveLength(n);
     clock.advance(250);
     expect(last().sent.slice(n)).toEqual([{ type: "subscribe", workspaceId: "new" }]);
-    last().deliver({ type: "error", workspaceId: "new", code: "not_found", message: "no such workspace" });
+    last().deliver({
+      type: "error",
+      workspaceId: "new",
+      code: "not_found",
+      message: "no such workspace",
+    });
     clock.advance(499);
     expect(last().sent).toHaveLength(n + 1);
     clock.advance(1);
     expect(last().sent).toHaveLength(n + 2);
     last().deliver({ type: "subscribed", workspaceId: "new", epoch: "e", mode: "snapshot" });
     store.forget("new");
-    last().deliver({ type: "error", workspaceId: "new", code: "not_found", message: "no such workspace" });
+    last().deliver({
+      type: "error",
+      workspaceId: "new",
+      code: "not_found",
+      message: "no such workspace",
+    });
     clock.advance(60_000);
     expect(last().sent.at(-1)).toEqual({ type: "unsubscribe", workspaceId: "new" });
   });
 
   test("an offline workspace is probed until the VM is back", () => {
     store.open("a");
-    last().deliver({ type: "messages_snapshot", workspaceId: "a", seq: 3, epoch: EPOCH, requestId: "r", status: "idle", messages: [], pending: [] });
+    last().deliver({
+      type: "messages_snapshot",
+      workspaceId: "a",
+      seq: 3,
+      epoch: EPOCH,
+      requestId: "r",
+      status: "idle",
+      messages: [],
+      pending: [],
+    });
     last().deliver({ type: "status", workspaceId: "a", status: "offline" });
     expect(store.state.statuses.a).toBe("offline");
     const n = last().sent.length;

@@ -9,9 +9,9 @@
  * id once, so a resend is harmless).
  */
 
+import type { ConnState } from "./connection";
 import { reduce } from "./conversation";
 import { type Action, type Conversation, emptyConversation } from "./conversationModel";
-import type { ConnState } from "./connection";
 import type { Answers, Incoming, Outgoing, Status } from "./protocol";
 
 /** What the store needs of a connection (RelayConnection, or a fake in tests). */
@@ -72,7 +72,9 @@ export class Store {
   state: StoreState;
   private readonly modes = new Map<string, Mode>();
   private readonly listeners = new Set<() => void>();
-  private readonly statusListeners = new Set<(id: string, status: Status, prev: Status | undefined) => void>();
+  private readonly statusListeners = new Set<
+    (id: string, status: Status, prev: Status | undefined) => void
+  >();
 
   private notifyScheduled = false;
 
@@ -94,14 +96,16 @@ export class Store {
     private readonly relay: RelayLike,
     options: StoreOptions = {},
   ) {
-    this.schedule = options.schedule === undefined ? (f) => setTimeout(f, RENDER_INTERVAL_MS) : options.schedule;
+    this.schedule =
+      options.schedule === undefined ? (f) => setTimeout(f, RENDER_INTERVAL_MS) : options.schedule;
     this.later = options.later ?? ((f, ms) => setTimeout(f, ms));
     this.state = { conn: relay.state, statuses: {}, conversations: {} };
     relay.onState((conn) => this.set({ ...this.state, conn }));
     relay.onMessage((m) => this.receive(m));
     relay.onOpen(() => this.resume());
     relay.onClose(() => {
-      for (const id of Object.keys(this.state.conversations)) this.dispatch(id, { type: "disconnected" });
+      for (const id of Object.keys(this.state.conversations))
+        this.dispatch(id, { type: "disconnected" });
     });
   }
 
@@ -169,7 +173,10 @@ export class Store {
     const wasWatched = this.modes.has(id);
     this.modes.set(id, "full");
     if (!this.state.conversations[id]) {
-      this.set({ ...this.state, conversations: { ...this.state.conversations, [id]: emptyConversation(id) } });
+      this.set({
+        ...this.state,
+        conversations: { ...this.state.conversations, [id]: emptyConversation(id) },
+      });
     }
     if (wasWatched) this.relay.send({ type: "unsubscribe", workspaceId: id });
     this.relay.send(this.subscribeMessage(id));
@@ -204,8 +211,13 @@ export class Store {
 
   /** Send a failed message again, with its id. */
   retry(id: string, clientMessageId: string): void {
-    const e = this.state.conversations[id]?.outbox.find((x) => x.clientMessageId === clientMessageId);
-    if (e && this.relay.send({ type: "user_message", workspaceId: id, clientMessageId, text: e.text })) {
+    const e = this.state.conversations[id]?.outbox.find(
+      (x) => x.clientMessageId === clientMessageId,
+    );
+    if (
+      e &&
+      this.relay.send({ type: "user_message", workspaceId: id, clientMessageId, text: e.text })
+    ) {
       this.dispatch(id, { type: "sent", clientMessageId });
     }
   }
@@ -230,7 +242,7 @@ export class Store {
 
   private subscribeMessage(id: string): Outgoing {
     const c = this.state.conversations[id];
-    if (c && c.loaded && c.epoch !== null && c.resync !== "epoch") {
+    if (c?.loaded && c.epoch !== null && c.resync !== "epoch") {
       return { type: "subscribe", workspaceId: id, lastSeq: c.lastSeq, epoch: c.epoch };
     }
     return { type: "subscribe", workspaceId: id };
@@ -240,7 +252,8 @@ export class Store {
     const c = this.state.conversations[id];
     if (!c) return;
     const next = reduce(c, action);
-    if (next !== c) this.set({ ...this.state, conversations: { ...this.state.conversations, [id]: next } });
+    if (next !== c)
+      this.set({ ...this.state, conversations: { ...this.state.conversations, [id]: next } });
   }
 
   private receive(m: Incoming): void {
@@ -267,7 +280,8 @@ export class Store {
     this.dispatch(id, { type: "receive", message: m });
     const c = this.state.conversations[id];
     if (!c) return;
-    if ((m.type === "messages_snapshot" || m.type === "subscribed") && c.status) this.setStatus(id, c.status);
+    if ((m.type === "messages_snapshot" || m.type === "subscribed") && c.status)
+      this.setStatus(id, c.status);
     // VM activity (not `subscribed`, which the relay may follow with `offline` at once).
     if (c.online && typeof m.seq === "number") this.offline.delete(id);
     if (c.resync) {
@@ -284,33 +298,58 @@ export class Store {
     if (probes !== undefined && probes < 0) return; // one probe at a time
     const n = probes ?? 0;
     this.offline.set(id, -1 - n);
-    this.later(() => {
-      const mode = this.modes.get(id);
-      const state = this.offline.get(id);
-      if (!mode || state === undefined) return;
-      this.offline.set(id, n + 1);
-      this.relay.send({ type: "unsubscribe", workspaceId: id });
-      this.relay.send(mode === "full" ? this.subscribeMessage(id) : { type: "subscribe", workspaceId: id, statusOnly: true });
-    }, Math.min(OFFLINE_PROBE_MAX_MS, OFFLINE_PROBE_MS * 2 ** n));
+    this.later(
+      () => {
+        const mode = this.modes.get(id);
+        const state = this.offline.get(id);
+        if (!mode || state === undefined) return;
+        this.offline.set(id, n + 1);
+        this.relay.send({ type: "unsubscribe", workspaceId: id });
+        this.relay.send(
+          mode === "full"
+            ? this.subscribeMessage(id)
+            : { type: "subscribe", workspaceId: id, statusOnly: true },
+        );
+      },
+      Math.min(OFFLINE_PROBE_MAX_MS, OFFLINE_PROBE_MS * 2 ** n),
+    );
   }
 
   private retrySubscribe(id: string): void {
     const attempt = this.unknown.get(id) ?? 0;
     this.unknown.set(id, attempt + 1);
-    this.later(() => {
-      const mode = this.modes.get(id);
-      if (!mode || !this.unknown.has(id)) return;
-      this.relay.send(mode === "full" ? this.subscribeMessage(id) : { type: "subscribe", workspaceId: id, statusOnly: true });
-    }, Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt));
+    this.later(
+      () => {
+        const mode = this.modes.get(id);
+        if (!mode || !this.unknown.has(id)) return;
+        this.relay.send(
+          mode === "full"
+            ? this.subscribeMessage(id)
+            : { type: "subscribe", workspaceId: id, statusOnly: true },
+        );
+      },
+      Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt),
+    );
   }
 
   private resume(): void {
     for (const [id, mode] of this.modes) {
-      this.relay.send(mode === "full" ? this.subscribeMessage(id) : { type: "subscribe", workspaceId: id, statusOnly: true });
+      this.relay.send(
+        mode === "full"
+          ? this.subscribeMessage(id)
+          : { type: "subscribe", workspaceId: id, statusOnly: true },
+      );
       if (mode !== "full") continue;
       for (const e of this.state.conversations[id]?.outbox ?? []) {
         if (e.state === "failed") continue;
-        if (this.relay.send({ type: "user_message", workspaceId: id, clientMessageId: e.clientMessageId, text: e.text })) {
+        if (
+          this.relay.send({
+            type: "user_message",
+            workspaceId: id,
+            clientMessageId: e.clientMessageId,
+            text: e.text,
+          })
+        ) {
           this.dispatch(id, { type: "sent", clientMessageId: e.clientMessageId });
         }
       }

@@ -66,7 +66,11 @@ function assistantAt(state: Conversation, messageId: string, seq: number): [Conv
 }
 
 /** Apply one Claude Code stream-json line (a `claude_message`'s `data`) at `seq`. */
-export function applyClaude(state: Conversation, data: Record<string, unknown>, seq: number): Conversation {
+export function applyClaude(
+  state: Conversation,
+  data: Record<string, unknown>,
+  seq: number,
+): Conversation {
   const parent = str(data.parent_tool_use_id) ?? "";
   switch (data.type) {
     case "system": {
@@ -102,15 +106,27 @@ export function applyClaude(state: Conversation, data: Record<string, unknown>, 
           : state;
       }
       const first = message.content[0];
-      if (isObject(first) && first.type === "text" && str(first.text)?.startsWith("[Request interrupted")) {
-        return push(finishStreaming(state), { kind: "system", key: `seq:${seq}`, seq, text: "Interrupted" });
+      if (
+        isObject(first) &&
+        first.type === "text" &&
+        str(first.text)?.startsWith("[Request interrupted")
+      ) {
+        return push(finishStreaming(state), {
+          kind: "system",
+          key: `seq:${seq}`,
+          seq,
+          text: "Interrupted",
+        });
       }
       let results = state.toolResults;
       for (const b of message.content) {
         if (!isObject(b) || b.type !== "tool_result") continue;
         const id = str(b.tool_use_id);
         if (!id) continue;
-        results = { ...results, [id]: { content: toolResultText(b.content), isError: b.is_error === true } };
+        results = {
+          ...results,
+          [id]: { content: toolResultText(b.content), isError: b.is_error === true },
+        };
       }
       return results === state.toolResults ? state : { ...state, toolResults: results };
     }
@@ -170,7 +186,10 @@ function applyStreamEvent(
       const prev = item.streamed[index];
       let next: Block | undefined;
       if (delta.type === "text_delta") {
-        next = { kind: "text", text: (prev?.kind === "text" ? prev.text : "") + (str(delta.text) ?? "") };
+        next = {
+          kind: "text",
+          text: (prev?.kind === "text" ? prev.text : "") + (str(delta.text) ?? ""),
+        };
       } else if (delta.type === "thinking_delta") {
         next = {
           kind: "thinking",

@@ -1,7 +1,11 @@
 import { useState } from "react";
 import { ApiError } from "../lib/api";
 
-export function Login({ onLogin }: { onLogin: (username: string, password: string) => Promise<void> }) {
+export function Login({
+  onLogin,
+}: {
+  onLogin: (username: string, password: string) => Promise<void>;
+}) {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
@@ -29,9 +33,24 @@ export function Login({ onLogin }: { onLogin: (username: string, password: strin
         <h1>FF Cloud</h1>
         <p className="muted">Sign in to drive your Claude sessions.</p>
         <label htmlFor="username">Username</label>
-        <input id="username" autoComplete="username" autoFocus required value={username} onChange={(e) => setUsername(e.target.value)} />
+        <input
+          id="username"
+          autoComplete="username"
+          // biome-ignore lint/a11y/noAutofocus: signing in is all this page is for.
+          autoFocus
+          required
+          value={username}
+          onChange={(e) => setUsername(e.target.value)}
+        />
         <label htmlFor="password">Password</label>
-        <input id="password" type="password" autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.target.value)} />
+        <input
+          id="password"
+          type="password"
+          autoComplete="current-password"
+          required
+          value={password}
+          onChange={(e) => setPassword(e.target.value)}
+        />
         {error && (
           <p className="field-error" role="alert">
             {error}

@@ -22,7 +22,20 @@ import { memo, useDeferredValue, useState } from "react";
 import ReactMarkdown, { type Components } from "react-markdown";
 import remarkGfm from "remark-gfm";
 
-for (const [name, lang] of Object.entries({ bash, css, diff, go, javascript, json, python, rust, sql, typescript, xml, yaml })) {
+for (const [name, lang] of Object.entries({
+  bash,
+  css,
+  diff,
+  go,
+  javascript,
+  json,
+  python,
+  rust,
+  sql,
+  typescript,
+  xml,
+  yaml,
+})) {
   hljs.registerLanguage(name, lang);
 }
 hljs.registerAliases(["sh", "shell", "console", "zsh"], { languageName: "bash" });
@@ -62,9 +75,14 @@ function CodeBlock({ code, language }: { code: string; language?: string }) {
       </div>
       {html !== null ? (
         // highlight.js escapes the code; its markup is only spans with classes.
-        <pre><code className="hljs" dangerouslySetInnerHTML={{ __html: html }} /></pre>
+        <pre>
+          {/* biome-ignore lint/security/noDangerouslySetInnerHtml: highlight.js output (above). */}
+          <code className="hljs" dangerouslySetInnerHTML={{ __html: html }} />
+        </pre>
       ) : (
-        <pre><code>{code}</code></pre>
+        <pre>
+          <code>{code}</code>
+        </pre>
       )}
     </div>
   );

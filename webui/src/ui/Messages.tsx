@@ -3,13 +3,13 @@
 import { memo, useState } from "react";
 import {
   type AssistantItem,
+  assistantBlocks,
   type Block,
   type Conversation,
   type Item,
   type OutboxEntry,
   type ToolResult,
   type ToolUseBlock,
-  assistantBlocks,
 } from "../lib/conversationModel";
 import { formatCost, formatDuration, formatTokens } from "./format";
 import { Markdown } from "./Markdown";
@@ -39,7 +39,15 @@ function CopyButton({ text }: { text: string }) {
   );
 }
 
-function UserBubble({ text, meta, children }: { text: string; meta?: string; children?: React.ReactNode }) {
+function UserBubble({
+  text,
+  meta,
+  children,
+}: {
+  text: string;
+  meta?: string;
+  children?: React.ReactNode;
+}) {
   return (
     <div className="msg user" data-testid="user-message">
       <div className="user-text">{text}</div>
@@ -64,16 +72,34 @@ function Thinking({ text, live }: { text: string; live: boolean }) {
   );
 }
 
-function ToolCard({ block, result, turnOver }: { block: ToolUseBlock; result?: ToolResult; turnOver: boolean }) {
+function ToolCard({
+  block,
+  result,
+  turnOver,
+}: {
+  block: ToolUseBlock;
+  result?: ToolResult;
+  turnOver: boolean;
+}) {
   const state = result ? (result.isError ? "error" : "success") : turnOver ? "stopped" : "running";
-  const label = { running: "Running", success: "Success", error: "Error", stopped: "No result" }[state];
+  const label = { running: "Running", success: "Success", error: "Error", stopped: "No result" }[
+    state
+  ];
   const input = block.input ?? null;
   const summary = input === null ? "" : toolSummary(block.name, input);
   return (
     <details className={`tool tool-${state}`} data-testid="tool-card">
       <summary>
         <span className={`tool-icon ${state}`} aria-hidden="true">
-          {state === "running" ? <span className="spinner" /> : state === "success" ? "✓" : state === "error" ? "!" : "–"}
+          {state === "running" ? (
+            <span className="spinner" />
+          ) : state === "success" ? (
+            "✓"
+          ) : state === "error" ? (
+            "!"
+          ) : (
+            "–"
+          )}
         </span>
         <span className="tool-name">{block.name}</span>
         <span className="tool-summary">{summary}</span>
@@ -81,11 +107,18 @@ function ToolCard({ block, result, turnOver }: { block: ToolUseBlock; result?: T
       </summary>
       <div className="tool-body">
         <h4>Input</h4>
-        {input === null ? <pre className="output">{block.partialJson}</pre> : <ToolInput name={block.name} input={input} />}
+        {input === null ? (
+          <pre className="output">{block.partialJson}</pre>
+        ) : (
+          <ToolInput name={block.name} input={input} />
+        )}
         {result && (
           <>
             <h4>Result</h4>
-            <Truncated text={result.content || "(empty)"} className={result.isError ? "error-text" : ""} />
+            <Truncated
+              text={result.content || "(empty)"}
+              className={result.isError ? "error-text" : ""}
+            />
           </>
         )}
       </div>
@@ -93,19 +126,38 @@ function ToolCard({ block, result, turnOver }: { block: ToolUseBlock; result?: T
   );
 }
 
-function AssistantMessage({ item, toolResults, turnOver }: { item: AssistantItem; toolResults: Record<string, ToolResult>; turnOver: boolean }) {
+function AssistantMessage({
+  item,
+  toolResults,
+  turnOver,
+}: {
+  item: AssistantItem;
+  toolResults: Record<string, ToolResult>;
+  turnOver: boolean;
+}) {
   const blocks = assistantBlocks(item);
   const live = !item.complete && !turnOver;
   return (
     <div className="msg assistant" data-testid="assistant-message" aria-busy={live}>
       {blocks.map((b: Block, i) => {
+        // A block's place in its message is what the API names it by (its content block
+        // index): it never moves, so it is the key.
         switch (b.kind) {
           case "text":
+            // biome-ignore lint/suspicious/noArrayIndexKey: the content block index (above).
             return b.text ? <Markdown key={i} text={b.text} /> : null;
           case "thinking":
+            // biome-ignore lint/suspicious/noArrayIndexKey: the content block index (above).
             return <Thinking key={i} text={b.text} live={live && i === blocks.length - 1} />;
           case "tool_use":
-            return <ToolCard key={i} block={b} result={toolResults[b.id]} turnOver={!live && item.complete && turnOver} />;
+            return (
+              <ToolCard
+                key={b.id || `block-${i}`}
+                block={b}
+                result={toolResults[b.id]}
+                turnOver={!live && item.complete && turnOver}
+              />
+            );
           default:
             return null;
         }
@@ -118,10 +170,16 @@ function ResultLine({ item }: { item: Extract<Item, { kind: "result" }> }) {
   const parts: string[] = [];
   if (item.durationMs !== undefined) parts.push(formatDuration(item.durationMs));
   if (item.inputTokens !== undefined || item.outputTokens !== undefined) {
-    parts.push(`${formatTokens(item.inputTokens ?? 0)} in · ${formatTokens(item.outputTokens ?? 0)} out tokens`);
+    parts.push(
+      `${formatTokens(item.inputTokens ?? 0)} in · ${formatTokens(item.outputTokens ?? 0)} out tokens`,
+    );
   }
   if (item.costUsd !== undefined) parts.push(formatCost(item.costUsd));
-  const head = item.isError ? (item.subtype === "error_during_execution" ? "Stopped" : "Failed") : "Done";
+  const head = item.isError
+    ? item.subtype === "error_during_execution"
+      ? "Stopped"
+      : "Failed"
+    : "Done";
   return (
     <div className={`result-line ${item.isError ? "is-error" : ""}`} data-testid="result-line">
       <span>{head}</span>
@@ -133,7 +191,12 @@ function ResultLine({ item }: { item: Extract<Item, { kind: "result" }> }) {
   );
 }
 
-const ItemView = memo(function ItemView({ item, toolResults, me, turnOver }: {
+const ItemView = memo(function ItemView({
+  item,
+  toolResults,
+  me,
+  turnOver,
+}: {
   item: Item;
   toolResults: Record<string, ToolResult>;
   me: string;
@@ -141,7 +204,12 @@ const ItemView = memo(function ItemView({ item, toolResults, me, turnOver }: {
 }) {
   switch (item.kind) {
     case "user":
-      return <UserBubble text={item.text} meta={item.userId && item.userId !== me ? `from ${who(item.userId, me)}` : undefined} />;
+      return (
+        <UserBubble
+          text={item.text}
+          meta={item.userId && item.userId !== me ? `from ${who(item.userId, me)}` : undefined}
+        />
+      );
     case "assistant":
       return <AssistantMessage item={item} toolResults={toolResults} turnOver={turnOver} />;
     case "result":
@@ -168,7 +236,12 @@ const ItemView = memo(function ItemView({ item, toolResults, me, turnOver }: {
 });
 
 function OutboxView({ entry, onRetry }: { entry: OutboxEntry; onRetry: () => void }) {
-  const meta = entry.state === "failed" ? `Not sent: ${entry.error ?? "error"}` : entry.state === "sent" ? "Sending…" : "Waiting for the connection…";
+  const meta =
+    entry.state === "failed"
+      ? `Not sent: ${entry.error ?? "error"}`
+      : entry.state === "sent"
+        ? "Sending…"
+        : "Waiting for the connection…";
   return (
     <UserBubble text={entry.text} meta={meta}>
       {entry.state === "failed" && (
@@ -180,12 +253,26 @@ function OutboxView({ entry, onRetry }: { entry: OutboxEntry; onRetry: () => voi
   );
 }
 
-export function Messages({ c, me, onRetry }: { c: Conversation; me: string; onRetry: (id: string) => void }) {
+export function Messages({
+  c,
+  me,
+  onRetry,
+}: {
+  c: Conversation;
+  me: string;
+  onRetry: (id: string) => void;
+}) {
   const turnOver = c.status !== "running" && c.status !== "waiting_for_input";
   return (
     <>
       {c.items.map((item) => (
-        <ItemView key={item.key} item={item} toolResults={c.toolResults} me={me} turnOver={turnOver} />
+        <ItemView
+          key={item.key}
+          item={item}
+          toolResults={c.toolResults}
+          me={me}
+          turnOver={turnOver}
+        />
       ))}
       {c.outbox.map((e) => (
         <OutboxView key={e.clientMessageId} entry={e} onRetry={() => onRetry(e.clientMessageId)} />

@@ -22,9 +22,17 @@ export function answerOf(q: Question, c: Choice): string | string[] | null {
   return c.labels[0] ?? null;
 }
 
-export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer: (a: Answers) => boolean }) {
+export function QuestionCard({
+  item,
+  onAnswer,
+}: {
+  item: QuestionItem;
+  onAnswer: (a: Answers) => boolean;
+}) {
   const [page, setPage] = useState(0);
-  const [choices, setChoices] = useState<Choice[]>(() => item.questions.map(() => ({ labels: [], other: "", otherOn: false })));
+  const [choices, setChoices] = useState<Choice[]>(() =>
+    item.questions.map(() => ({ labels: [], other: "", otherOn: false })),
+  );
   const [sending, setSending] = useState(false);
   const [failed, setFailed] = useState<string | null>(null);
   const id = useId();
@@ -33,6 +41,7 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
   const q = item.questions[page];
   const choice = choices[page];
 
+  // biome-ignore lint/correctness/useExhaustiveDependencies: each new page takes the focus.
   useEffect(() => {
     firstInput.current?.focus({ preventScroll: true });
   }, [page]);
@@ -40,7 +49,8 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
   if (!q || !choice) return null;
   const answers = item.questions.map((qq, i) => answerOf(qq, choices[i]!));
   const complete = answers.every((a) => a !== null);
-  const update = (f: (c: Choice) => Choice) => setChoices(choices.map((c, i) => (i === page ? f(c) : c)));
+  const update = (f: (c: Choice) => Choice) =>
+    setChoices(choices.map((c, i) => (i === page ? f(c) : c)));
   const toggle = (label: string, on: boolean) =>
     update((c) =>
       q.multiSelect
@@ -50,7 +60,9 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
   const submit = () => {
     if (!complete) return;
     const out: Answers = {};
-    item.questions.forEach((qq, i) => (out[qq.question] = answers[i]!));
+    item.questions.forEach((qq, i) => {
+      out[qq.question] = answers[i]!;
+    });
     setSending(true);
     if (!onAnswer(out)) {
       setSending(false);
@@ -59,7 +71,11 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
   };
   const inputType = q.multiSelect ? "checkbox" : "radio";
   return (
-    <section className="prompt question" aria-labelledby={`${id}-title`} data-testid="question-card">
+    <section
+      className="prompt question"
+      aria-labelledby={`${id}-title`}
+      data-testid="question-card"
+    >
       <form
         onSubmit={(e) => {
           e.preventDefault();
@@ -71,7 +87,12 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
           <legend id={`${id}-title`}>
             <span>
               <span className="prompt-kind">{q.header ?? "Question"}</span>
-              {n > 1 && <span className="muted"> · Question {page + 1} of {n}</span>}
+              {n > 1 && (
+                <span className="muted">
+                  {" "}
+                  · Question {page + 1} of {n}
+                </span>
+              )}
             </span>
             <span className="prompt-question">{q.question}</span>
             {q.multiSelect && <span className="muted small"> (choose any)</span>}
@@ -96,7 +117,13 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
               type={inputType}
               name={`${id}-q${page}`}
               checked={choice.otherOn}
-              onChange={(e) => update((c) => (q.multiSelect ? { ...c, otherOn: e.target.checked } : { ...c, labels: [], otherOn: true }))}
+              onChange={(e) =>
+                update((c) =>
+                  q.multiSelect
+                    ? { ...c, otherOn: e.target.checked }
+                    : { ...c, labels: [], otherOn: true },
+                )
+              }
             />
             <span className="option-label">Other</span>
           </label>
@@ -108,12 +135,24 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
             value={choice.other}
             onChange={(e) => {
               const other = e.target.value;
-              update((c) => (q.multiSelect ? { ...c, other, otherOn: other.trim() !== "" || c.otherOn } : { ...c, other, otherOn: true, labels: [] }));
+              update((c) =>
+                q.multiSelect
+                  ? { ...c, other, otherOn: other.trim() !== "" || c.otherOn }
+                  : { ...c, other, otherOn: true, labels: [] },
+              );
             }}
           />
         </fieldset>
-        {item.error && <p className="error-text" role="alert">{item.error}</p>}
-        {failed && <p className="error-text" role="alert">{failed}</p>}
+        {item.error && (
+          <p className="error-text" role="alert">
+            {item.error}
+          </p>
+        )}
+        {failed && (
+          <p className="error-text" role="alert">
+            {failed}
+          </p>
+        )}
         <div className="prompt-actions">
           {n > 1 && (
             <button type="button" disabled={page === 0} onClick={() => setPage(page - 1)}>
@@ -135,7 +174,13 @@ export function QuestionCard({ item, onAnswer }: { item: QuestionItem; onAnswer:
   );
 }
 
-export function PermissionCard({ item, onDecide }: { item: PermissionItem; onDecide: (allow: boolean, message?: string) => boolean }) {
+export function PermissionCard({
+  item,
+  onDecide,
+}: {
+  item: PermissionItem;
+  onDecide: (allow: boolean, message?: string) => boolean;
+}) {
   const [reason, setReason] = useState("");
   const [sending, setSending] = useState(false);
   const [failed, setFailed] = useState<string | null>(null);
@@ -149,7 +194,11 @@ export function PermissionCard({ item, onDecide }: { item: PermissionItem; onDec
   };
   const summary = toolSummary(item.toolName, item.toolInput);
   return (
-    <section className="prompt permission" aria-labelledby={`${id}-title`} data-testid="permission-card">
+    <section
+      className="prompt permission"
+      aria-labelledby={`${id}-title`}
+      data-testid="permission-card"
+    >
       <h3 id={`${id}-title`}>
         <span className="prompt-kind">Permission:</span> {item.toolName}
         {summary && <span className="prompt-summary mono"> {summary}</span>}
@@ -172,8 +221,16 @@ export function PermissionCard({ item, onDecide }: { item: PermissionItem; onDec
           }}
         />
       </label>
-      {item.error && <p className="error-text" role="alert">{item.error}</p>}
-      {failed && <p className="error-text" role="alert">{failed}</p>}
+      {item.error && (
+        <p className="error-text" role="alert">
+          {item.error}
+        </p>
+      )}
+      {failed && (
+        <p className="error-text" role="alert">
+          {failed}
+        </p>
+      )}
       <div className="prompt-actions">
         <button type="button" className="danger" disabled={sending} onClick={() => decide(false)}>
           Deny

@@ -12,13 +12,19 @@ import { StatusBadge } from "./StatusBadge";
 
 /** Why the composer is disabled, or null when it is usable. */
 export function composerBlock(c: Conversation | undefined): string | null {
-  if (!c || !c.loaded) return "Loading the session…";
-  if (!c.online || c.status === "offline") return "The VM is offline: you can send messages again when it is back.";
+  if (!c?.loaded) return "Loading the session…";
+  if (!c.online || c.status === "offline")
+    return "The VM is offline: you can send messages again when it is back.";
   if (c.status === "stopped") return "The session has stopped.";
   return null;
 }
 
-function Composer({ disabledReason, running, onSend, onInterrupt }: {
+function Composer({
+  disabledReason,
+  running,
+  onSend,
+  onInterrupt,
+}: {
   disabledReason: string | null;
   running: boolean;
   onSend: (text: string) => void;
@@ -32,6 +38,7 @@ function Composer({ disabledReason, running, onSend, onInterrupt }: {
     onSend(t);
     setText("");
   };
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the height follows the text.
   useLayoutEffect(() => {
     const el = ref.current;
     if (!el) return;
@@ -91,7 +98,12 @@ function Composer({ disabledReason, running, onSend, onInterrupt }: {
 }
 
 export function ConnectionIndicator({ conn }: { conn: ConnState }) {
-  const label = { open: "Connected", connecting: "Connecting…", reconnecting: "Reconnecting…", stopped: "Disconnected" }[conn];
+  const label = {
+    open: "Connected",
+    connecting: "Connecting…",
+    reconnecting: "Reconnecting…",
+    stopped: "Disconnected",
+  }[conn];
   return (
     <span className={`conn conn-${conn}`} role="status" aria-live="polite" data-testid="connection">
       <span className="dot" aria-hidden="true" />
@@ -100,7 +112,13 @@ export function ConnectionIndicator({ conn }: { conn: ConnState }) {
   );
 }
 
-export function SessionView({ workspace, c, store, me, onBack }: {
+export function SessionView({
+  workspace,
+  c,
+  store,
+  me,
+  onBack,
+}: {
   workspace: Workspace | undefined;
   c: Conversation | undefined;
   store: Store;
@@ -154,12 +172,20 @@ export function SessionView({ workspace, c, store, me, onBack }: {
         <StatusBadge status={status ?? undefined} />
       </header>
       <div className="scroller" ref={scroller} onScroll={onScroll}>
-        <div className="messages" role="log" aria-live="polite" aria-relevant="additions" aria-label="Conversation">
+        <div
+          className="messages"
+          role="log"
+          aria-live="polite"
+          aria-relevant="additions"
+          aria-label="Conversation"
+        >
           {!c?.loaded && <p className="muted center">Loading session…</p>}
           {c?.loaded && c.items.length === 0 && c.outbox.length === 0 && (
             <div className="empty-state">
               <h3>Ready to start</h3>
-              <p className="muted">Ask Claude about {issue.title ? `“${issue.title}”` : "this issue"}.</p>
+              <p className="muted">
+                Ask Claude about {issue.title ? `“${issue.title}”` : "this issue"}.
+              </p>
             </div>
           )}
           {c && <Messages c={c} me={me} onRetry={(cid) => store.retry(id, cid)} />}
@@ -196,7 +222,11 @@ export function SessionView({ workspace, c, store, me, onBack }: {
           p.kind === "question" ? (
             <QuestionCard key={p.key} item={p} onAnswer={(a) => store.answer(id, p.requestId, a)} />
           ) : (
-            <PermissionCard key={p.key} item={p} onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)} />
+            <PermissionCard
+              key={p.key}
+              item={p}
+              onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)}
+            />
           ),
         )}
         <Composer

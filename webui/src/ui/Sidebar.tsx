@@ -1,7 +1,7 @@
 /** The workspace list: live status badges, create from an issue URL, delete with confirmation. */
 
 import { useEffect, useLayoutEffect, useRef, useState } from "react";
-import { ApiError, type Workspace, issueUrlError } from "../lib/api";
+import { ApiError, issueUrlError, type Workspace } from "../lib/api";
 import { StatusBadge } from "./StatusBadge";
 
 const GROUPS: { title: string; match: (s: string) => boolean }[] = [
@@ -67,7 +67,15 @@ function CreateForm({ onCreate }: { onCreate: (url: string) => Promise<void> }) 
   );
 }
 
-function ConfirmDelete({ workspace, onCancel, onConfirm }: { workspace: Workspace; onCancel: () => void; onConfirm: () => Promise<void> }) {
+function ConfirmDelete({
+  workspace,
+  onCancel,
+  onConfirm,
+}: {
+  workspace: Workspace;
+  onCancel: () => void;
+  onConfirm: () => Promise<void>;
+}) {
   const ref = useRef<HTMLDialogElement>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -78,9 +86,16 @@ function ConfirmDelete({ workspace, onCancel, onConfirm }: { workspace: Workspac
   return (
     <dialog ref={ref} className="confirm" aria-labelledby="confirm-title" onCancel={onCancel}>
       <h2 id="confirm-title">Delete {workspace.name}?</h2>
-      <p>Its session stops and its conversation is gone for good. The GitHub issue is not touched.</p>
-      {error && <p className="field-error" role="alert">{error}</p>}
+      <p>
+        Its session stops and its conversation is gone for good. The GitHub issue is not touched.
+      </p>
+      {error && (
+        <p className="field-error" role="alert">
+          {error}
+        </p>
+      )}
       <div className="prompt-actions">
+        {/* biome-ignore lint/a11y/noAutofocus: the dialog's safe choice takes the focus. */}
         <button type="button" autoFocus onClick={onCancel}>
           Cancel
         </button>
@@ -105,7 +120,15 @@ function ConfirmDelete({ workspace, onCancel, onConfirm }: { workspace: Workspac
   );
 }
 
-export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, onCreate, onDelete }: {
+export function Sidebar({
+  workspaces,
+  statuses,
+  selected,
+  loadError,
+  onSelect,
+  onCreate,
+  onDelete,
+}: {
   workspaces: Workspace[] | null;
   statuses: Record<string, string>;
   selected: string | null;
@@ -121,7 +144,8 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
   const nav = useRef<HTMLElement>(null);
   useLayoutEffect(() => {
     const f = focused.current;
-    if (!f || !nav.current || (document.activeElement && document.activeElement !== document.body)) return;
+    if (!f || !nav.current || (document.activeElement && document.activeElement !== document.body))
+      return;
     const item = Array.from(nav.current.querySelectorAll<HTMLElement>("[data-workspace-id]")).find(
       (li) => li.dataset.workspaceId === f.id,
     );
@@ -137,9 +161,15 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
   return (
     <nav className="sidebar" aria-label="Workspaces" ref={nav}>
       <CreateForm onCreate={onCreate} />
-      {loadError && <p className="field-error" role="alert">{loadError}</p>}
+      {loadError && (
+        <p className="field-error" role="alert">
+          {loadError}
+        </p>
+      )}
       {workspaces === null && !loadError && <p className="muted">Loading workspaces…</p>}
-      {workspaces?.length === 0 && <p className="muted">No workspaces yet. Paste an issue URL above to start one.</p>}
+      {workspaces?.length === 0 && (
+        <p className="muted">No workspaces yet. Paste an issue URL above to start one.</p>
+      )}
       {groups.map((g) => (
         <section key={g.title} aria-label={g.title}>
           <h2 className="group-title">{g.title}</h2>
@@ -178,7 +208,13 @@ export function Sidebar({ workspaces, statuses, selected, loadError, onSelect, o
                     </span>
                     <StatusBadge status={s} />
                   </a>
-                  <button type="button" data-focus="delete" className="icon danger-text" aria-label={`Delete ${w.name}`} onClick={() => setConfirm(w)}>
+                  <button
+                    type="button"
+                    data-focus="delete"
+                    className="icon danger-text"
+                    aria-label={`Delete ${w.name}`}
+                    onClick={() => setConfirm(w)}
+                  >
                     ✕
                   </button>
                 </li>

@@ -12,7 +12,12 @@ export const OUTPUT_PREVIEW = 2_000;
 export const OUTPUT_LIMIT = 20_000;
 
 /** Long text cut short with a "Show more" button. */
-export function Truncated({ text, preview = OUTPUT_PREVIEW, limit = OUTPUT_LIMIT, className = "" }: {
+export function Truncated({
+  text,
+  preview = OUTPUT_PREVIEW,
+  limit = OUTPUT_LIMIT,
+  className = "",
+}: {
   text: string;
   preview?: number;
   limit?: number;
@@ -23,13 +28,20 @@ export function Truncated({ text, preview = OUTPUT_PREVIEW, limit = OUTPUT_LIMIT
   const shown = open ? text.slice(0, limit) : text.slice(0, preview);
   return (
     <div>
-      <pre className={`output ${className}`}>{shown}{long && !open ? "…" : ""}</pre>
+      <pre className={`output ${className}`}>
+        {shown}
+        {long && !open ? "…" : ""}
+      </pre>
       {long && (
         <button type="button" className="link" aria-expanded={open} onClick={() => setOpen(!open)}>
-          {open ? "Show less" : `Show more (${(text.length - preview).toLocaleString("en-US")} more characters)`}
+          {open
+            ? "Show less"
+            : `Show more (${(text.length - preview).toLocaleString("en-US")} more characters)`}
         </button>
       )}
-      {open && text.length > limit && <p className="muted">Cut at {limit.toLocaleString("en-US")} characters.</p>}
+      {open && text.length > limit && (
+        <p className="muted">Cut at {limit.toLocaleString("en-US")} characters.</p>
+      )}
     </div>
   );
 }
@@ -37,23 +49,33 @@ export function Truncated({ text, preview = OUTPUT_PREVIEW, limit = OUTPUT_LIMIT
 export function Diff({ before, after, path }: { before: string; after: string; path?: string }) {
   const lines = withContext(diffLines(before, after));
   return (
-    <div className="diff" role="group" aria-label={path ? `Changes to ${path}` : "Changes"}>
+    <figure className="diff" aria-label={path ? `Changes to ${path}` : "Changes"}>
       {path && <div className="diff-path">{path}</div>}
       <pre>
+        {/* A diff is drawn once from fixed text: a line's place is its identity. */}
         {lines.map((l, i) =>
           l === null ? (
-            <span key={i} className="diff-skip">⋯{"\n"}</span>
+            // biome-ignore lint/suspicious/noArrayIndexKey: a fixed list (above).
+            <span key={i} className="diff-skip">
+              ⋯{"\n"}
+            </span>
           ) : (
-            <span key={i} className={l.op === "+" ? "diff-add" : l.op === "-" ? "diff-del" : "diff-ctx"}>
+            <span
+              // biome-ignore lint/suspicious/noArrayIndexKey: a fixed list (above).
+              key={i}
+              className={l.op === "+" ? "diff-add" : l.op === "-" ? "diff-del" : "diff-ctx"}
+            >
               <span aria-hidden="true">{l.op}</span>
-              <span className="sr-only">{l.op === "+" ? "added: " : l.op === "-" ? "removed: " : ""}</span>
+              <span className="sr-only">
+                {l.op === "+" ? "added: " : l.op === "-" ? "removed: " : ""}
+              </span>
               {l.text}
               {"\n"}
             </span>
           ),
         )}
       </pre>
-    </div>
+    </figure>
   );
 }
 
@@ -95,18 +117,33 @@ export function ToolInput({ name, input }: { name: string; input: unknown }) {
       return (
         <div>
           {str(input.description) && <p className="tool-desc">{str(input.description)}</p>}
-          <pre className="command"><span aria-hidden="true">$ </span>{command.slice(0, INPUT_LIMIT)}</pre>
+          <pre className="command">
+            <span aria-hidden="true">$ </span>
+            {command.slice(0, INPUT_LIMIT)}
+          </pre>
         </div>
       );
     }
     case "Edit":
-      return <Diff path={path} before={str(input.old_string) ?? ""} after={str(input.new_string) ?? ""} />;
+      return (
+        <Diff
+          path={path}
+          before={str(input.old_string) ?? ""}
+          after={str(input.new_string) ?? ""}
+        />
+      );
     case "MultiEdit": {
       const edits = Array.isArray(input.edits) ? input.edits.filter(isObject) : [];
       return (
         <div>
           {edits.map((e, i) => (
-            <Diff key={i} path={i === 0 ? path : undefined} before={str(e.old_string) ?? ""} after={str(e.new_string) ?? ""} />
+            <Diff
+              // biome-ignore lint/suspicious/noArrayIndexKey: the edits of one tool call never move.
+              key={i}
+              path={i === 0 ? path : undefined}
+              before={str(e.old_string) ?? ""}
+              after={str(e.new_string) ?? ""}
+            />
           ))}
         </div>
       );
@@ -135,11 +172,16 @@ export function ToolInput({ name, input }: { name: string; input: unknown }) {
       const done = todos.filter((t) => t.status === "completed").length;
       return (
         <div>
-          <p className="muted">{done} of {todos.length} done</p>
+          <p className="muted">
+            {done} of {todos.length} done
+          </p>
           <ul className="todos">
             {todos.map((t, i) => (
+              // biome-ignore lint/suspicious/noArrayIndexKey: one tool call's list, drawn as it came.
               <li key={i} className={`todo-${str(t.status) ?? "pending"}`}>
-                <span aria-hidden="true">{t.status === "completed" ? "☑" : t.status === "in_progress" ? "◐" : "☐"} </span>
+                <span aria-hidden="true">
+                  {t.status === "completed" ? "☑" : t.status === "in_progress" ? "◐" : "☐"}{" "}
+                </span>
                 <span className="sr-only">{str(t.status) ?? "pending"}: </span>
                 {str(t.content) ?? ""}
               </li>

@@ -5,7 +5,7 @@ import { reduce } from "../lib/conversation";
 import { type Conversation, emptyConversation } from "../lib/conversationModel";
 import type { Incoming } from "../lib/protocol";
 import { Messages } from "./Messages";
-import { PermissionCard, QuestionCard, answerOf } from "./Prompts";
+import { answerOf, PermissionCard, QuestionCard } from "./Prompts";
 import { composerBlock, SessionView } from "./Session";
 import { Sidebar } from "./Sidebar";
 import { Truncated } from "./ToolViews";
@@ -13,16 +13,39 @@ import { Truncated } from "./ToolViews";
 afterEach(cleanup);
 
 function conv(msgs: Incoming[]): Conversation {
-  const snap: Incoming = { type: "messages_snapshot", workspaceId: "w", seq: 0, epoch: "e", status: "idle", messages: [], pending: [] };
-  return [snap, ...msgs].reduce((c, m) => reduce(c, { type: "receive", message: m }), emptyConversation("w"));
+  const snap: Incoming = {
+    type: "messages_snapshot",
+    workspaceId: "w",
+    seq: 0,
+    epoch: "e",
+    status: "idle",
+    messages: [],
+    pending: [],
+  };
+  return [snap, ...msgs].reduce(
+    (c, m) => reduce(c, { type: "receive", message: m }),
+    emptyConversation("w"),
+  );
 }
 
 describe("QuestionCard", () => {
   const item = {
-    kind: "question" as const, key: "req:q1", seq: 1, requestId: "q1",
+    kind: "question" as const,
+    key: "req:q1",
+    seq: 1,
+    requestId: "q1",
     questions: [
-      { question: "Colour?", header: "Colour", options: [{ label: "Teal", description: "Calm" }, { label: "Orange" }], multiSelect: false },
-      { question: "Extras?", options: [{ label: "Dark mode" }, { label: "Sounds" }], multiSelect: true },
+      {
+        question: "Colour?",
+        header: "Colour",
+        options: [{ label: "Teal", description: "Calm" }, { label: "Orange" }],
+        multiSelect: false,
+      },
+      {
+        question: "Extras?",
+        options: [{ label: "Dark mode" }, { label: "Sounds" }],
+        multiSelect: true,
+      },
     ],
   };
 
@@ -37,20 +60,31 @@ describe("QuestionCard", () => {
     fireEvent.click(next);
     expect(screen.getByText(/Question 2 of 2/)).toBeTruthy();
     fireEvent.click(screen.getByRole("checkbox", { name: /Dark mode/ }));
-    fireEvent.change(screen.getByRole("textbox", { name: /Other answer to: Extras\?/ }), { target: { value: "Confetti" } });
+    fireEvent.change(screen.getByRole("textbox", { name: /Other answer to: Extras\?/ }), {
+      target: { value: "Confetti" },
+    });
     fireEvent.click(screen.getByRole("button", { name: "Submit answers" }));
-    expect(onAnswer).toHaveBeenCalledWith({ "Colour?": "Teal", "Extras?": ["Dark mode", "Confetti"] });
+    expect(onAnswer).toHaveBeenCalledWith({
+      "Colour?": "Teal",
+      "Extras?": ["Dark mode", "Confetti"],
+    });
   });
 
   test("typing an other answer to a single-choice question selects it", () => {
-    expect(answerOf(item.questions[0]!, { labels: [], other: "Purple", otherOn: true })).toBe("Purple");
-    expect(answerOf(item.questions[0]!, { labels: ["Teal"], other: "", otherOn: false })).toBe("Teal");
+    expect(answerOf(item.questions[0]!, { labels: [], other: "Purple", otherOn: true })).toBe(
+      "Purple",
+    );
+    expect(answerOf(item.questions[0]!, { labels: ["Teal"], other: "", otherOn: false })).toBe(
+      "Teal",
+    );
     expect(answerOf(item.questions[0]!, { labels: [], other: "  ", otherOn: true })).toBeNull();
     expect(answerOf(item.questions[1]!, { labels: [], other: "", otherOn: false })).toBeNull();
   });
 
   test("says so when the answer could not be sent", () => {
-    render(<QuestionCard item={{ ...item, questions: [item.questions[0]!] }} onAnswer={() => false} />);
+    render(
+      <QuestionCard item={{ ...item, questions: [item.questions[0]!] }} onAnswer={() => false} />,
+    );
     fireEvent.click(screen.getByRole("radio", { name: /Orange/ }));
     fireEvent.click(screen.getByRole("button", { name: "Submit answers" }));
     expect(screen.getByRole("alert").textContent).toMatch(/Not connected/);
@@ -59,7 +93,11 @@ describe("QuestionCard", () => {
 
 describe("PermissionCard", () => {
   const item = {
-    kind: "permission" as const, key: "req:p1", seq: 1, requestId: "p1", toolName: "Edit",
+    kind: "permission" as const,
+    key: "req:p1",
+    seq: 1,
+    requestId: "p1",
+    toolName: "Edit",
     toolInput: { file_path: "/src/a.py", old_string: "x = 1\ny = 2", new_string: "x = 1\ny = 3" },
   };
 
@@ -67,15 +105,28 @@ describe("PermissionCard", () => {
     const onDecide = vi.fn(() => true);
     render(<PermissionCard item={item} onDecide={onDecide} />);
     expect(screen.getByRole("heading").textContent).toContain("Edit");
-    expect(screen.getByRole("group", { name: "Changes to /src/a.py" }).textContent).toContain("y = 3");
-    fireEvent.change(screen.getByRole("textbox", { name: /Reason/ }), { target: { value: "wrong file" } });
+    expect(screen.getByRole("figure", { name: "Changes to /src/a.py" }).textContent).toContain(
+      "y = 3",
+    );
+    fireEvent.change(screen.getByRole("textbox", { name: /Reason/ }), {
+      target: { value: "wrong file" },
+    });
     fireEvent.click(screen.getByRole("button", { name: "Deny" }));
     expect(onDecide).toHaveBeenCalledWith(false, "wrong file");
   });
 
   test("allows without a message, and shows a Bash command", () => {
     const onDecide = vi.fn(() => true);
-    render(<PermissionCard item={{ ...item, toolName: "Bash", toolInput: { command: "rm -rf build", description: "Clean" } }} onDecide={onDecide} />);
+    render(
+      <PermissionCard
+        item={{
+          ...item,
+          toolName: "Bash",
+          toolInput: { command: "rm -rf build", description: "Clean" },
+        }}
+        onDecide={onDecide}
+      />,
+    );
     expect(screen.getAllByText(/rm -rf build/).length).toBeGreaterThan(0);
     fireEvent.click(screen.getByRole("button", { name: "Allow" }));
     expect(onDecide).toHaveBeenCalledWith(true, undefined);
@@ -85,7 +136,24 @@ describe("PermissionCard", () => {
 describe("Messages", () => {
   test("markdown renders, raw HTML from the model does not", () => {
     const c = conv([
-      { type: "claude_message", workspaceId: "w", seq: 1, epoch: "e", data: { type: "assistant", message: { id: "m", content: [{ type: "text", text: "**bold** <img src=x onerror=alert(1)><script>alert(2)</script>\n\n```python\nprint('hi')\n```" }] } } },
+      {
+        type: "claude_message",
+        workspaceId: "w",
+        seq: 1,
+        epoch: "e",
+        data: {
+          type: "assistant",
+          message: {
+            id: "m",
+            content: [
+              {
+                type: "text",
+                text: "**bold** <img src=x onerror=alert(1)><script>alert(2)</script>\n\n```python\nprint('hi')\n```",
+              },
+            ],
+          },
+        },
+      },
     ]);
     const { container } = render(<Messages c={c} me="u" onRetry={() => {}} />);
     expect(container.querySelector("strong")?.textContent).toBe("bold");
@@ -96,24 +164,78 @@ describe("Messages", () => {
 
   test("a tool card shows input and result; the result line shows duration, tokens and cost", () => {
     const c = conv([
-      { type: "claude_message", workspaceId: "w", seq: 1, epoch: "e", data: { type: "assistant", message: { id: "m", content: [{ type: "tool_use", id: "t1", name: "Bash", input: { command: "ls" } }] } } },
-      { type: "claude_message", workspaceId: "w", seq: 2, epoch: "e", data: { type: "user", message: { content: [{ type: "tool_result", tool_use_id: "t1", content: "a.txt" }] } } },
-      { type: "claude_message", workspaceId: "w", seq: 3, epoch: "e", data: { type: "result", subtype: "success", is_error: false, duration_ms: 2300, total_cost_usd: 0.02, usage: { input_tokens: 5, output_tokens: 7 } } },
+      {
+        type: "claude_message",
+        workspaceId: "w",
+        seq: 1,
+        epoch: "e",
+        data: {
+          type: "assistant",
+          message: {
+            id: "m",
+            content: [{ type: "tool_use", id: "t1", name: "Bash", input: { command: "ls" } }],
+          },
+        },
+      },
+      {
+        type: "claude_message",
+        workspaceId: "w",
+        seq: 2,
+        epoch: "e",
+        data: {
+          type: "user",
+          message: { content: [{ type: "tool_result", tool_use_id: "t1", content: "a.txt" }] },
+        },
+      },
+      {
+        type: "claude_message",
+        workspaceId: "w",
+        seq: 3,
+        epoch: "e",
+        data: {
+          type: "result",
+          subtype: "success",
+          is_error: false,
+          duration_ms: 2300,
+          total_cost_usd: 0.02,
+          usage: { input_tokens: 5, output_tokens: 7 },
+        },
+      },
     ]);
     render(<Messages c={c} me="u" onRetry={() => {}} />);
     const card = screen.getByTestId("tool-card");
     expect(card.textContent).toContain("Success");
     expect(card.textContent).toContain("a.txt");
-    expect(screen.getByTestId("result-line").textContent).toBe("Done· 2.3 s· 5 in · 7 out tokens· $0.02");
+    expect(screen.getByTestId("result-line").textContent).toBe(
+      "Done· 2.3 s· 5 in · 7 out tokens· $0.02",
+    );
   });
 
   test("resolved prompts say who decided", () => {
     const c = conv([
-      { type: "permission_request", workspaceId: "w", seq: 1, epoch: "e", requestId: "p", toolName: "Bash", toolInput: {} },
-      { type: "request_resolved", workspaceId: "w", seq: 2, epoch: "e", requestId: "p", resolution: "denied", userId: "me" },
+      {
+        type: "permission_request",
+        workspaceId: "w",
+        seq: 1,
+        epoch: "e",
+        requestId: "p",
+        toolName: "Bash",
+        toolInput: {},
+      },
+      {
+        type: "request_resolved",
+        workspaceId: "w",
+        seq: 2,
+        epoch: "e",
+        requestId: "p",
+        resolution: "denied",
+        userId: "me",
+      },
     ]);
     render(<Messages c={c} me="me" onRetry={() => {}} />);
-    expect(screen.getByTestId("prompt-record").textContent).toBe("Permission for Bash: denied by you");
+    expect(screen.getByTestId("prompt-record").textContent).toBe(
+      "Permission for Bash: denied by you",
+    );
   });
 });
 
@@ -129,15 +251,34 @@ describe("Truncated", () => {
 
 describe("composer", () => {
   test("disabled with a reason while the VM is offline", () => {
-    const off = reduce(conv([]), { type: "receive", message: { type: "status", workspaceId: "w", status: "offline" } });
+    const off = reduce(conv([]), {
+      type: "receive",
+      message: { type: "status", workspaceId: "w", status: "offline" },
+    });
     expect(composerBlock(off)).toMatch(/offline/);
     expect(composerBlock(conv([]))).toBeNull();
     expect(composerBlock(undefined)).toMatch(/Loading/);
   });
 
   test("Enter sends, Shift+Enter does not", () => {
-    const store = { open: vi.fn(), close: vi.fn(), sendUserMessage: vi.fn(), interrupt: vi.fn(), retry: vi.fn(), answer: vi.fn(), decide: vi.fn(), dismissNotice: vi.fn() };
-    const ws = { id: "w", name: "demo", issue: { url: "https://github.com/a/b/issues/1", owner: "a", repo: "b", number: 1 }, status: "idle", createdAt: "", updatedAt: "" };
+    const store = {
+      open: vi.fn(),
+      close: vi.fn(),
+      sendUserMessage: vi.fn(),
+      interrupt: vi.fn(),
+      retry: vi.fn(),
+      answer: vi.fn(),
+      decide: vi.fn(),
+      dismissNotice: vi.fn(),
+    };
+    const ws = {
+      id: "w",
+      name: "demo",
+      issue: { url: "https://github.com/a/b/issues/1", owner: "a", repo: "b", number: 1 },
+      status: "idle",
+      createdAt: "",
+      updatedAt: "",
+    };
     // @ts-expect-error: a partial store is enough for the view
     render(<SessionView workspace={ws} c={conv([])} store={store} me="u" onBack={() => {}} />);
     const box = screen.getByRole("textbox", { name: "Message to Claude" });
@@ -152,10 +293,25 @@ describe("composer", () => {
 
 describe("Sidebar", () => {
   const ws = (id: string, status: string) => ({
-    id, name: `acme/w#${id}`, status, createdAt: "", updatedAt: "",
-    issue: { url: `https://github.com/acme/w/issues/${id}`, owner: "acme", repo: "w", number: Number(id) },
+    id,
+    name: `acme/w#${id}`,
+    status,
+    createdAt: "",
+    updatedAt: "",
+    issue: {
+      url: `https://github.com/acme/w/issues/${id}`,
+      owner: "acme",
+      repo: "w",
+      number: Number(id),
+    },
   });
-  const props = { selected: null, loadError: null, onSelect: () => {}, onCreate: async () => {}, onDelete: async () => {} };
+  const props = {
+    selected: null,
+    loadError: null,
+    onSelect: () => {},
+    onCreate: async () => {},
+    onDelete: async () => {},
+  };
 
   test("groups by status, and keeps the keyboard focus when an item changes group", () => {
     const list = [ws("1", "running"), ws("2", "idle")];
@@ -165,7 +321,10 @@ describe("Sidebar", () => {
     del.focus();
     fireEvent.focus(del);
     rerender(<Sidebar {...props} workspaces={list} statuses={{ "1": "waiting_for_input" }} />);
-    expect(screen.getAllByRole("heading").map((h) => h.textContent)).toEqual(["Waiting for you", "Other"]);
+    expect(screen.getAllByRole("heading").map((h) => h.textContent)).toEqual([
+      "Waiting for you",
+      "Other",
+    ]);
     expect(document.activeElement).toBe(screen.getByRole("button", { name: "Delete acme/w#1" }));
   });
 
@@ -175,7 +334,9 @@ describe("Sidebar", () => {
     const field = screen.getByLabelText("New workspace from a GitHub issue");
     fireEvent.change(field, { target: { value: "https://github.com/acme/w/pull/3" } });
     fireEvent.click(screen.getByRole("button", { name: "Create" }));
-    expect(screen.getByRole("alert").textContent).toBe("Expected https://github.com/OWNER/REPO/issues/NUMBER");
+    expect(screen.getByRole("alert").textContent).toBe(
+      "Expected https://github.com/OWNER/REPO/issues/NUMBER",
+    );
     expect(onCreate).not.toHaveBeenCalled();
   });
 });
