@@ -42,7 +42,8 @@ def test_any_text_is_refused_or_parsed_to_a_canonical_url(text: str) -> None:
 
 @given(
     st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}", fullmatch=True),
-    st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True),
+    # Never a leading "-", never "..": wire.repos refuses those (a git option, a climb).
+    st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,10}(?:\.[A-Za-z0-9_-]{1,5}){0,2}", fullmatch=True),
     st.integers(min_value=1, max_value=MAX_ISSUE_NUMBER),
 )
 def test_every_valid_triple_round_trips(owner: str, repo: str, number: int) -> None:
