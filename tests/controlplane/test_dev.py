@@ -8,11 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import trio
+
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,14 +46,6 @@ async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytear
         if not chunk:
             raise AssertionError(f"output ended before {marker!r}: {seen.decode()}")
         seen += chunk
-
-
-async def poll(
-    check: Callable[[httpx.AsyncClient], Awaitable[bool]], http: httpx.AsyncClient
-) -> None:
-    """Ask until ``check`` says yes: the stack is another process, with no event to wait on."""
-    while not await check(http):
-        await trio.sleep(0.05)
 
 
 async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
@@ -96,11 +89,11 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
                 assert "log in as tester with password dev password" in text
                 assert "engine demo" in text
                 async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+                    # The stack is another process, with no event to wait on.
+                    async def healthy() -> bool:
+                        return (await http.get("/healthz")).status_code == 200
 
-                    async def healthy(client: httpx.AsyncClient) -> bool:
-                        return (await client.get("/healthz")).status_code == 200
-
-                    await poll(healthy, http)
+                    await wait_until(healthy, interval=0.05)
                     login = await http.post(
                         "/api/auth/login", json={"username": "tester", "password": "dev password"}
                     )
@@ -116,11 +109,12 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
                         )
                     ).json()
 
-                    async def idle(client: httpx.AsyncClient) -> bool:
-                        found = await client.get(f"/api/workspaces/{ws['id']}", headers=headers)
+                    # Placed on the local vmagent, which reported.
+                    async def idle() -> bool:
+                        found = await http.get(f"/api/workspaces/{ws['id']}", headers=headers)
                         return bool(found.json()["status"] == "idle")
 
-                    await poll(idle, http)  # placed on the local vmagent, which reported
+                    await wait_until(idle, interval=0.05)
                 assert session_members(process.pid, "relayd")
                 assert session_members(process.pid, "vmagent")
                 os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

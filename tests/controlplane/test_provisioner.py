@@ -15,6 +15,7 @@ from controlplane import store
 from controlplane.db import Database
 from controlplane.keys import KeyRing
 from controlplane.provisioner import LocalProvisioner
+from tests.support.waiting import wait_until
 from wire.protocol import Scope
 
 
@@ -53,9 +54,8 @@ async def test_a_vmagent_that_exits_is_started_again_with_its_token(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(provisioner.run)
-            while provisioner.starts.get("local-1", 0) < 3:
-                await provisioner.running["local-1"].wait()
-                await trio.sleep(0.01)
+            # Each start runs a child process that exits: no event marks the count.
+            await wait_until(lambda: provisioner.starts.get("local-1", 0) >= 3)
             nursery.cancel_scope.cancel()
     vm = db.run_sync(lambda c: store.find_vm(c, "local-1"))
     assert vm is not None
@@ -89,8 +89,7 @@ async def test_the_token_is_renewed_while_the_vmagent_runs(tmp_path: Path, db: D
             await provisioner.running["local-1"].wait()
             first = token_file.read_text()
             # Renewal runs every 0.1 s; look at the count as it goes.
-            while provisioner.tokens_written["local-1"] < 3:
-                await trio.sleep(0.05)
+            await wait_until(lambda: provisioner.tokens_written["local-1"] >= 3)
             assert token_file.read_text() != first
             assert provisioner.starts == {"local-1": 1}  # renewed, not restarted
             nursery.cancel_scope.cancel()

@@ -18,6 +18,7 @@ import trio
 from controlplane.keys import KeyRing
 from controlplane.server import Running, serve
 from controlplane.settings import Settings
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -74,8 +75,11 @@ async def test_sighup_reloads_the_keys_and_sigterm_stops_gracefully(state: Path)
                 other.load()
                 other.rotate(longest_token_ttl=3600)
                 os.kill(os.getpid(), signal.SIGHUP)
-                while len((await http.get("/.well-known/jwks.json")).json()["keys"]) != 2:
-                    await trio.sleep(0.02)  # the reload runs in a worker thread
+
+                async def reloaded() -> bool:  # the reload runs in a worker thread
+                    return len((await http.get("/.well-known/jwks.json")).json()["keys"]) == 2
+
+                await wait_until(reloaded)
                 assert running.services.keyring.signing_key.kid == other.signing_key.kid
             os.kill(os.getpid(), signal.SIGTERM)
         # serve() returned by itself: the nursery closed without being cancelled here.

@@ -119,25 +119,28 @@ async def test_connections_per_user(tmp_path: Path) -> None:
                 pass
 
 
-async def test_keepalive_closes_a_peer_that_misses_two_pings(tmp_path: Path) -> None:
-    async with start_relayd(tmp_path, args=["--ping-interval", "0.2"]) as relay:
+@pytest.mark.parametrize("answered", [0, 4])
+async def test_keepalive_closes_a_peer_that_misses_two_pings(tmp_path: Path, answered: int) -> None:
+    async with start_relayd(tmp_path, args=["--ping-interval", "0.1"]) as relay:
         with trio.fail_after(20):
-            # A live client answers pings (trio-websocket does it for us) and stays.
-            async with relay.connect_client("u1") as ws:
-                await trio.sleep(1.0)  # five ping intervals of real time
-                await send_json(ws, {"type": "subscribe", "workspaceId": "w"})
-                assert (await recv_json(ws))["code"] == "not_found"
-            # A raw peer that never answers: pings, then the close.
-            events = await _silent_peer(relay.host, relay.port, relay.client_token("u1"))
-            kinds = [type(e).__name__ for e in events]
-            assert kinds.count("Ping") >= 2
-            close = events[-1]
-            assert isinstance(close, wsproto.events.CloseConnection)
-            assert close.code == 1008
+            events = await _raw_peer(
+                relay.host, relay.port, relay.client_token("u1"), answer_pings=answered
+            )
+    kinds = [type(e).__name__ for e in events]
+    # Every answered ping kept the peer open; the two after them did not.
+    assert kinds.count("Ping") >= answered + 2
+    close = events[-1]
+    assert isinstance(close, wsproto.events.CloseConnection)
+    assert close.code == 1008
 
 
-async def _silent_peer(host: str, port: int, token: str) -> list[wsproto.events.Event]:
-    """Open a WebSocket by hand and never answer; return what relayd sends until it closes."""
+async def _raw_peer(
+    host: str, port: int, token: str, *, answer_pings: int
+) -> list[wsproto.events.Event]:
+    """Open a WebSocket by hand, answer the first ``answer_pings`` pings and no more.
+
+    Returns what relayd sent until it closed the connection.
+    """
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     await sock.connect((host, port))
     conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
@@ -162,5 +165,8 @@ async def _silent_peer(host: str, port: int, token: str) -> list[wsproto.events.
             if isinstance(event, wsproto.events.CloseConnection):
                 sock.close()
                 return events
+            if isinstance(event, wsproto.events.Ping) and answer_pings > 0:
+                answer_pings -= 1
+                await sock.send(conn.send(event.response()))
     sock.close()
     return events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
@@ -35,11 +36,10 @@ async def test_metrics_after_some_traffic(relay: Relayd) -> None:
             await vm.stream("w1", 3)
             for _ in range(3):
                 await recv_json(client)
-            try:
+            with pytest.raises(ConnectionRejected) as refused:
                 async with relay.connect_client("u1", token="junk"):
                     pass
-            except ConnectionRejected:
-                pass
+            assert refused.value.status_code == 401
             async with httpx.AsyncClient(base_url=relay.metrics_url) as http:
                 health = await http.get("/healthz")
                 assert (health.status_code, health.text) == (200, "ok")

@@ -47,13 +47,6 @@ async def assigned_agent(
         nursery.cancel_scope.cancel()
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[FakeRelay]:
-    async with trio.open_nursery() as nursery:
-        yield await nursery.start(FakeRelay().run)
-        nursery.cancel_scope.cancel()
-
-
 async def test_hello_reply_and_sequence(tmp_path: Path, relay: FakeRelay) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:

@@ -30,13 +30,6 @@ DEADLINE = 90
 
 
 @pytest.fixture
-async def relay() -> AsyncIterator[FakeRelay]:
-    async with trio.open_nursery() as nursery:
-        yield await nursery.start(FakeRelay().run)
-        nursery.cancel_scope.cancel()
-
-
-@pytest.fixture
 async def fake_api() -> AsyncIterator[FakeAnthropic]:
     async with trio.open_nursery() as nursery:
         yield await nursery.start(FakeAnthropic().run)
