@@ -87,6 +87,17 @@ class RelayCollector:
             "relayd_audit_overflow", "Audit events lost", value=stats.audit_overflow
         )
         yield CounterMetricFamily(
+            "relayd_internal_errors",
+            "Connections closed with 1011: handling them raised (logged with a traceback)",
+            value=stats.internal_errors,
+        )
+        drops = CounterMetricFamily(
+            "relayd_vm_frames_dropped", "VM frames dropped, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(stats.vm_drops.items()):
+            drops.add_metric([reason], count)
+        yield drops
+        yield CounterMetricFamily(
             "relayd_replays", "Subscribes answered from the replay buffer", value=stats.replays
         )
         yield CounterMetricFamily(

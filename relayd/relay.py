@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -35,11 +34,11 @@ from relayd.room import (
 from relayd.settings import Settings
 from relayd.stats import Stats
 from relayd.wsframes import FrameCache, add_count, frame_type
+from wire.codec import BAD_JSON, REPEATED_KEY, ProtocolError, loads
 from wire.envelope import Envelope, read_envelope, read_head
 from wire.messages import (
     Auth,
     ForwardedMessage,
-    ProtocolError,
     Subscribe,
     Unsubscribe,
     decode_client_message,
@@ -53,6 +52,7 @@ from wire.protocol import (
     CloseCode,
     ErrorCode,
     RelayType,
+    Resolution,
     VmType,
 )
 from wire.tokens import TokenError, TokenVerifier
@@ -64,7 +64,10 @@ VERSION: Final = "1"
 _ERROR_ROUTES: Final = 4096
 #: VM frame types taken by the hot path of :meth:`Relay.vm_frames` (a status
 #: frame also updates the room's status, so it takes the full path).
-_FAST_TYPES: Final = frozenset(str(t) for t in SEQUENCED_VM_TYPES if t != VmType.STATUS)
+#: ``request_resolved`` is audited, so it takes the full path too.
+_FAST_TYPES: Final = frozenset(
+    str(t) for t in SEQUENCED_VM_TYPES if t not in (VmType.STATUS, VmType.REQUEST_RESOLVED)
+)
 #: Metrics keys of VM frames, made once.
 _VM_IN_KEYS: Final = {str(t): f"vm:{t}" for t in VmType}
 _CLIENT_IN_KEYS: Final = {str(t): f"client:{t}" for t in ClientType}
@@ -72,11 +75,15 @@ _VM_KEYS: Final = {t: _VM_IN_KEYS[t] for t in _FAST_TYPES}
 #: Longest status word and detail relayd keeps from a VM's ``hello``.
 MAX_STATUS_LENGTH: Final = 40
 MAX_STATUS_DETAIL: Final = 1000
-_AUDITED: Final = {
-    ClientType.QUESTION_RESPONSE: "question_response",
-    ClientType.PERMISSION_RESPONSE: "permission_response",
-    ClientType.INTERRUPT: "interrupt",
+#: The audit action of a VM's ``request_resolved``, by resolution (a
+#: cancellation is no one's decision and is not audited).
+_AUDITED_RESOLUTIONS: Final[dict[str, str]] = {
+    Resolution.ANSWERED: "question_response",
+    Resolution.ALLOWED: "permission_response",
+    Resolution.DENIED: "permission_response",
 }
+#: Longest ``userId`` an audit entry takes from a VM.
+MAX_AUDIT_USER_ID: Final = 200
 
 
 @attrs.frozen
@@ -455,21 +462,17 @@ class Relay:
             )
             return
         self.stats.forwarded += 1
-        action = _AUDITED.get(ClientType(kind))
-        if action is not None:
-            event: dict[str, Any] = {
-                "type": "audit",
-                "workspaceId": ws,
-                "userId": client.sub,
-                "action": action,
-            }
-            request_id = getattr(message, "request_id", None)
-            if request_id is not None:
-                event["requestId"] = request_id
-            if kind == ClientType.PERMISSION_RESPONSE:
-                event["allow"] = bool(getattr(message, "allow", False))
-            event["at"] = _now_iso()
-            self.control.emit(event)
+        if kind == ClientType.INTERRUPT:
+            # An interrupt settles nothing the VM reports back: it is audited as asked.
+            self.control.emit(
+                {
+                    "type": "audit",
+                    "workspaceId": ws,
+                    "userId": client.sub,
+                    "action": "interrupt",
+                    "at": _now_iso(),
+                }
+            )
 
     # -- VMs -----------------------------------------------------------------
 
@@ -550,12 +553,22 @@ class Relay:
                     key = _VM_IN_KEYS.get(env.type, key)
                     self._vm_frame(vm, frame, env)
                 except ProtocolError as exc:
-                    vm.send_error(exc.code, exc.message, ref=exc.ref)
+                    self._vm_drop(vm, exc)
                 finally:
                     stats.count_in(key, len(frame))
         finally:
             self._end_run(run)
             self._flush()
+
+    def _vm_drop(self, vm: VmPeer, exc: ProtocolError) -> None:
+        """A VM frame that cannot be handled: counted, logged, and the VM told."""
+        drops = self.stats.vm_drops
+        drops[exc.reason] = drops.get(exc.reason, 0) + 1
+        # A frame that is not the JSON it claims, or reads two ways, is a
+        # broken or hostile VM; the rest (a race with a move) is routine.
+        level = logging.WARNING if exc.reason in (BAD_JSON, REPEATED_KEY) else logging.INFO
+        log.log(level, "vm frame dropped", extra=vm.log_extra(reason=exc.reason, error=exc.message))
+        vm.send_error(exc.code, exc.message, ref=exc.ref)
 
     def _fast_head(self, vm: VmPeer, frame: str) -> tuple[Room, str, int, str] | None:
         """(room, type, seq, epoch) of a frame for the hot path, or None."""
@@ -615,21 +628,27 @@ class Relay:
                     self.stats.snapshot_latency.observe(trio.current_time() - asked[1])
                 self.apply(room, room.vm_snapshot(env.request_id, env.seq, env.epoch, frame))
             elif kind == VmType.STATUS:
-                body = env.body if env.body is not None else json.loads(frame)
+                body = env.body if env.body is not None else loads(frame)
                 status = body.get("status")
                 if not isinstance(status, str):
                     raise ProtocolError(ErrorCode.BAD_REQUEST, "status needs a string 'status'")
                 detail = body.get("detail")
                 vm.statuses[ws] = (status, detail if isinstance(detail, str) else None)
                 self.apply(room, room.vm_frame(env.seq, env.epoch, frame, status=status))
+            elif kind == VmType.REQUEST_RESOLVED:
+                body = env.body if env.body is not None else loads(frame)
+                fresh = env.epoch != room.epoch or env.seq > room.head
+                self.apply(room, room.vm_frame(env.seq, env.epoch, frame))
+                if fresh:
+                    self._audit_resolution(ws, env.request_id, body)
             else:
                 self.apply(room, room.vm_frame(env.seq, env.epoch, frame))
         elif kind == VmType.HELLO:
-            self._hello(vm, env.body if env.body is not None else json.loads(frame))
+            self._hello(vm, env.body if env.body is not None else loads(frame))
         elif kind == VmType.ERROR:
             self._vm_error(vm, env.workspace_id, frame)
         elif kind == VmType.AUTH:
-            body = env.body if env.body is not None else json.loads(frame)
+            body = env.body if env.body is not None else loads(frame)
             token = body.get("token")
             if not isinstance(token, str):
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "auth needs a string 'token'")
@@ -714,8 +733,28 @@ class Relay:
                     extra=vm.log_extra(workspaceId=workspace_id),
                 )
 
+    def _audit_resolution(
+        self, workspace_id: str, request_id: str | None, body: dict[str, Any]
+    ) -> None:
+        """Audit a decision as the VM settled it (who answered, what was decided)."""
+        resolution = body.get("resolution")
+        action = _AUDITED_RESOLUTIONS.get(resolution) if isinstance(resolution, str) else None
+        if action is None or request_id is None:
+            return
+        event: dict[str, Any] = {"type": "audit", "workspaceId": workspace_id}
+        user_id = body.get("userId")
+        if isinstance(user_id, str) and 0 < len(user_id) <= MAX_AUDIT_USER_ID:
+            event["userId"] = user_id
+        event["action"] = action
+        event["requestId"] = request_id
+        event["resolution"] = resolution
+        if action == "permission_response":
+            event["allow"] = resolution == Resolution.ALLOWED
+        event["at"] = _now_iso()
+        self.control.emit(event)
+
     def _vm_error(self, vm: VmPeer, workspace_id: str | None, frame: str) -> None:
-        body = json.loads(frame)
+        body = loads(frame)
         ref = body.get("ref")
         if isinstance(ref, str) and workspace_id is not None:
             routed = vm.error_routes.get((workspace_id, ref))

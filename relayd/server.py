@@ -21,9 +21,9 @@ from relayd.outbox import Outbox
 from relayd.peer import Peer
 from relayd.relay import ClientPeer, Relay, VmPeer
 from relayd.settings import Settings
-from relayd.wsconn import WebSocket
+from relayd.wsconn import ConnectionClosed, WebSocket
 from relayd.wsupgrade import BadUpgrade, Handshake
-from wire.protocol import Scope
+from wire.protocol import CloseCode, Scope
 from wire.tokens import Claims
 
 log = logging.getLogger("relayd.server")
@@ -40,7 +40,28 @@ CLIENT_RECEIVE_BYTES: Final = 16 * 1024
 
 
 async def handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
-    """Serve one TCP connection from handshake to close."""
+    """Serve one TCP connection from handshake to close.
+
+    The guard of every connection: only a protocol error leaves the parsing
+    layer, and any other exception while serving this connection closes it
+    alone (1011 when it got that far), logged with its traceback and counted
+    in ``relayd_internal_errors_total``; never the process, never another
+    connection.
+    """
+    try:
+        await _handle_connection(relay, stream)
+    except Exception:
+        _internal_error(relay, {"remote": _remote(stream)})
+        await trio.aclose_forcefully(stream)
+
+
+def _internal_error(relay: Relay, extra: dict[str, object]) -> None:
+    """Count and log (with the traceback being handled) a fault on one connection."""
+    relay.stats.internal_errors += 1
+    log.error("internal error; closing the connection", exc_info=True, extra=extra)
+
+
+async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
     settings = relay.settings
     remote = _remote(stream)
     handshake = Handshake(stream)
@@ -146,8 +167,24 @@ async def _serve_peer(
     peer.frame_cache = relay.frame_cache
     joined(peer)
     log.info(f"{kind} connected", extra=peer.log_extra(remote=peer.remote))
+
+    async def guarded(p: Peer) -> None:
+        try:
+            await reader(p)
+        except ConnectionClosed:
+            raise
+        except Exception:
+            # The writer still runs: it sends the 1011 close frame.
+            _internal_error(relay, peer.log_extra())
+            peer.close(CloseCode.INTERNAL_ERROR, "internal error")
+
     try:
-        await peer.run(reader)
+        await peer.run(guarded)
+    except Exception:
+        # Another of the peer's tasks (its writer) raised: no close frame can follow.
+        _internal_error(relay, peer.log_extra())
+        peer.close(CloseCode.INTERNAL_ERROR, "internal error")
+        await peer.ws.abort()
     finally:
         left(peer)
         log.info(f"{kind} gone", extra=peer.log_extra(code=peer.close_code))

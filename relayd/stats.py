@@ -66,6 +66,10 @@ class Stats:
     snapshot_requests: int = 0
     snapshots: int = 0
     audit_overflow: int = 0
+    #: Connections closed with 1011 because handling them raised.
+    internal_errors: int = 0
+    #: VM frames dropped, by reason (``bad_json``, ``repeated_key``, or the error code).
+    vm_drops: dict[str, int] = attrs.Factory(_by_type)
     refused_reasons: dict[str, int] = attrs.Factory(_by_type)
     #: Frames and characters in, by ``source:type`` (source ``client`` or ``vm``).
     in_count: dict[str, int] = attrs.Factory(_by_type)

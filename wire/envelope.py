@@ -1,36 +1,48 @@
-"""The routing envelope of VM frames, read without decoding the whole frame.
+"""The routing envelope of VM frames, read without building the whole frame.
 
 relayd forwards VM frames to clients as the text came. All it needs from a
-frame is its ``type``, ``workspaceId``, ``seq``, ``epoch`` and (for snapshots)
-``requestId``. vmagent writes those fields first, in a fixed order, with
-:func:`vm_frame`, so the relay reads them with one anchored regex over the
-frame's head (the ``data`` of a ``claude_message`` can be large). A frame from
-any other writer, with fields in another order, still works: it takes the slow
-path, a full :func:`json.loads`.
+frame is its ``type``, ``workspaceId``, ``seq``, ``epoch`` and ``requestId``.
+The fast path (:func:`read_head`) decodes only those with msgspec, which
+still checks the whole frame: valid JSON, valid Unicode (no lone surrogate
+escape), each field of its type. Its values are the last of a repeated key,
+as a browser's ``JSON.parse`` reads them; and the frame must begin with
+exactly those fields as :func:`vm_frame` writes them, so a key repeated with
+another value further on cannot pass (the first and last would differ).
+Anything else takes the slow path, a full parse that refuses a repeated
+envelope key outright. Both raise :class:`ProtocolError` for a frame that is
+not what it claims, so relayd reads every frame the way every reader does.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import attrs
+import msgspec
 
-from wire.messages import ProtocolError, dumps
+from wire.codec import REPEATED_KEY, ProtocolError, dumps, loads_lenient_keys
 from wire.protocol import ErrorCode
 
-# Ids written by vmagent never need JSON escapes; a frame whose ids do takes the
-# slow path, which decodes them properly.
-_HEAD: Final = re.compile(
-    r'\{"type":"([a-z_]{1,40})"'
-    r'(?:,"workspaceId":"([^"\\]{1,200})"'
-    r'(?:,"seq":(0|[1-9][0-9]{0,17}),"epoch":"([^"\\]{1,200})")?'
-    r'(?:,"requestId":"([^"\\]{1,200})")?)?'
-    # Whatever follows must not be an envelope field that failed to match above
-    # (an escaped id, a string seq): such a frame takes the slow path.
-    r'(?:\}|,(?!"(?:workspaceId|seq|epoch|requestId)"))'
-)
+#: Highest ``seq`` a frame may carry: the largest integer a browser reads exactly.
+MAX_SEQ: Final = 2**53 - 1
+#: The fields relayd routes or checks: none may be repeated.
+ENVELOPE_KEYS: Final = frozenset({"type", "workspaceId", "seq", "epoch", "requestId"})
+#: What may not follow the envelope: another envelope field.
+_ENVELOPE_NEXT: Final = tuple(f',"{key}"' for key in sorted(ENVELOPE_KEYS))
+
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
+class _Head(msgspec.Struct, rename="camel"):
+    type: str
+    workspace_id: str | None = None
+    seq: Seq | None = None
+    epoch: str | None = None
+    request_id: str | None = None
+
+
+_decode_head: Final = msgspec.json.Decoder(_Head).decode
 
 
 @attrs.frozen
@@ -47,46 +59,86 @@ class Envelope:
 
 
 def read_envelope(frame: str) -> Envelope:
-    """Read a VM frame's routing fields, or raise :class:`ProtocolError`.
-
-    The fast path trusts that a frame whose head matches is the JSON object its
-    writer meant; the frame comes from an authenticated VM, and the relay does
-    not vouch for the rest of it.
-    """
+    """Read a VM frame's routing fields, or raise :class:`ProtocolError`."""
     head = read_head(frame)
     if head is not None:
         kind, workspace_id, seq, epoch, request_id = head
         return Envelope(
             type=kind, workspace_id=workspace_id, seq=seq, epoch=epoch, request_id=request_id
         )
-    return _read_envelope_slow(frame)
+    return read_envelope_slow(frame)
 
 
 def read_head(frame: str) -> tuple[str, str | None, int | None, str | None, str | None] | None:
     """``(type, workspaceId, seq, epoch, requestId)`` of a frame written by
-    :func:`vm_frame` (envelope first), or None: then :func:`read_envelope`
-    decodes it. relayd's hot path, without building an :class:`Envelope`."""
-    m = _HEAD.match(frame)
-    if m is None or not frame.endswith("}"):
-        return None
-    kind, workspace_id, seq, epoch, request_id = m.groups()
-    return kind, workspace_id, int(seq) if seq is not None else None, epoch, request_id
-
-
-def _read_envelope_slow(frame: str) -> Envelope:
+    :func:`vm_frame` (envelope first, each field once), or None: then
+    :func:`read_envelope_slow` decides. relayd's hot path, without building
+    an :class:`Envelope`."""
     try:
-        obj = json.loads(frame)
-    except (ValueError, RecursionError):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
+        h = _decode_head(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    kind, workspace_id, seq, epoch, request_id = (
+        h.type,
+        h.workspace_id,
+        h.seq,
+        h.epoch,
+        h.request_id,
+    )
+    # The text the values would have been written as, envelope first; its
+    # quotes are counted so that an id holding a quote cannot forge it.
+    if request_id is None and workspace_id is not None and seq is not None and epoch is not None:
+        prefix = f'{{"type":"{kind}","workspaceId":"{workspace_id}","seq":{seq},"epoch":"{epoch}"'
+        quotes = 14
+    else:
+        if (seq is None) != (epoch is None):
+            return None
+        prefix, quotes = _prefix(kind, workspace_id, seq, epoch, request_id)
+    if not frame.startswith(prefix) or prefix.count('"') != quotes or "\\" in prefix:
+        return None
+    end = len(prefix)
+    after = frame[end]
+    if after != "}" and (
+        after != ","
+        or (not frame.startswith(',"data"', end) and frame.startswith(_ENVELOPE_NEXT, end))
+    ):
+        return None
+    return kind, workspace_id, seq, epoch, request_id
+
+
+def _prefix(
+    kind: str, workspace_id: str | None, seq: int | None, epoch: str | None, request_id: str | None
+) -> tuple[str, int]:
+    """The envelope's text as :func:`vm_frame` writes it, and its count of quotes."""
+    prefix = f'{{"type":"{kind}"'
+    quotes = 4
+    if workspace_id is not None:
+        prefix += f',"workspaceId":"{workspace_id}"'
+        quotes += 4
+    if seq is not None:
+        prefix += f',"seq":{seq},"epoch":"{epoch}"'
+        quotes += 6
+    if request_id is not None:
+        prefix += f',"requestId":"{request_id}"'
+        quotes += 4
+    return prefix, quotes
+
+
+def read_envelope_slow(frame: str) -> Envelope:
+    """Decode a VM frame whole; a repeated envelope key is refused."""
+    obj = loads_lenient_keys(frame)
+    repeated = obj.repeated & ENVELOPE_KEYS
+    if repeated:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"repeated key {sorted(repeated)[0]!r}", reason=REPEATED_KEY
+        )
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "frame needs a string field 'type'")
     workspace_id = _optional(obj, "workspaceId", str)
     seq = _optional(obj, "seq", int)
-    if isinstance(obj.get("seq"), bool) or (seq is not None and seq < 0):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "'seq' must be a non-negative integer")
+    if isinstance(obj.get("seq"), bool) or (seq is not None and not 0 <= seq <= MAX_SEQ):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'seq' must be an integer from 0 to {MAX_SEQ}")
     return Envelope(
         type=kind,
         workspace_id=workspace_id,

@@ -12,7 +12,6 @@ silent coercion (cattrs would otherwise turn ``"5"`` into ``5``).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias, TypeVar
@@ -21,22 +20,15 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from wire.codec import ProtocolError, dumps, loads
 from wire.protocol import ClientType, ErrorCode
+
+__all__ = ["ProtocolError", "dumps"]  # re-exported: importers of the codec's old home
 
 T = TypeVar("T")
 
 #: Longest id (workspace, request, clientMessageId) we accept from a peer.
 MAX_ID_LENGTH: Final = 200
-
-
-class ProtocolError(Exception):
-    """A frame that breaks the protocol; becomes an ``error`` message."""
-
-    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
 
 
 def _check_id(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -185,11 +177,7 @@ def decode_client_message(frame: str | bytes, *, trust_user_id: bool = False) ->
     """
     if isinstance(frame, bytes):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
-    try:
-        obj = json.loads(frame)
-    except (ValueError, RecursionError):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame is not valid JSON") from None
-    return structure_client_message(obj, trust_user_id=trust_user_id)
+    return structure_client_message(loads(frame), trust_user_id=trust_user_id)
 
 
 def structure_client_message(obj: object, *, trust_user_id: bool = False) -> ClientMessage:
@@ -241,11 +229,6 @@ def unstructure_message(message: ClientMessage) -> dict[str, Any]:
 def encode_message(message: ClientMessage) -> str:
     """One JSON text frame for a message object."""
     return dumps(unstructure_message(message))
-
-
-def dumps(obj: Mapping[str, Any]) -> str:
-    """Compact JSON as every service writes it (no spaces, UTF-8 kept)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def error_frame(

@@ -24,6 +24,7 @@ from tests.support.relayd import (
     start_relayd,
 )
 from tests.support.waiting import wait_until
+from wire.envelope import vm_frame
 from wire.protocol import Scope
 
 
@@ -222,11 +223,22 @@ async def test_audit_events_wait_for_a_control_plane(relay: Relayd) -> None:
             )
             assert (await vm.expect("interrupt"))["userId"] == "u1"
             assert (await vm.expect("question_response"))["answers"] == {"Which?": "A"}
+            # The answer is audited as the VM settled it.
+            await vm_ws.send_message(
+                vm_frame(
+                    "request_resolved",
+                    "w1",
+                    seq=1,
+                    epoch="e1",
+                    request_id="q1",
+                    fields={"resolution": "answered", "userId": "u1"},
+                )
+            )
             async with open_control(relay.control_socket) as ctl:
                 first = await ctl.next_event("audit")
                 second = await ctl.next_event("audit")
                 assert (first["action"], second["action"]) == ("interrupt", "question_response")
-                assert second["requestId"] == "q1"
+                assert (second["requestId"], second["userId"]) == ("q1", "u1")
                 assert json.dumps(first)  # plain JSON
 
 
