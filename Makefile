@@ -11,12 +11,17 @@ export UV_PYTHON_DOWNLOADS := never
 # uv from the PATH when present, else a private copy in .tools/.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: dev test lint typecheck pytest webui webui-test bench clean
+.PHONY: dev test system-deps lint typecheck pytest webui webui-test bench clean
 
-dev: $(VENV)/.synced webui
+dev: system-deps $(VENV)/.synced webui
 	$(BIN)/controlplane dev --state-dir $(STATE_DIR)
 
-test: $(VENV)/.synced webui lint typecheck webui-test pytest
+test: system-deps $(VENV)/.synced webui lint typecheck webui-test pytest
+
+# Chromium, nginx, sqlite3, git, systemd-analyze, Node.js: installed with
+# apt-get when missing and possible, else the command to run is printed.
+system-deps:
+	@PYTHON=$(PYTHON) scripts/system-deps
 
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .
@@ -25,13 +30,13 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(BIN)/mypy
 
-pytest: $(VENV)/.synced webui
+pytest: system-deps $(VENV)/.synced webui
 	$(BIN)/pytest
 
 bench: $(VENV)/.synced
 	$(BIN)/python bench/relay.py
 
-.tools/bin/uv:
+.tools/bin/uv: | system-deps
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
@@ -44,7 +49,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 ifneq ($(wildcard webui/package.json),)
 WEBUI_SOURCES := $(shell find webui/src webui/index.html webui/vite.config.* webui/tsconfig*.json -type f 2>/dev/null)
 webui: webui/dist/index.html
-webui/node_modules/.installed: webui/package.json webui/package-lock.json
+webui/node_modules/.installed: webui/package.json webui/package-lock.json | system-deps
 	cd webui && npm ci --no-audit --no-fund
 	touch $@
 webui/dist/index.html: webui/node_modules/.installed $(WEBUI_SOURCES)

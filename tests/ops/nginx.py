@@ -94,11 +94,11 @@ http {{
 
 
 def nginx_binary() -> str:
-    """Path of nginx; fails the test when it is missing (.ci/run installs nginx-light)."""
+    """Path of nginx; fails the test when it is missing (scripts/system-deps installs it)."""
     path = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
-    assert path, "nginx is missing: install Debian's nginx-light (.ci/run does)"
+    assert path, "nginx is missing: install Debian's nginx-light (make test does)"
     return path
 
 

@@ -45,7 +45,7 @@ def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
 def analyze() -> str:
     """Path of systemd-analyze; fails the test when it is missing."""
     tool = shutil.which("systemd-analyze")
-    assert tool, "systemd-analyze is missing: install Debian's systemd package (.ci/run does)"
+    assert tool, "systemd-analyze is missing: install Debian's systemd (make test does)"
     return tool
 
 
