@@ -2,17 +2,20 @@
 
 The numbers are read from relayd's own counters when scraped (a custom
 collector), so the hot path pays one integer increment, not a Prometheus
-call. The HTTP side is a few lines of trio: ``GET /metrics`` (text exposition
-format) and ``GET /healthz`` (``ok``); every response carries
-``Content-Length`` and closes the connection.
+call. The HTTP side is read and written with h11, like the WebSocket
+handshake: ``GET /metrics`` (text exposition format) and ``GET /healthz``
+(``ok``), ``HEAD`` of either; every response carries ``Content-Length`` and
+closes the connection.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+import attrs
+import h11
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -21,13 +24,21 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from relayd.httpanswer import reason, response_bytes
 from relayd.relay import Relay
 from relayd.settings import split_host_port
+from relayd.wsupgrade import MAX_REQUEST_BYTES
 
 log = logging.getLogger("relayd.metrics")
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-_MAX_REQUEST: Final = 8192
+_TEXT: Final = b"text/plain; charset=utf-8"
+#: Bytes read from a scraper's socket at a time.
+_READ_SIZE: Final = 4096
+#: Longest a scraper's connection lives, request to close (seconds).
+_ANSWER_TIMEOUT: Final = 10.0
+#: How long what a scraper sends after its answer is read and dropped (seconds).
+_LINGER: Final = 1.0
 
 
 class RelayCollector:
@@ -66,8 +77,8 @@ class RelayCollector:
         refused = CounterMetricFamily(
             "relayd_handshakes_refused", "Handshakes refused, by reason", labels=["reason"]
         )
-        for reason, count in sorted(stats.refused_reasons.items()):
-            refused.add_metric([reason], count)
+        for why, count in sorted(stats.refused_reasons.items()):
+            refused.add_metric([why], count)
         yield refused
         yield CounterMetricFamily(
             "relayd_slow_client_closes", "Clients closed with 4008", value=stats.slow_closes
@@ -159,8 +170,9 @@ async def serve_metrics(
     bound = listeners[0].socket.getsockname()
 
     async def handle(stream: trio.SocketStream) -> None:
-        with trio.move_on_after(10):
+        with trio.move_on_after(_ANSWER_TIMEOUT):
             await _answer(stream, relay, registry)
+            await _linger(stream)
         await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
@@ -168,40 +180,80 @@ async def serve_metrics(
         task_status.started((bound[0], bound[1]))
 
 
+@attrs.frozen
+class Answer:
+    """What the metrics endpoint answers to one request."""
+
+    status: int
+    content_type: bytes
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def route(
+    method: bytes, target: bytes, *, shutting_down: bool, metrics: Callable[[], bytes]
+) -> Answer:
+    """The answer to ``method target``: pure, so every case is tested without a socket."""
+    if method not in (b"GET", b"HEAD"):
+        return Answer(405, _TEXT, b"only GET and HEAD\n", ((b"Allow", b"GET, HEAD"),))
+    path = target.split(b"?", 1)[0]
+    if path == b"/metrics":
+        return Answer(200, CONTENT_TYPE.encode(), metrics())
+    if path == b"/healthz":
+        if shutting_down:
+            return Answer(503, _TEXT, b"shutting down")
+        return Answer(200, _TEXT, b"ok")
+    return Answer(404, _TEXT, b"not found\n")
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close, then drop what the client still sends, for at most :data:`_LINGER` seconds.
+
+    Closing with unread input makes the kernel reset the connection, which can
+    throw away the answer before the client reads it (RFC 9112 section 9.6).
+    """
+    with trio.move_on_after(_LINGER):
+        try:
+            await stream.send_eof()
+            while await stream.receive_some(_READ_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
 async def _answer(stream: trio.SocketStream, relay: Relay, registry: CollectorRegistry) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data and b"\n\n" not in data:
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            return
-        data += chunk
-        if len(data) > _MAX_REQUEST:
-            await _respond(stream, 431, "text/plain", b"request too large\n")
-            return
-    request_line = data.split(b"\n", 1)[0].decode("latin-1").strip()
-    parts = request_line.split()
-    if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
-        await _respond(stream, 405, "text/plain", b"only GET\n")
-        return
-    path = parts[1].split("?", 1)[0]
-    if path == "/metrics":
-        await _respond(stream, 200, CONTENT_TYPE, generate_latest(registry))
-    elif path == "/healthz":
-        body = "ok" if not relay.shutting_down else "shutting down"
-        await _respond(stream, 200 if not relay.shutting_down else 503, "text/plain", body.encode())
-    else:
-        await _respond(stream, 404, "text/plain", b"not found\n")
-
-
-async def _respond(stream: trio.SocketStream, status: int, content_type: str, body: bytes) -> None:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}.get(
-        status, "Service Unavailable"
-    )
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
+    http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+    head_only = False
     try:
-        await stream.send_all(head + body)
+        while True:
+            event = http.next_event()
+            if isinstance(event, h11.Request):
+                break
+            if event is not h11.NEED_DATA:
+                return  # the peer closed, or sent something else first
+            data = await stream.receive_some(_READ_SIZE)
+            if not data:
+                return
+            http.receive_data(bytes(data))
+    except h11.RemoteProtocolError as exc:  # not HTTP (400), or a head too long (431)
+        answer = Answer(exc.error_status_hint, _TEXT, reason(exc.error_status_hint) + b"\n")
+    else:
+        head_only = event.method == b"HEAD"
+        answer = route(
+            event.method,
+            event.target,
+            shutting_down=relay.shutting_down,
+            metrics=lambda: generate_latest(registry),
+        )
+    data = response_bytes(
+        http,
+        answer.status,
+        answer.content_type,
+        answer.body,
+        headers=answer.headers,
+        head_only=head_only,
+    )
+    try:
+        await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         log.debug("metrics client went away")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from http import HTTPStatus
 from typing import Final
 
 import attrs
 import h11
 import trio
+
+from relayd.httpanswer import response_bytes
 
 #: Longest request head relayd reads (request line and headers).
 MAX_REQUEST_BYTES: Final = 16 * 1024
@@ -101,13 +102,6 @@ def check_upgrade(request: h11.Request) -> UpgradeRequest:
     )
 
 
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
 def _valid_key(key: bytes) -> bool:
     try:
         return len(base64.b64decode(key, validate=True)) == 16
@@ -157,16 +151,7 @@ class Handshake:
         self, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
     ) -> None:
         """Answer with an HTTP error and a JSON body (the caller then closes the stream)."""
-        head = [
-            (b"Content-Type", b"application/json"),
-            (b"Content-Length", str(len(body)).encode()),
-            (b"Connection", b"close"),
-            *headers,
-        ]
-        response = h11.Response(status_code=status, headers=head, reason=_phrase(status))
-        data = self._http.send(response) or b""
-        data += self._http.send(h11.Data(data=body)) or b""
-        data += self._http.send(h11.EndOfMessage()) or b""
+        data = response_bytes(self._http, status, b"application/json", body, headers=headers)
         await self._stream.send_all(data)
 
     async def accept(self, subprotocol: str) -> bytes:
