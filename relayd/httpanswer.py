@@ -12,7 +12,7 @@ from http import HTTPStatus
 import h11
 
 
-def reason(status: int) -> bytes:
+def reason_phrase(status: int) -> bytes:
     """The standard reason phrase of ``status`` (empty for a code without one)."""
     try:
         return HTTPStatus(status).phrase.encode()
@@ -39,7 +39,8 @@ def response_bytes(
         (b"Connection", b"close"),
         *headers,
     ]
-    data = conn.send(h11.Response(status_code=status, headers=head, reason=reason(status))) or b""
+    response = h11.Response(status_code=status, headers=head, reason=reason_phrase(status))
+    data = conn.send(response) or b""
     if not head_only:
         data += conn.send(h11.Data(data=body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""

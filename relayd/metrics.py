@@ -24,7 +24,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from relayd.httpanswer import reason, response_bytes
+from relayd.httpanswer import reason_phrase, response_bytes
 from relayd.relay import Relay
 from relayd.settings import split_host_port
 from relayd.wsupgrade import MAX_REQUEST_BYTES
@@ -236,7 +236,7 @@ async def _answer(stream: trio.SocketStream, relay: Relay, registry: CollectorRe
                 return
             http.receive_data(bytes(data))
     except h11.RemoteProtocolError as exc:  # not HTTP (400), or a head too long (431)
-        answer = Answer(exc.error_status_hint, _TEXT, reason(exc.error_status_hint) + b"\n")
+        answer = Answer(exc.error_status_hint, _TEXT, reason_phrase(exc.error_status_hint) + b"\n")
     else:
         head_only = event.method == b"HEAD"
         answer = route(
