@@ -30,8 +30,9 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(BIN)/mypy
 
+# The Python tests, then a branch-coverage report (pyproject.toml; no threshold).
 pytest: system-deps $(VENV)/.synced webui
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
 
 bench: $(VENV)/.synced
 	$(BIN)/python bench/relay.py
@@ -65,4 +66,4 @@ webui-test:
 endif
 
 clean:
-	rm -rf $(VENV) .tools webui/node_modules webui/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools webui/node_modules webui/dist .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -192,12 +192,15 @@ async def test_control_socket_mode_and_peer_check(relay: Relayd) -> None:
         "    data = b''\n"
         "print(repr(data))\n"
     )
+    # Not measured by coverage (make test): as nobody it could not write its data here.
+    env = {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"}
     with trio.fail_after(20):
         result = await trio.run_process(
             [sys.executable, "-c", script, str(relay.control_socket)],
             capture_stdout=True,
             stderr=subprocess.STDOUT,
             check=False,
+            env=env,
         )
         assert result.stdout.strip() == b"b''"
         assert any(line.get("msg") == "control peer refused" for line in relay.logs)
