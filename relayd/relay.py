@@ -36,6 +36,17 @@ from relayd.stats import Stats
 from relayd.wsframes import FrameCache, add_count, frame_type
 from wire.codec import BAD_JSON, REPEATED_KEY, ProtocolError, loads
 from wire.envelope import Envelope, read_envelope, read_head
+from wire.frames import (
+    ErrorMessage,
+    Hello,
+    RequestResolved,
+    SnapshotRequest,
+    StatusMessage,
+    VmAuth,
+    WorkspaceReleased,
+    encode_frame,
+    structure,
+)
 from wire.messages import (
     Auth,
     ForwardedMessage,
@@ -269,12 +280,10 @@ class Relay:
                         trio.current_time(),
                     )
                     vm.send_or_drop(
-                        dumps(
-                            {
-                                "type": RelayType.SNAPSHOT_REQUEST,
-                                "workspaceId": room.workspace_id,
-                                "requestId": action.request_id,
-                            }
+                        encode_frame(
+                            SnapshotRequest(
+                                workspace_id=room.workspace_id, request_id=action.request_id
+                            )
                         )
                     )
             elif isinstance(action, StatusChanged):
@@ -628,64 +637,41 @@ class Relay:
                     self.stats.snapshot_latency.observe(trio.current_time() - asked[1])
                 self.apply(room, room.vm_snapshot(env.request_id, env.seq, env.epoch, frame))
             elif kind == VmType.STATUS:
-                body = env.body if env.body is not None else loads(frame)
-                status = body.get("status")
-                if not isinstance(status, str):
-                    raise ProtocolError(ErrorCode.BAD_REQUEST, "status needs a string 'status'")
-                detail = body.get("detail")
-                vm.statuses[ws] = (status, detail if isinstance(detail, str) else None)
-                self.apply(room, room.vm_frame(env.seq, env.epoch, frame, status=status))
+                status = structure(_body(env, frame), StatusMessage)
+                vm.statuses[ws] = (status.status, status.detail)
+                self.apply(room, room.vm_frame(env.seq, env.epoch, frame, status=status.status))
             elif kind == VmType.REQUEST_RESOLVED:
-                body = env.body if env.body is not None else loads(frame)
+                resolved = structure(_body(env, frame), RequestResolved)
                 fresh = env.epoch != room.epoch or env.seq > room.head
                 self.apply(room, room.vm_frame(env.seq, env.epoch, frame))
                 if fresh:
-                    self._audit_resolution(ws, env.request_id, body)
+                    self._audit_resolution(resolved)
             else:
                 self.apply(room, room.vm_frame(env.seq, env.epoch, frame))
         elif kind == VmType.HELLO:
-            self._hello(vm, env.body if env.body is not None else loads(frame))
+            self._hello(vm, structure(_body(env, frame), Hello))
         elif kind == VmType.ERROR:
-            self._vm_error(vm, env.workspace_id, frame)
+            self._vm_error(vm, structure(_body(env, frame), ErrorMessage), frame)
         elif kind == VmType.AUTH:
-            body = env.body if env.body is not None else loads(frame)
-            token = body.get("token")
-            if not isinstance(token, str):
-                raise ProtocolError(ErrorCode.BAD_REQUEST, "auth needs a string 'token'")
-            self.renew(vm, token)
+            self.renew(vm, structure(_body(env, frame), VmAuth).token)
         else:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
 
-    def _hello(self, vm: VmPeer, body: dict[str, Any]) -> None:
-        vm_id = body.get("vmId")
-        if vm_id is not None and vm_id != vm.sub:
+    def _hello(self, vm: VmPeer, hello: Hello) -> None:
+        if hello.vm_id is not None and hello.vm_id != vm.sub:
             raise ProtocolError(ErrorCode.FORBIDDEN, "vmId does not match the token")
-        entries = body.get("workspaces", [])
-        if not isinstance(entries, list):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "hello 'workspaces' must be a list")
         logs: dict[str, tuple[str, int]] = {}
         statuses: dict[str, tuple[str, str | None]] = {}
-        for entry in entries:
-            if not isinstance(entry, dict):
-                raise ProtocolError(ErrorCode.BAD_REQUEST, "hello workspaces are objects")
-            ws, epoch, seq = entry.get("workspaceId"), entry.get("epoch"), entry.get("seq")
-            if (
-                not isinstance(ws, str)
-                or not isinstance(epoch, str)
-                or not isinstance(seq, int)
-                or isinstance(seq, bool)
-                or seq < 0
-            ):
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST, "hello workspaces need workspaceId, epoch and seq"
+        for entry in hello.workspaces:
+            logs[entry.workspace_id] = (entry.epoch, entry.seq)
+            # An extension of the contract's entry: the log's current status,
+            # so subscribers hear the VM is back (too long a word is ignored).
+            status, detail = entry.status, entry.status_detail
+            if status is not None and 0 < len(status) <= MAX_STATUS_LENGTH:
+                statuses[entry.workspace_id] = (
+                    status,
+                    detail[:MAX_STATUS_DETAIL] if detail is not None else None,
                 )
-            logs[ws] = (epoch, seq)
-            # An extension of the contract's entry (unknown fields are ignored):
-            # the log's current status, so subscribers hear the VM is back.
-            status, detail = entry.get("status"), entry.get("statusDetail")
-            if isinstance(status, str) and 0 < len(status) <= MAX_STATUS_LENGTH:
-                detail = detail[:MAX_STATUS_DETAIL] if isinstance(detail, str) else None
-                statuses[ws] = (status, detail)
         vm.logs = logs
         vm.statuses = statuses
         first = not vm.hello_done
@@ -693,7 +679,7 @@ class Relay:
         self.vms[vm.sub] = vm
         log.info(
             "vm online",
-            extra=vm.log_extra(agentVersion=str(body.get("agentVersion"))[:64], logs=len(logs)),
+            extra=vm.log_extra(agentVersion=str(hello.agent_version)[:64], logs=len(logs)),
         )
         if first:
             self.control.emit({"type": "vm_online", "vmId": vm.sub})
@@ -733,30 +719,25 @@ class Relay:
                     extra=vm.log_extra(workspaceId=workspace_id),
                 )
 
-    def _audit_resolution(
-        self, workspace_id: str, request_id: str | None, body: dict[str, Any]
-    ) -> None:
+    def _audit_resolution(self, resolved: RequestResolved) -> None:
         """Audit a decision as the VM settled it (who answered, what was decided)."""
-        resolution = body.get("resolution")
-        action = _AUDITED_RESOLUTIONS.get(resolution) if isinstance(resolution, str) else None
-        if action is None or request_id is None:
+        action = _AUDITED_RESOLUTIONS.get(resolved.resolution)
+        if action is None:
             return
-        event: dict[str, Any] = {"type": "audit", "workspaceId": workspace_id}
-        user_id = body.get("userId")
-        if isinstance(user_id, str) and 0 < len(user_id) <= MAX_AUDIT_USER_ID:
-            event["userId"] = user_id
+        event: dict[str, Any] = {"type": "audit", "workspaceId": resolved.workspace_id}
+        if resolved.user_id is not None:
+            event["userId"] = resolved.user_id
         event["action"] = action
-        event["requestId"] = request_id
-        event["resolution"] = resolution
+        event["requestId"] = resolved.request_id
+        event["resolution"] = str(resolved.resolution)
         if action == "permission_response":
-            event["allow"] = resolution == Resolution.ALLOWED
+            event["allow"] = resolved.resolution == Resolution.ALLOWED
         event["at"] = _now_iso()
         self.control.emit(event)
 
-    def _vm_error(self, vm: VmPeer, workspace_id: str | None, frame: str) -> None:
-        body = loads(frame)
-        ref = body.get("ref")
-        if isinstance(ref, str) and workspace_id is not None:
+    def _vm_error(self, vm: VmPeer, error: ErrorMessage, frame: str) -> None:
+        workspace_id, ref = error.workspace_id, error.ref
+        if ref is not None and workspace_id is not None:
             routed = vm.error_routes.get((workspace_id, ref))
             if routed is not None and not routed.closing:
                 routed.send_or_drop(frame)
@@ -768,7 +749,7 @@ class Relay:
                     assert isinstance(client, ClientPeer)
                     client.send_or_drop(frame)
                 return
-        log.info("vm error with no one to tell", extra=vm.log_extra(code=str(body.get("code"))))
+        log.info("vm error with no one to tell", extra=vm.log_extra(code=str(error.code)))
 
     # -- ownership (control socket) --------------------------------------------
 
@@ -874,6 +855,11 @@ class Relay:
         }
 
 
+def _body(env: Envelope, frame: str) -> Any:
+    """The decoded frame: the slow path's, or a strict parse of the text."""
+    return env.body if env.body is not None else loads(frame)
+
+
 def _assigned_frame(owner: Ownership) -> str:
     return dumps(
         {
@@ -885,7 +871,7 @@ def _assigned_frame(owner: Ownership) -> str:
 
 
 def _released_frame(workspace_id: str) -> str:
-    return dumps({"type": RelayType.WORKSPACE_RELEASED, "workspaceId": workspace_id})
+    return encode_frame(WorkspaceReleased(workspace_id=workspace_id))
 
 
 def _now_iso() -> str:

@@ -12,7 +12,6 @@ connection (relayd catches up from the log after the reconnect, through
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import random
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Final
 
 import attrs
 import jwt
+import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
@@ -28,15 +28,21 @@ from vmagent.engines.base import Engine
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, WorkspaceSession
 from vmagent.store import LogFile, Store, valid_workspace_id
 from vmagent.workdir import WorkdirPlan
+from wire.codec import ProtocolError, loads
+from wire.frames import (
+    SnapshotRequest,
+    WorkspaceAssigned,
+    WorkspaceReleased,
+    structure_relay_to_vm,
+)
 from wire.messages import (
     Interrupt,
     PermissionResponse,
-    ProtocolError,
     QuestionResponse,
     UserMessage,
     dumps,
     error_frame,
-    structure_client_message,
+    ref_of,
 )
 from wire.protocol import (
     FORWARDED_CLIENT_TYPES,
@@ -332,56 +338,49 @@ class Agent:
             self._error(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
             return
         try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError):
-            self._error(ErrorCode.BAD_REQUEST, "frame is not valid JSON")
+            obj = loads(frame)
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message)
             return
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             self._error(ErrorCode.BAD_REQUEST, "frame must be a JSON object with a string 'type'")
             return
         kind = obj["type"]
-        workspace_id = obj.get("workspaceId")
         if kind == RelayType.ERROR:
             log.warning("relay reported an error", extra={"frame": frame[:500]})
             return
         if kind not in _HANDLED:
             self._error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
             return
+        # vmagent's own rule beside the protocol's: the id names a directory.
+        workspace_id = obj.get("workspaceId")
         if not isinstance(workspace_id, str) or not valid_workspace_id(workspace_id):
             self._error(ErrorCode.BAD_REQUEST, f"{kind} needs a valid 'workspaceId'")
             return
-        if kind == RelayType.WORKSPACE_ASSIGNED:
-            self._assigned(workspace_id, obj.get("issue"))
-            return
         session = self.sessions.get(workspace_id)
-        if session is None:
-            ref = obj.get("requestId") or obj.get("clientMessageId")
+        if session is None and kind != RelayType.WORKSPACE_ASSIGNED:
             self._error(
                 ErrorCode.NOT_FOUND,
                 "this VM does not hold that workspace",
                 workspace_id,
-                ref if isinstance(ref, str) and len(ref) <= 200 else None,
+                ref_of(obj),
             )
             return
-        if kind == RelayType.WORKSPACE_RELEASED:
-            self._released.add(workspace_id)
-            session.stop()
-            return
-        if kind == RelayType.SNAPSHOT_REQUEST:
-            request_id = obj.get("requestId")
-            if not isinstance(request_id, str) or not request_id or len(request_id) > 200:
-                self._error(
-                    ErrorCode.BAD_REQUEST, "snapshot_request needs a 'requestId'", workspace_id
-                )
-                return
-            session.snapshot(request_id)
-            return
         try:
-            message = structure_client_message(obj, trust_user_id=True)
+            message = structure_relay_to_vm(obj)
         except ProtocolError as exc:
             self._error(exc.code, exc.message, workspace_id, exc.ref)
             return
-        if isinstance(message, UserMessage):
+        if isinstance(message, WorkspaceAssigned):
+            self._assigned(workspace_id, msgspec.to_builtins(message.issue))
+            return
+        assert session is not None
+        if isinstance(message, WorkspaceReleased):
+            self._released.add(workspace_id)
+            session.stop()
+        elif isinstance(message, SnapshotRequest):
+            session.snapshot(message.request_id)
+        elif isinstance(message, UserMessage):
             session.user_message(message)
         elif isinstance(message, QuestionResponse):
             session.question_response(message)
@@ -395,14 +394,7 @@ class Agent:
         # _run_session has closed and forgotten ``old`` in the same step.
         self._assigned(old.workspace_id, issue)
 
-    def _assigned(self, workspace_id: str, issue: object) -> None:
-        if not isinstance(issue, dict) or not _valid_issue(issue):
-            self._error(
-                ErrorCode.BAD_REQUEST,
-                "workspace_assigned needs an 'issue' with url, owner, repo and number",
-                workspace_id,
-            )
-            return
+    def _assigned(self, workspace_id: str, issue: dict[str, Any]) -> None:
         session = self.sessions.get(workspace_id)
         if session is not None:
             if workspace_id in self._released:
@@ -426,15 +418,3 @@ _HANDLED: Final = frozenset(
         *FORWARDED_CLIENT_TYPES,
     }
 )
-
-
-def _valid_issue(issue: dict[str, Any]) -> bool:
-    number = issue.get("number")
-    return (
-        isinstance(issue.get("url"), str)
-        and isinstance(issue.get("owner"), str)
-        and isinstance(issue.get("repo"), str)
-        and isinstance(number, int)
-        and not isinstance(number, bool)
-        and number > 0
-    )

@@ -196,12 +196,13 @@ def structure_client_message(obj: object, *, trust_user_id: bool = False) -> Cli
         message: ClientMessage = converter.structure(obj, cls)
     except Exception as exc:  # cattrs wraps errors in groups; flatten to one line
         raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"invalid {kind}: {_describe(exc)}", _ref_of(obj)
+            ErrorCode.BAD_REQUEST, f"invalid {kind}: {_describe(exc)}", ref_of(obj)
         ) from None
     return message
 
 
-def _ref_of(obj: Mapping[str, object]) -> str | None:
+def ref_of(obj: Mapping[str, object]) -> str | None:
+    """The ``clientMessageId`` or ``requestId`` an ``error`` about ``obj`` refers to."""
     for key in ("clientMessageId", "requestId"):
         value = obj.get(key)
         if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
