@@ -19,7 +19,7 @@ from controlplane.errors import ApiError, parse_body
 from controlplane.models import ErrorOut, LoginRequest, LoginResponse, UserOut
 from controlplane.passwords import verify_password
 from controlplane.throttle import Policy, keys_for
-from controlplane.web import is_loopback, json_response
+from controlplane.web import is_loopback, json_response, same_host
 from wire.protocol import Scope
 from wire.tokens import TokenError, issue_token
 
@@ -78,10 +78,31 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
             raise ApiError(
                 401, code, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             ) from None
-        user = await services.db.run(lambda c: store.get_user(c, claims.sub))
+        user = await services.db.run(
+            lambda c: store.access_allowed(c, claims.sub, claims.sid, claims.gen)
+        )
         if user is None:
-            raise ApiError(401, "invalid_token", "the token's user no longer exists")
+            # Logged out, password changed, user removed: the session has ended.
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the token's session has ended; log in again",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         return user
+
+    def same_origin() -> None:
+        """Refuse a browser request sent by another site to a cookie endpoint.
+
+        ``SameSite=Strict`` keeps the cookie off cross-site requests in
+        today's browsers; this is the second lock. A request without
+        ``Origin`` (curl, scripts) passes: it cannot come from a page.
+        """
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        if not same_host(origin, request.headers.get("Host", "")):
+            raise ApiError(403, "forbidden_origin", "this request came from another site")
 
     def cookie_secure() -> bool:
         if settings.cookie_secure == "always":
@@ -90,26 +111,33 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
             return False
         return not (request.scheme == "http" and is_loopback(request.host))
 
-    async def token_response(user: store.User, refresh: str, status: int = 200) -> Response:
+    async def token_response(session: store.Session, refresh: str, status: int = 200) -> Response:
         now = services.clock()
+        user = session.user
+        # Never past the session's absolute end.
+        left = max(0.0, session.expires_at.timestamp() - now)
+        ttl = min(settings.access_token_ttl, left)
         access = issue_token(
             services.keyring.signing_key,
             sub=user.id,
             scope=Scope.CLIENT,
             issuer=settings.issuer,
-            ttl_seconds=settings.access_token_ttl,
+            ttl_seconds=ttl,
             now=now,
+            extra={"sid": session.id, "gen": session.gen},
         )
         body = LoginResponse(
             access_token=access,
-            expires_at=dt.datetime.fromtimestamp(int(now + settings.access_token_ttl), dt.UTC),
+            expires_at=dt.datetime.fromtimestamp(int(now + ttl), dt.UTC),
             user=UserOut(id=user.id, username=user.username),
         )
         response = json_response(body, status)
         response.set_cookie(
             REFRESH_COOKIE,
             refresh,
-            max_age=int(settings.refresh_token_ttl),
+            max_age=int(
+                max(0.0, min(settings.refresh_token_ttl, session.expires_at.timestamp() - now))
+            ),
             path=REFRESH_COOKIE_PATH,
             httponly=True,
             secure=cookie_secure(),
@@ -124,6 +152,7 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
     @document_response(ErrorOut, 429)
     async def login() -> Response:
         """Log in; sets the refresh cookie."""
+        same_origin()
         body = await parse_body(LoginRequest)
         policy = settings.throttle_policy
         pair_key, account_key = keys_for(body.username, request.remote_addr or "?")
@@ -150,33 +179,39 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
             lambda c: loginlimits.login_succeeded(c, pair_key, account_key, policy)
         )
         refresh = secrets.token_urlsafe(32)
-        await services.db.run(
-            lambda c: store.add_refresh_token(c, user.id, refresh, settings.refresh_token_ttl)
+        session = await services.db.run(
+            lambda c: store.add_session(
+                c, user, refresh, settings.refresh_token_ttl, settings.session_max_age
+            )
         )
-        return await token_response(user, refresh)
+        return await token_response(session, refresh)
 
     @app.post("/api/auth/refresh")
     @document_response(LoginResponse, 200)
     @document_response(ErrorOut, 401)
     async def refresh() -> Response:
         """A new access token for the refresh cookie, which is rotated."""
+        same_origin()
         old = request.cookies.get(REFRESH_COOKIE)
         if not old:
             raise ApiError(401, "invalid_refresh_token", "no refresh cookie; log in")
         new = secrets.token_urlsafe(32)
-        user = await services.db.run(
+        session = await services.db.run(
             lambda c: store.rotate_refresh_token(c, old, new, settings.refresh_token_ttl)
         )
-        if user is None:
+        if session is None:
             raise ApiError(401, "invalid_refresh_token", "the session has ended; log in again")
-        return await token_response(user, new)
+        return await token_response(session, new)
 
     @app.post("/api/auth/logout")
     async def logout() -> Response:
-        """Revoke the refresh token."""
+        """End the session: its refresh tokens, and its access tokens at the API and relayd."""
+        same_origin()
         token = request.cookies.get(REFRESH_COOKIE)
         if token:
-            await services.db.run(lambda c: store.revoke_refresh_token(c, token))
+            ended = await services.db.run(lambda c: store.revoke_refresh_token(c, token))
+            if ended is not None:
+                services.coordinator.kick()  # relayd hears of it on this pass
         response = Response("", status=204)
         response.delete_cookie(
             REFRESH_COOKIE,

@@ -9,9 +9,12 @@ date with what relayd reports.
   VMs (``disconnect``) and, every ``interval`` seconds, re-syncs when the
   database changed behind its back (``controlplane vm revoke`` from another
   process, another control plane on the same PostgreSQL).
-- The same pass cuts off the relay connections of users whose password
-  changed (``controlplane user add --update``, maybe from another process):
-  their access tokens predate the change and relayd checks signatures only.
+- The revocation list (:mod:`controlplane.revocation`) goes to relayd whole
+  as ``revoke`` after every ``sync`` and whenever a pass finds it changed
+  (a logout, a password change or a ``vm revoke``, maybe by another
+  process); relayd refuses those tokens and closes the connections that use
+  them. Each new list is also written to ``revoked.json`` for relayd's
+  restarts.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 import trio
 
-from controlplane import store
+from controlplane import revocation, store
 from controlplane.db import Database, utcnow
 from controlplane.relaylink import RelayLink, RelayRefused, RelayUnavailable
 from wire.protocol import Status
+from wire.revocations import Revocations
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +94,6 @@ def parse_time(value: object) -> dt.datetime:
     return utcnow()
 
 
-def users_to_cut_off(handled: dict[str, dt.datetime], changes: dict[str, dt.datetime]) -> list[str]:
-    """Users whose password change (``changes``) has not been acted on yet (``handled``).
-
-    Compared by value, not by "newer than": a change is acted on once per
-    process, whatever the clocks of the processes that made it.
-    """
-    return sorted(user for user, at in changes.items() if handled.get(user) != at)
-
-
 def _short(value: object, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
 
@@ -111,14 +107,16 @@ class Coordinator:
         *,
         interval: float = RECONCILE_INTERVAL,
         session_window: float = SESSION_WINDOW,
+        revocations_file_dir: Path | None = None,
     ) -> None:
         self.db = db
         self.interval = interval
         self.session_window = session_window
-        #: User id -> the password change whose ``disconnect`` relayd accepted.
-        #: Empty at start: changes still inside the window are acted on again,
-        #: in case this process was down when they were made.
-        self._passwords_handled: dict[str, dt.datetime] = {}
+        #: Where ``revoked.json`` is written (None: not written).
+        self.revocations_file_dir = revocations_file_dir
+        #: The list relayd accepted last on this link (None: not sent yet).
+        self._revocations_sent: Revocations | None = None
+        self._revocations_written: Revocations | None = None
         self.link: RelayLink | None = None
         self.online_vms: set[str] = set()
         #: What relayd was last told: workspace id -> VM id.
@@ -152,6 +150,8 @@ class Coordinator:
             placed = await self.db.run(store.assignments)
             await link.request_while_connecting("sync", workspaces=sync_entries(placed))
             self._relay_table = {w.id: w.vm_id for w in placed if w.vm_id is not None}
+        self._revocations_sent = None
+        await self._send_revocations(link.request_while_connecting)
         self.kick()
 
     async def on_event(self, event: dict[str, Any]) -> None:
@@ -272,25 +272,20 @@ class Coordinator:
                 log.info("relayd's table differs from the database; re-syncing")
                 await link.request("sync", workspaces=sync_entries(placed))
                 self._relay_table = wanted
-        # Last, so that a failure here holds up nothing else.
-        await self._cut_off_changed_passwords(link)
+                self._revocations_sent = None  # the list follows every sync, whole
+        await self._send_revocations(link.request)
 
-    async def _cut_off_changed_passwords(self, link: RelayLink) -> None:
-        since = utcnow() - dt.timedelta(seconds=self.session_window)
-        changes = await self.db.run(lambda c: store.password_changes_since(c, since))
-        for user_id in users_to_cut_off(self._passwords_handled, changes):
-            try:
-                reply = await link.request("disconnect", userId=user_id)
-            except RelayRefused as exc:
-                # Not marked handled: the next pass tries again.
-                log.warning("disconnect refused", extra={"userId": user_id, "reason": str(exc)})
-                continue
-            self._passwords_handled[user_id] = changes[user_id]
-            log.info(
-                "password changed; the user's relay connections were cut off",
-                extra={"userId": user_id, "closed": reply.get("closed")},
-            )
-        # Changes that left the window need no memory: their tokens have expired.
-        self._passwords_handled = {
-            user: at for user, at in self._passwords_handled.items() if user in changes
-        }
+    async def _send_revocations(self, request: Callable[..., Awaitable[dict[str, Any]]]) -> None:
+        """Send the whole revocation list if relayd has not accepted this one yet."""
+        ttl = self.session_window
+        current = await self.db.run(lambda c: revocation.build(c, ttl))
+        if current != self._revocations_written and self.revocations_file_dir is not None:
+            directory = self.revocations_file_dir
+            await trio.to_thread.run_sync(revocation.write, directory, current)
+            self._revocations_written = current
+        if current == self._revocations_sent:
+            return
+        reply = await request("revoke", **current.to_json())
+        self._revocations_sent = current
+        if reply.get("closed"):
+            log.info("revoked tokens' connections closed", extra={"closed": reply.get("closed")})

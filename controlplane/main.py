@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from controlplane import store
+from controlplane import revocation, store
 from controlplane.clientaddr import parse_networks
 from controlplane.db import Database
 from controlplane.keys import KeyRing
@@ -62,6 +62,7 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--github-timeout": (float, "seconds to wait for GitHub (default 5)"),
     "--access-token-ttl": (float, "seconds an access token lives (default 900)"),
     "--refresh-token-ttl": (float, "seconds a refresh token lives unused (default 30 days)"),
+    "--session-max-age": (float, "seconds a login lasts at most, refreshed or not (90 days)"),
     "--vm-token-ttl": (float, "seconds a VM token lives (default 365 days)"),
     "--local-vm-token-ttl": (float, "seconds a local vmagent's token lives (default 3600)"),
     "--login-max-failures": (int, "free logins per user and address before delays (5)"),
@@ -187,6 +188,12 @@ def _open_db(settings: Settings) -> Database:
     return Database.open(settings.database_url)
 
 
+def _write_revocations(db: Database, settings: Settings) -> None:
+    """``revoked.json`` for relayd, now: it reads it on SIGHUP even with no control plane."""
+    ttl = settings.access_token_ttl
+    revocation.write(settings.state_dir, db.run_sync(lambda c: revocation.build(c, ttl)))
+
+
 def _read_password() -> str:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -207,6 +214,7 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
         if args.update:
             if not db.run_sync(lambda c: store.set_password(c, name, hashed)):
                 raise SystemExit(f"controlplane: no user {name!r}")
+            _write_revocations(db, settings)
             print(f"password of {name} changed; their sessions end")
             return 0
         try:
@@ -289,9 +297,12 @@ def cmd_vm_revoke(args: argparse.Namespace, settings: Settings) -> int:
         if vm is None:
             raise SystemExit(f"controlplane: no VM {args.name!r}")
         moved = db.run_sync(lambda c: store.revoke_vm(c, vm.id))
+        _write_revocations(db, settings)
     finally:
         db.close()
     print(f"VM {vm.name} revoked; {len(moved)} workspace(s) will be placed elsewhere")
+    listed = revocation.revocations_path(settings.state_dir)
+    print(f"relayd refuses it when the control plane tells it, or on SIGHUP (from {listed})")
     return 0
 
 

@@ -109,6 +109,7 @@ async def serve(
             interval=settings.reconcile_interval,
             # A password change cuts off tokens issued before it, which live this long.
             session_window=settings.access_token_ttl,
+            revocations_file_dir=settings.state_dir,
         )
         link = RelayLink(
             settings.relay_socket_path,

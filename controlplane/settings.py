@@ -51,6 +51,8 @@ class Settings:
     access_token_ttl: float = 15 * 60
     #: Seconds a refresh token lives unused (each refresh makes a new one).
     refresh_token_ttl: float = 30 * 24 * 3600
+    #: Seconds a login lasts at most, however often it is refreshed.
+    session_max_age: float = 90 * 24 * 3600
     #: Lifetime of tokens from ``controlplane vm add`` (VMs that dial in).
     vm_token_ttl: float = 365 * 24 * 3600
     #: Lifetime of the local vmagents' tokens; renewed in their token files at half.

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from controlplane.db import as_utc, utcnow
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.placement import plan_placement
-from controlplane.schema import audit, refresh_tokens, users, vms, workspaces
+from controlplane.schema import audit, refresh_tokens, sessions, users, vms, workspaces
 
 PROVISIONING = "provisioning"
 OFFLINE = "offline"
@@ -66,9 +66,10 @@ def add_user(conn: sa.Connection, username: str, password_hash: str) -> User:
 def set_password(conn: sa.Connection, username: str, password_hash: str) -> bool:
     """Change a user's password and end their sessions; False when there is no such user.
 
-    Refresh tokens are revoked here; ``password_changed_at`` tells the running
-    control plane (maybe another process) to cut off the user's relay
-    connections, whose access tokens were issued before the change.
+    Every session and refresh token is revoked, and the user's token
+    generation goes up: access tokens carry the generation they were issued
+    with (``gen``), so the API and relayd refuse every one issued before.
+    ``password_changed_at`` dates the change for the revocation list.
     """
     row = conn.execute(sa.select(users.c.id).where(users.c.username == username)).first()
     if row is None:
@@ -77,11 +78,20 @@ def set_password(conn: sa.Connection, username: str, password_hash: str) -> bool
     conn.execute(
         users.update()
         .where(users.c.id == row.id)
-        .values(password_hash=password_hash, password_changed_at=now)
+        .values(
+            password_hash=password_hash,
+            password_changed_at=now,
+            token_gen=users.c.token_gen + 1,
+        )
     )
     conn.execute(
         refresh_tokens.update()
         .where(refresh_tokens.c.user_id == row.id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    conn.execute(
+        sessions.update()
+        .where(sessions.c.user_id == row.id, sessions.c.revoked_at.is_(None))
         .values(revoked_at=now)
     )
     return True
@@ -113,14 +123,47 @@ def get_user(conn: sa.Connection, user_id: str) -> User | None:
     return None if row is None else User(row.id, row.username)
 
 
-# --- refresh tokens --------------------------------------------------------
+# --- sessions and refresh tokens -------------------------------------------
+
+
+@attrs.frozen
+class Session:
+    """One login: what its access tokens carry (``sid``, ``gen``) and when it ends."""
+
+    id: str
+    user: User
+    gen: int
+    expires_at: dt.datetime
+
+
+def add_session(
+    conn: sa.Connection, user: User, refresh: str, ttl: float, max_age: float
+) -> Session:
+    """Start a login with its first refresh token; it ends ``max_age`` seconds from now."""
+    now = utcnow()
+    session_id = new_id()
+    expires = now + dt.timedelta(seconds=max_age)
+    conn.execute(
+        sessions.insert().values(id=session_id, user_id=user.id, created_at=now, expires_at=expires)
+    )
+    add_refresh_token(conn, user.id, refresh, ttl, family_id=session_id, not_after=expires)
+    gen = conn.execute(sa.select(users.c.token_gen).where(users.c.id == user.id)).scalar_one()
+    return Session(session_id, user, int(gen), expires)
 
 
 def add_refresh_token(
-    conn: sa.Connection, user_id: str, token: str, ttl: float, family_id: str | None = None
+    conn: sa.Connection,
+    user_id: str,
+    token: str,
+    ttl: float,
+    family_id: str | None = None,
+    not_after: dt.datetime | None = None,
 ) -> None:
-    """Store a new refresh token (hashed)."""
+    """Store a new refresh token (hashed); it never outlives ``not_after``."""
     now = utcnow()
+    expires = now + dt.timedelta(seconds=ttl)
+    if not_after is not None:
+        expires = min(expires, not_after)
     conn.execute(
         refresh_tokens.insert().values(
             id=new_id(),
@@ -128,16 +171,30 @@ def add_refresh_token(
             family_id=family_id or new_id(),
             token_hash=token_hash(token),
             created_at=now,
-            expires_at=now + dt.timedelta(seconds=ttl),
+            expires_at=expires,
         )
     )
 
 
-def rotate_refresh_token(conn: sa.Connection, old: str, new: str, ttl: float) -> User | None:
-    """Spend ``old`` and store ``new`` in its family; None when ``old`` is not valid.
+def _revoke_family(conn: sa.Connection, family_id: str, now: dt.datetime) -> None:
+    conn.execute(
+        refresh_tokens.update()
+        .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    conn.execute(
+        sessions.update()
+        .where(sessions.c.id == family_id, sessions.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
-    A token that was already spent or revoked revokes its whole family: only
-    a thief presents a token that has been rotated away.
+
+def rotate_refresh_token(conn: sa.Connection, old: str, new: str, ttl: float) -> Session | None:
+    """Spend ``old`` and store ``new`` in its session; None when ``old`` is not valid.
+
+    A token that was already spent or revoked revokes its whole session: only
+    a thief presents a token that has been rotated away. A session that was
+    revoked or has reached its absolute end gives no new token.
     """
     row = conn.execute(
         sa.select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash(old))
@@ -146,15 +203,17 @@ def rotate_refresh_token(conn: sa.Connection, old: str, new: str, ttl: float) ->
         return None
     now = utcnow()
     if row.used_at is not None or row.revoked_at is not None:
-        conn.execute(
-            refresh_tokens.update()
-            .where(
-                refresh_tokens.c.family_id == row.family_id, refresh_tokens.c.revoked_at.is_(None)
-            )
-            .values(revoked_at=now)
-        )
+        _revoke_family(conn, row.family_id, now)
         return None
     if as_utc(row.expires_at) <= now:
+        return None
+    found = conn.execute(
+        sa.select(sessions, users.c.username, users.c.token_gen)
+        .select_from(sessions.join(users, sessions.c.user_id == users.c.id))
+        .where(sessions.c.id == row.family_id)
+    ).first()
+    # No session row: a token from before sessions existed; log in again.
+    if found is None or found.revoked_at is not None or as_utc(found.expires_at) <= now:
         return None
     # Mark it spent only if nobody else did meanwhile (a concurrent refresh).
     spent = conn.execute(
@@ -164,28 +223,69 @@ def rotate_refresh_token(conn: sa.Connection, old: str, new: str, ttl: float) ->
     )
     if spent.rowcount != 1:
         return None
-    user = get_user(conn, row.user_id)
-    if user is None:
-        return None
-    add_refresh_token(conn, row.user_id, new, ttl, family_id=row.family_id)
-    return user
+    expires = as_utc(found.expires_at)
+    add_refresh_token(conn, row.user_id, new, ttl, family_id=row.family_id, not_after=expires)
+    user = User(row.user_id, found.username)
+    return Session(found.id, user, int(found.token_gen), expires)
 
 
-def revoke_refresh_token(conn: sa.Connection, token: str) -> None:
-    """Revoke the token's whole family (logout ends that login everywhere it was rotated)."""
+def revoke_refresh_token(conn: sa.Connection, token: str) -> str | None:
+    """Logout: revoke the token's session and its every token; returns the session id."""
     row = conn.execute(
         sa.select(refresh_tokens.c.family_id).where(
             refresh_tokens.c.token_hash == token_hash(token)
         )
     ).first()
-    if row is not None:
-        conn.execute(
-            refresh_tokens.update()
-            .where(
-                refresh_tokens.c.family_id == row.family_id, refresh_tokens.c.revoked_at.is_(None)
-            )
-            .values(revoked_at=utcnow())
+    if row is None:
+        return None
+    _revoke_family(conn, row.family_id, utcnow())
+    return str(row.family_id)
+
+
+def access_allowed(
+    conn: sa.Connection, user_id: str, session_id: str | None, gen: int | None
+) -> User | None:
+    """The user an access token names, if its session is live and its generation current."""
+    if session_id is None or gen is None:
+        return None  # issued before sessions existed
+    row = conn.execute(
+        sa.select(users.c.id, users.c.username)
+        .select_from(sessions.join(users, sessions.c.user_id == users.c.id))
+        .where(
+            sessions.c.id == session_id,
+            users.c.id == user_id,
+            users.c.token_gen == gen,
+            sessions.c.revoked_at.is_(None),
+            sessions.c.expires_at > utcnow(),
         )
+    ).first()
+    return None if row is None else User(row.id, row.username)
+
+
+def revoked_since(
+    conn: sa.Connection, since: dt.datetime
+) -> tuple[dict[str, dt.datetime], dict[str, tuple[int, dt.datetime]], list[str]]:
+    """What relayd must refuse: sessions revoked after ``since`` (id -> when), users
+    whose password changed after ``since`` (id -> (generation, when)), and every
+    revoked VM."""
+    ended = {
+        r.id: as_utc(r.revoked_at)
+        for r in conn.execute(
+            sa.select(sessions.c.id, sessions.c.revoked_at).where(sessions.c.revoked_at > since)
+        )
+    }
+    changed = {
+        r.id: (int(r.token_gen), as_utc(r.password_changed_at))
+        for r in conn.execute(
+            sa.select(users.c.id, users.c.token_gen, users.c.password_changed_at).where(
+                users.c.password_changed_at > since
+            )
+        )
+    }
+    revoked_vms = [
+        r.id for r in conn.execute(sa.select(vms.c.id).where(vms.c.revoked_at.is_not(None)))
+    ]
+    return ended, changed, sorted(revoked_vms)
 
 
 # --- VMs -----------------------------------------------------------------

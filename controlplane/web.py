@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,19 @@ from controlplane.metrics import Metrics
 
 #: Paths that are never a page of the single-page app.
 _NOT_SPA = ("/api/", "/.well-known/", "/openapi.json", "/healthz", "/metrics")
+
+
+def same_host(origin: str, host: str) -> bool:
+    """True when an ``Origin`` header names the host (and port) of the ``Host`` header.
+
+    The scheme is not compared: behind a TLS proxy that is not a trusted
+    proxy, the control plane sees http while the browser says https.
+    """
+    parts = urllib.parse.urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not host:
+        return False  # "null", or not a web origin
+    default = {"http": ":80", "https": ":443"}[parts.scheme]
+    return parts.netloc.lower().removesuffix(default) == host.lower().removesuffix(default)
 
 
 def is_loopback(host: str | None) -> bool:

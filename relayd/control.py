@@ -26,6 +26,8 @@ import trio
 
 from relayd.control_events import ControlConnection
 from relayd.relay import VERSION, Ownership, Relay
+from wire.revocations import BadRevocations
+from wire.revocations import from_json as revocations_from_json
 
 log = logging.getLogger("relayd.control")
 
@@ -225,6 +227,15 @@ def _dispatch(relay: Relay, obj: dict[str, Any]) -> dict[str, Any]:
             user_id=user_id if isinstance(user_id, str) else None,
             vm_id=vm_id if isinstance(vm_id, str) else None,
         )
+        return {"closed": closed}
+    if kind == "revoke":
+        try:
+            more = revocations_from_json(obj)
+        except BadRevocations as exc:
+            raise RequestError("bad_request", str(exc)) from None
+        relay.revocations.add(more)
+        closed = relay.revocations.close_revoked(relay.all_peers())
+        log.info("revocations received", extra={"closed": closed})
         return {"closed": closed}
     if kind == "stats":
         return relay.stats_reply()

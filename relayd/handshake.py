@@ -4,14 +4,15 @@ Everything is decided before the connection is accepted, and a refusal is an
 HTTP response: 404 for a path relayd does not serve, 400 without the
 ``ffcloud.v1`` subprotocol, 401 for a missing, bad or expired token (and for a
 token in the query string, which would end up in access logs), 403 for a
-foreign Origin or a token of the wrong scope. The connection limit per user is
+foreign Origin or a token of the wrong scope; 401 ``token_revoked`` for a
+token on the revocation list (:mod:`relayd.revocations`). The connection limit per user is
 checked later by the caller, which knows how many connections are open (429).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -63,6 +64,7 @@ def check_handshake(
     subprotocols: Iterable[str],
     verifier: TokenVerifier,
     allowed_origins: Iterable[str],
+    revoked: Callable[[Claims], str | None] | None = None,
 ) -> Accepted | Refused:
     """Decide whether to accept an opening handshake."""
     headers = list(headers)
@@ -94,6 +96,9 @@ def check_handshake(
         if exc.reason == "scope":
             return Refused(403, "scope", str(exc))
         return Refused(401, f"token_{exc.reason}", str(exc))
+    reason = revoked(claims) if revoked is not None else None
+    if reason is not None:
+        return Refused(401, "token_revoked", f"token revoked: {reason}")
     return Accepted(scope=scope, claims=claims)
 
 

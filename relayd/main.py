@@ -2,7 +2,8 @@
 
 Start: bind the WebSocket port and the control socket, then ``READY=1`` (with
 ``STATUS=`` naming the bound addresses, useful with port 0). SIGHUP re-reads
-the JWKS file (a bad file keeps the old keys). SIGTERM or SIGINT: ``STOPPING=1``,
+the JWKS file (a bad file keeps the old keys) and merges the revocation
+list file (:mod:`relayd.revocations`), also read at start. SIGTERM or SIGINT: ``STOPPING=1``,
 stop accepting, close every peer with 1001, and exit 0 once they are gone or
 ``shutdown_timeout`` has passed.
 """
@@ -54,6 +55,7 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT (on ``activated``, when systemd passed a socket)."""
     relay = Relay(settings, verifier)
+    relay.revocations.load_file(settings.revocations_path)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         listeners = await _listeners(settings, activated)
         bound = listeners[0].socket.getsockname()
@@ -108,6 +110,8 @@ async def run(
 
 
 def _reload(relay: Relay) -> None:
+    if relay.revocations.load_file(relay.settings.revocations_path):
+        relay.revocations.close_revoked(relay.all_peers())
     try:
         verifier = load_verifier(relay.settings)
     except (OSError, ValueError) as exc:

@@ -22,6 +22,7 @@ from relayd.control_events import ControlHub
 from relayd.outbox import OutboxClosed, SharedFrames
 from relayd.peer import Peer
 from relayd.ratelimit import TokenBucket
+from relayd.revocations import RevocationState
 from relayd.room import (
     MODE_REPLAY,
     Action,
@@ -180,6 +181,8 @@ class Relay:
         #: True once the control plane sent its first ``sync`` since relayd started:
         #: only then is a workspace missing from ``ownership`` known not to be owned.
         self.synced = False
+        #: Tokens refused although their signature is good (logout, password, vm revoke).
+        self.revocations = RevocationState()
 
     # -- peers ---------------------------------------------------------------
 
@@ -219,6 +222,10 @@ class Relay:
             return
         if claims.sub != peer.sub:
             peer.send_error(ErrorCode.FORBIDDEN, "the new token is for another subject")
+            return
+        revoked = self.revocations.refuses(claims)
+        if revoked is not None:
+            peer.send_error(ErrorCode.FORBIDDEN, f"token refused: {revoked}")
             return
         peer.renew(claims)
         log.info("token renewed", extra=peer.log_extra())

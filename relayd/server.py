@@ -90,6 +90,7 @@ async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
                 subprotocols=request.subprotocols,
                 verifier=relay.verifier,
                 allowed_origins=settings.allowed_origins,
+                revoked=relay.revocations.refuses,
             )
     if (
         isinstance(decision, Accepted)

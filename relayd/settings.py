@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
@@ -31,6 +32,8 @@ class Settings:
     #: 0o600 admits only relayd's own user (and root); 0o660 also the socket's group.
     control_socket_mode: int = 0o600
     jwks: str = ".state/jwks.json"
+    #: The control plane's revocation list (empty: ``revoked.json`` beside ``jwks``).
+    revocations: str = ""
     issuer: str = DEFAULT_ISSUER
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     #: ``HOST:PORT`` for Prometheus metrics; empty turns them off.
@@ -77,6 +80,11 @@ class Settings:
         """``listen`` as ``(host, port)``."""
         return split_host_port(self.listen)
 
+    @property
+    def revocations_path(self) -> str:
+        """The revocation list file: ``--revocations``, else ``revoked.json`` beside the JWKS."""
+        return self.revocations or str(Path(self.jwks).parent / "revoked.json")
+
 
 def split_host_port(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (or ``[v6]:PORT``) as a pair; raises ValueError."""
@@ -93,6 +101,12 @@ _OPTIONS: Final[tuple[tuple[str, str, Any, str], ...]] = (
     ("--control-socket", "control_socket", str, "path of the Unix control socket"),
     ("--control-socket-mode", "control_socket_mode", "mode", "octal mode: 600 or 660"),
     ("--jwks", "jwks", str, "JWKS file of the token public keys (re-read on SIGHUP)"),
+    (
+        "--revocations",
+        "revocations",
+        str,
+        "revoked-token list file, re-read on SIGHUP (none: revoked.json beside --jwks)",
+    ),
     ("--issuer", "issuer", str, "required token issuer"),
     ("--allowed-origin", "allowed_origins", "origins", "allowed browser Origin (repeatable)"),
     ("--metrics-listen", "metrics_listen", str, "HOST:PORT for Prometheus metrics; '' = off"),
@@ -151,6 +165,8 @@ def parse_settings(
             default = f"{default:o}"
         elif kind == "origins":
             default = ",".join(default)
+        elif default == "":
+            default = "none"
         env_name = "RELAYD_" + flag[2:].upper().replace("-", "_")
         full_help = f"{help_text} [default {default!s} or ${env_name}]".replace("%", "%%")
         metavar = attr.split("_")[-1].upper()

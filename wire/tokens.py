@@ -48,6 +48,10 @@ class Claims:
     iat: float
     jti: str
     iss: str
+    #: The login (session) a client token belongs to; ends with it (logout).
+    sid: str | None = None
+    #: The user's token generation when it was issued; a password change raises it.
+    gen: int | None = None
 
 
 @attrs.frozen
@@ -215,12 +219,30 @@ class TokenVerifier:
                 iat=float(claims["iat"]),
                 jti=str(claims["jti"]),
                 iss=str(claims["iss"]),
+                sid=_optional_str(claims.get("sid")),
+                gen=_optional_int(claims.get("gen")),
             )
         except (ValueError, TypeError):
             raise TokenError("claims", "token claims are malformed") from None
         if scope is not None and token_scope != scope:
             raise TokenError("scope", f"token scope {token_scope} cannot open this endpoint")
         return result
+
+
+def _optional_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError("bad sid")
+    return value
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("bad gen")
+    return value
 
 
 def _nonempty(value: object) -> str:

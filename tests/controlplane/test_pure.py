@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
-from controlplane.coordinator import users_to_cut_off
 from controlplane.placement import plan_placement
-from controlplane.web import content_security_policy, is_loopback
+from controlplane.web import content_security_policy, is_loopback, same_host
 
 
 def test_placement_balances_and_waits_without_vms() -> None:
@@ -32,15 +29,11 @@ def test_csp_allows_the_relay_and_no_framing() -> None:
     assert "'unsafe-eval'" not in csp
 
 
-def test_each_password_change_cuts_a_user_off_once() -> None:
-    t1 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    t2 = t1 + dt.timedelta(seconds=3)
-    # A fresh process acts on every change it is shown.
-    assert users_to_cut_off({}, {"alice": t1, "bob": t1}) == ["alice", "bob"]
-    # Acted on: not again.
-    assert users_to_cut_off({"alice": t1, "bob": t1}, {"alice": t1, "bob": t1}) == []
-    # Changed again: again; and a change dated earlier (another host's clock) counts too.
-    assert users_to_cut_off({"alice": t1, "bob": t2}, {"alice": t2, "bob": t1}) == [
-        "alice",
-        "bob",
-    ]
+def test_same_host_compares_the_origin_with_the_host_header() -> None:
+    assert same_host("https://ffcloud.example.com", "ffcloud.example.com")
+    assert same_host("https://ffcloud.example.com:443", "ffcloud.example.com")
+    assert same_host("http://127.0.0.1:8080", "127.0.0.1:8080")
+    assert not same_host("https://evil.example", "ffcloud.example.com")
+    assert not same_host("http://127.0.0.1:8081", "127.0.0.1:8080")
+    assert not same_host("null", "127.0.0.1:8080")
+    assert not same_host("https://ffcloud.example.com", "")

@@ -303,13 +303,13 @@ async def test_a_revoked_vm_that_comes_online_is_cut_off(sock_dir: Path, db: Dat
             assert coord.online_vms == set()
 
 
-async def test_password_changes_cut_users_off_once_and_again_after_a_refusal(
+async def test_revocations_reach_relayd_whole_after_sync_and_on_change(
     sock_dir: Path, db: Database
 ) -> None:
     alice = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
     bob = db.run_sync(lambda c: store.add_user(c, "bob", "h"))
     carol = db.run_sync(lambda c: store.add_user(c, "carol", "h"))
-    # Changed while no control plane ran: acted on at start. Carol's change is
+    # Changed while no control plane ran: listed at start. Carol's change is
     # older than the access token lifetime: her old tokens have expired.
     assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
     long_ago = utcnow() - dt.timedelta(hours=1)
@@ -319,18 +319,21 @@ async def test_password_changes_cut_users_off_once_and_again_after_a_refusal(
         )
     )
 
-    async def cut_off(fake: FakeRelay) -> str:
-        request = await fake.next("disconnect")
-        assert "vmId" not in request
-        return str(request["userId"])
+    def generations(request: dict[str, Any]) -> dict[str, int]:
+        return {u["userId"]: u["minGen"] for u in request["users"]}
 
     async def nothing_more(fake: FakeRelay, link: RelayLink, marker: str) -> None:
-        """A reconciler pass cuts off this unknown VM first, then nobody else."""
+        """Two more reconciler passes (each cuts off an unknown VM), and no revoke in them."""
         for name in (f"{marker}-1", f"{marker}-2"):
             await fake.send({"type": "vm_online", "vmId": name})
             assert (await fake.next("disconnect")).get("vmId") == name
-        # The fake answers in order: once this is answered, so was the last disconnect.
         await link.request("stats")
+        while True:
+            try:
+                request = fake.requests.receive_nowait()
+            except trio.WouldBlock:
+                return
+            assert request["type"] != "revoke", request
 
     with trio.fail_after(10):
         async with (
@@ -338,22 +341,33 @@ async def test_password_changes_cut_users_off_once_and_again_after_a_refusal(
             running_link(db, fake.path) as (link, coord),
         ):
             await link.wait_connected()
-            assert await cut_off(fake) == alice.id
-            await nothing_more(fake, link, "a")  # alice once; carol never
+            first = await fake.next("revoke")  # right after the first sync
+            assert generations(first) == {alice.id: 1}
+            assert first["sessions"] == []
+            assert first["vms"] == []
+            await nothing_more(fake, link, "a")  # unchanged: not sent again
             assert db.run_sync(lambda c: store.set_password(c, "bob", "h2"))
+            session = db.run_sync(lambda c: store.add_session(c, alice, "r1", 60, 3600))
+            db.run_sync(lambda c: store.revoke_refresh_token(c, "r1"))  # a logout
             coord.kick()
-            assert await cut_off(fake) == bob.id
+            second = await fake.next("revoke")
+            assert generations(second) == {alice.id: 1, bob.id: 1}  # whole, not a delta
+            assert [s["sid"] for s in second["sessions"]] == [session.id]
             await nothing_more(fake, link, "b")
-            # relayd says no: the change is tried again on the next pass.
-            fake.refuse.add("disconnect")
+            # relayd says no: the list is sent again on the next pass.
+            fake.refuse.add("revoke")
             assert db.run_sync(lambda c: store.set_password(c, "alice", "h3"))
             coord.kick()
-            assert await cut_off(fake) == alice.id
+            assert generations(await fake.next("revoke"))[alice.id] == 2
             await link.request("stats")  # answered after the refusal, in order
             fake.refuse.clear()
             coord.kick()
-            assert await cut_off(fake) == alice.id
+            assert generations(await fake.next("revoke"))[alice.id] == 2
             await nothing_more(fake, link, "c")
+            # A reconnect: sync, then the whole list again.
+            await fake.drop()
+            await link.wait_connected(2)
+            assert generations(await fake.next("revoke")) == {alice.id: 2, bob.id: 1}
 
 
 def test_parse_time_accepts_iso_and_epoch() -> None:

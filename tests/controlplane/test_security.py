@@ -4,6 +4,8 @@ client address taken from a trusted proxy only."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -18,15 +20,21 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from trio_websocket import ConnectionRejected
 
 from controlplane import loginlimits, passwords, store
 from controlplane.clientaddr import client_address, parse_networks
 from controlplane.db import Database
+from controlplane.schema import sessions
 from controlplane.server import Running, serve
 from controlplane.settings import Settings
 from controlplane.statedir import StateDirError, secure_dir
 from controlplane.throttle import KeyState, Policy, delay_after, keys_for, reserve, wait_for
 from tests.controlplane.conftest import PASSWORD
+from tests.controlplane.test_integration import login, stack
+from tests.support.fake_github import FakeGitHub
+from tests.support.relayd import Relayd, close_code, recv_json, send_json
+from wire.revocations import read_file
 
 POLICY = Policy(pair_free=5, account_free=20, window=300, max_delay=60)
 
@@ -242,3 +250,123 @@ def test_a_state_dir_of_another_user_is_refused(state: Path) -> None:
     os.chown(state, 65534, 65534)
     with pytest.raises(StateDirError, match="belongs to uid 65534"):
         secure_dir(state)
+
+
+# --- sessions end: at the API and at relayd -------------------------------------
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    # Unix socket paths are limited to 108 bytes; pytest's tmp_path can be longer.
+    with tempfile.TemporaryDirectory(prefix="cps-", dir="/tmp") as path:
+        yield Path(path)
+
+
+async def refused_by_relayd(relay: Relayd, user_id: str, token: str) -> str:
+    """The handshake refusal's code (fails the test when relayd accepts)."""
+    with pytest.raises(ConnectionRejected) as refused:
+        async with relay.connect_client(user_id, token=token):
+            pass
+    assert refused.value.status_code == 401
+    return str(json.loads(refused.value.body or b"{}")["error"]["code"])
+
+
+async def me(http: httpx.AsyncClient, token: str) -> int:
+    return (await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})).status_code
+
+
+async def test_a_password_change_ends_old_access_tokens_at_the_api_and_relayd(
+    short_tmp: Path, github: FakeGitHub
+) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github, provisioner="none", reconcile_interval=0.1) as (
+            running,
+            relay,
+            http,
+        ):
+            token, user_id = await login(http)
+            assert await me(http, token) == 200
+            async with relay.connect_client(user_id, token=token) as conn:
+                # As `controlplane user add --update` does it, from another process:
+                # the reconciler finds it in the database.
+                hashed = passwords.hash_password("a new passphrase")
+                db = Database.open(running.services.settings.database_url)
+                assert db.run_sync(lambda c: store.set_password(c, "alice", hashed))
+                db.close()
+                assert await close_code(conn) == 4403
+            assert await me(http, token) == 401
+            assert await refused_by_relayd(relay, user_id, token) == "token_revoked"
+            # A login with the new password works at both.
+            fresh, _ = await login(http, "alice", "a new passphrase")
+            assert await me(http, fresh) == 200
+            async with relay.connect_client(user_id, token=fresh) as conn:
+                await send_json(conn, {"type": "subscribe", "workspaceId": "nope"})
+                assert (await recv_json(conn))["code"] == "not_found"
+    # relayd's restarts read the list the control plane wrote.
+    written = read_file(short_tmp / "cp" / "revoked.json")
+    assert user_id in written.users
+
+
+async def test_a_logout_ends_that_sessions_access_tokens_only(
+    short_tmp: Path, github: FakeGitHub
+) -> None:
+    with trio.fail_after(60):
+        async with (
+            stack(short_tmp, github, provisioner="none") as (running, relay, http),
+            httpx.AsyncClient(base_url=running.url, timeout=5) as other_device,
+        ):
+            token, user_id = await login(http)
+            kept, _ = await login(other_device)
+            async with (
+                relay.connect_client(user_id, token=token) as conn,
+                relay.connect_client(user_id, token=kept) as other,
+            ):
+                assert (await http.post("/api/auth/logout")).status_code == 204
+                assert await close_code(conn) == 4403
+                await send_json(other, {"type": "subscribe", "workspaceId": "nope"})
+                assert (await recv_json(other))["code"] == "not_found"
+            assert await me(http, token) == 401
+            assert await refused_by_relayd(relay, user_id, token) == "token_revoked"
+            assert await me(other_device, kept) == 200
+
+
+# --- cookie endpoints and the absolute session lifetime ------------------------
+
+
+async def test_cookie_endpoints_refuse_a_foreign_origin(state: Path) -> None:
+    settings = base_settings(state)
+    add_user(settings)
+    with trio.fail_after(30):
+        async with served(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
+            own = {"Origin": running.url}
+            foreign = {"Origin": "https://evil.example"}
+            body = {"username": "alice", "password": PASSWORD}
+            refused = await http.post("/api/auth/login", json=body, headers=foreign)
+            assert refused.status_code == 403
+            assert refused.json()["error"]["code"] == "forbidden_origin"
+            assert (await http.post("/api/auth/login", json=body, headers=own)).status_code == 200
+            for path in ("/api/auth/refresh", "/api/auth/logout"):
+                answer = await http.post(path, headers=foreign)
+                assert answer.status_code == 403, path
+            # The refused logout ended nothing: the cookie still refreshes.
+            assert (await http.post("/api/auth/refresh", headers=own)).status_code == 200
+            assert (await http.post("/api/auth/refresh")).status_code == 200  # no Origin: curl
+
+
+async def test_a_session_ends_at_its_absolute_lifetime(state: Path) -> None:
+    settings = base_settings(state, session_max_age=3600.0)
+    add_user(settings)
+    with trio.fail_after(30):
+        async with served(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
+            body = {"username": "alice", "password": PASSWORD}
+            first = await http.post("/api/auth/login", json=body)
+            max_age = int(first.headers["set-cookie"].split("Max-Age=")[1].split(";")[0])
+            assert 3590 <= max_age <= 3600  # the session's end, not the 30 days of a token
+            token = first.json()["accessToken"]
+            assert (await http.post("/api/auth/refresh")).status_code == 200
+            # The session reaches its end (as if 3600 s had passed).
+            db = running.services.db
+            past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+            await db.run(lambda c: c.execute(sessions.update().values(expires_at=past)))
+            assert (await http.post("/api/auth/refresh")).status_code == 401
+            assert await me(http, token) == 401

@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from controlplane import store
 from controlplane.db import Database, alembic_config, create_engine
 from controlplane.issues import FetchedIssue, IssueRef
-from controlplane.schema import metadata
+from controlplane.schema import metadata, sessions
 
 #: A PostgreSQL database these tests may empty and use, e.g.
 #: ``postgresql+psycopg://cp@127.0.0.1:5432/cptest`` (needs the ``postgres`` extra).
@@ -87,8 +87,10 @@ def test_user_names_are_unique(db: Database) -> None:
 
 def test_refresh_tokens_rotate_once_and_reuse_revokes_the_family(db: Database) -> None:
     user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
-    db.run_sync(lambda c: store.add_refresh_token(c, user.id, "t1", ttl=60))
-    assert db.run_sync(lambda c: store.rotate_refresh_token(c, "t1", "t2", 60)) == user
+    db.run_sync(lambda c: store.add_session(c, user, "t1", ttl=60, max_age=3600))
+    rotated = db.run_sync(lambda c: store.rotate_refresh_token(c, "t1", "t2", 60))
+    assert rotated is not None
+    assert rotated.user == user
     # t1 is spent: presenting it again is theft, and t2 dies with it.
     assert db.run_sync(lambda c: store.rotate_refresh_token(c, "t1", "t3", 60)) is None
     assert db.run_sync(lambda c: store.rotate_refresh_token(c, "t2", "t4", 60)) is None
@@ -99,7 +101,7 @@ def test_expired_and_revoked_refresh_tokens_are_refused(db: Database) -> None:
     user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
     db.run_sync(lambda c: store.add_refresh_token(c, user.id, "old", ttl=-1))
     assert db.run_sync(lambda c: store.rotate_refresh_token(c, "old", "new", 60)) is None
-    db.run_sync(lambda c: store.add_refresh_token(c, user.id, "live", ttl=60))
+    db.run_sync(lambda c: store.add_session(c, user, "live", ttl=60, max_age=3600))
     db.run_sync(lambda c: store.revoke_refresh_token(c, "live"))
     assert db.run_sync(lambda c: store.rotate_refresh_token(c, "live", "new2", 60)) is None
     # Only hashes are stored.
@@ -113,7 +115,7 @@ def test_expired_and_revoked_refresh_tokens_are_refused(db: Database) -> None:
 def test_a_password_change_ends_refresh_sessions_and_is_dated(db: Database) -> None:
     user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
     bob = db.run_sync(lambda c: store.add_user(c, "bob", "h"))
-    db.run_sync(lambda c: store.add_refresh_token(c, user.id, "live", ttl=60))
+    db.run_sync(lambda c: store.add_session(c, user, "live", ttl=60, max_age=3600))
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     assert db.run_sync(_changes_since(before)) == {}
     assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
@@ -126,6 +128,38 @@ def test_a_password_change_ends_refresh_sessions_and_is_dated(db: Database) -> N
     later = changes[user.id] + dt.timedelta(microseconds=1)
     assert db.run_sync(_changes_since(later)) == {}
     assert db.run_sync(lambda c: store.rotate_refresh_token(c, "live", "new", 60)) is None
+
+
+def test_a_session_ends_at_its_absolute_end_however_often_refreshed(db: Database) -> None:
+    user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
+    session = db.run_sync(lambda c: store.add_session(c, user, "t1", ttl=60, max_age=0.5))
+    assert session.expires_at <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    db.run_sync(
+        lambda c: c.execute(
+            sessions.update()
+            .where(sessions.c.id == session.id)
+            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+    )
+    assert db.run_sync(lambda c: store.rotate_refresh_token(c, "t1", "t2", 60)) is None
+    assert db.run_sync(lambda c: store.access_allowed(c, user.id, session.id, 0)) is None
+
+
+def test_access_needs_a_live_session_and_the_current_generation(db: Database) -> None:
+    user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
+    bob = db.run_sync(lambda c: store.add_user(c, "bob", "h"))
+    session = db.run_sync(lambda c: store.add_session(c, user, "t1", ttl=60, max_age=3600))
+    assert session.gen == 0
+    assert db.run_sync(lambda c: store.access_allowed(c, user.id, session.id, 0)) == user
+    assert db.run_sync(lambda c: store.access_allowed(c, bob.id, session.id, 0)) is None
+    assert db.run_sync(lambda c: store.access_allowed(c, user.id, None, None)) is None
+    assert db.run_sync(lambda c: store.set_password(c, "alice", "h2"))
+    assert db.run_sync(lambda c: store.access_allowed(c, user.id, session.id, 0)) is None
+    again = db.run_sync(lambda c: store.add_session(c, user, "t9", ttl=60, max_age=3600))
+    assert again.gen == 1
+    assert db.run_sync(lambda c: store.access_allowed(c, user.id, again.id, 1)) == user
+    assert db.run_sync(lambda c: store.revoke_refresh_token(c, "t9")) == again.id
+    assert db.run_sync(lambda c: store.access_allowed(c, user.id, again.id, 1)) is None
 
 
 def test_the_password_migration_keeps_existing_users(tmp_path: Path) -> None:
