@@ -2,13 +2,18 @@
 
 A trio memory channel bounds only the count, and frames vary from a few bytes
 to 16 MiB; a queue of one peer must bound its memory. Two ways in:
-:meth:`Outbox.offer` never waits (fan-out to clients, relayd's own frames to
-a VM: a full queue means the peer is too slow, and the caller closes it), and
-:meth:`Outbox.put` waits for room (client messages to a VM: the client is not
-read meanwhile, which is how a fast client is slowed down). One consumer takes
-frames with :meth:`Outbox.wait` and :meth:`Outbox.take` (or
-:meth:`Outbox.get_batch`, both at once). The frames of one VM read that go
-to every subscriber are queued as one shared entry (:class:`SharedFrames`).
+:meth:`Outbox.offer` never waits (relayd's own frames: errors to a client,
+assignments and snapshot requests to a VM; a full queue means the peer is not
+reading, and the caller closes it), and :meth:`Outbox.put` waits for room
+(client messages to a VM: the client is not read meanwhile, which is how a
+fast client is slowed down). One consumer takes frames with
+:meth:`Outbox.wait` and :meth:`Outbox.take` (or :meth:`Outbox.get_batch`,
+both at once); :meth:`Outbox.poke` wakes it with nothing queued (a client's
+writer also reads the rooms' logs, :mod:`relayd.room`).
+
+What a VM sends to a room's subscribers never passes through here: it sits
+once in the room's log, as :class:`SharedFrames` chunks that every
+subscriber's writer sends from.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ class OutboxClosed(Exception):
 
 
 class SharedFrames:
-    """Frames queued, as one entry, for every subscriber of a room at once.
+    """Consecutive frames of a room's log, as one entry for every subscriber.
 
-    The frames of one socket read of a VM go to each subscriber in the same
-    order: they are queued as one object shared by every outbox, and the first
-    writer to send it leaves its encoding here (``encoded``, ``counts``) for the
-    others (:meth:`relayd.wsframes.FrameCache.encode`).
+    The frames of one run of a VM read go to each subscriber in the same
+    order: they are one object in the log, and the first writer to send it
+    whole leaves its encoding here (``encoded``, ``counts``) for the others
+    (:meth:`relayd.wsframes.FrameCache.encode`).
     """
 
     __slots__ = ("chars", "counts", "encoded", "frames")
@@ -50,7 +55,8 @@ class SharedFrames:
 Entry = str | SharedFrames
 
 
-def _size(entry: Entry) -> int:
+def entry_size(entry: Entry) -> int:
+    """Characters of a queued entry."""
     return len(entry) if type(entry) is str else entry.chars  # type: ignore[union-attr]
 
 
@@ -65,6 +71,7 @@ class Outbox:
         self._count = 0
         self._chars = 0
         self._closed = False
+        self._poked = False
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._writable.set()
@@ -100,25 +107,6 @@ class Outbox:
         self._push(frame)
         return True
 
-    def offer_shared(self, shared: SharedFrames) -> bool:
-        """Queue frames shared with other outboxes, without waiting; False as :meth:`offer`.
-
-        All of them, or (when they do not all fit) as many as :meth:`offer` one
-        by one would have queued: the caller closes the peer either way.
-        """
-        if self._closed:
-            return False
-        if (
-            self._count + len(shared.frames) > self.max_messages
-            or self._chars + shared.chars > self.max_chars
-        ):
-            return all(self.offer(frame) for frame in shared.frames)
-        self._frames.append(shared)
-        self._count += len(shared.frames)
-        self._chars += shared.chars
-        self._readable.set()
-        return True
-
     async def put(self, frame: str) -> None:
         """Queue a frame, waiting while the queue is more than half full.
 
@@ -142,11 +130,19 @@ class Outbox:
         self._chars += len(frame)
         self._readable.set()
 
+    def poke(self) -> None:
+        """Wake the consumer though nothing is queued (it has other work)."""
+        self._poked = True
+        self._readable.set()
+
     async def wait(self) -> None:
-        """Wait until a frame is queued; raises :class:`OutboxClosed` once closed."""
+        """Wait until a frame is queued or a poke; raises :class:`OutboxClosed` once closed."""
         while not self._frames:
             if self._closed:
                 raise OutboxClosed
+            if self._poked:
+                self._poked = False
+                return
             if self._readable.is_set():
                 self._readable = trio.Event()
             await self._readable.wait()
@@ -170,14 +166,15 @@ class Outbox:
         """Take queued entries up to ``max_chars`` characters (at least one, if any)."""
         if self._closed:
             raise OutboxClosed
+        self._poked = False
         queued = self._frames
         if not queued:
             return []
         batch = [queued.popleft()]
-        size = _size(batch[0])
-        while queued and size + _size(queued[0]) <= max_chars:
+        size = entry_size(batch[0])
+        while queued and size + entry_size(queued[0]) <= max_chars:
             entry = queued.popleft()
-            size += _size(entry)
+            size += entry_size(entry)
             batch.append(entry)
         self._count -= sum([1 if type(e) is str else len(e) for e in batch])
         self._chars -= size

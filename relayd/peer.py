@@ -1,47 +1,59 @@
-"""One accepted WebSocket peer: its outgoing queue, writer, keepalive and expiry.
+"""One accepted WebSocket peer: its writer and its timers.
 
 The rules this module keeps:
 
-* What is queued for a peer goes out in batches, one write each
-  (:mod:`relayd.wsframes`).
+* What a peer is owed goes out in batches, one write each
+  (:mod:`relayd.wsframes`): first relayd's own frames from the peer's small
+  bounded queue (:class:`relayd.outbox.Outbox`), then, for a client, what its
+  cursors in the rooms' logs have to send (:meth:`Peer.wake` puts a cursor
+  in the ready set; the writer reads it through ``read_log``).
 * A frame is never cancelled half-way: nothing in relayd cancels the writer
   while it sends. To stop a peer, :meth:`Peer.close` closes its outbox and the
   writer sends the close frame after the frame in flight. Only when the peer
   does not take that frame within ``close_timeout`` is the TCP stream closed
   outright (which ends the stalled send), never to be written to again.
-* Keepalive: :meth:`Peer._keepalive` pings every
-  ``ping_interval`` seconds and closes a peer that missed two in a row.
+* A slow reader is never closed for being slow; a *stalled* one, whose
+  socket took no bytes at all for ``stall_timeout`` seconds while relayd had
+  something to send, is closed with 4008.
+* Keepalive: a ping every ``ping_interval`` seconds (sent by the writer,
+  between whole frames); a peer that missed two in a row is closed (1008).
 * A token is valid until its ``exp`` (plus the clock-skew leeway); ``auth``
   moves the deadline, otherwise the peer is closed with 4401.
+
+An idle connection costs two tasks beside its reader: the writer and one
+task for every timer (pings, token expiry, stalls, the close timeout),
+which sleeps until the earliest of them.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from relayd.outbox import Outbox, OutboxClosed
+from relayd.outbox import Entry, Outbox, OutboxClosed, entry_size
 from relayd.wsconn import ConnectionClosed, WebSocket
 from relayd.wsframes import FrameCache
 from wire.messages import error_frame
 from wire.protocol import CloseCode, ErrorCode, Scope
 from wire.tokens import Claims
 
+if TYPE_CHECKING:
+    from relayd.room import Cursor
+
 log = logging.getLogger("relayd.peer")
 
-#: Characters the writer takes from its queue per wake-up.
+#: Characters the writer takes per wake-up (its own queue and its cursors).
 WRITE_BATCH_CHARS: Final = 256 * 1024
 #: Scheduler rounds a writer waits for more frames while they keep coming.
 COALESCE_ROUNDS: Final = 4
-#: Missed pings before a peer is closed (docs/protocol.md section 1).
+#: Missed pings before a peer is closed (docs/protocol.md, section 1).
 MAX_MISSED_PINGS: Final = 2
-
-_ids = itertools.count(1)
 
 
 class Peer:
@@ -56,6 +68,7 @@ class Peer:
         ping_interval: float,
         close_timeout: float,
         token_leeway: float,
+        stall_timeout: float = 30.0,
         remote: str = "",
     ) -> None:
         self.ws = ws
@@ -68,19 +81,28 @@ class Peer:
         self.ping_interval = ping_interval
         self.close_timeout = close_timeout
         self.token_leeway = token_leeway
+        self.stall_timeout = stall_timeout
         self.close_code: int | None = None
         self.close_reason = ""
         self.deadline = self._deadline_for(claims)
-        self._deadline_moved = trio.Event()
-        self._closing = trio.Event()
         self._abandoned = False
-        self._nursery: trio.Nursery | None = None
+        #: The timer task's sleep: moved earlier when a timer must fire sooner.
+        self._timer: trio.CancelScope | None = None
+        #: A ping for the writer to send first thing (between whole frames).
+        self._ping_due: bytes | None = None
         self.frames_out = 0
         #: Called with each batch sent, as ``type -> [frames, characters]`` (for the metrics).
         self.count_out: Callable[[dict[str, list[int]]], None] | None = None
+        #: Called once when the peer is closed for a stall (for the counters).
+        self.on_stall: Callable[[Peer], None] | None = None
+        #: Cursors with something to send (a client's), in the order they woke.
+        self.ready: dict[Cursor, None] = {}
+        #: Reads a cursor: ``(entries, characters)`` up to a budget (set by the relay).
+        self.read_log: Callable[[Cursor, int], tuple[list[Entry], int]] | None = None
         #: Encodings shared with the other peers a frame is fanned out to
         #: (the relay gives every peer the same cache).
-        self.frame_cache = FrameCache()
+        self.frame_cache = _NO_CACHE
+        ws.on_blocked = self._send_blocked
 
     def log_extra(self, **more: Any) -> dict[str, Any]:
         """Ids for a log line: never a token."""
@@ -89,7 +111,7 @@ class Peer:
     # -- sending -------------------------------------------------------------
 
     def send_or_drop(self, frame: str) -> None:
-        """Queue a frame; a peer whose queue is full is too slow and is closed (4008)."""
+        """Queue one of relayd's own frames; a peer whose queue is full is closed (4008)."""
         if not self.outbox.offer(frame):
             self.close(CloseCode.TOO_SLOW, "too slow to keep up")
 
@@ -104,6 +126,11 @@ class Peer:
         """Queue an ``error`` message."""
         self.send_or_drop(error_frame(code, message, workspace_id=workspace_id, ref=ref))
 
+    def wake(self, cursor: Cursor) -> None:
+        """A cursor of this client has something to send."""
+        self.ready[cursor] = None
+        self.outbox.poke()
+
     # -- closing -------------------------------------------------------------
 
     @property
@@ -117,9 +144,13 @@ class Peer:
             return
         self.close_code = code
         self.close_reason = reason
-        self.outbox.close()
-        self._closing.set()
+        self._closed()
         log.info("closing peer", extra=self.log_extra(code=code, reason=reason))
+
+    def _closed(self) -> None:
+        self.outbox.close()
+        self.ready.clear()
+        self._nudge(trio.current_time())  # the close timeout starts now
 
     # -- token ---------------------------------------------------------------
 
@@ -130,18 +161,15 @@ class Peer:
         """A fresh token (same ``sub`` and scope, checked by the caller) moves the deadline."""
         self.claims = claims
         self.deadline = self._deadline_for(claims)
-        self._deadline_moved.set()
+        self._nudge(self.deadline)
 
     # -- running -------------------------------------------------------------
 
     async def run(self, reader: Callable[[Peer], Awaitable[None]]) -> None:
         """Run the peer until it closes: ``reader`` handles what it sends."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             nursery.start_soon(self._writer, nursery.cancel_scope)
-            nursery.start_soon(self._keepalive)
-            nursery.start_soon(self._expiry)
-            nursery.start_soon(self._closer)
+            nursery.start_soon(self._timers)
             ended: int = CloseCode.NORMAL
             try:
                 await reader(self)
@@ -152,42 +180,77 @@ class Peer:
                 # nothing more can be delivered.
                 if self.close_code is None:
                     self.close_code = ended
-                    self.outbox.close()
-                    self._closing.set()
+                    self._closed()
             # The writer finishes: it sends the close frame if the socket is still up.
+
+    def _pending(self) -> int:
+        """About how many frames wait: the own queue's, and the ready cursors' log frames."""
+        pending = len(self.outbox)
+        for cursor in self.ready:
+            pending += max(cursor.room.head + 1 - cursor.next, 0)
+        return pending
+
+    def _take(self) -> list[Entry]:
+        """A batch: relayd's own frames first, then each ready cursor's in turn."""
+        batch = self.outbox.take_entries(WRITE_BATCH_CHARS)
+        ready = self.ready
+        if not ready:
+            return batch
+        read_log = self.read_log
+        assert read_log is not None
+        budget = WRITE_BATCH_CHARS - sum(map(entry_size, batch))
+        for cursor in list(ready):
+            if budget <= 0:
+                break
+            entries, size = read_log(cursor, budget)
+            batch.extend(entries)
+            budget -= size
+            del ready[cursor]
+            if cursor.awake:
+                ready[cursor] = None  # more to come: to the back, so every room gets a turn
+        return batch
 
     async def _writer(self, cancel_scope: trio.CancelScope) -> None:
         busy = False
+        outbox = self.outbox
         try:
             while True:
                 try:
-                    await self.outbox.wait()
+                    if not self.ready:
+                        await outbox.wait()
                     # Under load (the last write carried several frames), wait a
                     # few scheduler rounds while frames keep arriving, so that one
                     # write carries many: the syscalls are most of relayd's CPU.
                     # A lone frame at a quiet time goes out at once.
-                    queued = len(self.outbox)
+                    queued = self._pending()
                     rounds = COALESCE_ROUNDS if busy or queued > 1 else 0
                     for _ in range(rounds):
                         await trio.lowlevel.cancel_shielded_checkpoint()
-                        if len(self.outbox) == queued or self.outbox.chars >= WRITE_BATCH_CHARS:
+                        now = self._pending()
+                        if now == queued or outbox.chars >= WRITE_BATCH_CHARS:
                             break
-                        queued = len(self.outbox)
-                    before = len(self.outbox)
-                    batch = self.outbox.take_entries(WRITE_BATCH_CHARS)
-                    sent = before - len(self.outbox)
-                    busy = sent > 1
+                        queued = now
+                    if outbox.closed:
+                        raise OutboxClosed
+                    batch = self._take()
                 except OutboxClosed:
                     break
                 data, counts = self.frame_cache.encode(batch)
+                if self._ping_due is not None:
+                    data = self._ping_due + data
+                    self._ping_due = None
+                if not data:
+                    continue
+                sent = sum(n for n, _chars in counts.values())
+                busy = sent > 1
                 try:
                     # Not cancelled half-way by relayd: a stalled send ends when
-                    # _closer drops the stream.
+                    # the timers drop the stream.
                     await self.ws.send_encoded(data)
                 except ConnectionClosed:
                     break
                 self.frames_out += sent
-                if self.count_out is not None:
+                if self.count_out is not None and counts:
                     self.count_out(counts)
             if not self._abandoned:
                 with trio.move_on_after(self.close_timeout) as closing:
@@ -197,48 +260,66 @@ class Peer:
         finally:
             cancel_scope.cancel()
 
-    async def _closer(self) -> None:
-        """Once closing, the frame in flight gets close_timeout; then the stream is dropped."""
-        await self._closing.wait()
-        await trio.sleep(self.close_timeout)
-        self._abandoned = True
-        log.info("peer did not take its data; dropping it", extra=self.log_extra())
-        await self.ws.abort()
+    # -- timers --------------------------------------------------------------
 
-    async def _keepalive(self) -> None:
-        if self.ping_interval <= 0:
-            return
+    def _nudge(self, at: float) -> None:
+        """Have the timer task look again by ``at``."""
+        timer = self._timer
+        if timer is not None and timer.deadline > at:
+            timer.deadline = at
+
+    def _send_blocked(self) -> None:
+        # The socket is full: the stall timer starts now.
+        if self.stall_timeout > 0:
+            self._nudge(trio.current_time() + self.stall_timeout)
+
+    async def _timers(self) -> None:
+        """Pings, token expiry, stalls and the close timeout, in one task."""
+        interval = self.ping_interval
+        next_ping = trio.current_time() + interval if interval > 0 else math.inf
         missed = 0
-        async with trio.open_nursery() as pings:
-            while True:
-                answered = trio.Event()
-                pings.start_soon(self._ping, answered)
-                await trio.sleep(self.ping_interval)
-                if answered.is_set():
-                    missed = 0
-                    continue
-                missed += 1
-                if missed >= MAX_MISSED_PINGS:
-                    log.info("peer missed two pings", extra=self.log_extra())
-                    self.close(CloseCode.POLICY, "missed two pings")
-                    pings.cancel_scope.cancel()
-                    return
-
-    async def _ping(self, answered: trio.Event) -> None:
-        # ping() waits for the pong; a pong also answers every earlier ping.
-        # Cancelling it half-way only happens when the peer is going away.
-        try:
-            await self.ws.ping()
-        except ConnectionClosed:
-            return
-        answered.set()
-
-    async def _expiry(self) -> None:
+        close_by = math.inf
+        ws = self.ws
         while True:
-            with trio.move_on_at(self.deadline):
-                await self._deadline_moved.wait()
-                self._deadline_moved = trio.Event()
-                continue
-            if trio.current_time() >= self.deadline:
-                self.close(CloseCode.TOKEN_EXPIRED, "token expired")
-                return
+            now = trio.current_time()
+            if self.closing:
+                if close_by == math.inf:
+                    close_by = now + self.close_timeout
+                if now >= close_by:
+                    # The frame in flight and the close frame were not taken in time.
+                    self._abandoned = True
+                    log.info("peer did not take its data; dropping it", extra=self.log_extra())
+                    await ws.abort()
+                    return
+                wake_at = close_by
+            else:
+                stall_at = math.inf
+                if ws.blocked_since is not None and self.stall_timeout > 0:
+                    stall_at = ws.progress_at + self.stall_timeout
+                if now >= self.deadline:
+                    self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+                    continue
+                if now >= stall_at:
+                    log.info("peer stalled", extra=self.log_extra(seconds=self.stall_timeout))
+                    if self.on_stall is not None:
+                        self.on_stall(self)
+                    self.close(CloseCode.TOO_SLOW, "stalled: took no data")
+                    continue
+                if now >= next_ping:
+                    missed = missed + 1 if ws.ping_outstanding else 0
+                    if missed >= MAX_MISSED_PINGS:
+                        log.info("peer missed two pings", extra=self.log_extra())
+                        self.close(CloseCode.POLICY, "missed two pings")
+                        continue
+                    self._ping_due = ws.ping_frame()
+                    self.outbox.poke()
+                    next_ping = now + interval
+                wake_at = min(next_ping, self.deadline, stall_at)
+            with trio.CancelScope(deadline=wake_at) as self._timer:
+                await trio.sleep_forever()
+            self._timer = None
+
+
+_ids = itertools.count(1)
+#: Until the relay gives a peer its shared cache.
+_NO_CACHE: Final = FrameCache()

@@ -1,8 +1,10 @@
 """The relay's routing core: ownership, rooms, and what each peer's frames do.
 
 This is the thin I/O shell around :class:`relayd.room.Room`: it reads frames
-from peers, feeds the rooms, and carries out their actions by queueing frames
-on peers' outboxes (never waiting on a client). The sockets themselves are
+from peers, feeds the rooms, and carries out their actions: it wakes the
+writers of clients whose cursors have something to send (never waiting on a
+client: each writer reads the room's log at its own pace, through
+:meth:`Relay.read_log`) and asks VMs for snapshots. The sockets themselves are
 handled in :mod:`relayd.server` and :mod:`relayd.control`.
 """
 
@@ -12,29 +14,29 @@ import collections
 import datetime
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 import attrs
 import trio
 
 from relayd.control_events import ControlHub
-from relayd.outbox import OutboxClosed, SharedFrames
+from relayd.outbox import Entry, OutboxClosed
 from relayd.peer import Peer
 from relayd.ratelimit import TokenBucket
 from relayd.revocations import RevocationState
 from relayd.room import (
-    MODE_REPLAY,
     Action,
     Anomaly,
-    Deliver,
+    Cursor,
     RequestSnapshot,
     Room,
     StatusChanged,
+    Wake,
 )
 from relayd.settings import Settings
 from relayd.stats import Stats
-from relayd.wsframes import FrameCache, add_count, frame_type
+from relayd.wsframes import FrameCache, frame_type
 from wire.codec import BAD_JSON, REPEATED_KEY, ProtocolError, loads
 from wire.envelope import Envelope, read_envelope, read_head
 from wire.frames import (
@@ -125,25 +127,6 @@ class VmPeer(Peer):
     error_routes: collections.OrderedDict[tuple[str, str], ClientPeer]
 
 
-class _Held:
-    """Frames of one VM read held for the same clients, counted by type as they come."""
-
-    __slots__ = ("chars", "clients", "counts", "frames")
-
-    def __init__(self, clients: tuple[ClientPeer, ...]) -> None:
-        self.clients = clients
-        self.frames: list[str] = []
-        self.chars = 0
-        self.counts: dict[str, list[int]] = {}
-
-    def add(self, frames: list[str], kind: str) -> None:
-        """Frames of one type."""
-        size = sum(map(len, frames))
-        self.frames.extend(frames)
-        self.chars += size
-        add_count(self.counts, kind, len(frames), size)
-
-
 class _Run:
     """Consecutive frames of a VM read for the hot path: one room, type and epoch."""
 
@@ -172,8 +155,6 @@ class Relay:
         self.stats = Stats()
         #: One frame's encoding, shared by every peer it is sent to.
         self.frame_cache = FrameCache()
-        #: A delivery held while one read of a VM is handled.
-        self._held: _Held | None = None
         self.control = ControlHub(settings.audit_buffer, self.stats)
         #: The snapshot asked for per workspace, and when (for the latency histogram).
         self._snapshot_asked: dict[str, tuple[str, float]] = {}
@@ -233,8 +214,10 @@ class Relay:
     def counter_out(self, kind: str) -> Callable[[dict[str, list[int]]], None]:
         """A callback that counts a batch sent to a peer of one kind, given by type
         as ``type -> [frames, characters]`` (counted once per batch, not per frame)."""
-        count_out = self.stats.count_out
+        stats = self.stats
+        count_out = stats.count_out
         keys: dict[str, str] = {}
+        to_clients = kind == "client"
 
         def count(counts: dict[str, list[int]]) -> None:
             for type_, (frames, chars) in counts.items():
@@ -242,6 +225,8 @@ class Relay:
                 if key is None:
                     key = keys[type_] = f"{kind}:{type_}"
                 count_out(key, frames, chars)
+                if to_clients:
+                    stats.messages_out += frames
 
         return count
 
@@ -267,16 +252,11 @@ class Relay:
         return room
 
     def apply(self, room: Room, actions: Iterable[Action]) -> None:
-        """Carry out a room's actions (after any delivery held back)."""
-        if self._held is not None:
-            self._flush()
+        """Carry out a room's actions."""
         for action in actions:
-            if isinstance(action, Deliver):
-                self._deliver(
-                    cast("tuple[ClientPeer, ...]", action.clients),
-                    action.frames,
-                    sum(map(len, action.frames)),
-                )
+            if isinstance(action, Wake):
+                for cursor in action.cursors:
+                    cast(ClientPeer, cursor.client).wake(cursor)
             elif isinstance(action, RequestSnapshot):
                 owner = self.ownership.get(room.workspace_id)
                 vm = self.vms.get(owner.vm_id) if owner is not None else None
@@ -304,53 +284,19 @@ class Relay:
             elif isinstance(action, Anomaly):
                 log.warning(action.message, extra={"workspaceId": room.workspace_id})
 
-    def _deliver(
-        self,
-        clients: tuple[ClientPeer, ...],
-        frames: Sequence[str],
-        chars: int,
-        counts: dict[str, list[int]] | None = None,
-    ) -> None:
-        """Queue frames for each client (the hot path); one that is full is too slow."""
-        shared = SharedFrames(list(frames), chars, counts)
-        delivered = 0
-        for client in clients:
-            if client.outbox.offer_shared(shared):
-                delivered += len(frames)
-            else:
-                self._too_slow(client)
-        self.stats.messages_out += delivered
+    def read_log(self, cursor: Cursor, max_chars: int) -> tuple[list[Entry], int]:
+        """What a client's writer sends next for one cursor (see :meth:`Room.read`)."""
+        room = cursor.room
+        entries, chars, actions = room.read(cursor, max_chars)
+        if actions:
+            self.apply(room, actions)
+        return entries, chars
 
-    def _deliver_later(self, clients: tuple[ClientPeer, ...], frames: list[str], kind: str) -> None:
-        """Hold VM frames' delivery to join the next ones of the same read.
-
-        Consecutive deliveries to the same clients become one, queued as one
-        shared entry in each client's outbox. Held only while one read of a VM
-        is handled: :meth:`_flush` runs at its end and before any other
-        action, so no one sees the order change.
-        """
-        held = self._held
-        if held is not None and held.clients != clients:
-            self._flush()
-            held = None
-        if held is None:
-            held = self._held = _Held(clients)
-        held.add(frames, kind)
-
-    def _flush(self) -> None:
-        """Deliver what :meth:`_deliver_later` held."""
-        held, self._held = self._held, None
-        if held is not None:
-            for kind, (frames, chars) in held.counts.items():
-                self.stats.count_in(_VM_KEYS[kind], chars, frames)
-            self._deliver(held.clients, held.frames, held.chars, held.counts)
-
-    def _too_slow(self, client: ClientPeer) -> None:
-        if client.closing:
-            return
+    def peer_stalled(self, peer: Peer) -> None:
+        """A peer took no bytes for ``--stall-timeout`` seconds and is being closed (4008)."""
         self.stats.slow_closes += 1
-        client.close(CloseCode.TOO_SLOW, "too slow to keep up")
-        self.forget_client_rooms(client)
+        if isinstance(peer, ClientPeer):
+            self.forget_client_rooms(peer)
 
     def forget_client_rooms(self, client: ClientPeer) -> None:
         """Remove a client from every room it is in."""
@@ -444,8 +390,8 @@ class Relay:
             epoch=message.epoch,
             status_only=message.status_only,
         )
-        first = actions[0] if actions else None
-        if isinstance(first, Deliver) and f'"mode":"{MODE_REPLAY}"' in first.frames[0]:
+        cursor = room.cursor(client)
+        if cursor is not None and not cursor.waiting and not cursor.status_only:
             self.stats.replays += 1
         self.apply(room, actions)
 
@@ -574,7 +520,6 @@ class Relay:
                     stats.count_in(key, len(frame))
         finally:
             self._end_run(run)
-            self._flush()
 
     def _vm_drop(self, vm: VmPeer, exc: ProtocolError) -> None:
         """A VM frame that cannot be handled: counted, logged, and the VM told."""
@@ -609,16 +554,15 @@ class Relay:
             return
         kind, seq, epoch = run.kind, run.seq, run.epoch
         run.room, run.frames = None, []
-        recipients = room.next_frames(seq, epoch, frames)
-        if recipients is None:
+        woken = room.next_frames(seq, epoch, frames, kind)
+        if woken is None:
             for i, frame in enumerate(frames):
                 self.stats.count_in(_VM_KEYS[kind], len(frame))
                 self.apply(room, room.vm_frame(seq + i, epoch, frame))
-        elif recipients:
-            # Counted for the metrics (in and out) when the held frames go out.
-            self._deliver_later(cast("tuple[ClientPeer, ...]", recipients), frames, kind)
-        else:
-            self.stats.count_in(_VM_KEYS[kind], sum(map(len, frames)), len(frames))
+            return
+        self.stats.count_in(_VM_KEYS[kind], sum(map(len, frames)), len(frames))
+        for cursor in woken:
+            cast(ClientPeer, cursor.client).wake(cursor)
 
     def _vm_frame(self, vm: VmPeer, frame: str, env: Envelope) -> None:
         kind = env.type
@@ -799,6 +743,7 @@ class Relay:
         if room is not None:
             for client in room.clients:
                 assert isinstance(client, ClientPeer)
+                room.unsubscribe(client)
                 client.subscriptions.discard(workspace_id)
                 client.send_error(
                     ErrorCode.NOT_FOUND, "the workspace was released", workspace_id=workspace_id

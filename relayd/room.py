@@ -1,39 +1,48 @@
-"""One workspace's room as a pure state machine: who gets which frame, in order.
+"""One workspace's room as a pure state machine: one log, a cursor per subscriber.
 
 The room does no I/O. Its inputs are what happened (a client subscribed, the
-VM sent a frame, a snapshot arrived, the VM went away or came back); its output
-is a list of actions for the I/O shell: :class:`Deliver` frames to clients,
-:class:`RequestSnapshot` from the VM, report a :class:`StatusChanged`.
+VM sent frames, a snapshot arrived, the VM went away or came back, a client's
+writer wants the next frames); its outputs are :class:`Wake` (these cursors
+have something to send), :class:`RequestSnapshot` from the VM, a
+:class:`StatusChanged` for the control plane and :class:`Anomaly` lines for
+the log.
 
-The guarantee it keeps (docs/protocol.md section 4): each subscribed client gets the
-sequenced messages of its workspace in order, with no gap and no duplicate,
-starting right after its snapshot or its ``lastSeq``.
+The guarantee it keeps (docs/protocol.md, "Guarantees"): each subscribed
+client gets the sequenced messages of its workspace in order, with no gap and
+no duplicate, starting right after its snapshot or its ``lastSeq``; a client
+that keeps reading is never dropped for being slow.
 
-How: the room keeps the VM's recent frames in a bounded replay buffer covering
-seqs ``(base, head]`` of the current ``epoch``. A client resuming inside that
-window is replayed from it. Any other client waits for a snapshot; live frames
-that arrive meanwhile are *not* queued per client, because the replay buffer
-already holds them in order: when the snapshot at seq ``S`` arrives, the
-waiting clients get it and then the buffer's frames after ``S``. Clients that
-subscribe while a snapshot is on its way join the same request — a snapshot
-plus the frames after it brings any newcomer up to date, whenever it joined.
-If the buffer no longer reaches back to ``S``, the room asks again.
+How: the room keeps the VM's recent frames in one bounded log covering seqs
+``(base, head]`` of the current ``epoch`` (by count and characters: the
+replay buffer's settings), as chunks (one per run of a VM read, shared by
+every reader with its encoding, :class:`relayd.outbox.SharedFrames`). Every
+subscriber has a :class:`Cursor`: the next seq it is owed, and a few frames
+of the relay's own to send at given places in its stream (``subscribed``, a
+snapshot, ``status offline``). A client's writer reads from its cursors at
+its own pace (:meth:`Room.read`); nobody holds a copy of the live stream.
 
-Each client is in one of three states: *live* (it has everything up to
-``head``, or up to a ``next - 1`` beyond ``head`` when a snapshot ran ahead of
-the frames), *waiting* for a snapshot (request id, or none while the VM is
-away), or *status only*.
+A cursor is *live* (it reads the log from ``next``), *waiting* for a
+snapshot (request id, or none while the VM is away), or *status only* (it
+gets the workspace's latest status whenever it changes). A live cursor whose
+``next`` falls out of the log is not an error: it gets, in-band, a fresh
+``subscribed`` (mode ``snapshot``) and waits for a snapshot like a newcomer.
+All waiting cursors share one ``snapshot_request`` (per room, at most one is
+pending); a snapshot at seq ``S`` moves each of them to ``next = S + 1``, so
+live frames that came meanwhile are read from the log after it and frames the
+snapshot covers are skipped. If the log no longer reaches back to ``S`` the
+room asks again.
 """
 
 from __future__ import annotations
 
-import collections
+import bisect
 import itertools
-from collections.abc import Hashable
-from typing import Any, Final, TypeAlias
+from collections.abc import Hashable, Iterable
+from typing import Final, TypeAlias
 
 import attrs
 
+from relayd.outbox import Entry, SharedFrames
 from wire.messages import dumps
 from wire.protocol import RelayType, Status
 
@@ -43,14 +52,58 @@ MODE_REPLAY: Final = "replay"
 MODE_SNAPSHOT: Final = "snapshot"
 #: ``mode`` of the ``subscribed`` answering a ``statusOnly`` subscribe.
 MODE_STATUS: Final = "status"
+#: The relay's own frames one cursor may hold (``subscribed``, snapshots,
+#: status changes) before it is re-snapshotted instead: a client that does
+#: not read while the VM flaps must not grow without bound.
+MAX_CURSOR_FRAMES: Final = 32
+#: Chunks dropped from the front of the log before the list is compacted.
+_COMPACT_AFTER: Final = 64
+
+
+class Cursor:
+    """One subscriber's place in a room's stream.
+
+    ``next`` is the next seq owed (everything before it was sent or covered by
+    a snapshot). ``frames`` are the relay's own frames still to send, each
+    with the seq it goes before (0: at once). ``awake`` is True while the
+    cursor sits in its client's writer's ready set.
+    """
+
+    __slots__ = (
+        "awake",
+        "client",
+        "frames",
+        "gone",
+        "next",
+        "request",
+        "room",
+        "status_only",
+        "status_sent",
+        "waiting",
+    )
+
+    def __init__(self, client: ClientKey, room: Room) -> None:
+        self.client = client
+        self.room = room
+        self.next = 0
+        self.waiting = False
+        self.request: str | None = None
+        self.status_only = False
+        self.status_sent = -1
+        self.frames: list[tuple[int, str]] | None = None
+        self.awake = False
+        #: Set once unsubscribed: a writer that still holds it drops it.
+        self.gone = False
+
+    def __repr__(self) -> str:
+        return f"Cursor({self.client!r}, next={self.next}, waiting={self.waiting})"
 
 
 @attrs.frozen
-class Deliver:
-    """Send these frames, in this order, to each of these clients."""
+class Wake:
+    """These cursors have something to send: wake their clients' writers."""
 
-    clients: tuple[ClientKey, ...]
-    frames: tuple[str, ...]
+    cursors: tuple[Cursor, ...]
 
 
 @attrs.frozen
@@ -74,7 +127,7 @@ class Anomaly:
     message: str
 
 
-Action: TypeAlias = Deliver | RequestSnapshot | StatusChanged | Anomaly
+Action: TypeAlias = Wake | RequestSnapshot | StatusChanged | Anomaly
 
 
 def subscribed_frame(workspace_id: str, epoch: str | None, mode: str) -> str:
@@ -101,7 +154,7 @@ _request_counter = itertools.count(1)
 
 
 class Room:
-    """The subscribers and replay buffer of one workspace."""
+    """The log and the subscribers' cursors of one workspace."""
 
     def __init__(
         self,
@@ -112,53 +165,61 @@ class Room:
         request_prefix: str = "",
     ) -> None:
         self.workspace_id = workspace_id
-        self.buffer_messages = max(buffer_messages, 0)
-        self.buffer_bytes = max(buffer_bytes, 0)
+        self.buffer_messages = max(buffer_messages, 1)
+        self.buffer_bytes = max(buffer_bytes, 1)
         self._request_prefix = request_prefix or f"r{next(_request_counter)}-"
         self._requests = itertools.count(1)
         self.vm_online = False
-        #: The log incarnation the buffer belongs to; None until the VM names one.
+        #: The log incarnation the log belongs to; None until the VM names one.
         self.epoch: str | None = None
-        #: The buffer covers seqs (base, head].
+        #: The log covers seqs (base, head].
         self.base = 0
         self.head = 0
-        self._buffer: collections.deque[tuple[int, str]] = collections.deque()
-        self._buffer_size = 0
+        #: The log: chunks of consecutive frames and the seq of each one's
+        #: first frame; those before ``_start`` are gone (dropped in bulk).
+        self._chunks: list[SharedFrames] = []
+        self._firsts: list[int] = []
+        self._start = 0
+        self._count = 0
+        self._chars = 0
         #: The last ``status`` frame the VM sent (as text) and its status word.
         self._status_frame: str | None = None
         self.status: str | None = None
-        #: Live clients that have everything up to ``head``.
-        self._live: dict[ClientKey, None] = {}
-        #: Live clients whose snapshot ran ahead of the frames: client -> next seq.
-        self._ahead: dict[ClientKey, int] = {}
-        #: Clients waiting for a snapshot: client -> request id (None: VM away).
-        self._waiting: dict[ClientKey, str | None] = {}
-        self._status_only: dict[ClientKey, None] = {}
+        #: Bumped whenever what a status-only subscriber should see changes.
+        self._status_version = 0
+        self._cursors: dict[ClientKey, Cursor] = {}
+        #: Live cursors that have read everything: woken by the next frames.
+        self._idle: dict[Cursor, None] = {}
+        self._status_only: dict[Cursor, None] = {}
         self.pending_request: str | None = None
 
     # -- queries -----------------------------------------------------------
 
     def __contains__(self, client: ClientKey) -> bool:
-        return (
-            client in self._live
-            or client in self._ahead
-            or client in self._waiting
-            or client in self._status_only
-        )
+        return client in self._cursors
 
     @property
     def clients(self) -> list[ClientKey]:
         """Every subscribed client."""
-        return [*self._live, *self._ahead, *self._waiting, *self._status_only]
+        return list(self._cursors)
+
+    def cursor(self, client: ClientKey) -> Cursor | None:
+        """A subscribed client's cursor."""
+        return self._cursors.get(client)
 
     @property
     def buffered(self) -> int:
-        """How many frames the replay buffer holds."""
-        return len(self._buffer)
+        """How many frames the log holds."""
+        return self._count
 
-    def is_idle(self) -> bool:
-        """True when no client is subscribed."""
-        return not (self._live or self._ahead or self._waiting or self._status_only)
+    @property
+    def buffered_chars(self) -> int:
+        """How many characters the log holds."""
+        return self._chars
+
+    def log_frames(self) -> list[str]:
+        """Every frame in the log, oldest first (for tests and checks)."""
+        return [f for chunk in self._chunks[self._start :] for f in chunk.frames]
 
     # -- clients -----------------------------------------------------------
 
@@ -173,33 +234,32 @@ class Room:
         """A client subscribes (again: a repeat replaces its subscription)."""
         self._forget(client)
         ws = self.workspace_id
+        cursor = Cursor(client, self)
+        self._cursors[client] = cursor
+        actions: list[Action] = []
         if status_only:
-            self._status_only[client] = None
-            frames = [subscribed_frame(ws, self.epoch, MODE_STATUS)]
-            current = self._current_status_frame()
-            if current is not None:
-                frames.append(current)
-            return [Deliver((client,), tuple(frames))]
-        if (
+            cursor.status_only = True
+            self._status_only[cursor] = None
+            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_STATUS), 0)
+        elif (
             last_seq is not None
             and epoch is not None
             and self.epoch == epoch
             and self.base <= last_seq <= self.head
         ):
-            frames = [subscribed_frame(ws, self.epoch, MODE_REPLAY)]
-            frames.extend(self._frames_after(last_seq))
+            cursor.next = last_seq + 1
+            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_REPLAY), cursor.next)
             if not self.vm_online:
-                frames.append(offline_frame(ws))
-            self._live[client] = None
-            return [Deliver((client,), tuple(frames))]
-        actions: list[Action] = [
-            Deliver((client,), (subscribed_frame(ws, self.epoch, MODE_SNAPSHOT),))
-        ]
-        if self.vm_online:
-            actions.extend(self._wait_for_snapshot([client]))
+                self._push(cursor, offline_frame(ws), self.head + 1)
         else:
-            self._waiting[client] = None
-            actions.append(Deliver((client,), (offline_frame(ws),)))
+            cursor.waiting = True
+            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_SNAPSHOT), 0)
+            if self.vm_online:
+                actions.extend(self._wait_for_snapshot([cursor]))
+            else:
+                self._push(cursor, offline_frame(ws), 0)
+        cursor.awake = True
+        actions.append(Wake((cursor,)))
         return actions
 
     def unsubscribe(self, client: ClientKey) -> list[Action]:
@@ -208,10 +268,92 @@ class Room:
         return []
 
     def _forget(self, client: ClientKey) -> None:
-        self._live.pop(client, None)
-        self._ahead.pop(client, None)
-        self._waiting.pop(client, None)
-        self._status_only.pop(client, None)
+        cursor = self._cursors.pop(client, None)
+        if cursor is not None:
+            cursor.gone = True
+            cursor.frames = None
+            self._idle.pop(cursor, None)
+            self._status_only.pop(cursor, None)
+
+    # -- a client's writer ---------------------------------------------------
+
+    def read(self, cursor: Cursor, max_chars: int) -> tuple[list[Entry], int, list[Action]]:
+        """What ``cursor`` is owed next, up to about ``max_chars`` characters.
+
+        Returns the entries (the log's shared chunks where a read covers one
+        whole, else single frames), their characters, and actions (a
+        ``snapshot_request`` when the cursor fell out of the log). When the
+        cursor has nothing more to send for now, ``cursor.awake`` is False on
+        return: the room wakes it when that changes.
+        """
+        out: list[Entry] = []
+        size = 0
+        actions: list[Action] = []
+        if cursor.gone:
+            cursor.awake = False
+            return out, size, actions
+        while size < max_chars:
+            own = cursor.frames
+            if own and (cursor.waiting or cursor.status_only or own[0][0] <= cursor.next):
+                frame = own.pop(0)[1]
+                out.append(frame)
+                size += len(frame)
+                continue
+            if cursor.status_only:
+                if cursor.status_sent != self._status_version:
+                    cursor.status_sent = self._status_version
+                    current = self._current_status_frame()
+                    if current is not None:
+                        out.append(current)
+                        size += len(current)
+                break
+            if cursor.waiting or cursor.next > self.head:
+                break
+            if cursor.next <= self.base:
+                # Fallen out of the log: not an error, a fresh snapshot.
+                actions.extend(self._resnapshot(cursor))
+                continue
+            last = self.head if not own else min(self.head, own[0][0] - 1)
+            size += self._slice(cursor, last, max_chars - size, out)
+        if not self._has_more(cursor):
+            cursor.awake = False
+            if not cursor.waiting and not cursor.status_only:
+                self._idle[cursor] = None
+        return out, size, actions
+
+    def _has_more(self, cursor: Cursor) -> bool:
+        own = cursor.frames
+        if own and (cursor.waiting or cursor.status_only or own[0][0] <= cursor.next):
+            return True
+        if cursor.status_only:
+            return cursor.status_sent != self._status_version
+        return not cursor.waiting and cursor.next <= self.head
+
+    def _slice(self, cursor: Cursor, last: int, max_chars: int, out: list[Entry]) -> int:
+        """Log frames ``cursor.next .. last`` (at least one) into ``out``; their characters."""
+        firsts, chunks = self._firsts, self._chunks
+        i = bisect.bisect_right(firsts, cursor.next, lo=self._start) - 1
+        size = 0
+        while cursor.next <= last and (size < max_chars or not size):
+            chunk, first = chunks[i], firsts[i]
+            end = first + len(chunk.frames) - 1  # the chunk's last seq
+            if cursor.next == first and end <= last:
+                out.append(chunk)
+                size += chunk.chars
+                cursor.next = end + 1
+                i += 1
+                continue
+            # Part of a chunk (a resume, a snapshot, or a place the relay's own
+            # frame must go): single frames, encoded through the frame cache.
+            stop = min(end, last)
+            for frame in chunk.frames[cursor.next - first : stop - first + 1]:
+                out.append(frame)
+                size += len(frame)
+                cursor.next += 1
+                if size >= max_chars:
+                    return size
+            i += 1
+        return size
 
     # -- the VM ------------------------------------------------------------
 
@@ -228,132 +370,127 @@ class Room:
         was_online = self.vm_online
         self.vm_online = True
         actions: list[Action] = []
+        woken: list[Cursor] = []
         if status is not None:
             word, detail = status
             self._status_frame = relay_status_frame(self.workspace_id, word, detail)
             if word != self.status:
                 self.status = word
                 actions.append(StatusChanged(word))
-            clients = tuple(self.clients)
-            if clients and not was_online:
-                actions.append(Deliver(clients, (self._status_frame,)))
-        resync: list[ClientKey] = []
+            if not was_online:
+                self._status_changed(woken)
+                for cursor in self._cursors.values():
+                    if not cursor.status_only:
+                        self._push(cursor, self._status_frame, self._place(cursor), woken)
+        elif not was_online:
+            self._status_changed(woken)  # no longer "offline": nothing known yet
         if log is not None:
             epoch, seq = log
-            if self.epoch is None and not self._buffer:
+            if self.epoch is None and not self._count:
                 self.epoch, self.base, self.head = epoch, seq, seq
             elif self.epoch != epoch or seq != self.head:
                 # The VM's log moved on without us (or was lost): what the
-                # buffer holds can no longer be resumed from.
-                resync = self._reset(epoch, seq)
+                # log holds can no longer be resumed from.
+                self._reset(epoch, seq, woken)
         # Also asks for the snapshot that clients waiting while the VM was away need.
-        actions.extend(self._resync(resync))
+        actions.extend(self._ask_for_waiting())
+        if woken:
+            actions.append(Wake(tuple(woken)))
         return actions
 
     def vm_disconnected(self) -> list[Action]:
         """The owning VM went away: subscribers hear ``offline`` and keep waiting."""
         self.vm_online = False
         self.pending_request = None
-        for client in self._waiting:
-            self._waiting[client] = None
         self._status_frame = None
         self.status = None
-        clients = tuple(self.clients)
+        woken: list[Cursor] = []
+        self._status_changed(woken)
+        frame = offline_frame(self.workspace_id)
+        for cursor in list(self._cursors.values()):
+            cursor.request = None
+            if not cursor.status_only:
+                self._push(cursor, frame, self._place(cursor), woken)
         actions: list[Action] = [StatusChanged(Status.OFFLINE)]
-        if clients:
-            actions.append(Deliver(clients, (offline_frame(self.workspace_id),)))
+        if woken:
+            actions.append(Wake(tuple(woken)))
         return actions
 
-    def next_frames(self, seq: int, epoch: str, frames: list[str]) -> tuple[ClientKey, ...] | None:
-        """The common case of :meth:`vm_frame`, for consecutive frames at once.
+    def next_frames(
+        self, seq: int, epoch: str, frames: list[str], kind: str
+    ) -> list[Cursor] | None:
+        """The common case of :meth:`vm_frame`, for consecutive frames of one type at once.
 
         ``frames`` have the seqs ``seq``, ``seq + 1``, ...; the first follows
-        the head in the current epoch, no client is waiting for the room to
-        catch up, and none is a ``status``: they are buffered and the live
-        clients returned (their recipients). Otherwise nothing happens and
-        None is returned: give each frame to :meth:`vm_frame`.
+        the head in the current epoch and none is a ``status``: they are
+        appended to the log as one chunk and the cursors to wake returned.
+        Otherwise nothing happens and None is returned: give each frame to
+        :meth:`vm_frame`.
         """
-        if epoch != self.epoch or seq != self.head + 1 or self._ahead:
+        if epoch != self.epoch or seq != self.head + 1:
             return None
-        self._buffer.extend(zip(range(seq, seq + len(frames)), frames, strict=True))
-        self._buffer_size += sum(map(len, frames))
-        self.head = seq + len(frames) - 1
-        self._trim()
-        return tuple(self._live)
+        chars = sum(map(len, frames))
+        self._append(frames, chars, {kind: [len(frames), chars]})
+        return self._wake_idle()
 
     def vm_frame(
         self, seq: int, epoch: str, frame: str, *, status: str | None = None
     ) -> list[Action]:
         """A sequenced frame from the VM; ``status`` is set for ``status`` frames."""
         actions: list[Action] = []
+        woken: list[Cursor] = []
         if epoch != self.epoch:
-            if self.epoch is None and not self._buffer:
+            if self.epoch is None and not self._count:
                 self.epoch, self.base, self.head = epoch, seq - 1, seq - 1
             else:
                 actions.append(Anomaly(f"epoch changed from {self.epoch} to {epoch} at seq {seq}"))
-                actions.extend(self._resync(self._reset(epoch, seq - 1)))
+                self._reset(epoch, seq - 1, woken)
+                actions.extend(self._ask_for_waiting())
         elif seq <= self.head:
             return [Anomaly(f"duplicate seq {seq} (head is {self.head}); dropped")]
         elif seq > self.head + 1:
             actions.append(Anomaly(f"gap: seq {seq} after {self.head}"))
-            actions.extend(self._resync(self._reset(epoch, seq - 1)))
-        self._append(seq, frame)
-        recipients: list[ClientKey] = list(self._live)
-        if self._ahead:
-            for client, nxt in list(self._ahead.items()):
-                if nxt == seq:
-                    del self._ahead[client]
-                    self._live[client] = None
-                    recipients.append(client)
+            self._reset(epoch, seq - 1, woken)
+            actions.extend(self._ask_for_waiting())
+        self._append([frame], len(frame), None)
+        woken.extend(self._wake_idle())
         if status is not None:
             self._status_frame = frame
             if status != self.status:
                 self.status = status
                 actions.append(StatusChanged(status))
-            recipients.extend(self._status_only)
-        if recipients:
-            actions.append(Deliver(tuple(recipients), (frame,)))
+            self._status_changed(woken)
+        if woken:
+            actions.append(Wake(tuple(woken)))
         return actions
 
     def vm_snapshot(self, request_id: str | None, seq: int, epoch: str, frame: str) -> list[Action]:
-        """A ``messages_snapshot`` arrived: hand it to the clients waiting for it."""
+        """A ``messages_snapshot`` arrived: hand it to the cursors waiting for it."""
         if request_id is None or request_id != self.pending_request:
             return [Anomaly(f"snapshot {request_id} was not asked for; dropped")]
         self.pending_request = None
-        waiting = [c for c, r in self._waiting.items() if r == request_id]
         actions: list[Action] = []
+        woken: list[Cursor] = []
         if epoch != self.epoch:
             # The VM's log changed incarnation without a frame saying so; the
             # snapshot is its word now, and live clients of the old epoch need it too.
             actions.append(Anomaly(f"snapshot epoch {epoch} replaces {self.epoch}"))
-            stale = self._reset(epoch, seq)
-            if stale:
-                actions.append(
-                    Deliver(
-                        tuple(stale), (subscribed_frame(self.workspace_id, epoch, MODE_SNAPSHOT),)
-                    )
-                )
-            waiting.extend(stale)
-        if seq < self.base:
-            # The buffer no longer reaches back to this snapshot: ask for a newer one.
-            actions.append(Anomaly(f"snapshot at {seq} is older than the buffer ({self.base})"))
-            return [*actions, *self._wait_for_snapshot(waiting)]
-        if not waiting:
-            return actions
-        for client in waiting:
-            self._waiting.pop(client, None)
-        frames = [frame]
-        if seq >= self.head:
-            for client in waiting:
-                if seq == self.head:
-                    self._live[client] = None
-                else:
-                    self._ahead[client] = seq + 1
+            self._reset(epoch, seq, woken)
+            waiting = [c for c in self._cursors.values() if c.waiting]
         else:
-            frames.extend(self._frames_after(seq))
-            for client in waiting:
-                self._live[client] = None
-        actions.append(Deliver(tuple(waiting), tuple(frames)))
+            waiting = [c for c in self._cursors.values() if c.waiting and c.request == request_id]
+        if seq < self.base:
+            # The log no longer reaches back to this snapshot: ask for a newer one.
+            actions.append(Anomaly(f"snapshot at {seq} is older than the log ({self.base})"))
+            actions.extend(self._wait_for_snapshot(waiting))
+        else:
+            for cursor in waiting:
+                cursor.waiting = False
+                cursor.request = None
+                cursor.next = seq + 1
+                self._push(cursor, frame, 0, woken)
+        if woken:
+            actions.append(Wake(tuple(woken)))
         return actions
 
     # -- internals ---------------------------------------------------------
@@ -363,72 +500,140 @@ class Room:
             return offline_frame(self.workspace_id)
         return self._status_frame
 
-    def _append(self, seq: int, frame: str) -> None:
-        self._buffer.append((seq, frame))
-        self._buffer_size += len(frame)
-        self.head = seq
+    def _place(self, cursor: Cursor) -> int:
+        """Where a relay frame sent now goes in a cursor's stream: after the log's head."""
+        return 0 if cursor.waiting else self.head + 1
+
+    def _push(
+        self, cursor: Cursor, frame: str, before: int, woken: list[Cursor] | None = None
+    ) -> None:
+        """Give a cursor one of the relay's own frames, to send before seq ``before``."""
+        own = cursor.frames
+        if own is None:
+            own = cursor.frames = []
+        elif len(own) >= MAX_CURSOR_FRAMES:
+            # It is not reading; what it missed is summed up by a snapshot.
+            if cursor.waiting:
+                own[:] = [(0, subscribed_frame(self.workspace_id, self.epoch, MODE_SNAPSHOT))]
+            else:
+                # Out of the log on purpose: its next read re-snapshots it.
+                own.clear()
+                cursor.next = -1
+                self._wake(cursor, woken)
+                return
+        own.append((before, frame))
+        self._wake(cursor, woken)
+
+    def _wake(self, cursor: Cursor, woken: list[Cursor] | None) -> None:
+        if not cursor.awake:
+            cursor.awake = True
+            self._idle.pop(cursor, None)
+            if woken is not None:
+                woken.append(cursor)
+
+    def _status_changed(self, woken: list[Cursor]) -> None:
+        self._status_version += 1
+        for cursor in self._status_only:
+            self._wake(cursor, woken)
+
+    def _wake_idle(self) -> list[Cursor]:
+        idle = self._idle
+        if not idle:
+            return []
+        self._idle = {}
+        woken = list(idle)
+        for cursor in woken:
+            cursor.awake = True
+        return woken
+
+    def _append(self, frames: list[str], chars: int, counts: dict[str, list[int]] | None) -> None:
+        first = self.head + 1
+        self._chunks.append(SharedFrames(frames, chars, counts))
+        self._firsts.append(first)
+        self._count += len(frames)
+        self._chars += chars
+        self.head = first + len(frames) - 1
         self._trim()
 
     def _trim(self) -> None:
-        while self._buffer and (
-            len(self._buffer) > self.buffer_messages or self._buffer_size > self.buffer_bytes
+        """Drop the oldest frames beyond either bound; the newest one always stays."""
+        chunks, firsts = self._chunks, self._firsts
+        while self._count > 1 and (
+            self._count > self.buffer_messages or self._chars > self.buffer_bytes
         ):
-            old_seq, old = self._buffer.popleft()
-            self._buffer_size -= len(old)
-            self.base = old_seq
+            chunk = chunks[self._start]
+            frames = chunk.frames
+            drop, dropped_chars = 0, 0
+            count, chars = self._count, self._chars
+            while (
+                drop < len(frames)
+                and count > 1
+                and (count > self.buffer_messages or chars > self.buffer_bytes)
+            ):
+                size = len(frames[drop])
+                drop += 1
+                count -= 1
+                chars -= size
+                dropped_chars += size
+            self._count, self._chars = count, chars
+            if drop == len(frames):
+                chunks[self._start] = _EMPTY
+                self._start += 1
+            else:
+                rest = frames[drop:]
+                chunks[self._start] = SharedFrames(rest, chunk.chars - dropped_chars)
+                firsts[self._start] += drop
+            self.base = firsts[self._start] - 1 if self._start < len(chunks) else self.head
+        if self._start > _COMPACT_AFTER and self._start * 2 > len(chunks):
+            del chunks[: self._start]
+            del firsts[: self._start]
+            self._start = 0
 
-    def _frames_after(self, seq: int) -> list[str]:
-        # The buffer is contiguous: seq s sits at index s - base - 1.
-        start = seq - self.base
-        if start <= 0:
-            return [f for _s, f in self._buffer]
-        return [f for _s, f in itertools.islice(self._buffer, start, None)]
-
-    def _reset(self, epoch: str, seq: int) -> list[ClientKey]:
-        """Start the buffer afresh at ``(epoch, seq)``; return the clients that must resync."""
+    def _reset(self, epoch: str, seq: int, woken: list[Cursor]) -> None:
+        """Start the log afresh at ``(epoch, seq)``: every live cursor re-snapshots."""
         self.epoch, self.base, self.head = epoch, seq, seq
-        self._buffer.clear()
-        self._buffer_size = 0
-        stale = [*self._live, *self._ahead]
-        self._live.clear()
-        self._ahead.clear()
+        self._chunks.clear()
+        self._firsts.clear()
+        self._start = self._count = self._chars = 0
         # Snapshots asked for before the reset describe the old log.
-        for client in self._waiting:
-            self._waiting[client] = None
         self.pending_request = None
-        return stale
+        for cursor in list(self._cursors.values()):
+            if cursor.status_only:
+                continue
+            if cursor.waiting:
+                cursor.request = None
+            else:
+                self._resnapshot(cursor, ask=False)
+                woken.append(cursor)
 
-    def _resync(self, clients: list[ClientKey]) -> list[Action]:
-        """Clients whose stream broke hear that a snapshot follows; ask for one if we can."""
-        actions: list[Action] = []
-        for client in clients:
-            self._waiting[client] = None
-        if clients:
-            frame = subscribed_frame(self.workspace_id, self.epoch, MODE_SNAPSHOT)
-            actions.append(Deliver(tuple(clients), (frame,)))
-        if self.vm_online:
-            idle = [c for c, r in self._waiting.items() if r is None]
-            if idle:
-                actions.extend(self._wait_for_snapshot(idle))
-        return actions
+    def _resnapshot(self, cursor: Cursor, *, ask: bool = True) -> list[Action]:
+        """The cursor's stream restarts: a fresh ``subscribed`` (mode snapshot), then a snapshot."""
+        ws = self.workspace_id
+        cursor.frames = [(0, subscribed_frame(ws, self.epoch, MODE_SNAPSHOT))]
+        if not self.vm_online:
+            cursor.frames.append((0, offline_frame(ws)))
+        cursor.waiting = True
+        cursor.request = None
+        self._idle.pop(cursor, None)
+        cursor.awake = True
+        if ask and self.vm_online:
+            return self._wait_for_snapshot([cursor])
+        return []
 
-    def _wait_for_snapshot(self, clients: list[ClientKey]) -> list[Action]:
+    def _ask_for_waiting(self) -> list[Action]:
+        if not self.vm_online:
+            return []
+        idle = [c for c in self._cursors.values() if c.waiting and c.request is None]
+        return self._wait_for_snapshot(idle) if idle else []
+
+    def _wait_for_snapshot(self, cursors: Iterable[Cursor]) -> list[Action]:
         actions: list[Action] = []
         if self.pending_request is None:
             self.pending_request = f"{self._request_prefix}{next(self._requests)}"
             actions.append(RequestSnapshot(self.pending_request))
-        for client in clients:
-            self._waiting[client] = self.pending_request
+        for cursor in cursors:
+            cursor.request = self.pending_request
         return actions
 
 
-def describe(room: Room) -> dict[str, Any]:
-    """A small summary for ``stats`` and logs."""
-    return {
-        "workspaceId": room.workspace_id,
-        "epoch": room.epoch,
-        "head": room.head,
-        "buffered": room.buffered,
-        "clients": len(room.clients),
-        "vmOnline": room.vm_online,
-    }
+_EMPTY: Final = SharedFrames([], 0)

@@ -151,6 +151,7 @@ def _new_peer(
         ping_interval=settings.ping_interval,
         close_timeout=settings.close_timeout,
         token_leeway=settings.token_leeway,
+        stall_timeout=settings.stall_timeout,
         remote=remote,
     )
 
@@ -166,6 +167,8 @@ async def _serve_peer(
     """Book a peer with the relay, run it until it closes, then unbook it."""
     peer.count_out = relay.counter_out(kind)
     peer.frame_cache = relay.frame_cache
+    peer.on_stall = relay.peer_stalled
+    peer.read_log = relay.read_log
     joined(peer)
     log.info(f"{kind} connected", extra=peer.log_extra(remote=peer.remote))
 

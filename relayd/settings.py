@@ -44,16 +44,23 @@ class Settings:
     max_client_frame: int = 1 * MIB
     #: Longest VM frame, in characters.
     max_vm_frame: int = 16 * MIB
-    #: Frames waiting to go out to one client; beyond either bound it is closed with 4008.
+    #: relayd's own frames (errors) waiting to go out to one client; beyond
+    #: either bound it is closed with 4008. What the VM sends is read from
+    #: the workspace's log instead, at the client's pace.
     client_queue_messages: int = 1024
     client_queue_bytes: int = 32 * MIB
     #: Frames waiting to go out to one VM. Client messages wait for room (the
     #: client is not read meanwhile); relayd's own frames beyond it close the VM (4008).
     vm_queue_messages: int = 1024
     vm_queue_bytes: int = 64 * MIB
-    #: The per-workspace replay buffer, by count and by characters.
+    #: The per-workspace log (the replay buffer), by count and by characters:
+    #: every subscriber reads it at its own pace; one that falls out of it
+    #: gets a fresh snapshot.
     replay_messages: int = 5000
     replay_bytes: int = 8 * MIB
+    #: Seconds a connection may take no bytes at all, while relayd has data
+    #: for it, before it is closed with 4008 (0: never).
+    stall_timeout: float = 30.0
     #: Messages per second a client may send (token bucket) and the burst it may save up.
     client_rate: float = 20.0
     client_burst: int = 40
@@ -113,12 +120,13 @@ _OPTIONS: Final[tuple[tuple[str, str, Any, str], ...]] = (
     ("--log-level", "log_level", str, "debug, info, warning or error"),
     ("--max-client-frame", "max_client_frame", int, "longest client frame (characters)"),
     ("--max-vm-frame", "max_vm_frame", int, "longest VM frame (characters)"),
-    ("--client-queue-messages", "client_queue_messages", int, "outgoing queue per client"),
-    ("--client-queue-bytes", "client_queue_bytes", int, "outgoing queue per client (chars)"),
+    ("--client-queue-messages", "client_queue_messages", int, "relayd's own frames per client"),
+    ("--client-queue-bytes", "client_queue_bytes", int, "relayd's own frames per client (chars)"),
     ("--vm-queue-messages", "vm_queue_messages", int, "outgoing queue per VM"),
     ("--vm-queue-bytes", "vm_queue_bytes", int, "outgoing queue per VM (chars)"),
-    ("--replay-messages", "replay_messages", int, "replay buffer per workspace (messages)"),
-    ("--replay-bytes", "replay_bytes", int, "replay buffer per workspace (chars)"),
+    ("--replay-messages", "replay_messages", int, "log per workspace (messages)"),
+    ("--replay-bytes", "replay_bytes", int, "log per workspace (chars)"),
+    ("--stall-timeout", "stall_timeout", float, "seconds a peer may take no bytes (0: never)"),
     ("--client-rate", "client_rate", float, "messages per second per client"),
     ("--client-burst", "client_burst", int, "burst of messages per client"),
     ("--max-connections-per-user", "max_connections_per_user", int, "connections per user"),

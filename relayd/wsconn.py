@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import itertools
 import struct
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -129,8 +130,20 @@ class WebSocket:
         #: How the connection ended, once it has.
         self._closed: ConnectionClosed | None = None
         self._done = trio.Event()
+        #: The trio socket under a SocketStream: written directly, so that a
+        #: write that blocks is seen (:attr:`blocked_since`, :attr:`progress_at`).
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: When the write in progress found the socket full (None: not blocked)
+        #: and when the socket last took bytes; ``on_blocked`` is called as it blocks.
+        self.blocked_since: float | None = None
+        self.progress_at = 0.0
+        self.on_blocked: Callable[[], None] | None = None
         self._ping_ids = itertools.count(1)
-        self._pings: collections.OrderedDict[bytes, trio.Event] = collections.OrderedDict()
+        #: The latest ping from :meth:`ping_frame`, and whether its pong came.
+        self._ping_sent: bytes | None = None
+        self._ping_answered = True
+        #: Pings of :meth:`ping` waiting for their pong (made on first use).
+        self._pings: collections.OrderedDict[bytes, trio.Event] | None = None
 
     @property
     def open(self) -> bool:
@@ -250,9 +263,10 @@ class WebSocket:
             self._closed = ConnectionClosed(code, reason)
             self._close_sent = True
             self._done.set()
-            for event in self._pings.values():
-                event.set()
-            self._pings.clear()
+            if self._pings:
+                for event in self._pings.values():
+                    event.set()
+                self._pings.clear()
         await trio.aclose_forcefully(self._stream)
 
     # -- writing ---------------------------------------------------------------
@@ -260,8 +274,11 @@ class WebSocket:
     async def _send(self, data: bytes) -> None:
         await self._lock.acquire()
         try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._socket is None:
+                await self._stream.send_all(data)
+            else:
+                await self._send_socket(self._socket, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await self._finish(ABNORMAL_CLOSURE, "connection lost")
             raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost") from None
         except trio.Cancelled:
@@ -273,6 +290,22 @@ class WebSocket:
             raise
         finally:
             self._lock.release()
+
+    async def _send_socket(self, sock: trio.socket.SocketType, data: bytes) -> None:
+        """``send_all`` on the socket itself, noting when it blocks and when it moves."""
+        view = memoryview(data)
+        try:
+            sent = await sock.send(view)
+            while sent < len(view):
+                view = view[sent:]
+                self.progress_at = trio.current_time()
+                if self.blocked_since is None:
+                    self.blocked_since = self.progress_at
+                    if self.on_blocked is not None:
+                        self.on_blocked()
+                sent = await sock.send(view)
+        finally:
+            self.blocked_since = None
 
     async def send_encoded(self, data: bytes) -> None:
         """Send whole, already encoded frames with one write (see :mod:`relayd.wsframes`)."""
@@ -287,14 +320,30 @@ class WebSocket:
             raise ConnectionClosed(ABNORMAL_CLOSURE, "closing")
         payload = struct.pack("!Q", next(self._ping_ids))
         answered = trio.Event()
+        if self._pings is None:
+            self._pings = collections.OrderedDict()
         self._pings[payload] = answered
         await self._send(encode_control_frame(OP_PING, payload))
         await answered.wait()
         if self._closed is not None:
             raise ConnectionClosed(self._closed.code, self._closed.reason)
 
+    def ping_frame(self) -> bytes:
+        """A ping to send now (by whoever writes next); :attr:`ping_outstanding` until its pong."""
+        payload = struct.pack("!Q", next(self._ping_ids))
+        self._ping_sent = payload
+        self._ping_answered = False
+        return encode_control_frame(OP_PING, payload)
+
+    @property
+    def ping_outstanding(self) -> bool:
+        """True while the latest :meth:`ping_frame` has had no pong."""
+        return not self._ping_answered
+
     def _pong(self, payload: bytes) -> None:
-        if payload not in self._pings:
+        if payload == self._ping_sent:
+            self._ping_answered = True
+        if not self._pings or payload not in self._pings:
             return  # unsolicited: allowed, and ignored (RFC 6455 5.5.3)
         while self._pings:
             sent, event = self._pings.popitem(last=False)

@@ -2,12 +2,15 @@
 
 The property test drives a :class:`Room` with a model VM (a log that grows, an
 ordered pipe of frames and snapshot answers toward relayd, disconnects,
-returns, lost logs) and model clients (subscribe fresh or resume, leave),
-in any order hypothesis picks. Every client checks what it receives as it
-arrives: after a replay or a snapshot, the sequenced frames of one epoch,
-each exactly one above the previous, and a snapshot only after a
-``subscribed``. At the end the VM comes back, flushes and answers everything,
-and every subscribed client must have reached the VM's last seq.
+returns, lost logs) and model clients (subscribe fresh or resume, leave, and
+read their cursors at their own pace: often, rarely, a little at a time, or
+not at all for a long while), in any order hypothesis picks. Every client
+checks what it receives as it arrives: after a replay or a snapshot, the
+sequenced frames of one epoch, each exactly one above the previous, a
+snapshot only after a ``subscribed``, and a re-snapshot of the same epoch
+never behind what it already had. At the end the VM comes back, flushes and
+answers everything, every client reads all it is owed, and every subscribed
+client must have reached the VM's last seq.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayd.room import Anomaly, Deliver, RequestSnapshot, Room, StatusChanged
+from relayd.room import Anomaly, RequestSnapshot, Room, StatusChanged, Wake
 from wire.envelope import vm_frame
 
 # -- examples --------------------------------------------------------------
@@ -41,12 +44,32 @@ def snapshot(request_id: str, seq: int, epoch: str = "e1") -> str:
     )
 
 
-def delivered(actions: list[Any], client: object) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for action in actions:
-        if isinstance(action, Deliver) and client in action.clients:
-            out.extend(json.loads(f) for f in action.frames)
-    return out
+def read_texts(room: Room, client: object, max_chars: int = 1 << 30) -> tuple[list[str], list[Any]]:
+    """Everything ``client``'s cursor has to send now, as its writer would read it."""
+    cursor = room.cursor(client)
+    assert cursor is not None
+    texts: list[str] = []
+    actions: list[Any] = []
+    while cursor.awake:
+        entries, _chars, more = room.read(cursor, max_chars)
+        actions.extend(more)
+        for entry in entries:
+            texts.extend([entry] if isinstance(entry, str) else entry.frames)
+    return texts, actions
+
+
+def read(room: Room, client: object) -> list[dict[str, Any]]:
+    """What ``client`` is owed now, parsed (asserting no snapshot_request came of it)."""
+    texts, actions = read_texts(room, client)
+    assert not requests(actions)
+    return [json.loads(t) for t in texts]
+
+
+def delivered(actions: list[Any], client: object, room: Room | None = None) -> list[dict[str, Any]]:
+    """What ``client`` reads after the actions (the room is the one the actions woke)."""
+    del actions
+    assert room is not None
+    return read(room, client)
 
 
 def requests(actions: list[Any]) -> list[str]:
@@ -62,10 +85,10 @@ def test_replay_within_the_buffer() -> None:
     room.vm_connected(("e1", 0))
     for seq in range(1, 6):
         room.vm_frame(seq, "e1", frame(seq))
-    got = delivered(room.subscribe("c", last_seq=2, epoch="e1"), "c")
+    got = delivered(room.subscribe("c", last_seq=2, epoch="e1"), "c", room)
     assert got[0] == {"type": "subscribed", "workspaceId": "w", "epoch": "e1", "mode": "replay"}
     assert [m["seq"] for m in got[1:]] == [3, 4, 5]
-    assert [m["seq"] for m in delivered(room.vm_frame(6, "e1", frame(6)), "c")] == [6]
+    assert [m["seq"] for m in delivered(room.vm_frame(6, "e1", frame(6)), "c", room)] == [6]
 
 
 def test_resume_older_than_the_buffer_gets_a_snapshot() -> None:
@@ -75,11 +98,11 @@ def test_resume_older_than_the_buffer_gets_a_snapshot() -> None:
         room.vm_frame(seq, "e1", frame(seq))
     assert (room.base, room.head) == (7, 10)
     actions = room.subscribe("c", last_seq=5, epoch="e1")
-    assert delivered(actions, "c")[0]["mode"] == "snapshot"
+    assert delivered(actions, "c", room)[0]["mode"] == "snapshot"
     (rid,) = requests(actions)
     actions = room.vm_frame(11, "e1", frame(11))
-    assert delivered(actions, "c") == []  # held until the snapshot
-    got = delivered(room.vm_snapshot(rid, 9, "e1", snapshot(rid, 9)), "c")
+    assert delivered(actions, "c", room) == []  # held until the snapshot
+    got = delivered(room.vm_snapshot(rid, 9, "e1", snapshot(rid, 9)), "c", room)
     assert [m["type"] for m in got] == ["messages_snapshot", "claude_message", "claude_message"]
     assert [m["seq"] for m in got] == [9, 10, 11]
 
@@ -90,19 +113,22 @@ def test_clients_joining_a_pending_snapshot_share_it() -> None:
     (rid,) = requests(room.subscribe("a"))
     room.vm_frame(1, "e1", frame(1))
     assert requests(room.subscribe("b")) == []
+    for client in ("a", "b"):
+        assert [m["mode"] for m in read(room, client)] == ["snapshot"]
     actions = room.vm_snapshot(rid, 0, "e1", snapshot(rid, 0))
     for client in ("a", "b"):
-        assert [m["seq"] for m in delivered(actions, client)] == [0, 1]
+        assert [m["seq"] for m in delivered(actions, client, room)] == [0, 1]
 
 
 def test_snapshot_older_than_the_buffer_is_asked_again() -> None:
     room = make_room(messages=2)
     room.vm_connected(("e1", 0))
     (rid,) = requests(room.subscribe("c"))
+    assert [m["mode"] for m in read(room, "c")] == ["snapshot"]
     for seq in range(1, 6):
         room.vm_frame(seq, "e1", frame(seq))
     actions = room.vm_snapshot(rid, 1, "e1", snapshot(rid, 1))
-    assert delivered(actions, "c") == []
+    assert delivered(actions, "c", room) == []
     assert any(isinstance(a, Anomaly) for a in actions)
     (again,) = requests(actions)
     assert again != rid
@@ -112,12 +138,13 @@ def test_snapshot_ahead_of_frames_skips_what_it_covers() -> None:
     room = make_room()
     room.vm_connected(("e1", 0))
     (rid,) = requests(room.subscribe("c"))
-    assert [m["seq"] for m in delivered(room.vm_snapshot(rid, 3, "e1", snapshot(rid, 3)), "c")] == [
-        3
-    ]
+    assert [m["mode"] for m in read(room, "c")] == ["snapshot"]
+    assert [
+        m["seq"] for m in delivered(room.vm_snapshot(rid, 3, "e1", snapshot(rid, 3)), "c", room)
+    ] == [3]
     for seq in (1, 2, 3):
-        assert delivered(room.vm_frame(seq, "e1", frame(seq)), "c") == []
-    assert [m["seq"] for m in delivered(room.vm_frame(4, "e1", frame(4)), "c")] == [4]
+        assert delivered(room.vm_frame(seq, "e1", frame(seq)), "c", room) == []
+    assert [m["seq"] for m in delivered(room.vm_frame(4, "e1", frame(4)), "c", room)] == [4]
 
 
 def test_next_frames_takes_only_the_common_case() -> None:
@@ -125,16 +152,25 @@ def test_next_frames_takes_only_the_common_case() -> None:
     room.vm_connected(("e1", 0))
     room.subscribe("c", last_seq=0, epoch="e1")
     room.subscribe("late", last_seq=None, epoch=None)  # waits for a snapshot
-    assert room.next_frames(1, "e1", [frame(1), frame(2)]) == ("c",)
+    assert len(read(room, "c")) == len(read(room, "late")) == 1  # their subscribed
+    woken = room.next_frames(1, "e1", [frame(1), frame(2)], "claude_message")
+    assert woken is not None
+    assert [c.client for c in woken] == ["c"]  # only the idle live cursor wakes
     assert room.head == 2
     for seq, epoch in ((2, "e1"), (4, "e1"), (3, "e2")):  # duplicate, gap, new epoch
-        assert room.next_frames(seq, epoch, [frame(seq)]) is None
+        assert room.next_frames(seq, epoch, [frame(seq)], "claude_message") is None
         assert room.head == 2  # nothing happened: vm_frame decides
+    assert [m["seq"] for m in read(room, "c")] == [1, 2]
+    assert read(room, "late") == []
     room.subscribe("ahead", last_seq=2, epoch="e1")
-    assert room.next_frames(3, "e1", [frame(3), frame(4), frame(5)]) == ("c", "ahead")
-    # The buffer keeps its bound: a resume from before it is a snapshot.
+    assert [m["type"] for m in read(room, "ahead")] == ["subscribed"]
+    woken = room.next_frames(3, "e1", [frame(3), frame(4), frame(5)], "claude_message")
+    assert woken is not None
+    assert sorted(str(c.client) for c in woken) == ["ahead", "c"]
+    # The log keeps its bound: a resume from before it is a snapshot.
     assert room.base == 2
-    assert delivered(room.subscribe("r", last_seq=5, epoch="e1"), "r")[0]["mode"] == "replay"
+    room.subscribe("r", last_seq=5, epoch="e1")
+    assert read(room, "r")[0]["mode"] == "replay"
 
 
 def test_duplicate_and_stale_frames_are_dropped() -> None:
@@ -142,8 +178,9 @@ def test_duplicate_and_stale_frames_are_dropped() -> None:
     room.vm_connected(("e1", 0))
     room.subscribe("c", last_seq=0, epoch="e1")
     room.vm_frame(1, "e1", frame(1))
+    assert [m.get("seq") for m in read(room, "c")] == [None, 1]
     actions = room.vm_frame(1, "e1", frame(1))
-    assert delivered(actions, "c") == []
+    assert delivered(actions, "c", room) == []
     assert isinstance(actions[0], Anomaly)
     assert isinstance(room.vm_snapshot("nope", 1, "e1", snapshot("nope", 1))[0], Anomaly)
 
@@ -154,16 +191,18 @@ def test_vm_offline_and_back_with_missed_messages() -> None:
     room.subscribe("c", last_seq=0, epoch="e1")
     room.subscribe("s", status_only=True)
     room.vm_frame(1, "e1", frame(1))
+    assert [m.get("seq") for m in read(room, "c")] == [None, 1]
+    assert [m["type"] for m in read(room, "s")] == ["subscribed"]  # no status known yet
     actions = room.vm_disconnected()
     assert StatusChanged("offline") in actions
     for client in ("c", "s"):
-        assert delivered(actions, client) == [
+        assert delivered(actions, client, room) == [
             {"type": "status", "workspaceId": "w", "status": "offline"}
         ]
     actions = room.vm_connected(("e1", 4))
-    assert delivered(actions, "c")[0]["mode"] == "snapshot"
+    assert delivered(actions, "c", room)[0]["mode"] == "snapshot"
     (rid,) = requests(actions)
-    got = delivered(room.vm_snapshot(rid, 4, "e1", snapshot(rid, 4)), "c")
+    got = delivered(room.vm_snapshot(rid, 4, "e1", snapshot(rid, 4)), "c", room)
     assert [m["seq"] for m in got] == [4]
 
 
@@ -171,12 +210,12 @@ def test_status_only_gets_status_frames_only() -> None:
     room = make_room()
     room.vm_connected(("e1", 0))
     room.vm_frame(1, "e1", frame(1, kind="status"), status="running")
-    got = delivered(room.subscribe("s", status_only=True), "s")
+    got = delivered(room.subscribe("s", status_only=True), "s", room)
     assert [m["type"] for m in got] == ["subscribed", "status"]
     assert got[0]["mode"] == "status"
-    assert delivered(room.vm_frame(2, "e1", frame(2)), "s") == []
+    assert delivered(room.vm_frame(2, "e1", frame(2)), "s", room) == []
     actions = room.vm_frame(3, "e1", frame(3, kind="status"), status="idle")
-    assert [m["seq"] for m in delivered(actions, "s")] == [3]
+    assert [m["seq"] for m in delivered(actions, "s", room)] == [3]
     assert StatusChanged("idle") in actions
 
 
@@ -187,7 +226,11 @@ def test_vm_back_with_an_unchanged_log_tells_every_subscriber_its_status() -> No
     (rid,) = requests(room.subscribe("c"))
     room.vm_snapshot(rid, 1, "e1", snapshot(rid, 1))
     room.subscribe("s", status_only=True)
+    assert [m["type"] for m in read(room, "c")] == ["subscribed", "messages_snapshot"]
+    assert [m["type"] for m in read(room, "s")] == ["subscribed", "status"]
     room.vm_disconnected()
+    for client in ("c", "s"):
+        assert [m["status"] for m in read(room, client)] == ["offline"]
     actions = room.vm_connected(("e1", 1), ("waiting_for_input", "a question is open"))
     want = {
         "type": "status",
@@ -195,19 +238,19 @@ def test_vm_back_with_an_unchanged_log_tells_every_subscriber_its_status() -> No
         "status": "waiting_for_input",
         "detail": "a question is open",
     }
-    assert delivered(actions, "c") == [want]  # no seq: the relay's word, not the log's
-    assert delivered(actions, "s") == [want]
+    assert delivered(actions, "c", room) == [want]  # no seq: the relay's word, not the log's
+    assert delivered(actions, "s", room) == [want]
     assert StatusChanged("waiting_for_input") in actions
     assert requests(actions) == []  # the log did not move: no snapshot needed
     # A later status-only subscriber hears the same, not "offline".
-    assert delivered(room.subscribe("t", status_only=True), "t")[1] == want
+    assert delivered(room.subscribe("t", status_only=True), "t", room)[1] == want
 
 
 def test_hello_status_is_known_before_any_status_frame() -> None:
     room = make_room()
     actions = room.vm_connected(("e1", 7), ("idle", None))
     assert StatusChanged("idle") in actions
-    got = delivered(room.subscribe("s", status_only=True), "s")
+    got = delivered(room.subscribe("s", status_only=True), "s", room)
     assert got[1] == {"type": "status", "workspaceId": "w", "status": "idle"}
 
 
@@ -223,6 +266,8 @@ class ModelClient:
     status_only: bool = False
     #: (epoch, seq) the client holds; None while it waits for a snapshot.
     state: tuple[str, int] | None = None
+    #: The last (epoch, seq) it held in this subscription (a re-snapshot must not go back).
+    held: tuple[str, int] | None = None
     #: lastSeq/epoch it subscribed with (for the replay answer).
     resume: tuple[str, int] | None = None
     received: int = 0
@@ -245,7 +290,9 @@ class ModelClient:
         elif kind == "messages_snapshot":
             assert not self.status_only
             assert self.state is None, f"{self.name}: snapshot without a subscribed before it"
-            self.state = (msg["epoch"], msg["seq"])
+            if self.held is not None and self.held[0] == msg["epoch"]:
+                assert msg["seq"] >= self.held[1], f"{self.name}: snapshot moved back"
+            self.state = self.held = (msg["epoch"], msg["seq"])
         elif kind == "status" and "seq" not in msg:
             assert msg["status"] == "offline"
         else:
@@ -257,7 +304,7 @@ class ModelClient:
             assert (msg["epoch"], msg["seq"]) == (epoch, seq + 1), (
                 f"{self.name}: got {msg['epoch']}/{msg['seq']} after {epoch}/{seq}"
             )
-            self.state = (epoch, seq + 1)
+            self.state = self.held = (epoch, seq + 1)
 
 
 @attrs.define
@@ -284,14 +331,38 @@ class Harness:
 
     def apply(self, actions: list[Any]) -> None:
         for action in actions:
-            if isinstance(action, Deliver):
-                for client in action.clients:
-                    assert isinstance(client, str)
-                    for text in action.frames:
-                        self.clients[client].receive(text)
+            if isinstance(action, Wake):
+                for cursor in action.cursors:
+                    assert cursor.awake, "woke a cursor that is not awake"
             elif isinstance(action, RequestSnapshot):
                 assert self.vm.online, "snapshot requested from an offline VM"
                 self.vm.requests.append(action.request_id)
+        self.check_wakes()
+
+    def check_wakes(self) -> None:
+        """No lost wake-up: a cursor with something to send is awake."""
+        for client in self.room.clients:
+            cursor = self.room.cursor(client)
+            assert cursor is not None
+            assert cursor.awake or not self.room._has_more(cursor), cursor
+
+    def read(self, name: str, max_chars: int) -> None:
+        """One wake-up of the client's writer: at most about ``max_chars``."""
+        cursor = self.room.cursor(name)
+        if cursor is None or not cursor.awake:
+            return
+        entries, chars, actions = self.room.read(cursor, max_chars)
+        texts = [t for e in entries for t in ([e] if isinstance(e, str) else e.frames)]
+        assert chars == sum(map(len, texts))
+        for text in texts:
+            self.clients[name].receive(text)
+        self.apply(actions)
+
+    def read_all(self) -> None:
+        for name in self.clients:
+            cursor = self.room.cursor(name)
+            while cursor is not None and cursor.awake:
+                self.read(name, 1 << 30)
 
     def step(self, op: str, data: st.DataObject) -> None:
         vm, room = self.vm, self.room
@@ -328,6 +399,10 @@ class Harness:
             client = self.clients[data.draw(st.sampled_from(sorted(self.clients)))]
             client.subscribed = False
             self.apply(room.unsubscribe(client.name))
+        elif op == "read":
+            # Readers of every pace: a frame's worth, a few, or all that is owed.
+            name = data.draw(st.sampled_from(sorted(self.clients)))
+            self.read(name, data.draw(st.sampled_from([1, 300, 1 << 30])))
 
     def subscribe(self, client: ModelClient, how: str) -> None:
         client.subscribed = True
@@ -336,7 +411,7 @@ class Harness:
         if how == "resume" and client.state is not None:
             epoch, last_seq = client.state
         client.resume = (epoch, last_seq) if epoch is not None and last_seq is not None else None
-        client.state = None
+        client.state = client.held = None
         self.apply(
             self.room.subscribe(
                 client.name, last_seq=last_seq, epoch=epoch, status_only=client.status_only
@@ -371,9 +446,10 @@ class Harness:
             if not run:
                 return
             seq, epoch = run[0][0], run[0][1]
-            recipients = self.room.next_frames(seq, epoch, [text for _, _, text in run])
-            if recipients is not None:
-                self.apply([Deliver(recipients, tuple(text for _, _, text in run))])
+            texts = [text for _, _, text in run]
+            woken = self.room.next_frames(seq, epoch, texts, "claude_message")
+            if woken is not None:
+                self.apply([Wake(tuple(woken))])
             else:
                 for seq_i, epoch_i, text in run:
                     self.apply(self.room.vm_frame(seq_i, epoch_i, text))
@@ -400,10 +476,11 @@ class Harness:
         end_run()
 
     def settle(self) -> None:
-        """The VM comes back and everything in flight is delivered and answered."""
+        """The VM comes back; everything in flight is delivered, answered and read."""
         if not self.vm.online:
             self.reconnect("same")
         for _ in range(100):
+            self.read_all()
             vm = self.vm
             while vm.pushed < vm.log:
                 vm.pushed += 1
@@ -411,7 +488,10 @@ class Harness:
             while vm.requests:
                 vm.pipe.append(("snapshot", vm.requests.pop(0), vm.log, vm.epoch))
             if not vm.pipe:
-                return
+                self.read_all()
+                if not vm.requests:
+                    return
+                continue
             while vm.pipe:
                 self.deliver_one()
         raise AssertionError("relayd and the VM never settled")
@@ -423,12 +503,13 @@ OPS = st.sampled_from(
     + ["deliver"] * 6
     + ["answer"] * 2
     + ["subscribe"] * 2
+    + ["read"] * 8
     + ["unsubscribe", "disconnect", "reconnect", "reset_epoch"]
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), buffer_messages=st.integers(1, 12), steps=st.integers(0, 120))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), buffer_messages=st.integers(1, 8), steps=st.integers(0, 150))
 def test_every_client_stream_is_gapless_and_ordered(
     data: st.DataObject, buffer_messages: int, steps: int
 ) -> None:
@@ -441,18 +522,22 @@ def test_every_client_stream_is_gapless_and_ordered(
     for client in harness.clients.values():
         if client.subscribed and not client.status_only:
             assert client.state == (harness.vm.epoch, harness.vm.log), client
+    assert harness.room.buffered <= buffer_messages
 
 
 @settings(max_examples=100, deadline=None)
 @given(
     data=st.data(),
     joins=st.lists(st.integers(0, 60), min_size=1, max_size=6),
+    paces=st.lists(st.sampled_from([0, 1, 3, 10]), min_size=6, max_size=6),
     lag=st.integers(0, 10),
 )
-def test_many_clients_join_while_the_vm_streams_fast(
-    data: st.DataObject, joins: list[int], lag: int
+def test_many_clients_join_and_read_at_their_pace_while_the_vm_streams_fast(
+    data: st.DataObject, joins: list[int], paces: list[int], lag: int
 ) -> None:
-    """Clients join at any point of a fast stream; the VM answers snapshots late."""
+    """Clients join at any point of a fast stream and read every ``pace`` ticks
+    (0: not at all until the end, a stalled reader); the VM answers snapshots
+    late; every snapshot request is shared."""
     harness = Harness(buffer_messages=8)
     harness.vm.online = True
     harness.apply(harness.room.vm_connected(("e1", 0)))
@@ -464,9 +549,12 @@ def test_many_clients_join_while_the_vm_streams_fast(
         vm.log += 1
         vm.pushed += 1
         vm.pipe.append(("frame", vm.pushed, vm.epoch, "claude_message"))
-        for name, at in zip(names, joins, strict=True):
+        for name, at, pace in zip(names, joins, paces, strict=False):
             if at == tick:
                 harness.subscribe(harness.clients[name], "fresh")
+            if pace and tick % pace == 0:
+                harness.read(name, data.draw(st.sampled_from([200, 1 << 30])))
+        assert len(vm.requests) <= 1  # one pending snapshot per room, however many wait
         if vm.requests and data.draw(st.integers(0, lag)) == 0:
             seq = data.draw(st.integers(max(vm.log - 4, 0), vm.log))
             vm.pipe.append(("snapshot", vm.requests.pop(0), seq, vm.epoch))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from relayd.outbox import Outbox
+from relayd.outbox import Entry, Outbox
 from relayd.ratelimit import TokenBucket
 from relayd.relay import ClientPeer, Ownership, Relay, VmPeer
+from relayd.room import Cursor
 from wire.messages import Subscribe
 
 
@@ -21,7 +22,12 @@ class StubPeer:
     def __init__(self, **fields: Any) -> None:
         self.errors: list[tuple[str, str]] = []
         self.bucket = TokenBucket(rate=1000.0, burst=1000, now=0.0)
+        self.ready: dict[Cursor, None] = {}
         self.__dict__.update(fields)
+
+    def wake(self, cursor: Cursor) -> None:
+        """Note a cursor with something to send, as a real peer's writer would."""
+        self.ready[cursor] = None
 
     def send_or_drop(self, frame: str) -> None:
         """Queue a frame (a full queue is not expected here)."""
@@ -42,6 +48,26 @@ class StubPeer:
         return more
 
 
+def drain(relay: Relay, peer: Any, max_chars: int = 1 << 30) -> list[Entry]:
+    """Everything a peer's writer would send now: its own queue, then its cursors' frames."""
+    entries: list[Entry] = list(peer.outbox.take_entries(max_chars))
+    while peer.ready:
+        for cursor in list(peer.ready):
+            got, _chars = relay.read_log(cursor, max_chars)
+            entries.extend(got)
+            if not cursor.awake:
+                del peer.ready[cursor]
+    return entries
+
+
+def frames_of(entries: list[Entry]) -> list[str]:
+    """The frames of entries (a shared chunk gives its frames)."""
+    out: list[str] = []
+    for entry in entries:
+        out.extend([entry] if isinstance(entry, str) else entry.frames)
+    return out
+
+
 def room_with_clients(
     relay: Relay, queues: list[int], *, seq: int = 0
 ) -> tuple[VmPeer, list[ClientPeer]]:
@@ -59,7 +85,7 @@ def room_with_clients(
             ClientPeer, StubPeer(sub=user, subscriptions=set(), outbox=Outbox(queue, 1 << 30))
         )
         relay._subscribe(client, Subscribe(workspace_id="w1", last_seq=seq, epoch="e1"))
-        subscribed = client.outbox.take(1 << 30)
+        subscribed = frames_of(drain(relay, client))
         assert '"mode":"replay"' in subscribed[0], subscribed
         peers.append(client)
     return vm, peers
