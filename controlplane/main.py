@@ -55,6 +55,7 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--local-engine": (str, "engine of local vmagents: demo or claude"),
     "--local-git-base-url": (str, "--git-base-url for local vmagents"),
     "--local-no-clone": (str, "true (default) or false: --no-clone for local vmagents"),
+    "--local-vm-dir": (Path, "local vmagents' files (default STATE_DIR-vms, beside it)"),
     "--vmagent-command": (str, "the vmagent executable"),
     "--webui-dir": (Path, "the built web UI (default webui/dist of the checkout)"),
     "--github-api-url": (str, "GitHub REST API base URL"),

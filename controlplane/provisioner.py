@@ -3,7 +3,11 @@
 - ``none``: VMs registered with ``controlplane vm add`` dial in by themselves.
 - ``local``: vmagent processes on this machine, one per local VM, each with
   its own state dir and a freshly issued VM token in a 0600 file; one that
-  dies is started again after a backoff.
+  dies is started again after a backoff. Least privilege, as far as one user
+  allows: their directories are outside the control plane's state directory
+  (``--local-vm-dir``, never beside the keys and the database), and their
+  environment is built from an allow-list (:mod:`wire.childenv`), so neither
+  vmagent nor its Claude CLI sees the control plane's secrets.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import trio
 from controlplane import store
 from controlplane.db import Database
 from controlplane.keys import write_private_file
+from controlplane.statedir import secure_dir
+from wire.childenv import vmagent_env
 from wire.protocol import Scope
 from wire.tokens import SigningKey, issue_token
 
@@ -66,7 +72,7 @@ class LocalProvisioner:
         self,
         db: Database,
         *,
-        state_dir: Path,
+        vms_dir: Path,
         count: int,
         relay_url: str,
         engine: str,
@@ -79,7 +85,7 @@ class LocalProvisioner:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.db = db
-        self.dir = state_dir / "vms"
+        self.dir = vms_dir
         self.count = count
         self.relay_url = relay_url
         self.engine = engine
@@ -89,7 +95,7 @@ class LocalProvisioner:
         self.command = command
         self.git_base_url = git_base_url
         self.no_clone = no_clone
-        self.env = dict(os.environ if env is None else env)
+        self.env = vmagent_env(os.environ if env is None else env)
         #: How many tokens were written per VM (for tests and logs).
         self.tokens_written: dict[str, int] = {}
         #: How many times each VM's process was started (for tests and logs).
@@ -134,6 +140,7 @@ class LocalProvisioner:
     def write_token(self, vm: store.Vm) -> Path:
         """Issue a fresh VM token into the VM's token file (0600)."""
         home = self.dir / vm.name
+        secure_dir(self.dir)
         (home / "state").mkdir(parents=True, exist_ok=True, mode=0o700)
         token = issue_token(
             self.signing_key(),

@@ -69,7 +69,7 @@ def make_provisioner(
         return NoProvisioner()
     return LocalProvisioner(
         services.db,
-        state_dir=settings.state_dir,
+        vms_dir=settings.local_vms_dir,
         count=settings.local_vms,
         relay_url=settings.relay_url,
         engine=settings.local_engine,

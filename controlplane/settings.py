@@ -41,6 +41,9 @@ class Settings:
     local_git_base_url: str | None = None
     #: Local vmagents get ``--no-clone`` (no network needed).
     local_no_clone: bool = True
+    #: Where the local vmagents' token files, state and checkouts live
+    #: (default: STATE_DIR-vms beside the state dir, never inside it).
+    local_vm_dir: Path | None = None
     #: Command that starts a vmagent (first word), for the local provisioner.
     vmagent_command: str = "vmagent"
     webui_dir: Path = DEFAULT_WEBUI_DIR
@@ -118,6 +121,14 @@ class Settings:
     def relay_socket_path(self) -> Path:
         """The Unix control socket of relayd."""
         return self.relay_socket or self.state_dir / "relayd.sock"
+
+    @property
+    def local_vms_dir(self) -> Path:
+        """The local vmagents' directory: outside the state dir, so never beside the keys."""
+        if self.local_vm_dir is not None:
+            return self.local_vm_dir
+        state = self.state_dir.absolute()
+        return state.parent / f"{state.name}-vms"
 
     @property
     def jwks_path(self) -> Path:

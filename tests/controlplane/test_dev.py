@@ -40,6 +40,19 @@ def session_members(session: int, name: str) -> list[int]:
     return found
 
 
+def make_dir(path: Path) -> str:
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+def environment_and_token_file(pid: int) -> tuple[set[str], Path]:
+    """The names in a process's environment, and its ``--token-file`` (resolved)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    token_file = Path(cmdline[cmdline.index(b"--token-file") + 1].decode()).resolve()
+    return {e.split(b"=", 1)[0].decode() for e in environ if e}, token_file
+
+
 async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytearray) -> None:
     while marker not in seen:
         chunk = await stream.receive_some(4096)
@@ -50,12 +63,15 @@ async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytear
 
 async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
     http_port, relay_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="cpdev-", dir="/tmp") as state:
+    with tempfile.TemporaryDirectory(prefix="cpdev-", dir="/tmp") as top:
+        # The local vmagents' directory goes beside the state dir: inside `top` too.
+        state = make_dir(Path(top) / "state")
         env = {
             **os.environ,
             "FFCLOUD_DEV_USER": "tester",
             "FFCLOUD_DEV_PASSWORD": "dev password",
             "VMAGENT_DEMO_DELAY": "0",
+            "CONTROLPLANE_GITHUB_TOKEN": "ghp-dev-secret",
         }
         env.pop("ANTHROPIC_API_KEY", None)
         argv = [
@@ -116,7 +132,16 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
 
                     await wait_until(idle, interval=0.05)
                 assert session_members(process.pid, "relayd")
-                assert session_members(process.pid, "vmagent")
+                vmagents = session_members(process.pid, "vmagent")
+                assert vmagents
+                # Least privilege: the vmagent saw none of the control plane's secrets,
+                # and runs outside its state dir.
+                for pid in vmagents:
+                    names, token_file = environment_and_token_file(pid)
+                    assert "FFCLOUD_DEV_PASSWORD" not in names
+                    assert not [n for n in names if n.startswith("CONTROLPLANE_")]
+                    assert "VMAGENT_DEMO_DELAY" in names
+                    assert not token_file.is_relative_to(state)
                 os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
                 await read_until(process.stdout, b"FF Cloud stopped.", output)
                 assert await process.wait() == 0

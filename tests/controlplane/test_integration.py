@@ -252,7 +252,7 @@ async def test_a_local_vmagent_that_dies_is_started_again(
             await wait_status(running, http, headers, ws["id"], "idle")
             assert provisioner.starts == {"local-1": 2}
             # The new process got a fresh token file, readable by its owner only.
-            token_file = running.services.settings.state_dir / "vms" / "local-1" / "token"
+            token_file = running.services.settings.local_vms_dir / "local-1" / "token"
             assert token_file.stat().st_mode & 0o077 == 0
 
 

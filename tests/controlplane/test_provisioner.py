@@ -34,7 +34,7 @@ def make_provisioner(tmp_path: Path, db: Database, script: str, ttl: float) -> L
     fake.chmod(0o755)
     return LocalProvisioner(
         db,
-        state_dir=tmp_path / "state",
+        vms_dir=tmp_path / "vms",
         count=1,
         relay_url="ws://127.0.0.1:1",
         engine="demo",
@@ -61,7 +61,7 @@ async def test_a_vmagent_that_exits_is_started_again_with_its_token(
     assert vm is not None
     assert vm.provisioner == "local"
     first = calls.read_text().splitlines()[0].split()
-    home = tmp_path / "state" / "vms" / "local-1"
+    home = tmp_path / "vms" / "local-1"
     assert first == [
         "--relay-url",
         "ws://127.0.0.1:1",
@@ -82,7 +82,7 @@ async def test_a_vmagent_that_exits_is_started_again_with_its_token(
 
 async def test_the_token_is_renewed_while_the_vmagent_runs(tmp_path: Path, db: Database) -> None:
     provisioner = make_provisioner(tmp_path, db, "exec sleep 1000\n", ttl=0.2)
-    token_file = tmp_path / "state" / "vms" / "local-1" / "token"
+    token_file = tmp_path / "vms" / "local-1" / "token"
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(provisioner.run)

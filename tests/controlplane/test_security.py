@@ -34,6 +34,8 @@ from tests.controlplane.conftest import PASSWORD
 from tests.controlplane.test_integration import login, stack
 from tests.support.fake_github import FakeGitHub
 from tests.support.relayd import Relayd, close_code, recv_json, send_json
+from tests.support.waiting import wait_until
+from wire.childenv import claude_env, vmagent_env
 from wire.revocations import read_file
 
 POLICY = Policy(pair_free=5, account_free=20, window=300, max_delay=60)
@@ -370,3 +372,77 @@ async def test_a_session_ends_at_its_absolute_lifetime(state: Path) -> None:
             await db.run(lambda c: c.execute(sessions.update().values(expires_at=past)))
             assert (await http.post("/api/auth/refresh")).status_code == 401
             assert await me(http, token) == 401
+
+
+# --- least privilege for local vmagents (make dev) -----------------------------
+
+RECORDER = """#!/bin/sh
+env > "$RECORD.env.tmp" && mv "$RECORD.env.tmp" "$RECORD.env"
+echo "$@" > "$RECORD.argv"
+exec sleep 1000
+"""
+
+
+async def test_a_local_vmagent_gets_an_allow_listed_environment_outside_the_state_dir(
+    state: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "vmagent"
+    fake = tmp_path / "fake-vmagent"
+    fake.write_text(RECORDER.replace("$RECORD", str(record)))
+    fake.chmod(0o755)
+    settings = base_settings(
+        state / "cp", provisioner="local", vmagent_command=str(fake), relay_backoff_max=60.0
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "LC_ALL": "C.UTF-8",
+        "CONTROLPLANE_GITHUB_TOKEN": "ghp-secret",
+        "CONTROLPLANE_DATABASE": "postgresql://cp:db-password@db/ffcloud",
+        "FFCLOUD_DEV_PASSWORD": "dev-secret",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "VMAGENT_DEMO_DELAY": "0",
+        "ANTHROPIC_API_KEY": "sk-for-claude",
+    }
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(partial(serve, settings, env=env))
+            # A child process writes it: no event to wait on.
+            await wait_until(record.with_suffix(".env").exists)
+            running.stop()
+            nursery.cancel_scope.cancel()
+    seen = dict(line.split("=", 1) for line in record.with_suffix(".env").read_text().splitlines())
+    assert not {k for k in seen if k.startswith(("CONTROLPLANE_", "FFCLOUD_"))}
+    assert "AWS_SECRET_ACCESS_KEY" not in seen
+    assert "ghp-secret" not in record.with_suffix(".env").read_text()
+    assert seen["VMAGENT_DEMO_DELAY"] == "0"
+    assert seen["ANTHROPIC_API_KEY"] == "sk-for-claude"  # the claude engine needs it
+    assert seen["LC_ALL"] == "C.UTF-8"
+    argv = record.with_suffix(".argv").read_text().split()
+    paths = [Path(argv[argv.index(flag) + 1]) for flag in ("--token-file", "--state-dir")]
+    cp_state = settings.state_dir.resolve()
+    for path in paths:
+        assert cp_state not in path.resolve().parents, path
+        assert path.resolve().parent.parent == settings.local_vms_dir.resolve()
+    assert mode_of(settings.local_vms_dir) == 0o700
+
+
+def test_the_claude_cli_gets_only_its_own_and_the_base_variables() -> None:
+    env = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/vm",
+        "ANTHROPIC_API_KEY": "sk",
+        "CLAUDE_CONFIG_DIR": "/c",
+        "VMAGENT_TOKEN_FILE": "/run/token",
+        "CONTROLPLANE_GITHUB_TOKEN": "ghp",
+        "CLAUDECODE": "1",
+        "GITHUB_TOKEN": "ghp2",
+    }
+    assert claude_env(env) == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/vm",
+        "ANTHROPIC_API_KEY": "sk",
+        "CLAUDE_CONFIG_DIR": "/c",
+    }
+    assert "VMAGENT_TOKEN_FILE" in vmagent_env(env)
+    assert "CONTROLPLANE_GITHUB_TOKEN" not in vmagent_env(env)
