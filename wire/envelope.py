@@ -76,8 +76,8 @@ def read_head(frame: str) -> tuple[str, str | None, int | None, str | None, str 
     an :class:`Envelope`."""
     try:
         h = _decode_head(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None  # the slow path says what is wrong
     kind, workspace_id, seq, epoch, request_id = (
         h.type,
         h.workspace_id,

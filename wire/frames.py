@@ -276,6 +276,8 @@ def structure(obj: object, cls: type[T]) -> T:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
     try:
         return msgspec.convert(obj, cls)
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame is nested too deeply") from None
     except msgspec.ValidationError as exc:
         tag = cls.__struct_config__.tag if issubclass(cls, msgspec.Struct) else cls.__name__
         raise ProtocolError(

@@ -264,3 +264,99 @@ async def test_an_internal_error_closes_that_connection_alone_with_1011(
                     for r in caplog.records
                 )
             nursery.cancel_scope.cancel()
+
+
+def _hostile_client_frames() -> list[str | bytes]:
+    message = '{"type":"user_message","workspaceId":"w1","clientMessageId":"c","text":"x"'
+    return [
+        message + ',"text":"\\ud800"}',
+        message + ',"workspaceId":"w2"}',
+        message + ',"workspac\\u0065Id":"w2"}',
+        '{"type":"subscribe","workspaceId":"\\udc00"}',
+        '{"type":"subscribe","workspaceId":"w1","lastSeq":' + "9" * 5000 + "}",
+        '{"type":"subscribe","workspaceId":"w1","lastSeq":1e999}',
+        '{"type":"subscribe","workspaceId":"w1","x":' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"type":"question_response","workspaceId":"w1","requestId":"q","answers":{"a":[1]}}',
+        '{"type":"permission_response","workspaceId":"w1","requestId":"p","allow":"yes"}',
+        '{"type":"interrupt","workspaceId":["w1"]}',
+        '{"type":"auth","token":{"a":1}}',
+        '{"type":"user_message",x}',
+        '{"type":"user_message","workspaceId":"w1","clientMessageId":"'
+        + "c" * 300
+        + '","text":""}',
+        "\ufeff{}",
+        "",
+        b"\x00\xff",
+        '{"type":null}',
+        "[" * 50 + "]" * 50,
+    ]
+
+
+def _hostile_vm_frames() -> list[str | bytes]:
+    head = '{"type":"claude_message","workspaceId":"w1","seq":1,"epoch":"e1"'
+    return [
+        '{"type":"hello",x}',
+        '{"type":"error",x}',
+        '{"type":"auth",x}',
+        '{"type":"status","workspaceId":"w1","seq":1,"epoch":"e1",x}',
+        '{"type":"messages_snapshot","workspaceId":"w1","seq":1,"epoch":"e1","requestId":"r",x}',
+        head + ',"data":{}} trailing',
+        head + ',"data":{},"workspaceId":"w2"}',
+        head + ',"data":{},"workspac\\u0065Id":"w2"}',
+        head + ',"data":{},"type":"subscribed"}',
+        head + ',"data":"\\ud800"}',
+        head + ',"data":' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"type":"claude_message","workspaceId":"w1","seq":' + "9" * 400 + ',"epoch":"e1"}',
+        '{"type":"claude_message","workspaceId":"w1","seq":-1,"epoch":"e1","data":{}}',
+        '{"type":"claude_message","workspaceId":"w1","seq":1.5,"epoch":"e1","data":{}}',
+        '{"type":"claude_message","workspaceId":"w2","seq":1,"epoch":"e2","data":{}}',
+        '{"type":"request_resolved","workspaceId":"w1","seq":1,"epoch":"e1","requestId":"p",'
+        '"resolution":"allowed","userId":{"x":1}}',
+        '{"type":"hello","vmId":"vm2","workspaces":[]}',
+        '{"type":"hello","workspaces":[{"workspaceId":"w2","epoch":"e2","seq":true}]}',
+        '{"type":"error","workspaceId":"w2","code":"not_found","message":"m","ref":"c"}',
+        '{"type":"auth","token":"not a token"}',
+        b"\x00binary",
+        "",
+        "null",
+    ]
+
+
+async def test_a_corpus_of_hostile_frames_leaves_relayd_and_a_bystander_alone(
+    relay: Relayd,
+) -> None:
+    with trio.fail_after(60):
+        await relay.control.assign("w1", "vm1", ["u1"])
+        await relay.control.assign("w2", "vm2", ["u2"])
+        async with (
+            online_vm(relay, "vm1", w1=("e1", 0)) as hostile_vm,
+            online_vm(relay, "vm2", w2=("e2", 0)) as vm2,
+            relay.connect_client("u1") as hostile,
+            relay.connect_client("u2") as bystander,
+        ):
+            await hostile_vm.expect("workspace_assigned")
+            await vm2.expect("workspace_assigned")
+            assert (await subscribe(bystander, "w2", lastSeq=0, epoch="e2"))["mode"] == "replay"
+            assert (await subscribe(hostile, "w1", lastSeq=0, epoch="e1"))["mode"] == "replay"
+            client_frames, vm_frames = _hostile_client_frames(), _hostile_vm_frames()
+            for i in range(max(len(client_frames), len(vm_frames))):
+                if i < len(client_frames):
+                    await hostile.send_message(client_frames[i])
+                    reply = await recv_json(hostile)
+                    assert reply["type"] == "error", (client_frames[i], reply)
+                if i < len(vm_frames):
+                    await hostile_vm.ws.send_message(vm_frames[i])
+                await vm2.stream("w2", 1)
+                got = await recv_json(bystander)
+                assert (got["type"], got["workspaceId"], got["seq"]) == (
+                    "claude_message",
+                    "w2",
+                    i + 1,
+                )
+            # The hostile peers are still served; nothing they sent reached anyone.
+            await hostile_vm.stream("w1", 1, "honest")
+            got = await recv_json(hostile)
+            assert (got["workspaceId"], got["seq"], got["data"]["text"]) == ("w1", 1, "honest")
+            await alive(relay)
+            assert await metric(relay, "relayd_internal_errors_total") == 0
+            assert await metric(relay, 'relayd_vm_frames_dropped_total{reason="bad_json"}') >= 8

@@ -1,0 +1,363 @@
+"""Fuzzing relayd's routing with hostile text from clients and VMs.
+
+Hypothesis drives one relay (no sockets) with arbitrary frames: valid
+messages with mutated fields, random Unicode with surrogate escapes,
+repeated keys (plain and escaped), deep nesting, huge numbers, wrong types
+in every field. After every frame these must hold:
+
+* no exception escapes the relay, and every frame it queues can be sent
+  (UTF-8 can encode it);
+* a frame relayd passes on from a VM reaches only subscribers of a workspace
+  that VM owns, read the way a browser reads it (the last of a repeated key);
+* a client's message reaches only the VM that owns its workspace, from a
+  user allowed on it, with that user's id;
+* every client message gets its answer (an ``error``, ``subscribed``, or the
+  forwarded message) or its documented silence (``unsubscribe``, a good
+  ``auth``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relayd.outbox import Outbox
+from relayd.relay import ClientPeer, Ownership, Relay, VmPeer
+from relayd.settings import Settings
+from tests.support.stubpeer import drain, frames_of
+from wire.envelope import vm_frame
+from wire.messages import Subscribe
+from wire.protocol import Scope
+from wire.tokens import Claims, TokenVerifier
+
+#: workspace -> (owner VM, users allowed)
+OWNERS: dict[str, tuple[str, frozenset[str]]] = {
+    "w1": ("vm1", frozenset({"u1", "u2"})),
+    "w2": ("vm2", frozenset({"u1"})),
+    "w3": ("vm1", frozenset({"u3"})),
+}
+LOGS = {"vm1": {"w1": ("e1", 0), "w3": ("e3", 0)}, "vm2": {"w2": ("e2", 0)}}
+#: client name -> (user, workspaces it subscribes to)
+CLIENTS = {"a": ("u1", ("w1", "w2")), "b": ("u2", ("w1",)), "c": ("u3", ("w3",)), "d": ("u4", ())}
+WORKSPACES = ["w1", "w2", "w3", "nope", ""]
+
+
+P = TypeVar("P", ClientPeer, VmPeer)
+
+
+def peer(cls: type[P], sub: str, scope: Scope) -> P:
+    """A real peer of relayd with no socket behind it (its outbox is read here)."""
+    claims = Claims(sub, scope, time.time() + 3600, time.time(), "jti", "ffcloud")
+    return cls(
+        SimpleNamespace(on_blocked=None),  # type: ignore[arg-type]  # no socket without run()
+        claims,
+        outbox=Outbox(1 << 20, 1 << 40),
+        ping_interval=0,
+        close_timeout=1,
+        token_leeway=0,
+    )
+
+
+class World:
+    """A relay with two VMs and four clients, their subscriptions made."""
+
+    def __init__(self) -> None:
+        self.relay = Relay(
+            Settings(client_rate=1e9, client_burst=10**9, ping_interval=0),
+            TokenVerifier({}, issuer="ffcloud"),
+        )
+        for ws, (vm_id, users) in OWNERS.items():
+            self.relay.ownership[ws] = Ownership(ws, vm_id, users, {})
+        self.vms: dict[str, VmPeer] = {}
+        for vm_id, logs in LOGS.items():
+            vm = peer(VmPeer, vm_id, Scope.VM)
+            self.relay.vm_joined(vm)
+            entries = [{"workspaceId": w, "epoch": e, "seq": s} for w, (e, s) in logs.items()]
+            self.relay.vm_frames(
+                vm, [json.dumps({"type": "hello", "vmId": vm_id, "workspaces": entries})]
+            )
+            self.vms[vm_id] = vm
+        self.clients: dict[str, ClientPeer] = {}
+        for name, (user, subscriptions) in CLIENTS.items():
+            client = peer(ClientPeer, user, Scope.CLIENT)
+            self.relay.client_joined(client)
+            for ws in subscriptions:
+                epoch = LOGS[OWNERS[ws][0]][ws][0]
+                self.relay._subscribe(client, Subscribe(workspace_id=ws, last_seq=0, epoch=epoch))
+            self.clients[name] = client
+        self.taken()
+
+    def taken(self) -> dict[int, list[str]]:
+        """Frames each peer got since the last call, by peer id."""
+        out: dict[int, list[str]] = {}
+        for p in [*self.vms.values(), *self.clients.values()]:
+            out[id(p)] = frames_of(drain(self.relay, p, 1 << 40)) if not p.closing else []
+            for frame in out[id(p)]:
+                frame.encode()  # what the socket will do: it must not raise
+        return out
+
+
+# -- frames --------------------------------------------------------------------
+
+surrogate = st.integers(0xD800, 0xDFFF).map(lambda n: f"\\u{n:04x}")
+odd_text = st.text(max_size=20)
+json_values: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False)
+    | odd_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(odd_text, inner, max_size=3),
+    max_leaves=8,
+)
+ids = st.sampled_from(["c1", "q1", "p1", "r1", "x" * 201]) | odd_text
+workspace_ids = st.sampled_from(WORKSPACES)
+
+
+@st.composite
+def client_messages(draw: st.DrawFn) -> dict[str, Any]:
+    """A client message as the protocol has it (before mutation)."""
+    ws = draw(workspace_ids)
+    kind = draw(
+        st.sampled_from(
+            [
+                "subscribe",
+                "unsubscribe",
+                "user_message",
+                "question_response",
+                "permission_response",
+                "interrupt",
+                "auth",
+            ]
+        )
+    )
+    body: dict[str, Any] = {"type": kind, "workspaceId": ws}
+    if kind == "subscribe":
+        body.update(lastSeq=draw(st.integers(0, 3)), epoch=draw(st.sampled_from(["e1", "e2"])))
+    elif kind == "user_message":
+        body.update(clientMessageId=draw(ids), text=draw(odd_text))
+    elif kind == "question_response":
+        body.update(requestId=draw(ids), answers={draw(odd_text): draw(odd_text)})
+    elif kind == "permission_response":
+        body.update(requestId=draw(ids), allow=draw(st.booleans()))
+    elif kind == "auth":
+        body = {"type": "auth", "token": draw(odd_text)}
+    if draw(st.booleans()):
+        body["userId"] = draw(st.sampled_from(["u1", "u2", "u3", "admin"]))
+    return body
+
+
+VM_TYPES = [
+    "claude_message",
+    "user_message",
+    "status",
+    "user_question",
+    "permission_request",
+    "request_resolved",
+    "messages_snapshot",
+    "error",
+    "hello",
+    "auth",
+]
+
+
+#: Stands for "the next seq of this workspace", filled in when the frame is sent.
+NEXT_SEQ = 777777
+EPOCHS = {"w1": "e1", "w2": "e2", "w3": "e3"}
+
+
+@st.composite
+def vm_frames(draw: st.DrawFn, vm_id: str) -> str:
+    """A VM frame written as vmagent writes it (envelope first), before mutation:
+    mostly for a workspace of this VM, in its epoch, with the next seq."""
+    kind = draw(st.sampled_from(VM_TYPES))
+    own = sorted(LOGS[vm_id])
+    ws = draw(st.sampled_from(own) | workspace_ids)
+    if kind == "hello":
+        entries = [
+            {"workspaceId": draw(workspace_ids), "epoch": "e1", "seq": draw(st.integers(0, 3))}
+            for _ in range(draw(st.integers(0, 2)))
+        ]
+        return json.dumps(
+            {"type": "hello", "vmId": draw(st.sampled_from(["vm1", "vm2"])), "workspaces": entries}
+        )
+    if kind == "auth":
+        return json.dumps({"type": "auth", "token": draw(odd_text)})
+    if kind == "error":
+        return json.dumps(
+            {
+                "type": "error",
+                "workspaceId": ws,
+                "code": "not_found",
+                "message": "m",
+                "ref": draw(ids),
+            }
+        )
+    fields: dict[str, Any] = {}
+    request_id = None
+    if kind == "status":
+        fields["status"] = draw(st.sampled_from(["idle", "running"]))
+    elif kind in ("user_question", "permission_request", "request_resolved", "messages_snapshot"):
+        request_id = draw(ids)
+        if kind == "request_resolved":
+            fields["resolution"] = draw(st.sampled_from(["answered", "allowed", "denied"]))
+            fields["userId"] = draw(st.sampled_from(["u1", "u2", "u3"]))
+        if kind == "messages_snapshot":
+            fields.update(status="idle", messages=[], pending=[])
+    epoch = draw(st.sampled_from([EPOCHS.get(ws, "e1")] * 3 + ["e1", "e2", "e3"]))
+    return vm_frame(
+        kind,
+        ws,
+        seq=draw(st.sampled_from([NEXT_SEQ, NEXT_SEQ, NEXT_SEQ, 1, 2, 3])),
+        epoch=epoch,
+        request_id=request_id,
+        fields=fields,
+        raw_fields={"data": json.dumps({"type": "assistant", "text": draw(odd_text)})},
+    )
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: str) -> str:
+    """``base`` as it came, or broken in one of the ways an attacker would try."""
+    how = draw(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9]))
+    if how == 0:
+        return base
+    obj = json.loads(base)
+    if how == 9:  # the same frame aimed at another workspace further on
+        ws = draw(st.sampled_from(sorted(EPOCHS)))
+        key = draw(st.sampled_from(['"workspaceId"', '"workspac\\u0065Id"']))
+        return base[:-1] + f',{key}:"{ws}","epoch":"{EPOCHS[ws]}"}}'
+    if how == 1:  # a field of the wrong type
+        key = draw(st.sampled_from(sorted(obj)))
+        obj[key] = draw(json_values)
+        return json.dumps(obj, ensure_ascii=draw(st.booleans()))
+    if how == 2:  # a repeated key, plain or escaped, at the end
+        key = draw(st.sampled_from(["type", "workspaceId", "seq", "epoch", "requestId", "userId"]))
+        spelled = draw(
+            st.sampled_from([json.dumps(key), '"' + key[:-1] + f"\\u{ord(key[-1]):04x}" + '"'])
+        )
+        value = json.dumps(draw(json_values | workspace_ids))
+        return base[:-1] + f",{spelled}:{value}}}"
+    if how == 3:  # a lone surrogate escape in a string
+        return base.replace('"', '"' + draw(surrogate), 1 + 2 * draw(st.integers(0, 4)))
+    if how == 4:  # deep nesting
+        depth = draw(st.integers(10, 3000))
+        return base[:-1] + ',"deep":' + "[" * depth + "]" * depth + "}"
+    if how == 5:  # a huge number
+        return base[:-1] + ',"seq":' + "9" * draw(st.integers(17, 400)) + "}"
+    if how == 6:  # cut short or with garbage behind
+        cut = draw(st.integers(0, len(base)))
+        return base[:cut] + draw(st.sampled_from(["", "x", ",x}", "}}", '"']))
+    if how == 7:  # the head kept, the body not JSON
+        return base.split(",", 1)[0] + ",x}"
+    return draw(odd_text)  # anything at all
+
+
+@st.composite
+def events(draw: st.DrawFn) -> tuple[str, str]:
+    """``(sender, frame)``: a client (a-d) or a VM (vm1, vm2)."""
+    if draw(st.booleans()):
+        sender = draw(st.sampled_from(sorted(CLIENTS)))
+        return sender, draw(mutated(json.dumps(draw(client_messages()))))
+    vm_id = draw(st.sampled_from(sorted(LOGS)))
+    return vm_id, draw(mutated(draw(vm_frames(vm_id))))
+
+
+# -- invariants ----------------------------------------------------------------
+
+ENVELOPE = ("type", "workspaceId", "seq", "epoch", "requestId")
+
+
+def _reads_two_ways(frame: str) -> bool:
+    """True if a parser keeping the first of a repeated envelope key reads this
+    frame otherwise than one keeping the last (as browsers do)."""
+    tops: list[list[tuple[str, Any]]] = []
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        tops.append(pairs)
+        return dict(pairs)
+
+    json.loads(frame, object_pairs_hook=keep)
+    first: dict[str, Any] = {}
+    for key, value in tops[-1]:  # the outermost object is finished last
+        first.setdefault(key, value)
+    last = dict(tops[-1])
+    return any(first.get(k) != last.get(k) for k in ENVELOPE)
+
+
+def _check_vm_event(world: World, vm_id: str, got: dict[int, list[str]]) -> None:
+    owned = {ws for ws, (owner, _) in OWNERS.items() if owner == vm_id}
+    for client in world.clients.values():
+        for frame in got[id(client)]:
+            obj = json.loads(frame)  # what a browser reads: the last of a repeated key
+            assert not _reads_two_ways(frame), frame
+            ws = obj.get("workspaceId")
+            assert ws in owned, (vm_id, frame)
+            assert client.sub in OWNERS[ws][1], (client.sub, frame)
+            if obj.get("type") != "error":
+                assert ws in client.subscriptions, (client.sub, frame)
+    for other_id, vm in world.vms.items():
+        if other_id != vm_id:
+            assert got[id(vm)] == [], got[id(vm)]
+
+
+def _check_client_event(world: World, name: str, frame: str, got: dict[int, list[str]]) -> None:
+    client = world.clients[name]
+    forwarded = 0
+    for vm_id, vm in world.vms.items():
+        for out in got[id(vm)]:
+            obj = json.loads(out)
+            ws = obj["workspaceId"]
+            owner, users = OWNERS[ws]
+            assert owner == vm_id, (vm_id, out)
+            assert client.sub in users, (client.sub, out)
+            if obj["type"] != "snapshot_request":
+                assert obj["userId"] == client.sub, out
+                forwarded += 1
+    answers = got[id(client)]
+    for other in world.clients.values():
+        if other is not client:
+            assert got[id(other)] == [], (name, frame, got[id(other)])
+    try:
+        obj = json.loads(frame)
+    except (ValueError, RecursionError):
+        obj = None
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    silent = kind == "unsubscribe" or (kind == "auth" and not answers)
+    if not silent:
+        assert answers or forwarded, (name, frame)
+    if kind == "unsubscribe" and answers:
+        assert all(json.loads(a)["type"] == "error" for a in answers), answers
+
+
+async def _run(world: World, script: list[tuple[str, str]]) -> None:
+    for sender, frame in script:
+        if sender in world.clients:
+            await world.relay._client_frame(world.clients[sender], frame)
+            _check_client_event(world, sender, frame, world.taken())
+        else:
+            if str(NEXT_SEQ) in frame:
+                # The next seq of the workspace a browser would read the frame as for.
+                try:
+                    room = world.relay.rooms.get(json.loads(frame).get("workspaceId"))
+                except (ValueError, RecursionError, AttributeError, TypeError):
+                    room = None
+                if room is not None:
+                    frame = frame.replace(str(NEXT_SEQ), str(room.head + 1))
+            world.relay.vm_frames(world.vms[sender], [frame])
+            _check_vm_event(world, sender, world.taken())
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(script=st.lists(events(), min_size=1, max_size=12))
+def test_no_hostile_frame_breaks_the_routing(script: list[tuple[str, str]]) -> None:
+    async def main() -> None:
+        await _run(World(), script)
+
+    trio.run(main)
