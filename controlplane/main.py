@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_user.add_argument("--password-stdin", action="store_true", required=True)
     add_user.add_argument("--update", action="store_true", help="change an existing password")
 
+    remove_user = user.add_parser("remove", help="delete a user and their workspaces")
+    _add_common(remove_user)
+    remove_user.add_argument("name")
+
     vm = sub.add_parser("vm", help="VMs").add_subparsers(dest="action", required=True)
     add_vm = vm.add_parser("add", help="register a VM; prints its id and token")
     _add_common(add_vm)
@@ -225,6 +229,19 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
         print(f"user {user.username} added (id {user.id})")
     finally:
         db.close()
+    return 0
+
+
+def cmd_user_remove(args: argparse.Namespace, settings: Settings) -> int:
+    """``controlplane user remove NAME``: the user, their sessions and workspaces go."""
+    db = _open_db(settings)
+    try:
+        if db.run_sync(lambda c: store.remove_user(c, args.name)) is None:
+            raise SystemExit(f"controlplane: no user {args.name!r}")
+        _write_revocations(db, settings)
+    finally:
+        db.close()
+    print(f"user {args.name} removed; their sessions end")
     return 0
 
 
@@ -351,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run_dev(args, settings))
     handlers = {
         ("user", "add"): cmd_user_add,
+        ("user", "remove"): cmd_user_remove,
         ("vm", "add"): cmd_vm_add,
         ("vm", "token"): cmd_vm_token,
         ("vm", "revoke"): cmd_vm_revoke,

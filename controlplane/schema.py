@@ -50,6 +50,15 @@ sessions = sa.Table(
     sa.Column("revoked_at", UTC_TIME, nullable=True, index=True),
 )
 
+# Users removed (``controlplane user remove``): their rows are gone, but
+# relayd must refuse their access tokens until those expire (migration 0004).
+removed_users = sa.Table(
+    "removed_users",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("removed_at", UTC_TIME, nullable=False, index=True),
+)
+
 # Login attempts per throttling key (``acct:NAME`` and ``pair:NAME|ADDRESS``),
 # shared by every control plane on the database. Times are epoch seconds of
 # the control plane's clock; a row quiet for the failure window is stale.

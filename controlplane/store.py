@@ -18,7 +18,18 @@ import sqlalchemy as sa
 from controlplane.db import as_utc, utcnow
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.placement import plan_placement
-from controlplane.schema import audit, refresh_tokens, sessions, users, vms, workspaces
+from controlplane.schema import (
+    audit,
+    refresh_tokens,
+    removed_users,
+    sessions,
+    users,
+    vms,
+    workspaces,
+)
+
+#: The generation listed for a removed user: higher than any token carries.
+REMOVED_GEN = 2**31 - 1
 
 PROVISIONING = "provisioning"
 OFFLINE = "offline"
@@ -95,6 +106,21 @@ def set_password(conn: sa.Connection, username: str, password_hash: str) -> bool
         .values(revoked_at=now)
     )
     return True
+
+
+def remove_user(conn: sa.Connection, username: str) -> str | None:
+    """Delete a user with everything theirs (sessions, workspaces and their audit).
+
+    The id is kept in ``removed_users`` so that relayd is told to refuse the
+    user's access tokens until they expire. Returns the id, or None when
+    there is no such user.
+    """
+    row = conn.execute(sa.select(users.c.id).where(users.c.username == username)).first()
+    if row is None:
+        return None
+    conn.execute(users.delete().where(users.c.id == row.id))
+    conn.execute(removed_users.insert().values(id=row.id, removed_at=utcnow()))
+    return str(row.id)
 
 
 def password_changes_since(conn: sa.Connection, since: dt.datetime) -> dict[str, dt.datetime]:
@@ -266,8 +292,9 @@ def revoked_since(
     conn: sa.Connection, since: dt.datetime
 ) -> tuple[dict[str, dt.datetime], dict[str, tuple[int, dt.datetime]], list[str]]:
     """What relayd must refuse: sessions revoked after ``since`` (id -> when), users
-    whose password changed after ``since`` (id -> (generation, when)), and every
-    revoked VM."""
+    whose password changed or who were removed after ``since`` (id -> (lowest
+    generation still good, when); :data:`REMOVED_GEN` for a removed user),
+    and every revoked VM."""
     ended = {
         r.id: as_utc(r.revoked_at)
         for r in conn.execute(
@@ -282,6 +309,12 @@ def revoked_since(
             )
         )
     }
+    for r in conn.execute(
+        sa.select(removed_users.c.id, removed_users.c.removed_at).where(
+            removed_users.c.removed_at > since
+        )
+    ):
+        changed[r.id] = (REMOVED_GEN, as_utc(r.removed_at))
     revoked_vms = [
         r.id for r in conn.execute(sa.select(vms.c.id).where(vms.c.revoked_at.is_not(None)))
     ]

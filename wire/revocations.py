@@ -10,7 +10,8 @@ at start and on SIGHUP. Three kinds of entry::
      "vms":      ["<vm id>", ...]}                                 # vm revoke
 
 A client token is refused when its ``sid`` is listed, or when its ``sub`` is
-listed under ``users`` and its ``gen`` is below ``minGen`` (or missing). A VM
+listed under ``users`` and its ``gen`` is below ``minGen`` (or missing; a
+removed user is listed with a ``minGen`` no token carries). A VM
 token is refused when its ``sub`` is listed under ``vms``. ``until`` (epoch
 seconds) is when every token the entry could refuse has expired; after it the
 entry may be forgotten. VM entries have none: they stay.

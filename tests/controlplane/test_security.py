@@ -31,7 +31,7 @@ from controlplane.settings import Settings
 from controlplane.statedir import StateDirError, secure_dir
 from controlplane.throttle import KeyState, Policy, delay_after, keys_for, reserve, wait_for
 from tests.controlplane.conftest import PASSWORD
-from tests.controlplane.test_integration import login, stack
+from tests.controlplane.test_integration import in_process, login, stack
 from tests.support.fake_github import FakeGitHub
 from tests.support.relayd import Relayd, close_code, recv_json, send_json
 from tests.support.waiting import wait_until
@@ -446,3 +446,29 @@ def test_the_claude_cli_gets_only_its_own_and_the_base_variables() -> None:
     }
     assert "VMAGENT_TOKEN_FILE" in vmagent_env(env)
     assert "CONTROLPLANE_GITHUB_TOKEN" not in vmagent_env(env)
+
+
+async def test_a_removed_users_tokens_end_at_the_api_and_relayd(
+    short_tmp: Path, github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(60):
+        async with stack(short_tmp, github, provisioner="none", reconcile_interval=0.1) as (
+            running,
+            relay,
+            http,
+        ):
+            token, user_id = await login(http)
+            async with relay.connect_client(user_id, token=token) as conn:
+                state_dir = running.services.settings.state_dir
+                assert await in_process(state_dir, "user", "remove", "alice") == 0
+                assert "alice removed" in capsys.readouterr().out
+                assert await close_code(conn) == 4403
+            assert await me(http, token) == 401
+            assert await refused_by_relayd(relay, user_id, token) == "token_revoked"
+            login_again = await http.post(
+                "/api/auth/login", json={"username": "alice", "password": "integration password"}
+            )
+            assert login_again.status_code == 401
+            assert await in_process(state_dir, "user", "remove", "alice") == (
+                "controlplane: no user 'alice'"
+            )
