@@ -8,7 +8,8 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -66,6 +67,12 @@ async def served(settings: Settings) -> AsyncIterator[Running]:
         running: Running = await nursery.start(partial(serve, settings))
         yield running
         running.stop()
+
+
+def frozen_clock() -> Callable[[], float]:
+    """A clock that stays at this moment."""
+    now = time.time()
+    return lambda: now
 
 
 async def burst(urls: list[str], count: int, username: str = "alice") -> list[int]:
@@ -150,6 +157,9 @@ async def test_a_parallel_burst_checks_at_most_the_limit(state: Path) -> None:
     add_user(settings)
     with trio.fail_after(60):
         async with served(settings) as running:
+            # One instant for the whole burst: the first delay (1 s) cannot run out
+            # on a slow machine, so every attempt after the free ones must wait.
+            running.services.clock = frozen_clock()
             codes = await burst([running.url], 40)
             async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
                 # Even the right password waits now: the pair's delay is running.
@@ -167,6 +177,7 @@ async def test_two_control_planes_on_one_database_share_the_counts(state: Path) 
     add_user(settings)
     with trio.fail_after(60):
         async with served(settings) as one, served(settings) as two:
+            one.services.clock = two.services.clock = frozen_clock()
             codes = await burst([one.url, two.url], 40)
     assert codes.count(401) == settings.login_max_failures
     assert codes.count(429) == 40 - settings.login_max_failures
@@ -376,9 +387,10 @@ async def test_a_session_ends_at_its_absolute_lifetime(state: Path) -> None:
 
 # --- least privilege for local vmagents (make dev) -----------------------------
 
+# The argv first: the test waits for the env file, renamed into place last.
 RECORDER = """#!/bin/sh
-env > "$RECORD.env.tmp" && mv "$RECORD.env.tmp" "$RECORD.env"
 echo "$@" > "$RECORD.argv"
+env > "$RECORD.env.tmp" && mv "$RECORD.env.tmp" "$RECORD.env"
 exec sleep 1000
 """
 
