@@ -254,6 +254,8 @@ class Coordinator:
     async def _pass(self) -> None:
         link = self.link
         if link is None or not link.connected:
+            # relayd is away: keep its file current for when it starts again.
+            await self._current_revocations()
             return
         revoked = {vm.id for vm in await self.db.run(store.list_vms) if vm.revoked}
         self._to_disconnect |= self.online_vms & revoked
@@ -275,14 +277,19 @@ class Coordinator:
                 self._revocations_sent = None  # the list follows every sync, whole
         await self._send_revocations(link.request)
 
-    async def _send_revocations(self, request: Callable[..., Awaitable[dict[str, Any]]]) -> None:
-        """Send the whole revocation list if relayd has not accepted this one yet."""
+    async def _current_revocations(self) -> Revocations:
+        """The list as the database has it; written to ``revoked.json`` when it changed."""
         ttl = self.session_window
         current = await self.db.run(lambda c: revocation.build(c, ttl))
         if current != self._revocations_written and self.revocations_file_dir is not None:
             directory = self.revocations_file_dir
             await trio.to_thread.run_sync(revocation.write, directory, current)
             self._revocations_written = current
+        return current
+
+    async def _send_revocations(self, request: Callable[..., Awaitable[dict[str, Any]]]) -> None:
+        """Send the whole revocation list if relayd has not accepted this one yet."""
+        current = await self._current_revocations()
         if current == self._revocations_sent:
             return
         reply = await request("revoke", **current.to_json())

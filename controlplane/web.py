@@ -25,13 +25,19 @@ def same_host(origin: str, host: str) -> bool:
     """True when an ``Origin`` header names the host (and port) of the ``Host`` header.
 
     The scheme is not compared: behind a TLS proxy that is not a trusted
-    proxy, the control plane sees http while the browser says https.
+    proxy, the control plane sees http while the browser says https. A
+    ``Host`` without a port (nginx's ``$host`` drops it) is compared with the
+    origin's host name alone.
     """
     parts = urllib.parse.urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.netloc or not host:
         return False  # "null", or not a web origin
     default = {"http": ":80", "https": ":443"}[parts.scheme]
-    return parts.netloc.lower().removesuffix(default) == host.lower().removesuffix(default)
+    netloc, host = parts.netloc.lower().removesuffix(default), host.lower().removesuffix(default)
+    if netloc == host:
+        return True
+    has_port = host.rsplit("]", 1)[-1].count(":") == 1
+    return not has_port and (parts.hostname or "") == host.strip("[]")
 
 
 def is_loopback(host: str | None) -> bool:

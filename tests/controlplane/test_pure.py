@@ -37,3 +37,8 @@ def test_same_host_compares_the_origin_with_the_host_header() -> None:
     assert not same_host("http://127.0.0.1:8081", "127.0.0.1:8080")
     assert not same_host("null", "127.0.0.1:8080")
     assert not same_host("https://ffcloud.example.com", "")
+    # nginx's $host has no port: the host name decides.
+    assert same_host("https://ffcloud.example.com:8443", "ffcloud.example.com")
+    assert not same_host("https://evil.example:8443", "ffcloud.example.com")
+    assert same_host("http://[::1]:8080", "[::1]:8080")
+    assert not same_host("http://[::1]:8081", "[::1]:8080")

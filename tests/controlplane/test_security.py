@@ -484,3 +484,19 @@ async def test_a_removed_users_tokens_end_at_the_api_and_relayd(
             assert await in_process(state_dir, "user", "remove", "alice") == (
                 "controlplane: no user 'alice'"
             )
+
+
+async def test_with_relayd_away_the_revocation_file_still_follows_a_logout(state: Path) -> None:
+    settings = base_settings(state, reconcile_interval=0.1)
+    add_user(settings)
+    listed = state / "revoked.json"
+    with trio.fail_after(30):
+        async with served(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
+            body = {"username": "alice", "password": PASSWORD}
+            token = (await http.post("/api/auth/login", json=body)).json()["accessToken"]
+            sid = running.services.keyring.verifier(settings.issuer).verify(token).sid
+            assert sid is not None
+            assert (await http.post("/api/auth/logout")).status_code == 204
+            # The reconciler writes it in a worker thread: no event to wait on here.
+            await wait_until(lambda: listed.exists() and sid in read_file(listed).sessions)
+    assert listed.stat().st_mode & 0o777 == 0o644  # relayd, another user, reads it
