@@ -68,6 +68,7 @@ async def run(
                 metrics_address: tuple[str, int] = await root.start(serve_metrics, relay)
                 status += f" metrics={metrics_address[0]}:{metrics_address[1]}"
             root.start_soon(sdnotify.watchdog_loop)
+            root.start_soon(relay.timers.run)
             async with trio.open_nursery() as connections:
                 accepting = trio.CancelScope()
 

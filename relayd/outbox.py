@@ -61,20 +61,37 @@ def entry_size(entry: Entry) -> int:
 
 
 class Outbox:
-    """Frames waiting for one peer's writer."""
+    """Frames waiting for one peer's writer (its one consumer).
+
+    It costs an idle peer a few words: the queue is made with its first
+    frame, and the consumer waits as a parked task, not on an event object.
+    """
+
+    __slots__ = (
+        "_chars",
+        "_closed",
+        "_count",
+        "_frames",
+        "_poked",
+        "_waiter",
+        "_writable",
+        "max_chars",
+        "max_messages",
+    )
 
     def __init__(self, max_messages: int, max_chars: int) -> None:
         self.max_messages = max(max_messages, 1)
         self.max_chars = max(max_chars, 1)
-        self._frames: collections.deque[Entry] = collections.deque()
+        self._frames: collections.deque[Entry] | None = None
         #: Frames queued (a shared entry counts its frames) and their characters.
         self._count = 0
         self._chars = 0
         self._closed = False
         self._poked = False
-        self._readable = trio.Event()
-        self._writable = trio.Event()
-        self._writable.set()
+        #: The consumer's task while it waits in :meth:`wait`.
+        self._waiter: trio.lowlevel.Task | None = None
+        #: Set while :meth:`put` may go on (made by the first ``put`` that waits).
+        self._writable: trio.Event | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -90,7 +107,7 @@ class Outbox:
         return self._closed
 
     def _fits(self, frame: str, limit_share: float = 1.0) -> bool:
-        if not self._frames:
+        if not self._count:
             return True  # one frame always fits, however large (the frame limit bounds it)
         return (
             self._count < self.max_messages * limit_share
@@ -100,7 +117,7 @@ class Outbox:
     def offer(self, frame: str) -> bool:
         """Queue a frame without waiting; False when the queue is full or closed."""
         if self._closed or (
-            self._frames
+            self._count
             and (self._count >= self.max_messages or self._chars + len(frame) > self.max_chars)
         ):
             return False
@@ -120,32 +137,45 @@ class Outbox:
                 self._push(frame)
                 await trio.lowlevel.checkpoint()
                 return
-            if self._writable.is_set():
+            if self._writable is None or self._writable.is_set():
                 self._writable = trio.Event()
             await self._writable.wait()
 
     def _push(self, frame: str) -> None:
-        self._frames.append(frame)
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = collections.deque()
+        frames.append(frame)
         self._count += 1
         self._chars += len(frame)
-        self._readable.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
 
     def poke(self) -> None:
         """Wake the consumer though nothing is queued (it has other work)."""
         self._poked = True
-        self._readable.set()
+        self._wake()
 
     async def wait(self) -> None:
         """Wait until a frame is queued or a poke; raises :class:`OutboxClosed` once closed."""
-        while not self._frames:
+        while not self._count:
             if self._closed:
                 raise OutboxClosed
             if self._poked:
                 self._poked = False
                 return
-            if self._readable.is_set():
-                self._readable = trio.Event()
-            await self._readable.wait()
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def get_batch(self, max_chars: int) -> list[str]:
         """Wait for frames and take them, up to ``max_chars`` characters (at least one)."""
@@ -178,14 +208,16 @@ class Outbox:
             batch.append(entry)
         self._count -= sum([1 if type(e) is str else len(e) for e in batch])
         self._chars -= size
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
         return batch
 
     def close(self) -> None:
         """Drop what is queued and wake everyone; further use raises :class:`OutboxClosed`."""
         self._closed = True
-        self._frames.clear()
+        self._frames = None
         self._count = 0
         self._chars = 0
-        self._readable.set()
-        self._writable.set()
+        self._wake()
+        if self._writable is not None:
+            self._writable.set()

@@ -20,9 +20,13 @@ The rules this module keeps:
 * A token is valid until its ``exp`` (plus the clock-skew leeway); ``auth``
   moves the deadline, otherwise the peer is closed with 4401.
 
-An idle connection costs two tasks beside its reader: the writer and one
-task for every timer (pings, token expiry, stalls, the close timeout),
-which sleeps until the earliest of them.
+An idle connection costs one task, its reader. Its timers (pings, token
+expiry, stalls, the close timeout) sit in the process's one timer heap
+(:mod:`relayd.timers`), and its writer task runs only while there is
+something to send: it is started by the first frame, a woken cursor or a
+ping, stays while data keeps coming, and ends once a whole ping interval
+went by without any (a VM's writer stays for good: client messages wait on
+its queue).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from relayd.outbox import Entry, Outbox, OutboxClosed, entry_size
+from relayd.timers import TimerHandle, Timers
 from relayd.wsconn import ConnectionClosed, WebSocket
 from relayd.wsframes import FrameCache
 from wire.messages import error_frame
@@ -52,6 +57,9 @@ log = logging.getLogger("relayd.peer")
 WRITE_BATCH_CHARS: Final = 256 * 1024
 #: Scheduler rounds a writer waits for more frames while they keep coming.
 COALESCE_ROUNDS: Final = 4
+#: Seconds a client's writer task stays without anything to send before it
+#: ends (the next frame starts another): streaming keeps it, idleness sheds it.
+WRITER_LINGER: Final = 5.0
 #: Missed pings before a peer is closed (docs/protocol.md, section 1).
 MAX_MISSED_PINGS: Final = 2
 
@@ -59,12 +67,49 @@ MAX_MISSED_PINGS: Final = 2
 class Peer:
     """A client or VM connection as relayd holds it."""
 
+    __slots__ = (
+        "_abandoned",
+        "_close_by",
+        "_linger",
+        "_linger_check",
+        "_missed",
+        "_next_ping",
+        "_nursery",
+        "_persistent",
+        "_ping_due",
+        "_seen_out",
+        "_timer",
+        "_timers",
+        "_writing",
+        "claims",
+        "close_code",
+        "close_reason",
+        "close_timeout",
+        "count_out",
+        "deadline",
+        "frame_cache",
+        "frames_out",
+        "id",
+        "on_stall",
+        "outbox",
+        "ping_interval",
+        "read_log",
+        "ready",
+        "remote",
+        "scope",
+        "stall_timeout",
+        "sub",
+        "token_leeway",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: WebSocket,
         claims: Claims,
         *,
         outbox: Outbox,
+        timers: Timers | None = None,
         ping_interval: float,
         close_timeout: float,
         token_leeway: float,
@@ -86,11 +131,26 @@ class Peer:
         self.close_reason = ""
         self.deadline = self._deadline_for(claims)
         self._abandoned = False
-        #: The timer task's sleep: moved earlier when a timer must fire sooner.
-        self._timer: trio.CancelScope | None = None
+        #: The relay's timer heap (none given: a heap of its own that nothing runs).
+        self._timers = timers if timers is not None else Timers()
+        self._timer = TimerHandle(self)
+        now = trio.current_time()
+        self._next_ping = now + ping_interval if ping_interval > 0 else math.inf
+        self._missed = 0
+        self._close_by = math.inf
         #: A ping for the writer to send first thing (between whole frames).
         self._ping_due: bytes | None = None
+        #: The peer's nursery (while it runs), whether its writer task is running,
+        #: whether it stays although idle, and whether it keeps running for good.
+        self._nursery: trio.Nursery | None = None
+        self._writing = False
+        self._linger = False
+        #: When to look whether a lingering writer had anything to send.
+        self._linger_check = math.inf
+        self._persistent = claims.scope is Scope.VM
         self.frames_out = 0
+        #: ``frames_out`` at the last linger check (an idle writer is let go).
+        self._seen_out = 0
         #: Called with each batch sent, as ``type -> [frames, characters]`` (for the metrics).
         self.count_out: Callable[[dict[str, list[int]]], None] | None = None
         #: Called once when the peer is closed for a stall (for the counters).
@@ -114,6 +174,8 @@ class Peer:
         """Queue one of relayd's own frames; a peer whose queue is full is closed (4008)."""
         if not self.outbox.offer(frame):
             self.close(CloseCode.TOO_SLOW, "too slow to keep up")
+        else:
+            self._start_writer()
 
     def send_error(
         self,
@@ -130,6 +192,12 @@ class Peer:
         """A cursor of this client has something to send."""
         self.ready[cursor] = None
         self.outbox.poke()
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._writer)
 
     # -- closing -------------------------------------------------------------
 
@@ -150,7 +218,10 @@ class Peer:
     def _closed(self) -> None:
         self.outbox.close()
         self.ready.clear()
-        self._nudge(trio.current_time())  # the close timeout starts now
+        # The close timeout starts now; the writer sends the close frame.
+        self._close_by = trio.current_time() + self.close_timeout
+        self._timers.earlier(self._timer, self._close_by)
+        self._start_writer()
 
     # -- token ---------------------------------------------------------------
 
@@ -161,27 +232,33 @@ class Peer:
         """A fresh token (same ``sub`` and scope, checked by the caller) moves the deadline."""
         self.claims = claims
         self.deadline = self._deadline_for(claims)
-        self._nudge(self.deadline)
+        self._timers.schedule(self._timer, self._next_due())
 
     # -- running -------------------------------------------------------------
 
     async def run(self, reader: Callable[[Peer], Awaitable[None]]) -> None:
         """Run the peer until it closes: ``reader`` handles what it sends."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, nursery.cancel_scope)
-            nursery.start_soon(self._timers)
-            ended: int = CloseCode.NORMAL
-            try:
-                await reader(self)
-            except ConnectionClosed as closed:
-                ended = closed.code  # the peer's code (1006: it dropped TCP)
-            finally:
-                # The peer closed (or broke) its side, or the reader returned:
-                # nothing more can be delivered.
-                if self.close_code is None:
-                    self.close_code = ended
-                    self._closed()
-            # The writer finishes: it sends the close frame if the socket is still up.
+        self._timers.schedule(self._timer, self._next_due())
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._persistent or not self._idle():
+                    self._start_writer()
+                ended: int = CloseCode.NORMAL
+                try:
+                    await reader(self)
+                except ConnectionClosed as closed:
+                    ended = closed.code  # the peer's code (1006: it dropped TCP)
+                finally:
+                    # The peer closed (or broke) its side, or the reader returned:
+                    # nothing more can be delivered.
+                    if self.close_code is None:
+                        self.close_code = ended
+                        self._closed()
+                # The writer finishes: it sends the close frame if the socket is still up.
+        finally:
+            self._nursery = None
+            self._timers.cancel(self._timer)
 
     def _pending(self) -> int:
         """About how many frames wait: the own queue's, and the ready cursors' log frames."""
@@ -210,14 +287,22 @@ class Peer:
                 ready[cursor] = None  # more to come: to the back, so every room gets a turn
         return batch
 
-    async def _writer(self, cancel_scope: trio.CancelScope) -> None:
+    def _idle(self) -> bool:
+        return not (self.ready or len(self.outbox) or self._ping_due or self.outbox.closed)
+
+    async def _writer(self) -> None:
+        """Send what the peer is owed; return when idle and not lingering, or closed."""
         busy = False
         outbox = self.outbox
         try:
             while True:
                 try:
-                    if not self.ready:
+                    if self._idle():
+                        if not (self._linger or self._persistent):
+                            return  # idle: the task ends; the next frame starts another
                         await outbox.wait()
+                        if self._idle():
+                            continue  # poked to let go (see on_timer)
                     # Under load (the last write carried several frames), wait a
                     # few scheduler rounds while frames keep arriving, so that one
                     # write carries many: the syscalls are most of relayd's CPU.
@@ -249,75 +334,82 @@ class Peer:
                     await self.ws.send_encoded(data)
                 except ConnectionClosed:
                     break
-                self.frames_out += sent
-                if self.count_out is not None and counts:
-                    self.count_out(counts)
+                if sent:
+                    if not self._linger:
+                        self._linger = True
+                        self._linger_check = trio.current_time() + WRITER_LINGER
+                        self._timers.earlier(self._timer, self._linger_check)
+                    self.frames_out += sent
+                    if self.count_out is not None:
+                        self.count_out(counts)
+            # Closing: the close frame, unless the frame in flight was not taken in time.
             if not self._abandoned:
                 with trio.move_on_after(self.close_timeout) as closing:
                     await self.ws.aclose(self.close_code or CloseCode.NORMAL, self.close_reason)
                 if closing.cancelled_caught:
                     await self.ws.abort()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()  # the reader too
         finally:
-            cancel_scope.cancel()
+            self._writing = False
 
-    # -- timers --------------------------------------------------------------
-
-    def _nudge(self, at: float) -> None:
-        """Have the timer task look again by ``at``."""
-        timer = self._timer
-        if timer is not None and timer.deadline > at:
-            timer.deadline = at
+    # -- timers ---------------------------------------------------------------
 
     def _send_blocked(self) -> None:
         # The socket is full: the stall timer starts now.
         if self.stall_timeout > 0:
-            self._nudge(trio.current_time() + self.stall_timeout)
+            self._timers.earlier(self._timer, trio.current_time() + self.stall_timeout)
 
-    async def _timers(self) -> None:
-        """Pings, token expiry, stalls and the close timeout, in one task."""
-        interval = self.ping_interval
-        next_ping = trio.current_time() + interval if interval > 0 else math.inf
-        missed = 0
-        close_by = math.inf
+    def _next_due(self) -> float:
+        if self.closing:
+            return self._close_by
+        due = min(self._next_ping, self.deadline, self._linger_check)
         ws = self.ws
-        while True:
-            now = trio.current_time()
-            if self.closing:
-                if close_by == math.inf:
-                    close_by = now + self.close_timeout
-                if now >= close_by:
-                    # The frame in flight and the close frame were not taken in time.
-                    self._abandoned = True
-                    log.info("peer did not take its data; dropping it", extra=self.log_extra())
-                    await ws.abort()
-                    return
-                wake_at = close_by
+        if ws.blocked_since is not None and self.stall_timeout > 0:
+            due = min(due, ws.progress_at + self.stall_timeout)
+        return due
+
+    def on_timer(self, now: float) -> float:
+        """Pings, token expiry, stalls and the close timeout (called by :class:`Timers`)."""
+        if self.closing:
+            if now >= self._close_by and not self._abandoned:
+                # The frame in flight and the close frame were not taken in time.
+                self._abandoned = True
+                log.info("peer did not take its data; dropping it", extra=self.log_extra())
+                self.ws.abort_now()
+            return self._close_by if not self._abandoned else math.inf
+        ws = self.ws
+        if now >= self.deadline:
+            self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+        elif (
+            ws.blocked_since is not None
+            and self.stall_timeout > 0
+            and now - ws.progress_at >= self.stall_timeout
+        ):
+            log.info("peer stalled", extra=self.log_extra(seconds=self.stall_timeout))
+            if self.on_stall is not None:
+                self.on_stall(self)
+            self.close(CloseCode.TOO_SLOW, "stalled: took no data")
+        elif now >= self._next_ping:
+            self._missed = self._missed + 1 if ws.ping_outstanding else 0
+            if self._missed >= MAX_MISSED_PINGS:
+                log.info("peer missed two pings", extra=self.log_extra())
+                self.close(CloseCode.POLICY, "missed two pings")
             else:
-                stall_at = math.inf
-                if ws.blocked_since is not None and self.stall_timeout > 0:
-                    stall_at = ws.progress_at + self.stall_timeout
-                if now >= self.deadline:
-                    self.close(CloseCode.TOKEN_EXPIRED, "token expired")
-                    continue
-                if now >= stall_at:
-                    log.info("peer stalled", extra=self.log_extra(seconds=self.stall_timeout))
-                    if self.on_stall is not None:
-                        self.on_stall(self)
-                    self.close(CloseCode.TOO_SLOW, "stalled: took no data")
-                    continue
-                if now >= next_ping:
-                    missed = missed + 1 if ws.ping_outstanding else 0
-                    if missed >= MAX_MISSED_PINGS:
-                        log.info("peer missed two pings", extra=self.log_extra())
-                        self.close(CloseCode.POLICY, "missed two pings")
-                        continue
-                    self._ping_due = ws.ping_frame()
-                    self.outbox.poke()
-                    next_ping = now + interval
-                wake_at = min(next_ping, self.deadline, stall_at)
-            with trio.CancelScope(deadline=wake_at) as self._timer:
-                await trio.sleep_forever()
-            self._timer = None
+                self._next_ping = now + self.ping_interval
+                self._ping_due = ws.ping_frame()
+                self.outbox.poke()
+                self._start_writer()
+        if self._linger and now >= self._linger_check:
+            if self.frames_out == self._seen_out:
+                # Nothing sent for a while: the writer task may end.
+                self._linger = False
+                self._linger_check = math.inf
+                self.outbox.poke()
+            else:
+                self._linger_check = now + WRITER_LINGER
+            self._seen_out = self.frames_out
+        return self._next_due()
 
 
 _ids = itertools.count(1)

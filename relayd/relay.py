@@ -36,6 +36,7 @@ from relayd.room import (
 )
 from relayd.settings import Settings
 from relayd.stats import Stats
+from relayd.timers import Timers
 from relayd.wsframes import FrameCache, frame_type
 from wire.codec import BAD_JSON, REPEATED_KEY, ProtocolError, loads
 from wire.envelope import Envelope, read_envelope, read_head
@@ -113,12 +114,16 @@ class Ownership:
 class ClientPeer(Peer):
     """A client connection: its subscriptions and its rate limit."""
 
+    __slots__ = ("bucket", "subscriptions")
+
     subscriptions: set[str]
     bucket: TokenBucket
 
 
 class VmPeer(Peer):
     """A VM connection: what its ``hello`` said, and where its errors go."""
+
+    __slots__ = ("error_routes", "hello_done", "logs", "statuses")
 
     logs: dict[str, tuple[str, int]]
     #: ``(status, detail)`` per workspace, as ``hello`` reported them.
@@ -155,6 +160,9 @@ class Relay:
         self.stats = Stats()
         #: One frame's encoding, shared by every peer it is sent to.
         self.frame_cache = FrameCache()
+        self._counters: dict[str, Callable[[dict[str, list[int]]], None]] = {}
+        #: Every peer's timers (pings, expiry, stalls), fired by one task (:meth:`Timers.run`).
+        self.timers = Timers()
         self.control = ControlHub(settings.audit_buffer, self.stats)
         #: The snapshot asked for per workspace, and when (for the latency histogram).
         self._snapshot_asked: dict[str, tuple[str, float]] = {}
@@ -213,7 +221,11 @@ class Relay:
 
     def counter_out(self, kind: str) -> Callable[[dict[str, list[int]]], None]:
         """A callback that counts a batch sent to a peer of one kind, given by type
-        as ``type -> [frames, characters]`` (counted once per batch, not per frame)."""
+        as ``type -> [frames, characters]`` (counted once per batch, not per frame);
+        one per kind, shared by its peers."""
+        made = self._counters.get(kind)
+        if made is not None:
+            return made
         stats = self.stats
         count_out = stats.count_out
         keys: dict[str, str] = {}
@@ -228,6 +240,7 @@ class Relay:
                 if to_clients:
                     stats.messages_out += frames
 
+        self._counters[kind] = count
         return count
 
     # -- rooms ---------------------------------------------------------------

@@ -20,7 +20,6 @@ from relayd.handshake import Accepted, Refused, check_handshake
 from relayd.outbox import Outbox
 from relayd.peer import Peer
 from relayd.relay import ClientPeer, Relay, VmPeer
-from relayd.settings import Settings
 from relayd.wsconn import ConnectionClosed, WebSocket
 from relayd.wsupgrade import BadUpgrade, Handshake
 from wire.protocol import CloseCode, Scope
@@ -64,6 +63,40 @@ def _internal_error(relay: Relay, extra: dict[str, object]) -> None:
 async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
     settings = relay.settings
     remote = _remote(stream)
+    upgraded = await _upgrade(relay, stream, remote)
+    if upgraded is None:
+        return
+    decision, pending = upgraded
+    is_client = decision.scope is Scope.CLIENT
+    ws = WebSocket(
+        stream,
+        max_message_chars=settings.max_client_frame if is_client else settings.max_vm_frame,
+        receive_size=CLIENT_RECEIVE_BYTES if is_client else VM_RECEIVE_BYTES,
+        pending=pending,
+    )
+    if is_client:
+        outbox = Outbox(settings.client_queue_messages, settings.client_queue_bytes)
+        client = _new_peer(ClientPeer, ws, decision.claims, outbox, relay, remote)
+        await _serve_peer(
+            client, "client", relay, relay.client_joined, relay.client_left, relay.read_client
+        )
+    else:
+        outbox = Outbox(settings.vm_queue_messages, settings.vm_queue_bytes)
+        vm = _new_peer(VmPeer, ws, decision.claims, outbox, relay, remote)
+        await _serve_peer(vm, "vm", relay, relay.vm_joined, relay.vm_left, relay.read_vm)
+
+
+async def _upgrade(
+    relay: Relay, stream: trio.SocketStream, remote: str
+) -> tuple[Accepted, bytes] | None:
+    """The opening handshake: the accepted peer and what it sent behind its request.
+
+    None when it was refused or went away (the stream is closed then). A
+    function of its own so that the HTTP parser and the request's headers are
+    freed once the connection is a WebSocket: an idle connection keeps only
+    what it needs.
+    """
+    settings = relay.settings
     handshake = Handshake(stream)
     decision: Accepted | Refused
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -72,7 +105,7 @@ async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
             request = await handshake.read_request()
     except trio.TooSlowError:
         await trio.aclose_forcefully(stream)
-        return
+        return None
     except BadUpgrade as exc:
         request = None
         decision = Refused(exc.status, "bad_handshake", exc.message)
@@ -80,7 +113,7 @@ async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
     else:
         if request is None:  # the peer left before finishing its request
             await trio.aclose_forcefully(stream)
-            return
+            return None
         if relay.shutting_down:
             decision = Refused(503, "shutting_down", "relayd is shutting down")
         else:
@@ -110,29 +143,13 @@ async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await handshake.refuse(decision.status, decision.body(), extra_headers)
         await trio.aclose_forcefully(stream)
-        return
+        return None
     try:
         pending = await handshake.accept(decision.subprotocol)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await trio.aclose_forcefully(stream)
-        return
-    is_client = decision.scope is Scope.CLIENT
-    ws = WebSocket(
-        stream,
-        max_message_chars=settings.max_client_frame if is_client else settings.max_vm_frame,
-        receive_size=CLIENT_RECEIVE_BYTES if is_client else VM_RECEIVE_BYTES,
-        pending=pending,
-    )
-    if is_client:
-        outbox = Outbox(settings.client_queue_messages, settings.client_queue_bytes)
-        client = _new_peer(ClientPeer, ws, decision.claims, outbox, settings, remote)
-        await _serve_peer(
-            client, "client", relay, relay.client_joined, relay.client_left, relay.read_client
-        )
-    else:
-        outbox = Outbox(settings.vm_queue_messages, settings.vm_queue_bytes)
-        vm = _new_peer(VmPeer, ws, decision.claims, outbox, settings, remote)
-        await _serve_peer(vm, "vm", relay, relay.vm_joined, relay.vm_left, relay.read_vm)
+        return None
+    return decision, pending
 
 
 def _new_peer(
@@ -140,14 +157,16 @@ def _new_peer(
     ws: WebSocket,
     claims: Claims,
     outbox: Outbox,
-    settings: Settings,
+    relay: Relay,
     remote: str,
 ) -> P:
     """A client or VM peer with the settings every peer shares."""
+    settings = relay.settings
     return cls(
         ws,
         claims,
         outbox=outbox,
+        timers=relay.timers,
         ping_interval=settings.ping_interval,
         close_timeout=settings.close_timeout,
         token_leeway=settings.token_leeway,

@@ -31,7 +31,6 @@ The rules kept:
 from __future__ import annotations
 
 import collections
-import itertools
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -90,22 +89,50 @@ class _SendLock:
     lock once per batch of frames, and the write itself yields anyway.
     """
 
+    __slots__ = ("_held", "_waiters")
+
     def __init__(self) -> None:
         self._held = False
-        self._waiters = trio.lowlevel.ParkingLot()
+        #: Made by the first writer that has to wait.
+        self._waiters: trio.lowlevel.ParkingLot | None = None
 
     async def acquire(self) -> None:
         while self._held:
+            if self._waiters is None:
+                self._waiters = trio.lowlevel.ParkingLot()
             await self._waiters.park()
         self._held = True
 
     def release(self) -> None:
         self._held = False
-        self._waiters.unpark()
+        if self._waiters is not None:
+            self._waiters.unpark()
 
 
 class WebSocket:
     """One accepted WebSocket connection (server side, no extension negotiated)."""
+
+    __slots__ = (
+        "_close_sent",
+        "_closed",
+        "_done",
+        "_draining",
+        "_lock",
+        "_parser",
+        "_pending",
+        "_ping_answered",
+        "_ping_id",
+        "_ping_sent",
+        "_pings",
+        "_receive_size",
+        "_receiving",
+        "_socket",
+        "_stream",
+        "blocked_since",
+        "max_message_chars",
+        "on_blocked",
+        "progress_at",
+    )
 
     def __init__(
         self,
@@ -129,7 +156,8 @@ class WebSocket:
         self._close_sent = False
         #: How the connection ended, once it has.
         self._closed: ConnectionClosed | None = None
-        self._done = trio.Event()
+        #: Set once the connection is over (made by the first that waits for it).
+        self._done: trio.Event | None = None
         #: The trio socket under a SocketStream: written directly, so that a
         #: write that blocks is seen (:attr:`blocked_since`, :attr:`progress_at`).
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
@@ -138,12 +166,19 @@ class WebSocket:
         self.blocked_since: float | None = None
         self.progress_at = 0.0
         self.on_blocked: Callable[[], None] | None = None
-        self._ping_ids = itertools.count(1)
+        self._ping_id = 0
         #: The latest ping from :meth:`ping_frame`, and whether its pong came.
         self._ping_sent: bytes | None = None
         self._ping_answered = True
         #: Pings of :meth:`ping` waiting for their pong (made on first use).
         self._pings: collections.OrderedDict[bytes, trio.Event] | None = None
+
+    async def _wait_done(self) -> None:
+        if self._closed is not None:
+            return
+        if self._done is None:
+            self._done = trio.Event()
+        await self._done.wait()
 
     @property
     def open(self) -> bool:
@@ -168,7 +203,7 @@ class WebSocket:
             if not self._draining:
                 raise trio.BusyResourceError("another task is already receiving")
             # aclose() is reading the peer's last frames: they are not wanted.
-            await self._done.wait()
+            await self._wait_done()
         self._receiving = True
         try:
             while True:
@@ -262,7 +297,8 @@ class WebSocket:
         if self._closed is None:
             self._closed = ConnectionClosed(code, reason)
             self._close_sent = True
-            self._done.set()
+            if self._done is not None:
+                self._done.set()
             if self._pings:
                 for event in self._pings.values():
                     event.set()
@@ -285,7 +321,8 @@ class WebSocket:
             # Part of the data may be out: the stream cannot carry another frame.
             self._closed = self._closed or ConnectionClosed(ABNORMAL_CLOSURE, "write cancelled")
             self._close_sent = True
-            self._done.set()
+            if self._done is not None:
+                self._done.set()
             await trio.aclose_forcefully(self._stream)
             raise
         finally:
@@ -318,7 +355,8 @@ class WebSocket:
         """Send a ping and wait for its pong; raises :class:`ConnectionClosed` if it ends first."""
         if self._close_sent:
             raise ConnectionClosed(ABNORMAL_CLOSURE, "closing")
-        payload = struct.pack("!Q", next(self._ping_ids))
+        self._ping_id += 1
+        payload = struct.pack("!Q", self._ping_id)
         answered = trio.Event()
         if self._pings is None:
             self._pings = collections.OrderedDict()
@@ -330,7 +368,8 @@ class WebSocket:
 
     def ping_frame(self) -> bytes:
         """A ping to send now (by whoever writes next); :attr:`ping_outstanding` until its pong."""
-        payload = struct.pack("!Q", next(self._ping_ids))
+        self._ping_id += 1
+        payload = struct.pack("!Q", self._ping_id)
         self._ping_sent = payload
         self._ping_answered = False
         return encode_control_frame(OP_PING, payload)
@@ -361,7 +400,7 @@ class WebSocket:
         if self._closed is not None or not await self._send_close(encode_close_frame(code, reason)):
             return
         if self._receiving:
-            await self._done.wait()
+            await self._wait_done()
             return
         self._draining = True
         try:
@@ -375,3 +414,18 @@ class WebSocket:
     async def abort(self) -> None:
         """Drop the connection without a close frame."""
         await self._finish(ABNORMAL_CLOSURE, "aborted")
+
+    def abort_now(self) -> None:
+        """:meth:`abort` without waiting (for the timers): a write or read in
+        progress on the socket ends with :class:`ConnectionClosed`."""
+        if self._closed is None:
+            self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "aborted")
+            self._close_sent = True
+            if self._done is not None:
+                self._done.set()
+            if self._pings:
+                for event in self._pings.values():
+                    event.set()
+                self._pings.clear()
+        if self._socket is not None:
+            self._socket.close()
