@@ -8,7 +8,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 import trio
 from quart import Response, request
 from quart_schema import document_request, document_response, security_scheme
@@ -18,7 +17,7 @@ from controlplane import loginlimits, store
 from controlplane.errors import ApiError, parse_body
 from controlplane.models import ErrorOut, LoginRequest, LoginResponse, UserOut
 from controlplane.passwords import verify_password
-from controlplane.throttle import Policy, keys_for
+from controlplane.throttle import keys_for
 from controlplane.web import is_loopback, json_response, same_host
 from wire.protocol import Scope
 from wire.tokens import TokenError, issue_token
@@ -44,18 +43,6 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
         if services.hash_limiter is None:
             services.hash_limiter = trio.CapacityLimiter(HASH_THREADS)
         return services.hash_limiter
-
-    async def reserve(pair_key: str, account_key: str, policy: Policy) -> float:
-        now = services.clock()
-        try:
-            return await services.db.run(
-                lambda c: loginlimits.reserve_attempt(c, pair_key, account_key, now, policy)
-            )
-        except sa.exc.IntegrityError:
-            # Another control plane inserted the same new key at once: now it exists.
-            return await services.db.run(
-                lambda c: loginlimits.reserve_attempt(c, pair_key, account_key, now, policy)
-            )
 
     async def current_user() -> store.User:
         header = request.headers.get("Authorization", "")
@@ -157,7 +144,9 @@ def install_auth(app: QuartTrio, services: Services) -> CurrentUser:
         policy = settings.throttle_policy
         pair_key, account_key = keys_for(body.username, request.remote_addr or "?")
         # Reserved before the (slow) password check: attempts in flight count.
-        wait = await reserve(pair_key, account_key, policy)
+        wait = await loginlimits.reserve(
+            services.db, pair_key, account_key, services.clock(), policy
+        )
         if wait > 0:
             raise ApiError(
                 429,

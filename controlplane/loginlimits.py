@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from controlplane import throttle
+from controlplane.db import Database
 from controlplane.schema import login_attempts
-from controlplane.throttle import KeyState, Policy, give_back, reserve, wait_for
+from controlplane.throttle import KeyState, Policy, give_back, wait_for
 
 
 def _lock_and_read(conn: sa.Connection, keys: list[str]) -> dict[str, KeyState]:
@@ -46,8 +48,19 @@ def reserve_attempt(
     if wait > 0:
         return wait
     for key, free in ((pair_key, policy.pair_free), (account_key, policy.account_free)):
-        _store(conn, key, reserve(found.get(key), now, free, policy), key in found)
+        _store(conn, key, throttle.reserve(found.get(key), now, free, policy), key in found)
     return 0.0
+
+
+async def reserve(
+    db: Database, pair_key: str, account_key: str, now: float, policy: Policy
+) -> float:
+    """:func:`reserve_attempt` in a worker thread, run once more after an insert race."""
+    try:
+        return await db.run(lambda c: reserve_attempt(c, pair_key, account_key, now, policy))
+    except sa.exc.IntegrityError:
+        # Another transaction inserted the same new key at once: now it exists.
+        return await db.run(lambda c: reserve_attempt(c, pair_key, account_key, now, policy))
 
 
 def login_succeeded(conn: sa.Connection, pair_key: str, account_key: str, policy: Policy) -> None:

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import trio
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from controlplane import store
+from controlplane import loginlimits, store
 from controlplane.db import Database, alembic_config, create_engine
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.schema import metadata, sessions
+from controlplane.throttle import Policy, keys_for
 
 #: A PostgreSQL database these tests may empty and use, e.g.
 #: ``postgresql+psycopg://cp@127.0.0.1:5432/cptest`` (needs the ``postgres`` extra).
@@ -275,3 +277,19 @@ def test_audit_is_kept_per_workspace_in_order(db: Database) -> None:
     entries = db.run_sync(lambda c: store.list_audit(c, ws.id, limit=10))
     assert [e.action for e in entries] == ["permission_response", "interrupt"]
     assert entries[0].at == at
+
+
+async def test_parallel_login_reservations_pass_only_the_free_ones(db: Database) -> None:
+    """On PostgreSQL the reservations run in several threads at once (row locks decide)."""
+    policy = Policy(pair_free=5, account_free=20, window=300, max_delay=60)
+    pair, account = keys_for("alice", "192.0.2.7")
+    waits: list[float] = []
+
+    async def one() -> None:
+        waits.append(await loginlimits.reserve(db, pair, account, 1000.0, policy))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(one)
+    assert waits.count(0.0) == 5
+    assert db.run_sync(lambda c: loginlimits.attempts_of(c, pair)) == 5
