@@ -18,7 +18,7 @@ dev: system-deps $(VENV)/.synced webui
 
 test: system-deps $(VENV)/.synced webui lint typecheck webui-test pytest
 
-# Chromium, nginx, sqlite3, git, systemd-analyze, Node.js: installed with
+# Chromium, nginx, sqlite3, PostgreSQL, git, systemd-analyze, Node.js: installed with
 # apt-get when missing and possible, else the command to run is printed.
 system-deps:
 	@PYTHON=$(PYTHON) scripts/system-deps
@@ -41,8 +41,8 @@ bench: $(VENV)/.synced
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+$(VENV)/.synced: pyproject.toml uv.lock Makefile | $(UV)
+	$(UV) sync --frozen --extra postgres --python $(PYTHON)
 	touch $@
 
 # The web UI is built when it exists (webui/package.json); npm ci only when

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,27 +19,14 @@ from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.schema import metadata, sessions
 from controlplane.throttle import Policy, keys_for
 
-#: A PostgreSQL database these tests may empty and use, e.g.
-#: ``postgresql+psycopg://cp@127.0.0.1:5432/cptest`` (needs the ``postgres`` extra).
-POSTGRES_URL = os.environ.get("FFCLOUD_TEST_POSTGRES_URL")
 
-
-def _empty_postgres(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Each test runs on SQLite and on the session's throwaway PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'cp.db'}"
     else:
-        assert POSTGRES_URL
-        url = POSTGRES_URL
-        _empty_postgres(url)
+        url = request.getfixturevalue("postgres_url")
     database = Database.open(url)
     yield database
     database.close()
