@@ -292,7 +292,18 @@ class Coordinator:
         current = await self._current_revocations()
         if current == self._revocations_sent:
             return
-        reply = await request("revoke", **current.to_json())
+        try:
+            reply = await request("revoke", **current.to_json())
+        except RelayRefused as exc:
+            if exc.code != "unknown_type":
+                raise
+            # A relayd from before revocation lists (an upgrade half done): the
+            # link still serves; this is said once per connection.
+            log.error(
+                "relayd does not know 'revoke': revoked tokens stay valid there "
+                "until they expire; upgrade relayd"
+            )
+            reply = {}
         self._revocations_sent = current
         if reply.get("closed"):
             log.info("revoked tokens' connections closed", extra={"closed": reply.get("closed")})

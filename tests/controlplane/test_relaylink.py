@@ -36,6 +36,8 @@ class FakeRelay:
         self.connections = 0
         self.refuse: set[str] = set()
         self.silent: set[str] = set()
+        #: Request types answered as an older relayd would: ``unknown_type``.
+        self.unknown: set[str] = set()
         self.connected = trio.Event()
         self.lock = trio.Lock()
 
@@ -50,11 +52,12 @@ class FakeRelay:
                 await self.send_request.send(request)
                 if request["type"] in self.silent:
                     continue
-                if request["type"] in self.refuse:
+                if request["type"] in self.refuse | self.unknown:
+                    code = "unknown_type" if request["type"] in self.unknown else "bad_request"
                     reply = {
                         "id": request["id"],
                         "ok": False,
-                        "error": {"code": "bad_request", "message": "no"},
+                        "error": {"code": code, "message": "no"},
                     }
                 else:
                     reply = {"id": request["id"], "ok": True, "relayId": "fake"}
@@ -368,6 +371,24 @@ async def test_revocations_reach_relayd_whole_after_sync_and_on_change(
             await fake.drop()
             await link.wait_connected(2)
             assert generations(await fake.next("revoke")) == {alice.id: 2, bob.id: 1}
+
+
+async def test_a_relayd_without_revoke_still_gets_its_sync_and_assignments(
+    sock_dir: Path, db: Database
+) -> None:
+    user = db.run_sync(lambda c: store.add_user(c, "alice", "h"))
+    with trio.fail_after(10):
+        async with fake_relay(sock_dir / "r.sock") as fake:
+            fake.unknown.add("revoke")  # a relayd from before revocation lists
+            async with running_link(db, fake.path) as (link, _coord):
+                await link.wait_connected()
+                assert (await fake.next("revoke"))["type"] == "revoke"
+                assert link.connected
+                vm = db.run_sync(lambda c: store.add_vm(c, "vm1", "none"))
+                ref = IssueRef("octo", "hello", 1)
+                db.run_sync(lambda c: store.add_workspace(c, user.id, ref, FetchedIssue()))
+                await fake.send({"type": "vm_online", "vmId": vm.id})
+                assert (await fake.next("assign"))["vmId"] == vm.id
 
 
 def test_parse_time_accepts_iso_and_epoch() -> None:
