@@ -108,7 +108,13 @@ def _id(value: object, what: str) -> str:
 def _number(value: object, what: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise BadRevocations(f"{what} must be a number")
-    return float(value)
+    try:
+        number = float(value)  # a JSON integer may be too big for a float
+    except OverflowError:
+        raise BadRevocations(f"{what} is out of range") from None
+    if number != number:  # NaN
+        raise BadRevocations(f"{what} must be a number")
+    return number
 
 
 def _list(obj: Mapping[str, Any], key: str) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from trio_websocket import ConnectionRejected
 
@@ -113,6 +113,46 @@ def test_malformed_lists_are_refused(bad: object) -> None:
         from_json(bad)
 
 
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "sessions": st.lists(
+            st.fixed_dictionaries({}, optional={"sid": json_values, "until": json_values}),
+            max_size=3,
+        ),
+        "users": st.lists(
+            st.fixed_dictionaries(
+                {}, optional={"userId": json_values, "minGen": json_values, "until": json_values}
+            ),
+            max_size=3,
+        ),
+        "vms": st.lists(json_values, max_size=3),
+    },
+)
+
+
+@given(json_values | shaped)
+@example({"sessions": [{"sid": "s", "until": 10**400}]})  # too big for a float
+@example({"users": [{"userId": "u", "minGen": 1, "until": float("nan")}]})
+def test_any_json_is_a_list_or_refused_as_malformed(obj: object) -> None:
+    try:
+        parsed = from_json(obj)
+    except BadRevocations:
+        return
+    assert from_json(parsed.to_json()) == parsed
+
+
 def test_a_missing_file_is_an_empty_list_and_a_bad_one_is_kept_out(tmp_path: Path) -> None:
     assert read_file(tmp_path / "none.json") == Revocations()
     state = RevocationState()
@@ -170,6 +210,9 @@ async def test_a_revoke_request_closes_and_refuses_the_tokens_it_lists(tmp_path:
             assert await status_of(relay, "client", "alice", other) == 101
             with pytest.raises(ControlError):
                 await relay.control.request("revoke", sessions=[{"sid": 5}])
+            with pytest.raises(ControlError):  # refused, and the control link stays up
+                await relay.control.request("revoke", sessions=[{"sid": "s", "until": 10**400}])
+            assert (await relay.control.request("stats"))["relayId"]
 
 
 async def test_a_revoked_vm_is_refused_from_the_file_without_a_control_plane(
