@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 
 from relayd.handshake import Accepted, Refused, check_handshake
 from relayd.outbox import Outbox
 from relayd.peer import Peer
+from relayd.ratelimit import TokenBucket
 from relayd.relay import ClientPeer, Relay, VmPeer
 from relayd.wsconn import ConnectionClosed, WebSocket
 from relayd.wsupgrade import BadUpgrade, Handshake
@@ -76,7 +77,8 @@ async def _handle_connection(relay: Relay, stream: trio.SocketStream) -> None:
     )
     if is_client:
         outbox = Outbox(settings.client_queue_messages, settings.client_queue_bytes)
-        client = _new_peer(ClientPeer, ws, decision.claims, outbox, relay, remote)
+        bucket = TokenBucket(settings.client_rate, settings.client_burst, trio.current_time())
+        client = _new_peer(ClientPeer, ws, decision.claims, outbox, relay, remote, bucket=bucket)
         await _serve_peer(
             client, "client", relay, relay.client_joined, relay.client_left, relay.read_client
         )
@@ -159,8 +161,9 @@ def _new_peer(
     outbox: Outbox,
     relay: Relay,
     remote: str,
+    **extra: Any,
 ) -> P:
-    """A client or VM peer with the settings every peer shares."""
+    """A client or VM peer with the settings every peer shares (``extra``: its kind's own)."""
     settings = relay.settings
     return cls(
         ws,
@@ -172,6 +175,7 @@ def _new_peer(
         token_leeway=settings.token_leeway,
         stall_timeout=settings.stall_timeout,
         remote=remote,
+        **extra,
     )
 
 

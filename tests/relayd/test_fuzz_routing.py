@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import time
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relayd.outbox import Outbox
+from relayd.ratelimit import TokenBucket
 from relayd.relay import ClientPeer, Ownership, Relay, VmPeer
 from relayd.settings import Settings
 from tests.support.stubpeer import drain, frames_of
@@ -48,15 +49,31 @@ CLIENTS = {"a": ("u1", ("w1", "w2")), "b": ("u2", ("w1",)), "c": ("u3", ("w3",))
 WORKSPACES = ["w1", "w2", "w3", "nope", ""]
 
 
-P = TypeVar("P", ClientPeer, VmPeer)
+_NO_SOCKET: Any = SimpleNamespace(on_blocked=None)  # never used without Peer.run()
 
 
-def peer(cls: type[P], sub: str, scope: Scope) -> P:
-    """A real peer of relayd with no socket behind it (its outbox is read here)."""
-    claims = Claims(sub, scope, time.time() + 3600, time.time(), "jti", "ffcloud")
-    return cls(
-        SimpleNamespace(on_blocked=None),  # type: ignore[arg-type]  # no socket without run()
-        claims,
+def _claims(sub: str, scope: Scope) -> Claims:
+    return Claims(sub, scope, time.time() + 3600, time.time(), "jti", "ffcloud")
+
+
+def client_peer(sub: str) -> ClientPeer:
+    """A real client peer of relayd with no socket behind it (its outbox is read here)."""
+    return ClientPeer(
+        _NO_SOCKET,
+        _claims(sub, Scope.CLIENT),
+        bucket=TokenBucket(1e9, 10**9, 0.0),
+        outbox=Outbox(1 << 20, 1 << 40),
+        ping_interval=0,
+        close_timeout=1,
+        token_leeway=0,
+    )
+
+
+def vm_peer(sub: str) -> VmPeer:
+    """A real VM peer of relayd with no socket behind it."""
+    return VmPeer(
+        _NO_SOCKET,
+        _claims(sub, Scope.VM),
         outbox=Outbox(1 << 20, 1 << 40),
         ping_interval=0,
         close_timeout=1,
@@ -76,7 +93,7 @@ class World:
             self.relay.ownership[ws] = Ownership(ws, vm_id, users, {})
         self.vms: dict[str, VmPeer] = {}
         for vm_id, logs in LOGS.items():
-            vm = peer(VmPeer, vm_id, Scope.VM)
+            vm = vm_peer(vm_id)
             self.relay.vm_joined(vm)
             entries = [{"workspaceId": w, "epoch": e, "seq": s} for w, (e, s) in logs.items()]
             self.relay.vm_frames(
@@ -85,7 +102,7 @@ class World:
             self.vms[vm_id] = vm
         self.clients: dict[str, ClientPeer] = {}
         for name, (user, subscriptions) in CLIENTS.items():
-            client = peer(ClientPeer, user, Scope.CLIENT)
+            client = client_peer(user)
             self.relay.client_joined(client)
             for ws in subscriptions:
                 epoch = LOGS[OWNERS[ws][0]][ws][0]

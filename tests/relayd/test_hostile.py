@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 import pytest
 import trio
@@ -20,6 +21,7 @@ from tests.relayd.test_routing import online_vm, subscribe
 from tests.support.keys import KeyRing
 from tests.support.relayd import Relayd, close_code, recv_json, send_json
 from wire.envelope import vm_frame
+from wire.messages import Subscribe
 from wire.protocol import CloseCode
 from wire.tokens import TokenVerifier
 
@@ -214,14 +216,14 @@ async def test_an_internal_error_closes_that_connection_alone_with_1011(
     keys = KeyRing()
     verifier = TokenVerifier.from_jwks(keys.jwks(), issuer=keys.issuer)
     relay = Relay(Settings(ping_interval=0), verifier)
-    broken = relay._subscribe
+    broken = relay.router.subscribe
 
-    def subscribe_or_fail(client: object, message: object) -> None:
-        if getattr(message, "workspace_id", "") == "boom":
+    def subscribe_or_fail(client: Any, message: Subscribe, out: list[Any]) -> None:
+        if message.workspace_id == "boom":
             raise RuntimeError("a bug in a routing rule")
-        broken(client, message)  # type: ignore[arg-type]
+        broken(client, message, out)
 
-    monkeypatch.setattr(relay, "_subscribe", subscribe_or_fail)
+    monkeypatch.setattr(relay.router, "subscribe", subscribe_or_fail)
     from relayd.relay import Ownership
 
     relay.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1", "u2"}), {})

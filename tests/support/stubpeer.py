@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import Any, cast
 
@@ -23,6 +24,12 @@ class StubPeer:
         self.errors: list[tuple[str, str]] = []
         self.bucket = TokenBucket(rate=1000.0, burst=1000, now=0.0)
         self.ready: dict[Cursor, None] = {}
+        # What relayd's ClientPeer and VmPeer start with.
+        self.subscriptions: set[str] = set()
+        self.logs: dict[str, tuple[str, int]] = {}
+        self.statuses: dict[str, tuple[str, str | None]] = {}
+        self.hello_done = False
+        self.error_routes: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
         self.__dict__.update(fields)
 
     def wake(self, cursor: Cursor) -> None:

@@ -1,0 +1,773 @@
+"""relayd's routing rules, without sockets.
+
+The ownership table, who may send what to whom, the checks of a VM's
+``hello``, the audit trail and the counters. Events come in as calls (a
+client's frame, a VM's frame decoded whole, a peer joining or leaving, the
+control plane's requests) and every effect on a peer or the control plane
+comes out as an action (:data:`RouterAction`) for the trio shell,
+:class:`relayd.relay.Relay`, to carry out, as :mod:`relayd.room` does for one
+room. The shell keeps the delivery mechanics (writers, cursors, the hot
+path's runs of VM frames); the router never waits and never touches a socket.
+
+Peers are whatever has the few attributes of :class:`ClientLike` and
+:class:`VmLike`: relayd's own :class:`relayd.relay.ClientPeer` and
+:class:`relayd.relay.VmPeer`, or a test's plain objects.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol, TypeAlias
+
+import attrs
+
+from relayd.ratelimit import TokenBucket
+from relayd.revocations import RevocationState
+from relayd.room import Action, Anomaly, ClientKey, RequestSnapshot, Room, StatusChanged, Wake
+from relayd.settings import Settings
+from relayd.stats import Stats
+from relayd.wsframes import frame_type
+from wire.codec import BAD_JSON, REPEATED_KEY, ProtocolError, loads
+from wire.envelope import Envelope, read_envelope
+from wire.frames import (
+    ErrorMessage,
+    Hello,
+    RequestResolved,
+    SnapshotRequest,
+    StatusMessage,
+    VmAuth,
+    WorkspaceReleased,
+    encode_frame,
+    structure,
+)
+from wire.messages import (
+    Auth,
+    ForwardedMessage,
+    Subscribe,
+    Unsubscribe,
+    decode_client_message,
+    dumps,
+    encode_message,
+    message_type,
+)
+from wire.protocol import (
+    SEQUENCED_VM_TYPES,
+    ClientType,
+    CloseCode,
+    ErrorCode,
+    RelayType,
+    Resolution,
+    Scope,
+    VmType,
+)
+from wire.tokens import Claims, TokenError, TokenVerifier
+
+log = logging.getLogger("relayd")
+
+#: Forwarded ``clientMessageId``/``requestId`` remembered per VM to route its errors back.
+ERROR_ROUTES: Final = 4096
+#: Longest status word and detail relayd keeps from a VM's ``hello``.
+MAX_STATUS_LENGTH: Final = 40
+MAX_STATUS_DETAIL: Final = 1000
+#: The audit action of a VM's ``request_resolved``, by resolution (a
+#: cancellation is no one's decision and is not audited).
+_AUDITED_RESOLUTIONS: Final[dict[str, str]] = {
+    Resolution.ANSWERED: "question_response",
+    Resolution.ALLOWED: "permission_response",
+    Resolution.DENIED: "permission_response",
+}
+#: Metrics keys of frames in, made once.
+VM_IN_KEYS: Final = {str(t): f"vm:{t}" for t in VmType}
+_CLIENT_IN_KEYS: Final = {str(t): f"client:{t}" for t in ClientType}
+
+
+@attrs.frozen
+class Ownership:
+    """One row of the control plane's ownership table."""
+
+    workspace_id: str
+    vm_id: str
+    user_ids: frozenset[str]
+    issue: dict[str, Any]
+
+
+# -- what the router needs of a peer -------------------------------------------
+
+
+class RouterPeer(Protocol):
+    """A connection as the router sees it (the shell performs the sending)."""
+
+    sub: str
+    scope: Scope
+
+    def __hash__(self) -> int:
+        """Peers are keys of rooms and tables (by identity)."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is closing."""
+        ...
+
+    def log_extra(self, **more: Any) -> dict[str, Any]:
+        """Ids for a log line."""
+        ...
+
+    def send_or_drop(self, frame: str) -> None:
+        """Queue one frame."""
+        ...
+
+    def send_error(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        workspace_id: str | None = None,
+        ref: str | None = None,
+    ) -> None:
+        """Queue an ``error``."""
+        ...
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close after the frame in flight."""
+        ...
+
+    def renew(self, claims: Claims) -> None:
+        """A fresh token moves the deadline."""
+        ...
+
+
+class ClientLike(RouterPeer, Protocol):
+    """A client connection: its subscriptions and its rate limit."""
+
+    subscriptions: set[str]
+    bucket: TokenBucket
+
+
+class VmLike(RouterPeer, Protocol):
+    """A VM connection: what its ``hello`` said, and where its errors go."""
+
+    logs: dict[str, tuple[str, int]]
+    #: ``(status, detail)`` per workspace, as ``hello`` reported them.
+    statuses: dict[str, tuple[str, str | None]]
+    hello_done: bool
+    error_routes: collections.OrderedDict[tuple[str, str], Any]
+
+
+# -- actions -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Send:
+    """Queue one of relayd's own frames (or a VM's, passed on) for a peer."""
+
+    peer: RouterPeer
+    frame: str
+
+
+@attrs.frozen
+class SendError:
+    """Queue an ``error`` for a peer."""
+
+    peer: RouterPeer
+    code: ErrorCode
+    message: str
+    workspace_id: str | None = None
+    ref: str | None = None
+
+
+@attrs.frozen
+class Close:
+    """Close a peer."""
+
+    peer: RouterPeer
+    code: int
+    reason: str
+
+
+@attrs.frozen
+class Renew:
+    """A peer's token was renewed."""
+
+    peer: RouterPeer
+    claims: Claims
+
+
+@attrs.frozen
+class Emit:
+    """An event for the control plane."""
+
+    event: dict[str, Any]
+
+
+@attrs.frozen
+class Forward:
+    """A client's message for its workspace's VM. The shell waits while the VM's
+    queue is full and then calls :meth:`Router.forwarded` (or sends ``error``
+    ``vm_offline`` when the VM went away meanwhile)."""
+
+    client: ClientLike
+    vm: VmLike
+    frame: str
+    workspace_id: str
+    ref: str | None
+    kind: str
+
+
+RouterAction: TypeAlias = Send | SendError | Close | Renew | Emit | Forward | Wake
+
+
+class Router:
+    """Everything relayd decides; one per process, driven by :class:`relayd.relay.Relay`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        verifier: TokenVerifier,
+        stats: Stats,
+        *,
+        clock: Callable[[], float],
+        revocations: RevocationState | None = None,
+    ) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.stats = stats
+        self.clock = clock
+        self.revocations = revocations or RevocationState()
+        self.ownership: dict[str, Ownership] = {}
+        self.rooms: dict[str, Room] = {}
+        #: VMs that said ``hello``, by id.
+        self.vms: dict[str, VmLike] = {}
+        self.vm_peers: set[VmLike] = set()
+        self.clients_by_user: dict[str, set[ClientLike]] = {}
+        #: The snapshot asked for per workspace, and when (for the latency histogram).
+        self._snapshot_asked: dict[str, tuple[str, float]] = {}
+        #: True once the control plane sent its first ``sync`` since relayd started:
+        #: only then is a workspace missing from ``ownership`` known not to be owned.
+        self.synced = False
+
+    # -- rooms ---------------------------------------------------------------
+
+    def room(self, workspace_id: str, out: list[RouterAction]) -> Room:
+        """The room of an owned workspace, made on first use."""
+        room = self.rooms.get(workspace_id)
+        if room is None:
+            room = Room(
+                workspace_id,
+                buffer_messages=self.settings.replay_messages,
+                buffer_bytes=self.settings.replay_bytes,
+            )
+            self.rooms[workspace_id] = room
+            vm = self._owner_vm(workspace_id)
+            if vm is not None:
+                self.apply(
+                    room,
+                    room.vm_connected(vm.logs.get(workspace_id), vm.statuses.get(workspace_id)),
+                    out,
+                )
+        return room
+
+    def apply(self, room: Room, actions: Iterable[Action], out: list[RouterAction]) -> None:
+        """A room's actions as the router's (``out`` gets them)."""
+        for action in actions:
+            if isinstance(action, Wake):
+                out.append(action)
+            elif isinstance(action, RequestSnapshot):
+                vm = self._owner_vm(room.workspace_id)
+                if vm is not None:
+                    self.stats.snapshot_requests += 1
+                    self._snapshot_asked[room.workspace_id] = (action.request_id, self.clock())
+                    request = SnapshotRequest(
+                        workspace_id=room.workspace_id, request_id=action.request_id
+                    )
+                    out.append(Send(vm, encode_frame(request)))
+            elif isinstance(action, StatusChanged):
+                out.append(
+                    Emit(
+                        {
+                            "type": "workspace_status",
+                            "workspaceId": room.workspace_id,
+                            "status": action.status,
+                        }
+                    )
+                )
+            elif isinstance(action, Anomaly):
+                log.warning(action.message, extra={"workspaceId": room.workspace_id})
+
+    def room_actions(self, room: Room, actions: Iterable[Action]) -> list[RouterAction]:
+        """:meth:`apply` for a caller with no list of its own."""
+        out: list[RouterAction] = []
+        self.apply(room, actions, out)
+        return out
+
+    def _owner_vm(self, workspace_id: str) -> VmLike | None:
+        owner = self.ownership.get(workspace_id)
+        return self.vms.get(owner.vm_id) if owner is not None else None
+
+    def _allowed(self, workspace_id: str, user_id: str) -> Ownership | None:
+        owner = self.ownership.get(workspace_id)
+        if owner is None or user_id not in owner.user_ids:
+            return None
+        return owner
+
+    # -- peers ---------------------------------------------------------------
+
+    def all_peers(self) -> list[RouterPeer]:
+        """Every peer booked."""
+        peers: list[RouterPeer] = list(self.vm_peers)
+        for group in self.clients_by_user.values():
+            peers.extend(group)
+        return peers
+
+    def disconnect(self, *, user_id: str | None = None, vm_id: str | None = None) -> list[Close]:
+        """Cut a user's or a VM's connections off (4403)."""
+        peers: list[RouterPeer] = []
+        if user_id is not None:
+            peers.extend(self.clients_by_user.get(user_id, ()))
+        if vm_id is not None:
+            peers.extend(p for p in self.vm_peers if p.sub == vm_id)
+        return [Close(p, CloseCode.CUT_OFF, "cut off by the control plane") for p in peers]
+
+    def renew(self, peer: RouterPeer, token: str) -> RouterAction:
+        """``auth``: a new token for the same ``sub`` and scope moves the deadline."""
+        try:
+            claims = self.verifier.verify(token, scope=peer.scope)
+        except TokenError as exc:
+            return SendError(peer, ErrorCode.FORBIDDEN, f"token refused: {exc}")
+        if claims.sub != peer.sub:
+            return SendError(peer, ErrorCode.FORBIDDEN, "the new token is for another subject")
+        revoked = self.revocations.refuses(claims)
+        if revoked is not None:
+            return SendError(peer, ErrorCode.FORBIDDEN, f"token refused: {revoked}")
+        return Renew(peer, claims)
+
+    def forget_client_rooms(self, client: ClientLike) -> None:
+        """Remove a client from every room it is in."""
+        for workspace_id in list(client.subscriptions):
+            room = self.rooms.get(workspace_id)
+            if room is not None:
+                room.unsubscribe(client)
+        client.subscriptions.clear()
+
+    # -- clients -------------------------------------------------------------
+
+    def client_joined(self, client: ClientLike) -> None:
+        """Book a new client connection."""
+        self.clients_by_user.setdefault(client.sub, set()).add(client)
+        self.stats.client_connections += 1
+
+    def client_left(self, client: ClientLike) -> None:
+        """Forget a closed client connection."""
+        self.forget_client_rooms(client)
+        group = self.clients_by_user.get(client.sub)
+        if group is not None:
+            group.discard(client)
+            if not group:
+                del self.clients_by_user[client.sub]
+
+    def client_frame(self, client: ClientLike, frame: str | bytes) -> list[RouterAction]:
+        """One frame from a client: its answer, or what to forward."""
+        stats = self.stats
+        stats.messages_in += 1
+        # Known types only: a client's made-up types must not grow the metrics.
+        stats.count_in(_CLIENT_IN_KEYS.get(frame_type(frame), "client:other"), len(frame))
+        if not client.bucket.allow(self.clock()):
+            stats.rate_limited += 1
+            return [SendError(client, ErrorCode.RATE_LIMITED, "too many messages; slow down")]
+        try:
+            message = decode_client_message(frame)
+        except ProtocolError as exc:
+            return [SendError(client, exc.code, exc.message, ref=exc.ref)]
+        out: list[RouterAction] = []
+        if isinstance(message, Subscribe):
+            self.subscribe(client, message, out)
+        elif isinstance(message, Unsubscribe):
+            room = self.rooms.get(message.workspace_id)
+            if room is not None:
+                room.unsubscribe(client)
+            client.subscriptions.discard(message.workspace_id)
+        elif isinstance(message, Auth):
+            out.append(self.renew(client, message.token))
+        else:
+            out.append(self._forward(client, message))
+        return out
+
+    def subscribe(self, client: ClientLike, message: Subscribe, out: list[RouterAction]) -> None:
+        """``subscribe``: the room's answer, or ``error``."""
+        ws = message.workspace_id
+        if self._allowed(ws, client.sub) is None:
+            out.append(SendError(client, ErrorCode.NOT_FOUND, "no such workspace", ws))
+            return
+        if (
+            ws not in client.subscriptions
+            and len(client.subscriptions) >= self.settings.max_subscriptions
+        ):
+            out.append(
+                SendError(
+                    client, ErrorCode.TOO_LARGE, "too many subscriptions on this connection", ws
+                )
+            )
+            return
+        room = self.room(ws, out)
+        client.subscriptions.add(ws)
+        self.stats.subscribes += 1
+        actions = room.subscribe(
+            client,
+            last_seq=message.last_seq,
+            epoch=message.epoch,
+            status_only=message.status_only,
+        )
+        cursor = room.cursor(client)
+        if cursor is not None and not cursor.waiting and not cursor.status_only:
+            self.stats.replays += 1
+        self.apply(room, actions, out)
+
+    def _forward(self, client: ClientLike, message: ForwardedMessage) -> RouterAction:
+        ws = message.workspace_id
+        ref = getattr(message, "client_message_id", None) or getattr(message, "request_id", None)
+        owner = self._allowed(ws, client.sub)
+        if owner is None:
+            return SendError(client, ErrorCode.NOT_FOUND, "no such workspace", ws, ref)
+        vm = self.vms.get(owner.vm_id)
+        if vm is None:
+            return SendError(client, ErrorCode.VM_OFFLINE, "the workspace's VM is offline", ws, ref)
+        frame = encode_message(attrs.evolve(message, user_id=client.sub))
+        if ref is not None:
+            routes = vm.error_routes
+            routes[(ws, ref)] = client
+            routes.move_to_end((ws, ref))
+            while len(routes) > ERROR_ROUTES:
+                routes.popitem(last=False)
+        return Forward(client, vm, frame, ws, ref, message_type(message))
+
+    def forwarded(self, forward: Forward) -> list[RouterAction]:
+        """The VM took a forwarded message."""
+        self.stats.forwarded += 1
+        if forward.kind != ClientType.INTERRUPT:
+            return []
+        # An interrupt settles nothing the VM reports back: it is audited as asked.
+        return [
+            Emit(
+                {
+                    "type": "audit",
+                    "workspaceId": forward.workspace_id,
+                    "userId": forward.client.sub,
+                    "action": "interrupt",
+                    "at": now_iso(),
+                }
+            )
+        ]
+
+    # -- VMs -----------------------------------------------------------------
+
+    def vm_joined(self, vm: VmLike) -> list[RouterAction]:
+        """Book a new VM connection; an older one of the same VM is replaced."""
+        self.vm_peers.add(vm)
+        self.stats.vm_connections += 1
+        old = self.vms.get(vm.sub)
+        if old is None:
+            return []
+        out: list[RouterAction] = [
+            Close(old, CloseCode.POLICY, "replaced by a newer connection of this VM")
+        ]
+        self._vm_offline(old, out)
+        return out
+
+    def vm_left(self, vm: VmLike) -> list[RouterAction]:
+        """Forget a closed VM connection."""
+        self.vm_peers.discard(vm)
+        out: list[RouterAction] = []
+        self._vm_offline(vm, out)
+        return out
+
+    def _vm_offline(self, vm: VmLike, out: list[RouterAction]) -> None:
+        if self.vms.get(vm.sub) is not vm:
+            return
+        del self.vms[vm.sub]
+        for owner in self.ownership.values():
+            if owner.vm_id == vm.sub and owner.workspace_id in self.rooms:
+                room = self.rooms[owner.workspace_id]
+                self.apply(room, room.vm_disconnected(), out)
+        out.append(Emit({"type": "vm_offline", "vmId": vm.sub}))
+        log.info("vm offline", extra=vm.log_extra())
+
+    def vm_frame(self, vm: VmLike, frame: str | bytes) -> list[RouterAction]:
+        """One VM frame off the hot path: decoded whole, or dropped and counted."""
+        out: list[RouterAction] = []
+        key = "vm:other"
+        try:
+            if isinstance(frame, bytes):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
+            env = read_envelope(frame)
+            # Known types only: a VM's made-up types must not grow the metrics.
+            key = VM_IN_KEYS.get(env.type, key)
+            self._vm_frame(vm, frame, env, out)
+        except ProtocolError as exc:
+            out.append(self._vm_drop(vm, exc))
+        finally:
+            self.stats.count_in(key, len(frame))
+        return out
+
+    def _vm_drop(self, vm: VmLike, exc: ProtocolError) -> RouterAction:
+        """A VM frame that cannot be handled: counted, logged, and the VM told."""
+        drops = self.stats.vm_drops
+        drops[exc.reason] = drops.get(exc.reason, 0) + 1
+        # A frame that is not the JSON it claims, or reads two ways, is a
+        # broken or hostile VM; the rest (a race with a move) is routine.
+        level = logging.WARNING if exc.reason in (BAD_JSON, REPEATED_KEY) else logging.INFO
+        log.log(level, "vm frame dropped", extra=vm.log_extra(reason=exc.reason, error=exc.message))
+        return SendError(vm, exc.code, exc.message, ref=exc.ref)
+
+    def _vm_frame(self, vm: VmLike, frame: str, env: Envelope, out: list[RouterAction]) -> None:
+        kind = env.type
+        if kind in SEQUENCED_VM_TYPES or kind == VmType.MESSAGES_SNAPSHOT:
+            if not vm.hello_done:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "send hello first")
+            ws = env.workspace_id
+            if ws is None or env.seq is None or env.epoch is None:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"{kind} needs workspaceId, seq and epoch"
+                )
+            owner = self.ownership.get(ws)
+            if owner is None or owner.vm_id != vm.sub:
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, "this VM does not own the workspace", env.request_id
+                )
+            room = self.room(ws, out)
+            if kind == VmType.MESSAGES_SNAPSHOT:
+                self.stats.snapshots += 1
+                asked = self._snapshot_asked.get(ws)
+                if asked is not None and asked[0] == env.request_id:
+                    del self._snapshot_asked[ws]
+                    self.stats.snapshot_latency.observe(self.clock() - asked[1])
+                self.apply(room, room.vm_snapshot(env.request_id, env.seq, env.epoch, frame), out)
+            elif kind == VmType.STATUS:
+                status = structure(_body(env, frame), StatusMessage)
+                vm.statuses[ws] = (status.status, status.detail)
+                actions = room.vm_frame(env.seq, env.epoch, frame, status=status.status)
+                self.apply(room, actions, out)
+            elif kind == VmType.REQUEST_RESOLVED:
+                resolved = structure(_body(env, frame), RequestResolved)
+                fresh = env.epoch != room.epoch or env.seq > room.head
+                self.apply(room, room.vm_frame(env.seq, env.epoch, frame), out)
+                if fresh:
+                    self._audit_resolution(resolved, out)
+            else:
+                self.apply(room, room.vm_frame(env.seq, env.epoch, frame), out)
+        elif kind == VmType.HELLO:
+            self._hello(vm, structure(_body(env, frame), Hello), out)
+        elif kind == VmType.ERROR:
+            self._vm_error(vm, structure(_body(env, frame), ErrorMessage), frame, out)
+        elif kind == VmType.AUTH:
+            out.append(self.renew(vm, structure(_body(env, frame), VmAuth).token))
+        else:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+
+    def _hello(self, vm: VmLike, hello: Hello, out: list[RouterAction]) -> None:
+        if hello.vm_id is not None and hello.vm_id != vm.sub:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "vmId does not match the token")
+        logs: dict[str, tuple[str, int]] = {}
+        statuses: dict[str, tuple[str, str | None]] = {}
+        for entry in hello.workspaces:
+            logs[entry.workspace_id] = (entry.epoch, entry.seq)
+            # An extension of the contract's entry: the log's current status,
+            # so subscribers hear the VM is back (too long a word is ignored).
+            status, detail = entry.status, entry.status_detail
+            if status is not None and 0 < len(status) <= MAX_STATUS_LENGTH:
+                statuses[entry.workspace_id] = (
+                    status,
+                    detail[:MAX_STATUS_DETAIL] if detail is not None else None,
+                )
+        vm.logs = logs
+        vm.statuses = statuses
+        first = not vm.hello_done
+        vm.hello_done = True
+        self.vms[vm.sub] = vm
+        log.info(
+            "vm online",
+            extra=vm.log_extra(agentVersion=str(hello.agent_version)[:64], logs=len(logs)),
+        )
+        if first:
+            out.append(Emit({"type": "vm_online", "vmId": vm.sub}))
+        # Assignments first, so the VM knows a workspace before its snapshot request.
+        owned = [o for o in self.ownership.values() if o.vm_id == vm.sub]
+        for owner in owned:
+            out.append(Send(vm, _assigned_frame(owner)))
+        for owner in owned:
+            room = self.rooms.get(owner.workspace_id)
+            if room is not None:
+                actions = room.vm_connected(
+                    logs.get(owner.workspace_id), statuses.get(owner.workspace_id)
+                )
+                self.apply(room, actions, out)
+        self._release_stale_logs(vm, out)
+
+    def _release_stale_logs(self, vm: VmLike, out: list[RouterAction]) -> None:
+        """Tell a VM to stop the workspaces it holds but no longer owns.
+
+        A workspace deleted or moved while its VM was offline is still in the
+        VM's ``hello``. Only once the ownership table is the control plane's
+        (its first ``sync``) is "not in the table" proof of that; before, a
+        workspace may be missing only because relayd has just restarted.
+        """
+        if not self.synced:
+            return
+        for workspace_id in list(vm.logs):
+            owner = self.ownership.get(workspace_id)
+            if owner is None or owner.vm_id != vm.sub:
+                del vm.logs[workspace_id]
+                vm.statuses.pop(workspace_id, None)
+                out.append(Send(vm, _released_frame(workspace_id)))
+                log.info(
+                    "vm holds a workspace it does not own; released",
+                    extra=vm.log_extra(workspaceId=workspace_id),
+                )
+
+    def _audit_resolution(self, resolved: RequestResolved, out: list[RouterAction]) -> None:
+        """Audit a decision as the VM settled it (who answered, what was decided)."""
+        action = _AUDITED_RESOLUTIONS.get(resolved.resolution)
+        if action is None:
+            return
+        event: dict[str, Any] = {"type": "audit", "workspaceId": resolved.workspace_id}
+        if resolved.user_id is not None:
+            event["userId"] = resolved.user_id
+        event["action"] = action
+        event["requestId"] = resolved.request_id
+        event["resolution"] = str(resolved.resolution)
+        if action == "permission_response":
+            event["allow"] = resolved.resolution == Resolution.ALLOWED
+        event["at"] = now_iso()
+        out.append(Emit(event))
+
+    def _vm_error(
+        self, vm: VmLike, error: ErrorMessage, frame: str, out: list[RouterAction]
+    ) -> None:
+        workspace_id, ref = error.workspace_id, error.ref
+        if ref is not None and workspace_id is not None:
+            routed = vm.error_routes.get((workspace_id, ref))
+            if routed is not None and not routed.closing:
+                out.append(Send(routed, frame))
+                return
+        if workspace_id is not None and workspace_id in self.rooms:
+            owner = self.ownership.get(workspace_id)
+            if owner is not None and owner.vm_id == vm.sub:
+                for client in self._clients(self.rooms[workspace_id]):
+                    out.append(Send(client, frame))
+                return
+        log.info("vm error with no one to tell", extra=vm.log_extra(code=str(error.code)))
+
+    def _clients(self, room: Room) -> list[ClientLike]:
+        """The clients of a room (rooms key cursors by the client objects given them)."""
+        clients: list[ClientKey] = room.clients
+        return clients  # type: ignore[return-value]
+
+    # -- ownership (control socket) --------------------------------------------
+
+    def assign(self, owner: Ownership) -> list[RouterAction]:
+        """One workspace to one VM (also a change of its users)."""
+        out: list[RouterAction] = []
+        old = self.ownership.get(owner.workspace_id)
+        self.ownership[owner.workspace_id] = owner
+        room = self.rooms.get(owner.workspace_id)
+        if old is not None and old.vm_id != owner.vm_id:
+            old_vm = self.vms.get(old.vm_id)
+            if old_vm is not None:
+                old_vm.logs.pop(owner.workspace_id, None)
+                old_vm.statuses.pop(owner.workspace_id, None)
+                out.append(Send(old_vm, _released_frame(owner.workspace_id)))
+            if room is not None:
+                self.apply(room, room.vm_disconnected(), out)
+        vm = self.vms.get(owner.vm_id)
+        if vm is not None and (old is None or old.vm_id != owner.vm_id or old.issue != owner.issue):
+            out.append(Send(vm, _assigned_frame(owner)))
+        if room is not None:
+            if vm is not None and (old is None or old.vm_id != owner.vm_id):
+                actions = room.vm_connected(
+                    vm.logs.get(owner.workspace_id), vm.statuses.get(owner.workspace_id)
+                )
+                self.apply(room, actions, out)
+            self._drop_unallowed(room, owner.user_ids, out)
+        return out
+
+    def release(self, workspace_id: str, *, tell_vm: bool = True) -> list[RouterAction]:
+        """Forget a workspace: its VM is told, its clients are unsubscribed."""
+        out: list[RouterAction] = []
+        old = self.ownership.pop(workspace_id, None)
+        if old is not None and tell_vm:
+            vm = self.vms.get(old.vm_id)
+            if vm is not None:
+                vm.logs.pop(workspace_id, None)
+                vm.statuses.pop(workspace_id, None)
+                out.append(Send(vm, _released_frame(workspace_id)))
+        room = self.rooms.pop(workspace_id, None)
+        if room is not None:
+            for client in self._clients(room):
+                room.unsubscribe(client)
+                client.subscriptions.discard(workspace_id)
+                out.append(
+                    SendError(
+                        client, ErrorCode.NOT_FOUND, "the workspace was released", workspace_id
+                    )
+                )
+        return out
+
+    def sync(self, owners: list[Ownership]) -> list[RouterAction]:
+        """Replace the whole ownership table."""
+        out: list[RouterAction] = []
+        wanted = {o.workspace_id: o for o in owners}
+        for workspace_id in list(self.ownership):
+            if workspace_id not in wanted:
+                out.extend(self.release(workspace_id))
+        for owner in owners:
+            out.extend(self.assign(owner))
+        if not self.synced:
+            # The table is authoritative from now on: VMs that said hello
+            # before it came hear now about what they hold but do not own.
+            self.synced = True
+            for vm in list(self.vms.values()):
+                self._release_stale_logs(vm, out)
+        return out
+
+    def _drop_unallowed(
+        self, room: Room, user_ids: frozenset[str], out: list[RouterAction]
+    ) -> None:
+        for client in self._clients(room):
+            if client.sub not in user_ids:
+                room.unsubscribe(client)
+                client.subscriptions.discard(room.workspace_id)
+                out.append(
+                    SendError(client, ErrorCode.NOT_FOUND, "no such workspace", room.workspace_id)
+                )
+
+    def online_vm_events(self) -> list[dict[str, Any]]:
+        """``vm_online`` for every VM online now (sent again after a ``sync``)."""
+        return [{"type": "vm_online", "vmId": vm_id} for vm_id in sorted(self.vms)]
+
+
+def _body(env: Envelope, frame: str) -> Any:
+    """The decoded frame: the slow path's, or a strict parse of the text."""
+    return env.body if env.body is not None else loads(frame)
+
+
+def _assigned_frame(owner: Ownership) -> str:
+    # The issue goes to the VM as the control plane gave it.
+    return dumps(
+        {
+            "type": RelayType.WORKSPACE_ASSIGNED,
+            "workspaceId": owner.workspace_id,
+            "issue": owner.issue,
+        }
+    )
+
+
+def _released_frame(workspace_id: str) -> str:
+    return encode_frame(WorkspaceReleased(workspace_id=workspace_id))
+
+
+def now_iso() -> str:
+    """Now, as the audit's ``at`` (ISO 8601 UTC, milliseconds)."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
