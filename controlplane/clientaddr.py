@@ -29,9 +29,13 @@ def parse_networks(text: str) -> tuple[IpNetwork, ...]:
 def is_trusted(address: str, trusted: Iterable[IpNetwork]) -> bool:
     """True when ``address`` is one of the trusted proxies."""
     try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            address.strip().strip("[]")
+        )
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # an IPv4 peer on a dual-stack socket
     return any(ip.version == net.version and ip in net for net in trusted)
 
 

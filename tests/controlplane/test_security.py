@@ -129,6 +129,7 @@ def test_xff_counts_only_from_a_trusted_proxy() -> None:
     assert client_address("127.0.0.1", ["6.6.6.6, 1.2.3.4"], trusted) == "1.2.3.4"
     assert client_address("127.0.0.1", ["1.2.3.4, 10.1.1.1"], trusted) == "1.2.3.4"
     assert client_address("127.0.0.1", [], trusted) == "127.0.0.1"
+    assert client_address("::ffff:127.0.0.1", ["1.2.3.4"], trusted) == "1.2.3.4"
     with pytest.raises(ValueError):
         parse_networks("not-an-address")
 
@@ -500,3 +501,19 @@ async def test_with_relayd_away_the_revocation_file_still_follows_a_logout(state
             # The reconciler writes it in a worker thread: no event to wait on here.
             await wait_until(lambda: listed.exists() and sid in read_file(listed).sessions)
     assert listed.stat().st_mode & 0o777 == 0o644  # relayd, another user, reads it
+
+
+addresses = st.ip_addresses().map(str)
+
+
+@given(addresses, st.lists(addresses, max_size=4))
+def test_an_untrusted_peer_is_counted_as_itself_whatever_it_claims(
+    peer: str, claimed: list[str]
+) -> None:
+    trusted = parse_networks("127.0.0.1,::1")
+    if peer in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        # A trusted proxy: the right-most address that is not a proxy, or itself.
+        found = client_address(peer, [", ".join(claimed)], trusted)
+        assert found in [*claimed, peer]
+    else:
+        assert client_address(peer, [", ".join(claimed)], trusted) == peer
