@@ -25,6 +25,7 @@ control plane's requests in any order and lose nothing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -112,8 +113,8 @@ def _number(value: object, what: str) -> float:
         number = float(value)  # a JSON integer may be too big for a float
     except OverflowError:
         raise BadRevocations(f"{what} is out of range") from None
-    if number != number:  # NaN
-        raise BadRevocations(f"{what} must be a number")
+    if not math.isfinite(number):
+        raise BadRevocations(f"{what} must be a finite number")
     return number
 
 

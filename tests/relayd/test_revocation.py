@@ -145,6 +145,7 @@ shaped = st.fixed_dictionaries(
 @given(json_values | shaped)
 @example({"sessions": [{"sid": "s", "until": 10**400}]})  # too big for a float
 @example({"users": [{"userId": "u", "minGen": 1, "until": float("nan")}]})
+@example({"sessions": [{"sid": "s", "until": float("inf")}]})
 def test_any_json_is_a_list_or_refused_as_malformed(obj: object) -> None:
     try:
         parsed = from_json(obj)
