@@ -286,6 +286,15 @@ class Room:
         cursor has nothing more to send for now, ``cursor.awake`` is False on
         return: the room wakes it when that changes.
         """
+        if cursor.frames is None and not (cursor.waiting or cursor.status_only or cursor.gone):
+            firsts = self._firsts
+            if firsts and firsts[-1] == cursor.next:
+                # The common case: a live reader owed just the newest chunk.
+                chunk = self._chunks[-1]
+                cursor.next = self.head + 1
+                cursor.awake = False
+                self._idle[cursor] = None
+                return [chunk], chunk.chars, []
         out: list[Entry] = []
         size = 0
         actions: list[Action] = []
@@ -296,6 +305,8 @@ class Room:
             own = cursor.frames
             if own and (cursor.waiting or cursor.status_only or own[0][0] <= cursor.next):
                 frame = own.pop(0)[1]
+                if not own:
+                    cursor.frames = None
                 out.append(frame)
                 size += len(frame)
                 continue

@@ -13,7 +13,7 @@ land between whole frames. A frame fanned out to many clients is encoded once
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from relayd.outbox import Entry, SharedFrames
@@ -102,12 +102,17 @@ class FrameCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def encode(self, frames: Iterable[Entry]) -> tuple[bytes, dict[str, list[int]]]:
+    def encode(self, frames: Sequence[Entry]) -> tuple[bytes, dict[str, list[int]]]:
         """The frames encoded back to back, and ``type -> [frames, characters]``.
 
         A :class:`relayd.outbox.SharedFrames` entry is encoded once, by the
         first writer that sends it, and kept on the entry for the others.
         """
+        if len(frames) == 1:
+            only = frames[0]
+            if type(only) is SharedFrames and only.encoded is not None and only.counts:
+                # The common case of a fan-out: one chunk, already encoded by another writer.
+                return only.encoded, only.counts
         parts: list[bytes] = []
         counts: dict[str, list[int]] = {}
         for frame in frames:
