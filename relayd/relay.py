@@ -30,6 +30,7 @@ from relayd.revocations import RevocationState
 from relayd.room import Action, Cursor, Room, Wake
 from relayd.router import (
     VM_IN_KEYS,
+    ClientLike,
     Close,
     Emit,
     Forward,
@@ -39,6 +40,7 @@ from relayd.router import (
     RouterAction,
     Send,
     SendError,
+    VmLike,
 )
 from relayd.settings import Settings
 from relayd.stats import Stats
@@ -286,11 +288,11 @@ class Relay:
 
     # -- clients -------------------------------------------------------------
 
-    def client_joined(self, client: ClientPeer) -> None:
+    def client_joined(self, client: ClientLike) -> None:
         """Book a new client connection."""
         self.router.client_joined(client)
 
-    def client_left(self, client: ClientPeer) -> None:
+    def client_left(self, client: ClientLike) -> None:
         """Forget a closed client connection."""
         self.router.client_left(client)
 
@@ -303,7 +305,7 @@ class Relay:
                     return
                 await self._client_frame(peer, frame)
 
-    async def _client_frame(self, peer: ClientPeer, frame: str | bytes) -> None:
+    async def _client_frame(self, peer: ClientLike, frame: str | bytes) -> None:
         """Handle one client frame (waits only while the owning VM's queue is full)."""
         for action in self.router.client_frame(peer, frame):
             if isinstance(action, Forward):
@@ -311,7 +313,7 @@ class Relay:
             else:
                 self.perform([action])
 
-    def _subscribe(self, client: ClientPeer, message: Subscribe) -> None:
+    def _subscribe(self, client: ClientLike, message: Subscribe) -> None:
         out: list[RouterAction] = []
         self.router.subscribe(client, message, out)
         self.perform(out)
@@ -333,11 +335,11 @@ class Relay:
 
     # -- VMs -----------------------------------------------------------------
 
-    def vm_joined(self, vm: VmPeer) -> None:
+    def vm_joined(self, vm: VmLike) -> None:
         """Book a new VM connection; an older one of the same VM is replaced."""
         self.perform(self.router.vm_joined(vm))
 
-    def vm_left(self, vm: VmPeer) -> None:
+    def vm_left(self, vm: VmLike) -> None:
         """Forget a closed VM connection."""
         self.perform(self.router.vm_left(vm))
 
@@ -349,7 +351,7 @@ class Relay:
             # each client's writer finds the lot queued (one write for all).
             self.vm_frames(peer, await peer.ws.receive())
 
-    def vm_frames(self, vm: VmPeer, frames: list[str | bytes]) -> None:
+    def vm_frames(self, vm: VmLike, frames: list[str | bytes]) -> None:
         """Handle the frames of one socket read of a VM, in order.
 
         The hot path: consecutive sequenced frames (not ``status``) of one
@@ -384,7 +386,7 @@ class Relay:
         finally:
             self._end_run(run)
 
-    def _fast_head(self, vm: VmPeer, frame: str) -> tuple[Room, str, int, str] | None:
+    def _fast_head(self, vm: VmLike, frame: str) -> tuple[Room, str, int, str] | None:
         """(room, type, seq, epoch) of a frame for the hot path, or None."""
         head = read_head(frame)
         if head is None or not vm.hello_done:

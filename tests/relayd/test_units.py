@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import pytest
 import trio
 import trio.testing
@@ -14,7 +12,7 @@ from relayd.ratelimit import TokenBucket
 from relayd.relay import Relay
 from relayd.settings import DEFAULT_ORIGINS, Settings, parse_settings
 from tests.support.keys import KeyRing
-from tests.support.stubpeer import StubPeer, drain, frames_of, room_with_clients
+from tests.support.stubpeer import drain, frames_of, room_with_clients
 from wire.envelope import vm_frame
 from wire.tokens import TokenVerifier
 
@@ -197,4 +195,4 @@ async def test_made_up_types_do_not_grow_the_metrics() -> None:
     assert relay.stats.in_count["client:other"] == 50
     assert relay.stats.in_count["vm:other"] == 50
     assert not [k for k in relay.stats.in_count if "made_up" in k]
-    assert len(cast(StubPeer, client).errors) == 50  # each still gets its unknown_type error
+    assert len(client.errors) == 50  # each still gets its unknown_type error

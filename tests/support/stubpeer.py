@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import Any, cast
+from typing import Any
 
 from relayd.outbox import Entry, Outbox
 from relayd.ratelimit import TokenBucket
-from relayd.relay import ClientPeer, Ownership, Relay, VmPeer
+from relayd.relay import Ownership, Relay
 from relayd.room import Cursor
 from wire.messages import Subscribe
+from wire.protocol import Scope
+from wire.tokens import Claims
 
 
 class StubPeer:
-    """A connection as the relay sees it: an outbox, a ``sub``, a close code."""
+    """A connection as the relay sees it: an outbox, a ``sub``, a close code
+    (what :class:`relayd.router.ClientLike` and :class:`relayd.router.VmLike` ask)."""
 
     closing = False
     close_code: int | None = None
     outbox: Outbox
+    sub: str
+    scope: Scope = Scope.CLIENT
 
     def __init__(self, **fields: Any) -> None:
         self.errors: list[tuple[str, str]] = []
@@ -54,6 +59,9 @@ class StubPeer:
         """Nothing to add to log lines."""
         return more
 
+    def renew(self, claims: Claims) -> None:
+        """A renewed token (nothing to move here)."""
+
 
 def drain(relay: Relay, peer: Any, max_chars: int = 1 << 30) -> list[Entry]:
     """Everything a peer's writer would send now: its own queue, then its cursors' frames."""
@@ -77,20 +85,17 @@ def frames_of(entries: list[Entry]) -> list[str]:
 
 def room_with_clients(
     relay: Relay, queues: list[int], *, seq: int = 0
-) -> tuple[VmPeer, list[ClientPeer]]:
+) -> tuple[StubPeer, list[StubPeer]]:
     """Workspace w1 on VM vm1 (its log at ``seq``), a user subscribed live per queue size."""
     users = [f"u{i}" for i in range(len(queues))]
     relay.ownership["w1"] = Ownership("w1", "vm1", frozenset(users), {})
-    vm = cast(VmPeer, StubPeer(sub="vm1", outbox=Outbox(1024, 1 << 30)))
+    vm = StubPeer(sub="vm1", scope=Scope.VM, outbox=Outbox(1024, 1 << 30))
     relay.vm_joined(vm)
-    relay.vms["vm1"] = vm
     log = {"workspaceId": "w1", "epoch": "e1", "seq": seq}
     relay.vm_frames(vm, [json.dumps({"type": "hello", "vmId": "vm1", "workspaces": [log]})])
-    peers = []
+    peers: list[StubPeer] = []
     for user, queue in zip(users, queues, strict=True):
-        client = cast(
-            ClientPeer, StubPeer(sub=user, subscriptions=set(), outbox=Outbox(queue, 1 << 30))
-        )
+        client = StubPeer(sub=user, outbox=Outbox(queue, 1 << 30))
         relay._subscribe(client, Subscribe(workspace_id="w1", last_seq=seq, epoch="e1"))
         subscribed = frames_of(drain(relay, client))
         assert '"mode":"replay"' in subscribed[0], subscribed
