@@ -41,8 +41,8 @@ from controlplane.web import install_headers, install_webui, is_loopback, json_r
 AUDIT_LIMIT = 1000
 
 
-def to_workspace_out(ws: store.Workspace) -> WorkspaceOut:
-    """The API's view of a workspace."""
+def to_workspace_out(ws: store.Workspace, relay_url: str) -> WorkspaceOut:
+    """The API's view of a workspace; ``relay_url`` (this node's) when its VM has no node yet."""
     return WorkspaceOut(
         id=ws.id,
         name=ws.name,
@@ -58,6 +58,7 @@ def to_workspace_out(ws: store.Workspace) -> WorkspaceOut:
         vm_id=ws.vm_id,
         created_at=ws.created_at,
         updated_at=ws.updated_at,
+        relay_url=ws.relay_url or relay_url,
     )
 
 
@@ -111,7 +112,7 @@ def create_app(services: Services) -> QuartTrio:
         """The caller's workspaces, newest first."""
         user = await current_user()
         found = await services.db.run(lambda c: store.list_workspaces(c, user.id))
-        return json_response([to_workspace_out(w) for w in found])
+        return json_response([to_workspace_out(w, settings.relay_url) for w in found])
 
     @app.post("/api/workspaces")
     @security_scheme(BEARER)
@@ -141,7 +142,7 @@ def create_app(services: Services) -> QuartTrio:
         )
         created = await services.db.run(lambda c: store.add_workspace(c, user.id, ref, fetched))
         services.coordinator.kick()
-        return json_response(to_workspace_out(created), 201)
+        return json_response(to_workspace_out(created, settings.relay_url), 201)
 
     async def owned_workspace(workspace_id: str) -> tuple[store.User, store.Workspace]:
         user = await current_user()
@@ -157,7 +158,7 @@ def create_app(services: Services) -> QuartTrio:
     async def get_workspace(workspace_id: str) -> Response:
         """One workspace (also an archived one, with status ``deleted``)."""
         _, found = await owned_workspace(workspace_id)
-        return json_response(to_workspace_out(found))
+        return json_response(to_workspace_out(found, settings.relay_url))
 
     @app.delete("/api/workspaces/<workspace_id>")
     @security_scheme(BEARER)

@@ -15,6 +15,13 @@ date with what relayd reports.
   process); relayd refuses those tokens and closes the connections that use
   them. Each new list is also written to ``revoked.json`` for relayd's
   restarts.
+- Several nodes on one PostgreSQL (:mod:`controlplane.nodes`): VMs are
+  recorded on this node when its relayd reports them; every node's relayd
+  holds every placement (a VM may dial any node); a pass that finds a VM this
+  relayd served now recorded on another node tells relayd ``moved``, which
+  closes that VM's workspaces' clients (4307) so they ask the API where to
+  go. Other nodes' changes reach the reconciler through
+  :mod:`controlplane.changes` (``kick``), else within ``interval``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any, Final
 
 import trio
 
-from controlplane import revocation, store
+from controlplane import nodes, revocation, store
 from controlplane.db import Database, utcnow
 from controlplane.relaylink import RelayLink, RelayRefused, RelayUnavailable
 from wire.protocol import Status
@@ -108,8 +115,14 @@ class Coordinator:
         interval: float = RECONCILE_INTERVAL,
         session_window: float = SESSION_WINDOW,
         revocations_file_dir: Path | None = None,
+        node_id: str = nodes.DEFAULT_NODE_ID,
     ) -> None:
         self.db = db
+        #: This node: VMs its relayd reports are recorded on it.
+        self.node_id = node_id
+        #: VMs this node's relayd reported online since the link came up (not
+        #: forgotten when they go: a VM that went to another node is "moved").
+        self.served_vms: set[str] = set()
         self.interval = interval
         self.session_window = session_window
         #: Where ``revoked.json`` is written (None: not written).
@@ -144,7 +157,8 @@ class Coordinator:
 
     async def on_connect(self, link: RelayLink) -> None:
         """Full resync: every VM offline until relayd reports it, then ``sync``."""
-        await self.db.run(store.set_all_vms_offline)
+        node_id = self.node_id
+        await self.db.run(lambda c: store.set_all_vms_offline(c, node_id=node_id))
         self.online_vms.clear()
         async with self._table_lock:
             placed = await self.db.run(store.assignments)
@@ -170,7 +184,8 @@ class Coordinator:
             if not isinstance(vm_id, str):
                 return
             online = kind == "vm_online"
-            vm = await self.db.run(lambda c: store.set_vm_online(c, vm_id, online))
+            node_id = self.node_id
+            vm = await self.db.run(lambda c: store.set_vm_online(c, vm_id, online, node_id=node_id))
             if online and (vm is None or vm.revoked):
                 log.warning(
                     "revoked or unknown VM came online; cutting it off", extra={"vmId": vm_id}
@@ -179,6 +194,7 @@ class Coordinator:
                 self.kick()
             elif online:
                 self.online_vms.add(vm_id)
+                self.served_vms.add(vm_id)
                 self.kick()
             else:
                 self.online_vms.discard(vm_id)
@@ -263,6 +279,7 @@ class Coordinator:
         for vm_id in sorted(self._to_disconnect):
             await link.request("disconnect", vmId=vm_id)
             self._to_disconnect.discard(vm_id)
+        await self._tell_moved(link)
         # Read and send under the lock, so a release cannot slip in between
         # and be undone by a sync that still lists the workspace.
         async with self._table_lock:
@@ -276,6 +293,24 @@ class Coordinator:
                 self._relay_table = wanted
                 self._revocations_sent = None  # the list follows every sync, whole
         await self._send_revocations(link.request)
+
+    async def _tell_moved(self, link: RelayLink) -> None:
+        """Close the clients of workspaces whose VM this relayd served and another node has now."""
+        if not self.served_vms:
+            return
+        recorded = await self.db.run(nodes.vm_nodes)
+        gone = nodes.moved_away(self.served_vms, recorded, self.node_id)
+        if not gone:
+            return
+        workspace_ids = await self.db.run(lambda c: nodes.workspaces_of(c, gone))
+        if workspace_ids:
+            reply = await link.request("moved", workspaceIds=workspace_ids)
+            log.info(
+                "VMs moved to other nodes; their clients told",
+                extra={"vmIds": sorted(gone), "closed": reply.get("closed")},
+            )
+        self.served_vms -= gone
+        self.online_vms -= gone
 
     async def _current_revocations(self) -> Revocations:
         """The list as the database has it; written to ``revoked.json`` when it changed."""

@@ -21,6 +21,7 @@ from controlplane import revocation, store
 from controlplane.clientaddr import parse_networks
 from controlplane.db import Database
 from controlplane.keys import KeyRing
+from controlplane.nodes import valid_node_id
 from controlplane.passwords import MAX_PASSWORD_LENGTH, hash_password
 from controlplane.settings import Settings
 from controlplane.statedir import StateDirError, secure_dir
@@ -50,6 +51,7 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
     "--listen": (str, "HOST:PORT of the HTTP API (default 127.0.0.1:8080)"),
     "--relay-socket": (Path, "relayd's control socket (default STATE_DIR/relayd.sock)"),
     "--relay-url": (str, "where clients and local VMs reach relayd (default ws://127.0.0.1:8765)"),
+    "--node-id": (str, "this node's unique name on a shared database (default node1)"),
     "--provisioner": (str, "local (start vmagents here) or none (VMs dial in)"),
     "--local-vms": (int, "vmagents the local provisioner runs (default 1)"),
     "--local-engine": (str, "engine of local vmagents: demo or claude"),
@@ -174,6 +176,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         raise SystemExit("controlplane: --provisioner must be local or none")
     if settings.local_engine not in ("demo", "claude"):
         raise SystemExit("controlplane: --local-engine must be demo or claude")
+    if not valid_node_id(settings.node_id):
+        raise SystemExit("controlplane: --node-id is 1 to 64 letters, digits, '.', '_' or '-'")
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:

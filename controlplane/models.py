@@ -86,6 +86,8 @@ class WorkspaceOut:
     status: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: Where the workspace's relayd serves clients: its VM's node, else this node's.
+    relay_url: str
     vm_id: str | None = None
 
 

@@ -99,6 +99,19 @@ vms = sa.Table(
     sa.Column("revoked_at", UTC_TIME, nullable=True),
     sa.Column("online", sa.Boolean, nullable=False, default=False),
     sa.Column("last_seen_at", UTC_TIME, nullable=True),
+    # The node whose relayd the VM is (or was last) connected to (migration 0005).
+    sa.Column("node_id", sa.String(64), nullable=True, index=True),
+)
+
+# Every node (a relayd and the control plane beside it) on this database, and
+# the URL its relayd serves clients at: the API gives each workspace the URL
+# of its VM's node (migration 0005).
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("relay_url", sa.String(300), nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
 )
 
 workspaces = sa.Table(

@@ -20,7 +20,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+from controlplane import nodes
 from controlplane.app import create_app
+from controlplane.changes import ChangeListener
 from controlplane.coordinator import Coordinator
 from controlplane.db import Database
 from controlplane.keys import KeyRing
@@ -53,11 +55,12 @@ class Running:
 
 
 def prepare_state(settings: Settings) -> tuple[KeyRing, Database]:
-    """State dir (0700), keys and JWKS, database with migrations (blocking)."""
+    """State dir (0700), keys and JWKS, database with migrations, this node recorded (blocking)."""
     secure_dir(settings.state_dir)
     keyring = KeyRing(settings.state_dir)
     keyring.load()
     db = Database.open(settings.database_url)
+    db.run_sync(lambda c: nodes.register(c, settings.node_id, settings.relay_url))
     return keyring, db
 
 
@@ -110,6 +113,10 @@ async def serve(
             # A password change cuts off tokens issued before it, which live this long.
             session_window=settings.access_token_ttl,
             revocations_file_dir=settings.state_dir,
+            node_id=settings.node_id,
+        )
+        changes = ChangeListener(
+            settings.database_url, coordinator.kick, backoff_max=settings.relay_backoff_max
         )
         link = RelayLink(
             settings.relay_socket_path,
@@ -126,6 +133,7 @@ async def serve(
             coordinator=coordinator,
             link=link,
             metrics=Metrics(),
+            changes=changes,
         )
         provisioner = make_provisioner(settings, services, env)
         app: Any = create_app(services)
@@ -133,6 +141,7 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.run)
             nursery.start_soon(coordinator.run)
+            nursery.start_soon(changes.run)
 
             async def http(task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn_serve(

@@ -13,6 +13,7 @@ import attrs
 import httpx
 import trio
 
+from controlplane.changes import ChangeListener
 from controlplane.coordinator import Coordinator
 from controlplane.db import Database
 from controlplane.keys import KeyRing
@@ -34,3 +35,5 @@ class Services:
     github_transport: httpx.AsyncBaseTransport | None = None
     clock: Callable[[], float] = time.time
     hash_limiter: trio.CapacityLimiter | None = None
+    #: Other nodes' changes from PostgreSQL (``serve``; None in tests that build their own).
+    changes: ChangeListener | None = None

@@ -12,6 +12,7 @@ from typing import Final
 
 import attrs
 
+from controlplane.nodes import DEFAULT_NODE_ID
 from controlplane.throttle import Policy
 from wire.protocol import DEFAULT_ISSUER
 
@@ -29,7 +30,12 @@ class Settings:
     state_dir: Path
     listen: str = DEFAULT_LISTEN
     relay_socket: Path | None = None  # default: STATE_DIR/relayd.sock
+    #: Where clients reach this node's relayd: ``/api/config``, and ``relayUrl``
+    #: of the workspaces whose VM is connected to it.
     relay_url: str = DEFAULT_RELAY_URL
+    #: This node's name among the nodes that share one PostgreSQL (unique per
+    #: node: a relayd and this control plane beside it).
+    node_id: str = DEFAULT_NODE_ID
     issuer: str = DEFAULT_ISSUER
     database: str | None = None  # default: SQLite file STATE_DIR/controlplane.db
     provisioner: str = "local"  # "local" or "none"

@@ -17,9 +17,11 @@ import sqlalchemy as sa
 
 from controlplane.db import as_utc, utcnow
 from controlplane.issues import FetchedIssue, IssueRef
+from controlplane.nodes import DEFAULT_NODE_ID
 from controlplane.placement import plan_placement
 from controlplane.schema import (
     audit,
+    nodes,
     refresh_tokens,
     removed_users,
     sessions,
@@ -391,22 +393,42 @@ def revoke_vm(conn: sa.Connection, vm_id: str) -> list[str]:
     return moved
 
 
-def set_vm_online(conn: sa.Connection, vm_id: str, online: bool) -> Vm | None:
-    """Record that relayd reported the VM on- or offline; None for an unknown VM."""
+def set_vm_online(
+    conn: sa.Connection, vm_id: str, online: bool, *, node_id: str = DEFAULT_NODE_ID
+) -> Vm | None:
+    """Record that ``node_id``'s relayd reported the VM on- or offline; None for an unknown VM.
+
+    Online, the VM is recorded on that node. Offline counts only from the
+    node it is recorded on: a VM that moved to another node may be reported
+    gone by its old one after the new one reported it there.
+    """
     vm = get_vm(conn, vm_id)
     if vm is None:
         return None
-    conn.execute(
+    now = utcnow()
+    if online:
+        conn.execute(
+            vms.update()
+            .where(vms.c.id == vm_id)
+            .values(online=not vm.revoked, last_seen_at=now, node_id=node_id)
+        )
+        return attrs.evolve(vm, online=not vm.revoked)
+    done = conn.execute(
         vms.update()
-        .where(vms.c.id == vm_id)
-        .values(online=online and not vm.revoked, last_seen_at=utcnow())
+        .where(vms.c.id == vm_id, _on_node(node_id))
+        .values(online=False, last_seen_at=now)
     )
-    return attrs.evolve(vm, online=online and not vm.revoked)
+    return attrs.evolve(vm, online=vm.online and done.rowcount == 0)
 
 
-def set_all_vms_offline(conn: sa.Connection) -> None:
-    """Forget who is online (the link to relayd was re-made; it will tell again)."""
-    conn.execute(vms.update().where(vms.c.online.is_(True)).values(online=False))
+def _on_node(node_id: str) -> sa.ColumnElement[bool]:
+    # A VM recorded before nodes were (node_id NULL) belongs to whichever asks.
+    return sa.or_(vms.c.node_id == node_id, vms.c.node_id.is_(None))
+
+
+def set_all_vms_offline(conn: sa.Connection, *, node_id: str = DEFAULT_NODE_ID) -> None:
+    """Forget who is online on one node (the link to its relayd was re-made; it will tell again)."""
+    conn.execute(vms.update().where(vms.c.online.is_(True), _on_node(node_id)).values(online=False))
 
 
 # --- workspaces ------------------------------------------------------------
@@ -430,6 +452,8 @@ class Workspace:
     vm_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: The relay URL of the node its VM is (or was last) connected to; None: no such node yet.
+    relay_url: str | None = None
 
     def issue_message(self) -> dict[str, Any]:
         """The ``issue`` object of ``assign``/``sync`` and ``workspace_assigned``."""
@@ -446,8 +470,12 @@ class Workspace:
         return issue
 
 
-_WORKSPACE_QUERY = sa.select(workspaces, vms.c.online.label("vm_online")).select_from(
-    workspaces.outerjoin(vms, workspaces.c.vm_id == vms.c.id)
+_WORKSPACE_QUERY = sa.select(
+    workspaces, vms.c.online.label("vm_online"), nodes.c.relay_url.label("node_relay_url")
+).select_from(
+    workspaces.outerjoin(vms, workspaces.c.vm_id == vms.c.id).outerjoin(
+        nodes, vms.c.node_id == nodes.c.id
+    )
 )
 
 
@@ -478,6 +506,7 @@ def _workspace(row: Any) -> Workspace:
         vm_id=row.vm_id,
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
+        relay_url=row.node_relay_url,
     )
 
 

@@ -58,8 +58,18 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def relay_origin(relay_url: str) -> str:
+    """``scheme://host[:port]`` of a relay URL: every node behind one origin may be reached.
+
+    Nodes behind one proxy differ by path (``wss://host/nodes/2``), and a CSP
+    source with a path allows that path alone.
+    """
+    parts = urllib.parse.urlsplit(relay_url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else relay_url
+
+
 def content_security_policy(relay_url: str) -> str:
-    """Scripts and styles from us only; WebSockets to the relay; no framing."""
+    """Scripts and styles from us only; WebSockets to the relay's origin; no framing."""
     return "; ".join(
         [
             "default-src 'self'",
@@ -68,7 +78,7 @@ def content_security_policy(relay_url: str) -> str:
             "style-src 'self' 'unsafe-inline'",
             "img-src 'self' data:",
             "font-src 'self'",
-            f"connect-src 'self' {relay_url}",
+            f"connect-src 'self' {relay_origin(relay_url)}",
             "object-src 'none'",
             "base-uri 'self'",
             "form-action 'self'",

@@ -33,6 +33,8 @@ log = logging.getLogger("relayd.control")
 
 #: Longest request line (a ``sync`` of many workspaces is the big one).
 MAX_LINE: Final = 16 * 1024 * 1024
+#: Longest id (workspace, VM, user) in a request.
+MAX_ID: Final = 200
 _names = itertools.count(1)
 
 
@@ -228,6 +230,17 @@ def _dispatch(relay: Relay, obj: dict[str, Any]) -> dict[str, Any]:
             vm_id=vm_id if isinstance(vm_id, str) else None,
         )
         return {"closed": closed}
+    if kind == "moved":
+        ids = obj.get("workspaceIds")
+        if not isinstance(ids, list) or not all(
+            isinstance(i, str) and 0 < len(i) <= MAX_ID for i in ids
+        ):
+            raise RequestError("bad_request", "moved needs a list of strings 'workspaceIds'")
+        closed = relay.moved(ids)
+        log.info(
+            "workspaces moved to another node", extra={"workspaces": len(ids), "closed": closed}
+        )
+        return {"closed": closed}
     if kind == "revoke":
         try:
             more = revocations_from_json(obj)
@@ -246,7 +259,7 @@ def _dispatch(relay: Relay, obj: dict[str, Any]) -> dict[str, Any]:
 
 def _string(obj: dict[str, Any], key: str) -> str:
     value = obj.get(key)
-    if not isinstance(value, str) or not value or len(value) > 200:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
         raise RequestError("bad_request", f"'{key}' must be a non-empty string")
     return value
 

@@ -35,6 +35,7 @@ class CloseCode(enum.IntEnum):
     RESTARTING = 1012
     TOKEN_EXPIRED = 4401  # token expired or invalid
     CUT_OFF = 4403  # cut off by the control plane
+    MOVED = 4307  # a followed workspace is now served by another node: ask the API where
     TOO_SLOW = 4008  # outgoing queue overflowed
 
 

@@ -29,6 +29,12 @@ def test_csp_allows_the_relay_and_no_framing() -> None:
     assert "'unsafe-eval'" not in csp
 
 
+def test_csp_allows_the_relay_origin_so_every_node_behind_it_is_reachable() -> None:
+    csp = content_security_policy("wss://ffcloud.example.com/nodes/2")
+    assert "connect-src 'self' wss://ffcloud.example.com;" in csp
+    assert "/nodes/2" not in csp
+
+
 def test_same_host_compares_the_origin_with_the_host_header() -> None:
     assert same_host("https://ffcloud.example.com", "ffcloud.example.com")
     assert same_host("https://ffcloud.example.com:443", "ffcloud.example.com")

@@ -74,6 +74,7 @@ def test_the_constants_agree() -> None:
     assert ts_const("CLIENT_PATH") == f'"{protocol.CLIENT_PATH}"'
     assert int(ts_const("CLOSE_TOKEN_EXPIRED")) == protocol.CloseCode.TOKEN_EXPIRED
     assert int(ts_const("CLOSE_CUT_OFF")) == protocol.CloseCode.CUT_OFF
+    assert int(ts_const("CLOSE_MOVED")) == protocol.CloseCode.MOVED
 
 
 def test_statuses_are_the_relays_and_the_control_planes() -> None:

@@ -33,6 +33,8 @@ export interface Workspace {
   issue: Issue;
   status: string;
   vmId?: string | null;
+  /** Where it is relayed: its VM's node (docs/protocol.md section 7). */
+  relayUrl?: string;
   createdAt: string;
   updatedAt: string;
 }

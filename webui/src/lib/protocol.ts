@@ -69,6 +69,8 @@ export type Outgoing =
 /** Close codes of docs/protocol.md section 6 that the client acts on. */
 export const CLOSE_TOKEN_EXPIRED = 4401;
 export const CLOSE_CUT_OFF = 4403;
+/** A followed workspace moved to another node: ask the API for its relayUrl. */
+export const CLOSE_MOVED = 4307;
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
