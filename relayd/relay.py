@@ -243,21 +243,10 @@ class Relay:
         return len(closes)
 
     def moved(self, workspace_ids: list[str]) -> int:
-        """Close (4307) every client following one of these workspaces; returns how many.
-
-        Their VM is connected to another node now: the clients ask the API
-        for the workspace's relay URL and resume there from their ``lastSeq``.
-        """
-        wanted = set(workspace_ids)
-        closing: list[Peer] = [
-            client
-            for group in self.clients_by_user.values()
-            for client in group
-            if client.subscriptions & wanted
-        ]
-        for peer in closing:
-            peer.close(CloseCode.MOVED, "the workspace moved to another node")
-        return len(closing)
+        """Close (4307) the clients of workspaces another node serves now; returns how many."""
+        closes = self.router.moved(workspace_ids)
+        self.perform(closes)
+        return len(closes)
 
     def renew(self, peer: Peer, token: str) -> None:
         """Handle ``auth``: a new token for the same ``sub`` and scope moves the deadline."""

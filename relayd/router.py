@@ -331,6 +331,20 @@ class Router:
             peers.extend(p for p in self.vm_peers if p.sub == vm_id)
         return [Close(p, CloseCode.CUT_OFF, "cut off by the control plane") for p in peers]
 
+    def moved(self, workspace_ids: Iterable[str]) -> list[Close]:
+        """Close (4307) every client that follows one of these workspaces.
+
+        Their VM is connected to another node now: the clients ask the API
+        for the workspace's relay URL and resume there from their ``lastSeq``.
+        """
+        wanted = set(workspace_ids)
+        return [
+            Close(client, CloseCode.MOVED, "the workspace moved to another node")
+            for group in self.clients_by_user.values()
+            for client in group
+            if client.subscriptions & wanted
+        ]
+
     def renew(self, peer: RouterPeer, token: str) -> RouterAction:
         """``auth``: a new token for the same ``sub`` and scope moves the deadline."""
         try:

@@ -24,14 +24,14 @@ async def test_moved_closes_the_followers_of_those_workspaces_only(relay: Relayd
             await send_json(
                 follower, {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0, "epoch": "e1"}
             )
-            assert (await recv_json(follower))["mode"] == "replay"
+            assert (await recv_json(follower))["type"] == "subscribed"
             # The workspace list follows w1 status-only: it is closed too.
             await send_json(lister, {"type": "subscribe", "workspaceId": "w1", "statusOnly": True})
             assert (await recv_json(lister))["mode"] == "status"
             await send_json(
                 bystander, {"type": "subscribe", "workspaceId": "w2", "lastSeq": 0, "epoch": "e2"}
             )
-            assert (await recv_json(bystander))["mode"] == "replay"
+            assert (await recv_json(bystander))["type"] == "subscribed"
 
             assert (await ctl.request("moved", workspaceIds=["w1", "unknown"]))["closed"] == 2
             assert await close_code(follower) == 4307
