@@ -90,7 +90,7 @@ for path in ("/healthz", "/"):
     with urllib.request.urlopen(sys.argv[1] + path, timeout=10) as r:
         print(path, r.status, r.headers.get("content-type"))
 EOF
-    kill -INT -- -"$pid"
+    kill -INT -"$pid"  # Ctrl-C: the whole group
     wait "$pid"
     echo "make dev: exit $?"
     grep -E "FF Cloud (is running|stopped)" /root/dev.log'
