@@ -12,9 +12,12 @@
 
 import {
   type Action,
+  type AssistantItem,
+  assistantBlocks,
   type Conversation,
   emptyConversation,
   finishStreaming,
+  type Item,
   type OutboxEntry,
   type PermissionItem,
   push,
@@ -126,7 +129,81 @@ function receive(state: Conversation, msg: Incoming): Conversation {
   return state;
 }
 
+/**
+ * A snapshot replaces the conversation, the first one or a fresh one the relay
+ * sends in-band when this client fell behind its log: the view is rebuilt from
+ * it, and every item that comes out the same keeps the very object it had (and
+ * so its key and its rendered element), so that a fresh snapshot repaints only
+ * what changed: no flicker, no duplicate, no jump of the scroll position.
+ */
 function applySnapshot(state: Conversation, snap: Incoming): Conversation {
+  return keepUnchanged(state, rebuild(state, snap));
+}
+
+function keepUnchanged(old: Conversation, fresh: Conversation): Conversation {
+  if (!old.loaded || old.items.length === 0) return fresh;
+  let same = old.items.length === fresh.items.length;
+  const items = fresh.items.map((item, i) => {
+    const at = old.index[item.key];
+    const before = at === undefined ? undefined : old.items[at];
+    if (before !== undefined && sameView(before, item)) {
+      if (at !== i) same = false;
+      return before;
+    }
+    same = false;
+    return item;
+  });
+  const toolResults = sameData(old.toolResults, fresh.toolResults)
+    ? old.toolResults
+    : fresh.toolResults;
+  return {
+    ...fresh,
+    items: same ? old.items : items,
+    index: same ? old.index : fresh.index,
+    toolResults,
+  };
+}
+
+/**
+ * A snapshot gives a finished message once, whole (its `assistant` lines,
+ * without the stream events that built it), and a message still streaming with
+ * its events so far: every message not streaming is complete.
+ */
+function compactedAreComplete(c: Conversation): Conversation {
+  const streaming = new Set(Object.values(c.streaming));
+  let items: Item[] | undefined;
+  c.items.forEach((item, i) => {
+    if (item.kind === "assistant" && !item.complete && !streaming.has(item.key)) {
+      items ??= [...c.items];
+      items[i] = { ...item, complete: true };
+    }
+  });
+  return items ? { ...c, items } : c;
+}
+
+/** Plain data (items are built of JSON values), compared as JSON. */
+function sameData(a: unknown, b: unknown): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Whether two items show the same: what the view renders of them. A message
+ * the live stream built from deltas and the same message compacted in a
+ * snapshot differ in how they were built (their first seq, partial blocks
+ * beside whole ones), not in what they show.
+ */
+function sameView(a: Item, b: Item): boolean {
+  return a === b || sameData(viewOf(a), viewOf(b));
+}
+
+function viewOf(item: Item): unknown {
+  const { seq: _seq, ...rest } = item;
+  if (rest.kind !== "assistant") return rest;
+  const { final: _final, streamed: _streamed, ...head } = rest;
+  return { ...head, blocks: assistantBlocks(item as AssistantItem) };
+}
+
+function rebuild(state: Conversation, snap: Incoming): Conversation {
   let c: Conversation = {
     ...emptyConversation(state.workspaceId),
     outbox: state.outbox,
@@ -141,6 +218,7 @@ function applySnapshot(state: Conversation, snap: Incoming): Conversation {
     c = applySequenced(c, m as Incoming, seq);
     c.lastSeq = seq;
   }
+  c = compactedAreComplete(c);
   const pending = Array.isArray(snap.pending) ? snap.pending : [];
   for (const p of pending) {
     if (!isObject(p)) continue;
