@@ -132,9 +132,16 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with run_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def run_stack(state: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """``controlplane dev`` in ``state``, with ``extra_env`` added to its environment
+    (``RELAYD_*`` and ``VMAGENT_*`` reach relayd and the VM, e.g. a small log)."""
     dist = REPO / "webui" / "dist" / "index.html"
     assert dist.exists(), "the web UI is not built: run `make webui`"
-    state = tmp_path_factory.mktemp("stack")
     http_port, relay_port = free_port(), free_port()
     with fake_github() as github:
         env = {
@@ -143,6 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "FFCLOUD_DEV_PASSWORD": PASSWORD,
             "VMAGENT_DEMO_DELAY": DEMO_DELAY,
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
         argv = [
             str(REPO / ".venv" / "bin" / "controlplane"),
