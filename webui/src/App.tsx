@@ -4,6 +4,7 @@ import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from 
 import { Api, type Session, type Workspace } from "./lib/api";
 import { RelayConnection, type SocketLike } from "./lib/connection";
 import { badgeTitle, shouldNotify } from "./lib/notify";
+import { RelayPool } from "./lib/pool";
 import { CLIENT_PATH, type Status } from "./lib/protocol";
 import { Store } from "./lib/store";
 import { Login } from "./ui/Login";
@@ -41,11 +42,13 @@ function Workspaces({
   api,
   session,
   store,
+  relays,
   onLogout,
 }: {
   api: Api;
   session: Session;
   store: Store;
+  relays: RelayPool;
   onLogout: () => void;
 }) {
   const state = useSyncExternalStore(store.subscribe, store.getState);
@@ -59,6 +62,8 @@ function Workspaces({
   const load = useCallback(async () => {
     try {
       const list = await api.listWorkspaces();
+      // Each workspace is relayed by its VM's node (usually this one).
+      relays.place(list);
       setWorkspaces(list);
       setLoadError(null);
     } catch (err) {
@@ -68,7 +73,7 @@ function Workspaces({
           : "Could not load workspaces.",
       );
     }
-  }, [api]);
+  }, [api, relays]);
 
   useEffect(() => {
     void load();
@@ -182,7 +187,7 @@ function Workspaces({
 export function App() {
   const api = useMemo(() => new Api(), []);
   const [session, setSession] = useState<Session | null | undefined>(undefined);
-  const [store, setStore] = useState<{ store: Store; relay: RelayConnection } | null>(null);
+  const [store, setStore] = useState<{ store: Store; relay: RelayPool } | null>(null);
   const [bootError, setBootError] = useState<string | null>(null);
 
   useEffect(() => api.onSession((s) => setSession(s)), [api]);
@@ -196,20 +201,26 @@ export function App() {
   const loggedIn = session !== null && session !== undefined;
   useEffect(() => {
     if (!loggedIn) return;
-    let relay: RelayConnection | null = null;
+    let relay: RelayPool | null = null;
     let cancelled = false;
     void api
       .config()
       .then(({ relayUrl }) => {
         if (cancelled) return;
-        relay = new RelayConnection(relayEndpoint(relayUrl), {
-          createSocket: (url, protocols) => new WebSocket(url, protocols) as unknown as SocketLike,
-          getToken: () => api.token(),
-          refresh: async () => (await api.refresh())?.accessToken ?? null,
-          onAuthFailed: () => setSession(null),
-          setTimeout: (f, ms) => window.setTimeout(f, ms),
-          clearTimeout: (h) => window.clearTimeout(h as number),
-          random: Math.random,
+        // One connection per node that relays a workspace of this user (usually one).
+        relay = new RelayPool(relayUrl, {
+          connect: (nodeUrl) =>
+            new RelayConnection(relayEndpoint(nodeUrl), {
+              createSocket: (url, protocols) =>
+                new WebSocket(url, protocols) as unknown as SocketLike,
+              getToken: () => api.token(),
+              refresh: async () => (await api.refresh())?.accessToken ?? null,
+              onAuthFailed: () => setSession(null),
+              setTimeout: (f, ms) => window.setTimeout(f, ms),
+              clearTimeout: (h) => window.clearTimeout(h as number),
+              random: Math.random,
+            }),
+          locate: () => api.listWorkspaces(),
         });
         const s = new Store(relay);
         setStore({ store: s, relay });
@@ -275,6 +286,7 @@ export function App() {
       api={api}
       session={session}
       store={store.store}
+      relays={store.relay}
       onLogout={() => {
         void api.logout().finally(() => setSession(null));
       }}

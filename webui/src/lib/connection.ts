@@ -6,12 +6,15 @@
  * jitter; a 4401 (token expired or invalid) or 4403 first renews the token,
  * and a refused renewal ends in `onAuthFailed` (the login screen). A renewed
  * token is sent on the live socket with `auth`. What to subscribe to after
- * each (re)connect is the owner's business (`onOpen`).
+ * each (re)connect is the owner's business (`onOpen`); a 4307 (a workspace
+ * moved to another node) is told to `onMoved` (the pool of pool.ts asks the
+ * API where to go) and reconnects like any other close.
  */
 
 import {
   BEARER_PREFIX,
   CLOSE_CUT_OFF,
+  CLOSE_MOVED,
   CLOSE_TOKEN_EXPIRED,
   type Incoming,
   isObject,
@@ -78,6 +81,7 @@ export class RelayConnection {
   private readonly messageListeners = new Set<(m: Incoming) => void>();
   private readonly openListeners = new Set<() => void>();
   private readonly closeListeners = new Set<() => void>();
+  private readonly movedListeners = new Set<() => void>();
 
   constructor(
     private readonly url: string,
@@ -102,6 +106,12 @@ export class RelayConnection {
   onClose(f: () => void): () => void {
     this.closeListeners.add(f);
     return () => this.closeListeners.delete(f);
+  }
+
+  /** After a close with 4307: a workspace this node served moved to another node. */
+  onMoved(f: () => void): () => void {
+    this.movedListeners.add(f);
+    return () => this.movedListeners.delete(f);
   }
 
   start(): void {
@@ -200,6 +210,7 @@ export class RelayConnection {
       this.socket = null;
       if (opened) for (const f of this.closeListeners) f();
       if (this.state === "stopped") return;
+      if (ev.code === CLOSE_MOVED) for (const f of this.movedListeners) f();
       const authClose = ev.code === CLOSE_TOKEN_EXPIRED || ev.code === CLOSE_CUT_OFF;
       // A refused handshake (401: expired token) reaches the browser as 1006 before open.
       // After a few of those in a row, the token is the likely cause: renew it too.
