@@ -123,4 +123,20 @@ describe("RelayPool", () => {
     socketOf("a").deliver({ type: "subscribed", workspaceId: "w1", epoch: "e1", mode: "replay" });
     expect(got.length).toBe(before + 1);
   });
+
+  test("a workspace reported offline is looked for on the other nodes", async () => {
+    const p = pool();
+    const store = new Store(p, { schedule: null, later: () => {} });
+    p.start();
+    socketOf("a").open();
+    store.open("w1");
+    // Placed on a VM of node b after this tab loaded the list.
+    placements = [{ id: "w1", relayUrl: "wss://h/nodes/b" }];
+    socketOf("a").deliver({ type: "subscribed", workspaceId: "w1", epoch: null, mode: "snapshot" });
+    socketOf("a").deliver({ type: "status", workspaceId: "w1", status: "offline" });
+    await flush();
+    expect(p.urls()).toEqual(["wss://h/nodes/a", "wss://h/nodes/b"]);
+    socketOf("b").open();
+    expect(socketOf("b").sent.at(-1)).toMatchObject({ type: "subscribe", workspaceId: "w1" });
+  });
 });

@@ -9,7 +9,9 @@
  * any more. When a connection is closed with 4307 ("moved"), the pool asks
  * the API again where every workspace is now (the list); the store
  * resubscribes (from lastSeq) whenever a connection opens, so the moved
- * workspaces resume on their new node and nothing is lost.
+ * workspaces resume on their new node and nothing is lost. A workspace a
+ * node reports `offline` makes the pool ask too: its VM may be on another
+ * node that this tab has not heard of yet.
  */
 
 import type { ConnState } from "./connection";
@@ -57,6 +59,7 @@ export class RelayPool implements RelayLike {
   private readonly openListeners = new Set<() => void>();
   private readonly closeListeners = new Set<() => void>();
   private running = false;
+  private locating = false;
 
   constructor(
     private readonly defaultUrl: string,
@@ -146,6 +149,9 @@ export class RelayPool implements RelayLike {
       // A workspace that moved away is another node's to report.
       const id = typeof m.workspaceId === "string" ? m.workspaceId : undefined;
       if (id !== undefined && this.urlOf(id) !== url) return;
+      // Offline here may mean served elsewhere (placed on, or moved to, a VM
+      // of another node before this tab heard): ask the API.
+      if (m.type === "status" && m.status === "offline") void this.relocate();
       for (const f of this.messageListeners) f(m);
     });
     c.onOpen(() => {
@@ -166,11 +172,15 @@ export class RelayPool implements RelayLike {
 
   /** Ask the API where every workspace is now. */
   private async relocate(): Promise<void> {
+    if (this.locating) return; // one question at a time
+    this.locating = true;
     let found: Placement[];
     try {
       found = await this.deps.locate();
     } catch {
-      return; // the API is away: the next list load, or the next 4307, says
+      return; // the API is away: the next list load, 4307 or offline asks again
+    } finally {
+      this.locating = false;
     }
     if (this.running) this.place(found);
   }
