@@ -78,6 +78,9 @@ def create_app(services: Services) -> QuartTrio:
     """The Quart-trio application."""
     settings = services.settings
     app = QuartTrio(__name__, static_folder=None)
+    # No redirect from "//" to "/": it answered an HTML page, and turned
+    # DELETE /api/workspaces//audit into DELETE of the workspace "audit".
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     QuartSchema(
