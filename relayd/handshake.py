@@ -69,9 +69,12 @@ def check_handshake(
     """Decide whether to accept an opening handshake."""
     headers = list(headers)
     offered = list(subprotocols)
-    url = urlsplit(target)
-    scope = _PATHS.get(url.path)
-    if scope is None:
+    try:
+        url = urlsplit(target)
+    except ValueError:  # e.g. "//[": an unclosed IPv6 bracket; no path of ours
+        url = None
+    scope = _PATHS.get(url.path) if url is not None else None
+    if url is None or scope is None:
         return Refused(404, "not_found", "relayd serves /v1/client and /v1/vm")
     if SUBPROTOCOL not in offered:
         return Refused(400, "subprotocol", f"offer the WebSocket subprotocol {SUBPROTOCOL}")

@@ -222,7 +222,7 @@ class TokenVerifier:
                 sid=_optional_str(claims.get("sid")),
                 gen=_optional_int(claims.get("gen")),
             )
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):  # OverflowError: float(10**400)
             raise TokenError("claims", "token claims are malformed") from None
         if scope is not None and token_scope != scope:
             raise TokenError("scope", f"token scope {token_scope} cannot open this endpoint")
