@@ -24,12 +24,14 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from controlplane import nodes, store
+from controlplane.db import Database
 from controlplane.keys import write_private_file
 from controlplane.provisioner import default_command
 from controlplane.server import Running, prepare_state, serve
 from controlplane.settings import Settings
 from tests.controlplane.test_integration import PASSWORD, _cheap_hash, cli, login
 from tests.support.fake_github import FakeGitHub
+from tests.support.postgres import PostgresCluster
 from tests.support.relayd import Relayd, close_code, recv_json, send_json, start_relayd
 from tests.support.waiting import wait_until
 from wire.protocol import Scope
@@ -52,6 +54,27 @@ class Node:
     relay: Relayd
     running: Running
     http: httpx.AsyncClient
+    settings: Settings
+    nursery: trio.Nursery
+    stopped: trio.Event
+
+    async def restart_control_plane(self) -> None:
+        """Stop this node's control plane and start it again (a new HTTP port)."""
+        self.running.stop()
+        await self.stopped.wait()
+        self.stopped = trio.Event()
+        self.running = await self.nursery.start(_serve, self.settings, self.stopped)
+        await self.http.aclose()
+        self.http = httpx.AsyncClient(base_url=self.running.url, timeout=10)
+
+
+async def _serve(
+    settings: Settings, stopped: trio.Event, task_status: trio.TaskStatus[Running]
+) -> None:
+    try:
+        await serve(settings, task_status=task_status)
+    finally:
+        stopped.set()
 
 
 @asynccontextmanager
@@ -92,22 +115,21 @@ async def two_nodes(
                 node_settings, relay_socket=relay[name].control_socket, relay_url=relay[name].url
             )
         async with trio.open_nursery() as nursery:
-            running: dict[str, Running] = {}
+            made: dict[str, Node] = {}
             for name, node_settings in settings.items():
-                running[name] = await nursery.start(partial(serve, node_settings))
-                changes = running[name].services.changes
+                stopped = trio.Event()
+                running: Running = await nursery.start(_serve, node_settings, stopped)
+                changes = running.services.changes
                 assert changes is not None
                 await changes.wait_connected()
-            async with (
-                httpx.AsyncClient(base_url=running["a"].url, timeout=10) as http_a,
-                httpx.AsyncClient(base_url=running["b"].url, timeout=10) as http_b,
-            ):
-                yield (
-                    Node(relay["a"], running["a"], http_a),
-                    Node(relay["b"], running["b"], http_b),
-                )
-            for one in running.values():
-                one.stop()
+                http = httpx.AsyncClient(base_url=running.url, timeout=10)
+                made[name] = Node(relay[name], running, http, node_settings, nursery, stopped)
+            try:
+                yield made["a"], made["b"]
+            finally:
+                for node in made.values():
+                    await node.http.aclose()
+                    node.running.stop()
             nursery.cancel_scope.cancel()
 
 
@@ -180,44 +202,65 @@ def _seqs(frames: list[dict[str, Any]]) -> list[int]:
     return [f["seq"] for f in frames if "seq" in f and f["type"] != "messages_snapshot"]
 
 
+@attrs.define
+class Scene:
+    """A VM connected to node B, and a workspace on it, created by alice through node A."""
+
+    db: Database
+    agent: VmAgent
+    vm_id: str
+    access: str
+    user_id: str
+    workspace_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+    async def vm_on(self, node: str) -> bool:
+        """Whether the database records the VM online on ``node``."""
+        found = await self.db.run(lambda c: store.get_vm(c, self.vm_id))
+        recorded = await self.db.run(nodes.vm_nodes)
+        return found is not None and found.online and recorded[self.vm_id] == node
+
+    async def status_is(self, http: httpx.AsyncClient, wanted: str) -> bool:
+        """Whether the API (of any node) shows the workspace with status ``wanted``."""
+        got = await http.get(f"/api/workspaces/{self.workspace_id}", headers=self.headers)
+        return bool(got.json()["status"] == wanted)
+
+
+async def placed_on_b(root: Path, a: Node, b: Node, vms: trio.Nursery) -> Scene:
+    """Start a VM against B, log in and create a workspace through A; wait until it is idle."""
+    db = a.running.services.db
+    vm = await db.run(lambda c: store.add_vm(c, "far-away", "none"))
+    keyring = a.running.services.keyring
+    token = issue_token(
+        keyring.signing_key, sub=vm.id, scope=Scope.VM, issuer="ffcloud", ttl_seconds=300
+    )
+    agent = VmAgent(root, token)
+    await agent.start(vms, b.relay.url)
+    access, user_id = await login(a.http)
+    scene = Scene(db, agent, vm.id, access, user_id, "")
+    await wait_until(partial(scene.vm_on, "b"))
+    # Created on A and placed on the VM, which B serves: B's relayd hears of
+    # it through PostgreSQL.
+    created = await a.http.post("/api/workspaces", json={"issueUrl": ISSUE}, headers=scene.headers)
+    assert created.status_code == 201, created.text
+    scene.workspace_id = created.json()["id"]
+    await wait_until(partial(scene.status_is, a.http, "idle"))
+    shown = await a.http.get(f"/api/workspaces/{scene.workspace_id}", headers=scene.headers)
+    assert shown.json()["relayUrl"] == b.relay.url
+    return scene
+
+
 async def test_a_workspace_follows_its_vm_from_node_to_node(
     short_tmp: Path, github: FakeGitHub, postgres_url: str
 ) -> None:
     with trio.fail_after(90):
         async with two_nodes(short_tmp, github, postgres_url) as (a, b), trio.open_nursery() as vms:
-            db = a.running.services.db
-            vm = await db.run(lambda c: store.add_vm(c, "far-away", "none"))
-            keyring = a.running.services.keyring
-            token = issue_token(
-                keyring.signing_key, sub=vm.id, scope=Scope.VM, issuer="ffcloud", ttl_seconds=300
-            )
-            agent = VmAgent(short_tmp, token)
-            await agent.start(vms, b.relay.url)
-
-            async def vm_on(node: str) -> bool:
-                found = await db.run(lambda c: store.get_vm(c, vm.id))
-                recorded = await db.run(nodes.vm_nodes)
-                return found is not None and found.online and recorded[vm.id] == node
-
-            await wait_until(partial(vm_on, "b"))
-
-            # Logged in through A; the workspace is created on A and placed on
-            # the VM, which B serves: B's relayd hears of it through PostgreSQL.
-            access, user_id = await login(a.http)
-            headers = {"Authorization": f"Bearer {access}"}
-            created = await a.http.post(
-                "/api/workspaces", json={"issueUrl": ISSUE}, headers=headers
-            )
-            assert created.status_code == 201, created.text
-            workspace_id = created.json()["id"]
-
-            async def status_is(http: httpx.AsyncClient, wanted: str) -> bool:
-                got = await http.get(f"/api/workspaces/{workspace_id}", headers=headers)
-                return bool(got.json()["status"] == wanted)
-
-            await wait_until(partial(status_is, a.http, "idle"))
-            shown = (await a.http.get(f"/api/workspaces/{workspace_id}", headers=headers)).json()
-            assert shown["relayUrl"] == b.relay.url
+            scene = await placed_on_b(short_tmp, a, b, vms)
+            agent, access, user_id = scene.agent, scene.access, scene.user_id
+            workspace_id, headers = scene.workspace_id, scene.headers
 
             async with b.relay.connect_client(user_id, token=access) as on_b:
                 await send_json(on_b, {"type": "subscribe", "workspaceId": workspace_id})
@@ -237,7 +280,7 @@ async def test_a_workspace_follows_its_vm_from_node_to_node(
             # Any node's API says where it is now (no stickiness).
             moved = (await b.http.get(f"/api/workspaces/{workspace_id}", headers=headers)).json()
             assert moved["relayUrl"] == a.relay.url
-            assert await vm_on("a")
+            assert await scene.vm_on("a")
 
             async with a.relay.connect_client(user_id, token=access) as on_a:
                 await send_json(
@@ -314,3 +357,47 @@ async def test_login_throttling_holds_across_nodes(
                     "/api/auth/login", json={"username": "alice", "password": PASSWORD}
                 )
             ).status_code == 200
+
+
+async def test_relays_serve_through_restarts_of_postgresql_and_a_control_plane(
+    short_tmp: Path, github: FakeGitHub, postgres_cluster: PostgresCluster
+) -> None:
+    database = postgres_cluster.database()
+    with trio.fail_after(120):
+        async with two_nodes(short_tmp, github, database) as (a, b), trio.open_nursery() as vms:
+            scene = await placed_on_b(short_tmp, a, b, vms)
+            async with b.relay.connect_client(scene.user_id, token=scene.access) as on_b:
+                await send_json(on_b, {"type": "subscribe", "workspaceId": scene.workspace_id})
+                await recv_until(on_b, lambda m: m["type"] == "messages_snapshot")
+                seen = _seqs(await say(on_b, scene.workspace_id, "before"))
+
+                # PostgreSQL restarts: B's relayd keeps relaying the conversation
+                # meanwhile (it needs no database), on the same socket.
+                await trio.to_thread.run_sync(postgres_cluster.restart)
+                seen += _seqs(await say(on_b, scene.workspace_id, "while the database restarted"))
+                for node in (a, b):
+                    changes = node.running.services.changes
+                    assert changes is not None
+                    await changes.wait_connected(2)
+
+                # B's control plane restarts: the same socket goes on too, and
+                # the new control plane re-syncs its relayd.
+                await b.restart_control_plane()
+                new_link = b.running.services.link
+                assert new_link is not None
+                await new_link.wait_connected()
+                seen += _seqs(
+                    await say(on_b, scene.workspace_id, "while B's control plane restarted")
+                )
+                # Every frame once, none missing, on one socket.
+                assert seen == list(range(seen[0], seen[0] + len(seen)))
+                stats = await b.relay.control.request("stats")
+                assert stats["workspaces"] == 1
+
+                # And after both, a change on one node still reaches the other at
+                # once: the VM moves to A and B's client is told.
+                await scene.agent.kill()
+                await scene.agent.start(vms, a.relay.url)
+                assert await close_code(on_b) == 4307
+            assert await scene.vm_on("a")
+            vms.cancel_scope.cancel()
