@@ -114,6 +114,11 @@ class RelayCollector:
         yield CounterMetricFamily(
             "relayd_subscribes", "Subscribes accepted", value=stats.subscribes
         )
+        yield CounterMetricFamily(
+            "relayd_readers_fell_behind",
+            "Readers whose place fell out of the log (a fresh snapshot in-band)",
+            value=stats.fell_behind,
+        )
         latency = HistogramMetricFamily(
             "relayd_snapshot_latency_seconds",
             "From snapshot_request to its messages_snapshot",

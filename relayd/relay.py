@@ -281,7 +281,10 @@ class Relay:
     def read_log(self, cursor: Cursor, max_chars: int) -> tuple[list[Entry], int]:
         """What a client's writer sends next for one cursor (see :meth:`Room.read`)."""
         room = cursor.room
+        live = not cursor.waiting
         entries, chars, actions = room.read(cursor, max_chars)
+        if live and cursor.waiting and not cursor.gone:
+            self.stats.fell_behind += 1
         if actions:
             self.apply(room, actions)
         return entries, chars

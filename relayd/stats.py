@@ -63,6 +63,8 @@ class Stats:
     refused: int = 0
     subscribes: int = 0
     replays: int = 0
+    #: Readers whose place fell out of a room's log (each gets a fresh snapshot).
+    fell_behind: int = 0
     snapshot_requests: int = 0
     snapshots: int = 0
     audit_overflow: int = 0

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 import trio
 from trio_websocket import WebSocketConnection
@@ -229,6 +230,10 @@ async def test_a_reader_that_falls_out_of_the_log_gets_a_snapshot_in_band(tmp_pa
                 assert check.frames < 205
                 stats = await relay.control.request("stats")
                 assert stats["snapshots"]["requested"] == 1
+                assert relay.metrics_url is not None
+                async with httpx.AsyncClient() as http:
+                    metrics = (await http.get(relay.metrics_url + "/metrics")).text
+                assert "relayd_readers_fell_behind_total 1.0" in metrics
 
 
 async def test_only_a_stalled_reader_is_cut_and_the_others_get_everything(tmp_path: Path) -> None:
