@@ -48,6 +48,7 @@ ISSUES = {
         "body": "Steps: open the page, reload, see every widget twice.",
     },
     ("acme", "widgets", 8): {"title": "Dark mode for the settings page", "body": "Please."},
+    ("acme", "widgets", 9): {"title": "Queue messages while Claude works", "body": "Stop too."},
 }
 
 

@@ -1,6 +1,7 @@
 /** The app shell: session restore, login, the relay connection, routing. */
 
 import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from "react";
+import { ThemeSwitch } from "./components/ThemeSwitch";
 import { Api, type Session, type Workspace } from "./lib/api";
 import { RelayConnection, type SocketLike } from "./lib/connection";
 import { badgeTitle, shouldNotify } from "./lib/notify";
@@ -142,6 +143,7 @@ function Workspaces({
             <span className="notify-long">Enable </span>notifications
           </button>
         )}
+        <ThemeSwitch />
         <span className="muted small user">{session.user.username}</span>
         <button type="button" className="link" onClick={onLogout}>
           Sign out

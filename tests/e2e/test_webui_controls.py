@@ -1,0 +1,172 @@
+"""The session's controls in a real Chromium against the real stack (demo engine):
+the light and dark themes, readable in both.
+
+Its own browser context and workspace (acme/widgets#9) on the shared stack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.e2e.conftest import Stack, record_frames, screenshot
+from tests.e2e.test_webui import composer, login, send, wait_results
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+ISSUE_URL = "https://github.com/acme/widgets/issues/9"
+#: WCAG AA for normal text.
+MIN_CONTRAST = 4.5
+
+# The contrast ratio (WCAG 2) of an element's text on the first opaque
+# background behind it; an element whose background is partly transparent is
+# blended over what is behind.
+CONTRAST = """
+(el) => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) throw new Error('not an rgb colour: ' + c);
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const layers = [];
+  for (let n = el; n; n = n.parentElement) {
+    const bg = parse(getComputedStyle(n).backgroundColor);
+    if (bg[3] > 0) layers.push(bg);
+    if (bg[3] >= 1) break;
+  }
+  let bg = [255, 255, 255];
+  for (const l of layers.reverse()) bg = bg.map((v, i) => l[i] * l[3] + v * (1 - l[3]));
+  const fg0 = parse(getComputedStyle(el).color);
+  const fg = bg.map((v, i) => fg0[i] * fg0[3] + v * (1 - fg0[3]));
+  const lum = (c) => {
+    const [r, g, b] = c.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const a = lum(fg), b = lum(bg);
+  return { ratio: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05), bgLum: b, fg: fg0, bg };
+}
+"""
+
+CODE_MESSAGE = "show code\n```python\ndef answer():\n    return 42  # the answer\n```\nthanks"
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    ctx = browser.new_context(
+        base_url=stack.url, viewport={"width": 1280, "height": 860}, color_scheme="light"
+    )
+    ctx.set_default_timeout(15_000)
+    p = ctx.new_page()
+    record_frames(p, "controls")
+    try:
+        yield p
+    finally:
+        ctx.close()
+
+
+def contrast(page: Page, selector: str) -> dict[str, Any]:
+    """The contrast of the last element matching ``selector`` (which must be there)."""
+    loc = page.locator(selector).last
+    expect(loc).to_be_visible()
+    result: dict[str, Any] = loc.evaluate(CONTRAST)
+    return result
+
+
+def page_background(page: Page) -> float:
+    """The luminance of the page's background."""
+    return float(page.locator("body").evaluate(CONTRAST)["bgLum"])
+
+
+#: What must read well in both themes: text, muted text, status words, code, prompts.
+READABLE = [
+    ".session-head h2",
+    ".session-head a.muted",
+    ".session-head [data-testid=status-badge]",
+    "[data-testid=user-message] .user-text",
+    "[data-testid=assistant-message] .markdown p",
+    ".codeblock pre code",
+    ".codeblock .hljs-keyword",
+    ".codeblock .hljs-number",
+    ".codeblock .hljs-comment",
+    ".codeblock .hljs-title",
+    "[data-testid=result-line]",
+    "[data-testid=workspace-item] .ws-issue",
+    "[data-testid=permission-card] .prompt-kind",
+    "[data-testid=permission-card] button.primary",
+    "[data-testid=permission-card] button.danger",
+    "select[aria-label=Theme]",
+]
+
+
+def check_readable(page: Page, theme: str) -> None:
+    bad = []
+    for selector in READABLE:
+        c = contrast(page, selector)
+        if c["ratio"] < MIN_CONTRAST:
+            bad.append(f"{selector}: {c['ratio']:.2f} ({c['fg']} on {c['bg']})")
+    assert not bad, f"{theme} theme, below {MIN_CONTRAST}:1: " + "; ".join(bad)
+
+
+def test_sign_in_and_open_a_workspace(page: Page) -> None:
+    page.goto("/")
+    login(page)
+    expect(page.get_by_test_id("connection")).to_have_text("Connected")
+    field = page.get_by_label("New workspace from a GitHub issue")
+    field.fill(ISSUE_URL)
+    page.get_by_role("button", name="Create").click()
+    expect(page).to_have_url(re.compile(r"/w/[^/]+$"))
+    expect(page.locator(".session-head")).to_contain_text("acme/widgets#9")
+    expect(page.get_by_text("Ready to start")).to_be_visible(timeout=30_000)
+    send(page, CODE_MESSAGE)
+    wait_results(page, 1)
+    expect(page.locator(".codeblock .hljs-keyword").first).to_have_text("def")
+
+
+def test_the_theme_follows_the_system_then_the_switch_and_reads_well_in_both(
+    page: Page,
+) -> None:
+    switch = page.get_by_role("combobox", name="Theme")
+    expect(switch).to_have_value("system")
+    assert page_background(page) > 0.8  # light, as the system says
+    page.emulate_media(color_scheme="dark")
+    assert page_background(page) < 0.05  # the system's change followed, no reload
+    page.emulate_media(color_scheme="light")
+    assert page_background(page) > 0.8
+
+    # A prompt open, so its card is checked too.
+    send(page, "use the permission tool")
+    expect(page.get_by_test_id("permission-card")).to_be_visible(timeout=20_000)
+    check_readable(page, "light")
+    screenshot(page, "theme-light")
+
+    switch.select_option("dark")
+    assert page_background(page) < 0.05  # the switch wins over the light system
+    check_readable(page, "dark")
+    screenshot(page, "theme-dark")
+
+    # Kept across a reload.
+    page.reload()
+    expect(page.get_by_test_id("permission-card")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Theme")).to_have_value("dark")
+    assert page_background(page) < 0.05
+    assert page.evaluate("localStorage.getItem('ffcloud.theme')") == "dark"
+
+    page.get_by_role("combobox", name="Theme").select_option("light")
+    page.emulate_media(color_scheme="dark")
+    assert page_background(page) > 0.8  # light chosen on a dark system
+    page.get_by_role("combobox", name="Theme").select_option("system")
+    assert page_background(page) < 0.05  # back to following the system
+    assert page.evaluate("localStorage.getItem('ffcloud.theme')") is None
+    page.emulate_media(color_scheme="light")
+
+    page.get_by_test_id("permission-card").get_by_role("button", name="Allow").click()
+    wait_results(page, 2)
+    expect(composer(page)).to_be_enabled()
