@@ -9,11 +9,11 @@ state the control plane learns again after its ``sync``.
 from __future__ import annotations
 
 import collections
-import json
 from typing import Any
 
 from relayd.outbox import Outbox
 from relayd.stats import Stats
+from wire.codec import dumps
 
 
 class ControlConnection:
@@ -25,7 +25,9 @@ class ControlConnection:
 
     def send(self, obj: dict[str, Any]) -> bool:
         """Queue one JSON line; False when the peer is not keeping up (it is then closed)."""
-        line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
+        # dumps, not json.dumps: a lone surrogate (in a request id echoed back,
+        # an id, an issue) must not make a line the socket writer cannot encode.
+        line = dumps(obj) + "\n"
         if self.outbox.offer(line):
             return True
         self.outbox.close()
