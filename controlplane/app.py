@@ -59,6 +59,7 @@ def to_workspace_out(ws: store.Workspace, relay_url: str) -> WorkspaceOut:
         created_at=ws.created_at,
         updated_at=ws.updated_at,
         relay_url=ws.relay_url or relay_url,
+        lost_at=ws.lost_at,
     )
 
 

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import trio
 
-from controlplane import nodes, revocation, store
+from controlplane import lost, nodes, revocation, store
 from controlplane.db import Database, utcnow
 from controlplane.relaylink import RelayLink, RelayRefused, RelayUnavailable
 from wire.protocol import Status
@@ -52,6 +52,10 @@ SESSION_WINDOW: Final = 15 * 60.0
 _REPORTABLE: Final = frozenset(s.value for s in Status) - {Status.OFFLINE.value}
 MAX_ACTION_LENGTH: Final = 64
 MAX_DETAIL_LENGTH: Final = 4096
+#: Seconds the relayd link must have been up before VMs are given up on
+#: (``vm_lost_after``): relayd reports the VMs online at once after a sync,
+#: and none may be judged lost before those reports are in.
+LOST_GRACE: Final = 30.0
 #: Largest ``sync`` sent with issue bodies (relayd's line limit is 16 MiB).
 MAX_SYNC_BYTES: Final = 8 * 1024 * 1024
 
@@ -116,8 +120,14 @@ class Coordinator:
         session_window: float = SESSION_WINDOW,
         revocations_file_dir: Path | None = None,
         node_id: str = nodes.DEFAULT_NODE_ID,
+        vm_lost_after: float = 0.0,
+        lost_grace: float = LOST_GRACE,
     ) -> None:
         self.db = db
+        #: Seconds offline after which a VM's workspaces are placed again (0: never).
+        self.vm_lost_after = vm_lost_after
+        self.lost_grace = lost_grace
+        self._linked_at: float | None = None
         #: This node: VMs its relayd reports are recorded on it.
         self.node_id = node_id
         #: VMs this node's relayd reported online since the link came up (not
@@ -160,6 +170,7 @@ class Coordinator:
         node_id = self.node_id
         await self.db.run(lambda c: store.set_all_vms_offline(c, node_id=node_id))
         self.online_vms.clear()
+        self._linked_at = trio.current_time()
         async with self._table_lock:
             placed = await self.db.run(store.assignments)
             await link.request_while_connecting("sync", workspaces=sync_entries(placed))
@@ -283,6 +294,7 @@ class Coordinator:
         # Read and send under the lock, so a release cannot slip in between
         # and be undone by a sync that still lists the workspace.
         async with self._table_lock:
+            await self._give_up_on_lost_vms()
             for workspace in await self.db.run(store.place_pending):
                 await self._assign(workspace)
             placed = await self.db.run(store.assignments)
@@ -293,6 +305,19 @@ class Coordinator:
                 self._relay_table = wanted
                 self._revocations_sent = None  # the list follows every sync, whole
         await self._send_revocations(link.request)
+
+    async def _give_up_on_lost_vms(self) -> None:
+        """Place again the workspaces of VMs away for longer than ``vm_lost_after``."""
+        after = self.vm_lost_after
+        linked = self._linked_at
+        if after <= 0 or linked is None or trio.current_time() - linked < self.lost_grace:
+            return
+        given_up = await self.db.run(lambda c: lost.give_up_on_lost_vms(c, after))
+        if given_up:
+            log.warning(
+                "VMs away too long; their workspaces are placed again",
+                extra={"workspaceIds": given_up, "vmLostAfter": after},
+            )
 
     async def _tell_moved(self, link: RelayLink) -> None:
         """Close the clients of workspaces whose VM this relayd served and another node has now."""

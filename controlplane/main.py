@@ -81,6 +81,10 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
         float,
         "seconds between checks for changes by other processes (default 5)",
     ),
+    "--vm-lost-after": (
+        float,
+        "seconds offline before a VM's workspaces go to another VM (86400; 0: never)",
+    ),
     "--metrics-access": (str, "who may read /metrics: loopback (default) or any"),
     "--cookie-secure": (str, "Secure refresh cookie: auto (default), always, never"),
     "--trusted-proxies": (str, "addresses/networks of the proxies in front (default none)"),

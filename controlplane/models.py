@@ -89,6 +89,8 @@ class WorkspaceOut:
     #: Where the workspace's relayd serves clients: its VM's node, else this node's.
     relay_url: str
     vm_id: str | None = None
+    #: When its VM was given up on and it was placed again (its conversation started over).
+    lost_at: dt.datetime | None = None
 
 
 @dataclass(config=_RESPONSE)

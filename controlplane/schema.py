@@ -136,6 +136,9 @@ workspaces = sa.Table(
     sa.Column("created_at", UTC_TIME, nullable=False),
     sa.Column("updated_at", UTC_TIME, nullable=False),
     sa.Column("deleted_at", UTC_TIME, nullable=True),
+    # When its VM had been away for ``--vm-lost-after`` and it was placed
+    # again (its conversation starts over on the next VM; migration 0006).
+    sa.Column("lost_at", UTC_TIME, nullable=True),
     sa.Index("ix_workspaces_user_created", "user_id", "created_at"),
 )
 

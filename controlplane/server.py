@@ -114,6 +114,7 @@ async def serve(
             session_window=settings.access_token_ttl,
             revocations_file_dir=settings.state_dir,
             node_id=settings.node_id,
+            vm_lost_after=settings.vm_lost_after,
         )
         changes = ChangeListener(
             settings.database_url, coordinator.kick, backoff_max=settings.relay_backoff_max

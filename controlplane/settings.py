@@ -87,6 +87,9 @@ class Settings:
     #: Seconds between reconciler passes: the longest it takes a change made
     #: by another process (``vm revoke``, a password change) to reach relayd.
     reconcile_interval: float = 5.0
+    #: Seconds a VM may be offline (on every node) before its workspaces are
+    #: placed again on another VM, where their conversations start over (0: never).
+    vm_lost_after: float = 24 * 3600.0
     #: Clients allowed to read /metrics: "loopback" (default) or "any".
     metrics_access: str = "loopback"
     #: Serve ``Secure`` refresh cookies: "auto" (unless the request is on loopback),

@@ -454,6 +454,8 @@ class Workspace:
     updated_at: dt.datetime
     #: The relay URL of the node its VM is (or was last) connected to; None: no such node yet.
     relay_url: str | None = None
+    #: When its VM was given up on and it was placed again (None: never).
+    lost_at: dt.datetime | None = None
 
     def issue_message(self) -> dict[str, Any]:
         """The ``issue`` object of ``assign``/``sync`` and ``workspace_assigned``."""
@@ -507,6 +509,7 @@ def _workspace(row: Any) -> Workspace:
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
         relay_url=row.node_relay_url,
+        lost_at=as_utc(row.lost_at) if row.lost_at is not None else None,
     )
 
 

@@ -35,6 +35,8 @@ export interface Workspace {
   vmId?: string | null;
   /** Where it is relayed: its VM's node (docs/protocol.md section 7). */
   relayUrl?: string;
+  /** When its VM was given up on: it was placed on another VM and started over. */
+  lostAt?: string | null;
   createdAt: string;
   updatedAt: string;
 }

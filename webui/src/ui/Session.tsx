@@ -171,6 +171,13 @@ export function SessionView({
         </div>
         <StatusBadge status={status ?? undefined} />
       </header>
+      {workspace.lostAt && (
+        <p className="notice lost" role="status">
+          Its VM stopped answering and was given up on at{" "}
+          {new Date(workspace.lostAt).toLocaleString()}; the conversation started over on another
+          VM.
+        </p>
+      )}
       <div className="scroller" ref={scroller} onScroll={onScroll}>
         <div
           className="messages"
