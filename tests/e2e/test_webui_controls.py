@@ -1,5 +1,5 @@
 """The session's controls in a real Chromium against the real stack (demo engine):
-the light and dark themes, readable in both.
+the light and dark themes, readable in both; the usage meter.
 
 Its own browser context and workspace (acme/widgets#9) on the shared stack.
 """
@@ -103,6 +103,7 @@ READABLE = [
     "[data-testid=permission-card] button.primary",
     "[data-testid=permission-card] button.danger",
     "select[aria-label=Theme]",
+    "[data-testid=usage-meter]",
 ]
 
 
@@ -128,6 +129,10 @@ def test_sign_in_and_open_a_workspace(page: Page) -> None:
     send(page, CODE_MESSAGE)
     wait_results(page, 1)
     expect(page.locator(".codeblock .hljs-keyword").first).to_have_text("def")
+    # The usage meter by the composer counts the turn's tokens (the demo's words).
+    meter = page.get_by_role("region", name="Session usage")
+    expect(meter).to_contain_text(re.compile(r"\d+ tokens"))
+    expect(meter).to_contain_text("$0")
 
 
 def test_the_theme_follows_the_system_then_the_switch_and_reads_well_in_both(

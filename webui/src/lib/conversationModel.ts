@@ -7,6 +7,7 @@
  */
 
 import type { Incoming, Question, Resolution, Status } from "./protocol";
+import { emptyUsage, type Usage } from "./usage";
 
 export interface TextBlock {
   kind: "text";
@@ -139,6 +140,8 @@ export interface Conversation {
   resync: null | "gap" | "epoch";
   /** The last error not tied to a message or prompt. */
   notice?: string;
+  /** Tokens, cost and context fill, for the usage meter. */
+  usage: Usage;
 }
 
 export type Action =
@@ -164,6 +167,7 @@ export function emptyConversation(workspaceId: string): Conversation {
     toolResults: {},
     outbox: [],
     resync: null,
+    usage: emptyUsage,
   };
 }
 

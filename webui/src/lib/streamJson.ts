@@ -15,6 +15,7 @@ import {
   replaceAt,
 } from "./conversationModel";
 import { isObject, num, str } from "./protocol";
+import { applyUsage, turnCost } from "./usage";
 
 function parseBlock(b: unknown): Block {
   if (!isObject(b)) return { kind: "other", type: "unknown" };
@@ -71,6 +72,12 @@ export function applyClaude(
   data: Record<string, unknown>,
   seq: number,
 ): Conversation {
+  const next = applyLine(state, data, seq);
+  const usage = applyUsage(state.usage, data);
+  return usage === state.usage ? next : { ...next, usage };
+}
+
+function applyLine(state: Conversation, data: Record<string, unknown>, seq: number): Conversation {
   const parent = str(data.parent_tool_use_id) ?? "";
   switch (data.type) {
     case "system": {
@@ -144,7 +151,11 @@ export function applyClaude(
         isError: data.is_error === true,
         subtype: str(data.subtype),
         durationMs: num(data.duration_ms),
-        costUsd: num(data.total_cost_usd),
+        // total_cost_usd runs over the CLI's life: the line shows this turn's share.
+        costUsd:
+          num(data.total_cost_usd) === undefined
+            ? undefined
+            : turnCost(data, state.usage.cliTotalCost),
         inputTokens: isObject(data.usage) ? inputTokens : undefined,
         outputTokens: num(usage.output_tokens),
         text: data.is_error === true ? str(data.result) : undefined,

@@ -1,6 +1,7 @@
 /** The session view of one workspace: conversation, open prompts, composer. */
 
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import { UsageMeter } from "../components/UsageMeter";
 import type { Workspace } from "../lib/api";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
@@ -245,6 +246,7 @@ export function SessionView({
           }}
           onInterrupt={() => store.interrupt(id)}
         />
+        {c ? <UsageMeter usage={c.usage} /> : null}
         <span className="sr-only" role="status">
           {statusLabel(status)}
         </span>
