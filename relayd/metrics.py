@@ -98,6 +98,17 @@ class RelayCollector:
             "relayd_audit_overflow", "Audit events lost", value=stats.audit_overflow
         )
         yield CounterMetricFamily(
+            "relayd_requests", "request forwarded to a VM", value=stats.requests
+        )
+        yield CounterMetricFamily(
+            "relayd_replies", "reply delivered to its connection", value=stats.replies
+        )
+        yield CounterMetricFamily(
+            "relayd_stale_replies",
+            "reply dropped: no connection waits for it",
+            value=stats.stale_replies,
+        )
+        yield CounterMetricFamily(
             "relayd_internal_errors",
             "Connections closed with 1011: handling them raised (logged with a traceback)",
             value=stats.internal_errors,

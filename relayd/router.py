@@ -35,6 +35,7 @@ from wire.envelope import Envelope, read_envelope
 from wire.frames import (
     ErrorMessage,
     Hello,
+    Reply,
     RequestResolved,
     SnapshotRequest,
     StatusMessage,
@@ -46,6 +47,7 @@ from wire.frames import (
 from wire.messages import (
     Auth,
     ForwardedMessage,
+    Request,
     Subscribe,
     Unsubscribe,
     decode_client_message,
@@ -220,6 +222,14 @@ class Forward:
 RouterAction: TypeAlias = Send | SendError | Close | Renew | Emit | Forward | Wake
 
 
+@attrs.frozen
+class InFlight:
+    """A client's ``request`` forwarded to a VM and not answered yet."""
+
+    client: ClientLike
+    vm: VmLike
+
+
 class Router:
     """Everything relayd decides; one per process, driven by :class:`relayd.relay.Relay`."""
 
@@ -248,6 +258,13 @@ class Router:
         #: True once the control plane sent its first ``sync`` since relayd started:
         #: only then is a workspace missing from ``ownership`` known not to be owned.
         self.synced = False
+        #: Requests awaiting their ``reply``, by (workspace, requestId), and
+        #: the keys each client has in flight (its limit, and its cleanup).
+        self.in_flight: dict[tuple[str, str], InFlight] = {}
+        self._client_requests: dict[ClientLike, set[tuple[str, str]]] = {}
+        #: The opaque id each client connection's requests are tagged with.
+        self._connection_ids: dict[ClientLike, str] = {}
+        self._next_connection = 0
 
     # -- rooms ---------------------------------------------------------------
 
@@ -376,6 +393,9 @@ class Router:
     def client_left(self, client: ClientLike) -> None:
         """Forget a closed client connection."""
         self.forget_client_rooms(client)
+        self._connection_ids.pop(client, None)
+        for key in self._client_requests.pop(client, ()):
+            self.in_flight.pop(key, None)
         group = self.clients_by_user.get(client.sub)
         if group is not None:
             group.discard(client)
@@ -405,6 +425,8 @@ class Router:
             client.subscriptions.discard(message.workspace_id)
         elif isinstance(message, Auth):
             out.append(self.renew(client, message.token))
+        elif isinstance(message, Request):
+            out.append(self._request(client, message))
         else:
             out.append(self._forward(client, message))
         return out
@@ -438,6 +460,81 @@ class Router:
         if cursor is not None and not cursor.waiting and not cursor.status_only:
             self.stats.replays += 1
         self.apply(room, actions, out)
+
+    def connection_id(self, client: ClientLike) -> str:
+        """The id relayd tags a connection's requests with (opaque, never reused here)."""
+        conn = self._connection_ids.get(client)
+        if conn is None:
+            self._next_connection += 1
+            conn = f"c{self._next_connection}"
+            self._connection_ids[client] = conn
+        return conn
+
+    def _request(self, client: ClientLike, message: Request) -> RouterAction:
+        """``request``: forwarded like every client message, and booked so that
+        its ``reply`` reaches this connection alone."""
+        ws, ref = message.workspace_id, message.request_id
+        key = (ws, ref)
+        mine = self._client_requests.get(client, set())
+        if key in self.in_flight:
+            return SendError(
+                client, ErrorCode.BAD_REQUEST, "that requestId is already in flight", ws, ref
+            )
+        if len(mine) >= self.settings.max_requests_in_flight:
+            return SendError(
+                client,
+                ErrorCode.RATE_LIMITED,
+                "too many requests in flight; wait for replies",
+                ws,
+                ref,
+            )
+        action = self._forward(
+            client, attrs.evolve(message, connection_id=self.connection_id(client))
+        )
+        if isinstance(action, Forward):
+            self.stats.requests += 1
+            self.in_flight[key] = InFlight(client, action.vm)
+            self._client_requests.setdefault(client, set()).add(key)
+        return action
+
+    def _settle(self, key: tuple[str, str], vm: VmLike) -> ClientLike | None:
+        """The client waiting for ``key`` from this VM, no longer waiting; or None."""
+        entry = self.in_flight.get(key)
+        if entry is None or entry.vm is not vm:
+            return None
+        del self.in_flight[key]
+        mine = self._client_requests.get(entry.client)
+        if mine is not None:
+            mine.discard(key)
+            if not mine:
+                del self._client_requests[entry.client]
+        return None if entry.client.closing else entry.client
+
+    def _fail_requests(self, vm: VmLike, workspace_id: str | None, out: list[RouterAction]) -> None:
+        """The requests a VM will not answer now (it left, or lost the workspace)
+        end with ``error`` ``vm_offline``, so no client waits for ever."""
+        for key, entry in list(self.in_flight.items()):
+            if entry.vm is vm and (workspace_id is None or key[0] == workspace_id):
+                client = self._settle(key, vm)
+                if client is not None:
+                    out.append(
+                        SendError(
+                            client,
+                            ErrorCode.VM_OFFLINE,
+                            "the workspace's VM went away before it answered",
+                            key[0],
+                            key[1],
+                        )
+                    )
+
+    def _reply(self, vm: VmLike, reply: Reply, frame: str, out: list[RouterAction]) -> None:
+        """A VM's ``reply``: to the one connection that asked, through its own queue."""
+        client = self._settle((reply.workspace_id, reply.request_id), vm)
+        if client is None:
+            self.stats.stale_replies += 1
+            return
+        self.stats.replies += 1
+        out.append(Send(client, frame))
 
     def _forward(self, client: ClientLike, message: ForwardedMessage) -> RouterAction:
         ws = message.workspace_id
@@ -501,6 +598,7 @@ class Router:
         if self.vms.get(vm.sub) is not vm:
             return
         del self.vms[vm.sub]
+        self._fail_requests(vm, None, out)
         for owner in self.ownership.values():
             if owner.vm_id == vm.sub and owner.workspace_id in self.rooms:
                 room = self.rooms[owner.workspace_id]
@@ -575,6 +673,8 @@ class Router:
             self._hello(vm, structure(_body(env, frame), Hello), out)
         elif kind == VmType.ERROR:
             self._vm_error(vm, structure(_body(env, frame), ErrorMessage), frame, out)
+        elif kind == VmType.REPLY:
+            self._reply(vm, structure(_body(env, frame), Reply), frame, out)
         elif kind == VmType.AUTH:
             out.append(self.renew(vm, structure(_body(env, frame), VmAuth).token))
         else:
@@ -661,6 +761,8 @@ class Router:
     ) -> None:
         workspace_id, ref = error.workspace_id, error.ref
         if ref is not None and workspace_id is not None:
+            # An error about a request answers it: the client's slot is free again.
+            self._settle((workspace_id, ref), vm)
             routed = vm.error_routes.get((workspace_id, ref))
             if routed is not None and not routed.closing:
                 out.append(Send(routed, frame))
@@ -689,6 +791,7 @@ class Router:
         if old is not None and old.vm_id != owner.vm_id:
             old_vm = self.vms.get(old.vm_id)
             if old_vm is not None:
+                self._fail_requests(old_vm, owner.workspace_id, out)
                 old_vm.logs.pop(owner.workspace_id, None)
                 old_vm.statuses.pop(owner.workspace_id, None)
                 out.append(Send(old_vm, _released_frame(owner.workspace_id)))
@@ -713,6 +816,7 @@ class Router:
         if old is not None and tell_vm:
             vm = self.vms.get(old.vm_id)
             if vm is not None:
+                self._fail_requests(vm, workspace_id, out)
                 vm.logs.pop(workspace_id, None)
                 vm.statuses.pop(workspace_id, None)
                 out.append(Send(vm, _released_frame(workspace_id)))

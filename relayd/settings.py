@@ -68,6 +68,8 @@ class Settings:
     max_connections_per_user: int = 32
     #: Workspaces one client connection may subscribe to at once.
     max_subscriptions: int = 256
+    #: ``request`` s one client connection may have in flight (sent, not yet answered).
+    max_requests_in_flight: int = 16
     #: Seconds between WebSocket pings; a peer that misses two in a row is closed.
     ping_interval: float = 20.0
     #: Seconds a peer has to finish its opening handshake.
@@ -131,6 +133,12 @@ _OPTIONS: Final[tuple[tuple[str, str, Any, str], ...]] = (
     ("--client-burst", "client_burst", int, "burst of messages per client"),
     ("--max-connections-per-user", "max_connections_per_user", int, "connections per user"),
     ("--max-subscriptions", "max_subscriptions", int, "subscriptions per connection"),
+    (
+        "--max-requests-in-flight",
+        "max_requests_in_flight",
+        int,
+        "requests per connection awaiting their reply",
+    ),
     ("--ping-interval", "ping_interval", float, "seconds between pings"),
     ("--handshake-timeout", "handshake_timeout", float, "seconds to finish the handshake"),
     ("--close-timeout", "close_timeout", float, "seconds a closing peer gets"),

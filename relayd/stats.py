@@ -68,6 +68,11 @@ class Stats:
     snapshot_requests: int = 0
     snapshots: int = 0
     audit_overflow: int = 0
+    #: ``request`` s forwarded, ``reply`` s delivered, and replies dropped
+    #: because no connection waits for them (stale, unknown or its client gone).
+    requests: int = 0
+    replies: int = 0
+    stale_replies: int = 0
     #: Connections closed with 1011 because handling them raised.
     internal_errors: int = 0
     #: VM frames dropped, by reason (``bad_json``, ``repeated_key``, or the error code).

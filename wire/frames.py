@@ -162,6 +162,32 @@ class ErrorMessage(_Frame, frozen=True, tag=str(VmType.ERROR)):
     ref: str | None = None
 
 
+class ReplyError(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """Why a ``request`` failed: a code of :class:`ErrorCode` and words for the user."""
+
+    code: ErrorCode
+    message: str
+
+
+class Reply(_Frame, frozen=True, tag=str(VmType.REPLY)):
+    """The VM's answer to one client's ``request``: for that connection alone, not logged.
+
+    ``ok`` with a ``result`` (the op's), or not ``ok`` with an ``error``.
+    ``connection_id`` echoes the one relayd tagged the request with.
+    """
+
+    workspace_id: Id
+    request_id: Id
+    ok: bool
+    result: Any = None
+    error: ReplyError | None = None
+    connection_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.ok and self.error is None:
+            raise ValueError("a reply that is not ok needs an error")
+
+
 class VmAuth(_Frame, frozen=True, tag=str(VmType.AUTH)):
     """A renewed token."""
 
@@ -178,6 +204,7 @@ VmMessage: TypeAlias = (
     | RequestResolved
     | MessagesSnapshot
     | ErrorMessage
+    | Reply
     | VmAuth
 )
 
@@ -256,6 +283,7 @@ VM_MESSAGE_CLASSES: Final[Mapping[str, type[Any]]] = {
         RequestResolved,
         MessagesSnapshot,
         ErrorMessage,
+        Reply,
         VmAuth,
     )
 }

@@ -103,6 +103,32 @@ class Interrupt:
     user_id: str | None = None
 
 
+#: Longest ``op`` name of a ``request``.
+MAX_OP_LENGTH: Final = 64
+
+
+def _check_op(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_OP_LENGTH:
+        raise ValueError(f"op must be a non-empty string of at most {MAX_OP_LENGTH} characters")
+
+
+@attrs.frozen
+class Request:
+    """Ask the workspace's VM for something (``op`` with ``args``); the ``reply``
+    comes to this connection alone, outside the conversation's log.
+
+    ``user_id`` and ``connection_id`` are relayd's: it sets them when it
+    forwards the request, and drops a client's own.
+    """
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    request_id: str = attrs.field(validator=_check_id)
+    op: str = attrs.field(validator=_check_op)
+    args: dict[str, Any] = attrs.field(factory=dict)
+    user_id: str | None = None
+    connection_id: str | None = None
+
+
 @attrs.frozen
 class Auth:
     """Replace the connection's token before it expires."""
@@ -111,9 +137,20 @@ class Auth:
 
 
 ClientMessage: TypeAlias = (
-    Subscribe | Unsubscribe | UserMessage | QuestionResponse | PermissionResponse | Interrupt | Auth
+    Subscribe
+    | Unsubscribe
+    | UserMessage
+    | QuestionResponse
+    | PermissionResponse
+    | Interrupt
+    | Request
+    | Auth
 )
-ForwardedMessage: TypeAlias = UserMessage | QuestionResponse | PermissionResponse | Interrupt
+ForwardedMessage: TypeAlias = (
+    UserMessage | QuestionResponse | PermissionResponse | Interrupt | Request
+)
+#: Fields of a client message that only relayd may set (a client's own are dropped).
+SERVER_SET_FIELDS: Final = frozenset({"userId", "connectionId"})
 
 CLIENT_MESSAGE_CLASSES: Final[Mapping[str, type[Any]]] = {
     ClientType.SUBSCRIBE: Subscribe,
@@ -122,6 +159,7 @@ CLIENT_MESSAGE_CLASSES: Final[Mapping[str, type[Any]]] = {
     ClientType.QUESTION_RESPONSE: QuestionResponse,
     ClientType.PERMISSION_RESPONSE: PermissionResponse,
     ClientType.INTERRUPT: Interrupt,
+    ClientType.REQUEST: Request,
     ClientType.AUTH: Auth,
 }
 _TYPE_OF_CLASS: Final = {cls: tag for tag, cls in CLIENT_MESSAGE_CLASSES.items()}
@@ -152,11 +190,19 @@ def _structure_answer(value: object, _type: object) -> Answer:
     raise TypeError("an answer is a string or a list of strings")
 
 
+def _structure_args(value: object, _type: object) -> dict[str, Any]:
+    # ``args`` goes to the VM as it came: a JSON object, checked there by its op.
+    if not isinstance(value, dict):
+        raise TypeError("args must be a JSON object")
+    return value
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False)
     for kind in (str, int, bool):
         conv.register_structure_hook(kind, _strict(kind))
     conv.register_structure_hook(Answer, _structure_answer)
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_args)
     for cls in CLIENT_MESSAGE_CLASSES.values():
         names: dict[str, Any] = {a.name: override(rename=camel(a.name)) for a in attrs.fields(cls)}
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **names))
@@ -172,8 +218,8 @@ converter: Final = _make_converter()
 def decode_client_message(frame: str | bytes, *, trust_user_id: bool = False) -> ClientMessage:
     """Decode one client frame, or raise :class:`ProtocolError`.
 
-    A client cannot choose ``userId``: it is dropped unless ``trust_user_id``
-    (the VM reading a frame that relayd forwarded).
+    A client cannot choose ``userId`` or ``connectionId``: they are dropped
+    unless ``trust_user_id`` (the VM reading a frame that relayd forwarded).
     """
     if isinstance(frame, bytes):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
@@ -191,7 +237,7 @@ def structure_client_message(obj: object, *, trust_user_id: bool = False) -> Cli
     if cls is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
     if not trust_user_id:
-        obj = {k: v for k, v in obj.items() if k != "userId"}
+        obj = {k: v for k, v in obj.items() if k not in SERVER_SET_FIELDS}
     try:
         message: ClientMessage = converter.structure(obj, cls)
     except Exception as exc:  # cattrs wraps errors in groups; flatten to one line

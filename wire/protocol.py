@@ -82,6 +82,7 @@ class ClientType(enum.StrEnum):
     QUESTION_RESPONSE = "question_response"
     PERMISSION_RESPONSE = "permission_response"
     INTERRUPT = "interrupt"
+    REQUEST = "request"
     AUTH = "auth"
 
 
@@ -97,6 +98,7 @@ class VmType(enum.StrEnum):
     REQUEST_RESOLVED = "request_resolved"
     MESSAGES_SNAPSHOT = "messages_snapshot"
     ERROR = "error"
+    REPLY = "reply"
     AUTH = "auth"
 
 
@@ -129,5 +131,6 @@ FORWARDED_CLIENT_TYPES: Final = frozenset(
         ClientType.QUESTION_RESPONSE,
         ClientType.PERMISSION_RESPONSE,
         ClientType.INTERRUPT,
+        ClientType.REQUEST,
     }
 )

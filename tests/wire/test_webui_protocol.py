@@ -16,12 +16,12 @@ import attrs
 
 from controlplane import store
 from wire import protocol
-from wire.messages import CLIENT_MESSAGE_CLASSES, camel
+from wire.messages import CLIENT_MESSAGE_CLASSES, SERVER_SET_FIELDS, camel
 
 LIB: Final = Path(__file__).resolve().parents[2] / "webui" / "src" / "lib"
 PROTOCOL_TS: Final = (LIB / "protocol.ts").read_text()
 #: Fields of client messages that relayd sets itself (from the token).
-SERVER_SET: Final = {"userId"}
+SERVER_SET: Final = SERVER_SET_FIELDS
 
 
 def ts_const(name: str, source: str = PROTOCOL_TS) -> str:

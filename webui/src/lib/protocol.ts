@@ -64,6 +64,13 @@ export type Outgoing =
       message?: string;
     }
   | { type: "interrupt"; workspaceId: string }
+  | {
+      type: "request";
+      workspaceId: string;
+      requestId: string;
+      op: string;
+      args?: Record<string, unknown>;
+    }
   | { type: "auth"; token: string };
 
 /** Close codes of docs/protocol.md section 6 that the client acts on. */

@@ -1,0 +1,138 @@
+"""relayd.router: a client's ``request`` reaches the owner VM tagged with its
+connection, and the VM's ``reply`` reaches that connection alone, bounded."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relayd.router import Forward, Ownership, Router, SendError
+from relayd.settings import Settings
+from relayd.stats import Stats
+from tests.relayd.test_router import Client, Vm, errors_to, frames_to, online
+from wire.protocol import ErrorCode
+from wire.tokens import TokenVerifier
+
+
+def router(**settings: Any) -> Router:
+    return Router(
+        Settings(**settings), TokenVerifier({}, issuer="ffcloud"), Stats(), clock=lambda: 0.0
+    )
+
+
+def request(ws: str, rid: str, op: str = "changes", **extra: Any) -> str:
+    return json.dumps({"type": "request", "workspaceId": ws, "requestId": rid, "op": op, **extra})
+
+
+def reply(ws: str, rid: str, **body: Any) -> str:
+    return json.dumps({"type": "reply", "workspaceId": ws, "requestId": rid, "ok": True, **body})
+
+
+def setup(**settings: Any) -> tuple[Router, Vm, Client, Client]:
+    r = router(**settings)
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1", "u2"}), {})
+    vm = online(r, "vm1")
+    a, b = Client("u1"), Client("u2")
+    r.client_joined(a)
+    r.client_joined(b)
+    return r, vm, a, b
+
+
+def test_a_reply_goes_to_the_asking_connection_only() -> None:
+    r, vm, a, b = setup()
+    sent = request("w1", "r1", args={"path": "x"}, userId="evil", connectionId="evil")
+    (forward,) = r.client_frame(a, sent)
+    assert isinstance(forward, Forward)
+    assert forward.vm is vm
+    body = json.loads(forward.frame)
+    assert body["userId"] == "u1"
+    assert body["connectionId"] == r.connection_id(a) != "evil"
+    assert body["args"] == {"path": "x"}
+    # Another connection of another user gets its own tag.
+    assert r.connection_id(b) != r.connection_id(a)
+    answer = reply("w1", "r1", result={"files": []})
+    actions = r.vm_frame(vm, answer)
+    assert frames_to(actions, a) == [json.loads(answer)]
+    assert frames_to(actions, b) == []
+    assert (r.stats.requests, r.stats.replies, r.stats.stale_replies) == (1, 1, 0)
+    # Answered once: the same reply again is stale, dropped and counted.
+    assert r.vm_frame(vm, answer) == []
+    assert r.stats.stale_replies == 1
+
+
+def test_a_reply_from_another_vm_or_for_an_unknown_request_is_dropped() -> None:
+    r, vm, a, _b = setup()
+    r.ownership["w2"] = Ownership("w2", "vm2", frozenset({"u1"}), {})
+    other = online(r, "vm2")
+    r.client_frame(a, request("w1", "r1"))
+    assert r.vm_frame(other, reply("w1", "r1")) == []
+    assert r.vm_frame(vm, reply("w1", "nope")) == []
+    assert r.stats.stale_replies == 2
+    # The right VM still answers it.
+    assert len(frames_to(r.vm_frame(vm, reply("w1", "r1")), a)) == 1
+
+
+def test_requests_in_flight_are_bounded_per_connection() -> None:
+    r, vm, a, b = setup(max_requests_in_flight=2)
+    for rid in ("r1", "r2"):
+        assert isinstance(r.client_frame(a, request("w1", rid))[0], Forward)
+    assert errors_to(r.client_frame(a, request("w1", "r3")), a) == [ErrorCode.RATE_LIMITED]
+    # Another connection has its own budget; an id in flight is not reusable.
+    assert isinstance(r.client_frame(b, request("w1", "r4"))[0], Forward)
+    assert errors_to(r.client_frame(b, request("w1", "r1")), b) == [ErrorCode.BAD_REQUEST]
+    # A reply, and an error about a request, each free a slot.
+    r.vm_frame(vm, reply("w1", "r1"))
+    err = {"type": "error", "workspaceId": "w1", "code": "not_found", "message": "x", "ref": "r2"}
+    assert frames_to(r.vm_frame(vm, json.dumps(err)), a) == [err]
+    for rid in ("r5", "r6"):
+        assert isinstance(r.client_frame(a, request("w1", rid))[0], Forward)
+
+
+def test_only_allowed_users_may_ask_and_an_offline_vm_ends_what_it_owes() -> None:
+    r, vm, a, _b = setup()
+    stranger = Client("u9")
+    r.client_joined(stranger)
+    assert errors_to(r.client_frame(stranger, request("w1", "r1")), stranger) == ["not_found"]
+    r.client_frame(a, request("w1", "r1"))
+    out = r.vm_left(vm)
+    errors = [x for x in out if isinstance(x, SendError) and x.peer is a]
+    assert [(e.code, e.ref) for e in errors] == [(ErrorCode.VM_OFFLINE, "r1")]
+    assert errors_to(r.client_frame(a, request("w1", "r2")), a) == [ErrorCode.VM_OFFLINE]
+    assert r.in_flight == {}
+
+
+def test_a_closed_connection_forgets_its_requests() -> None:
+    r, vm, a, _b = setup(max_requests_in_flight=1)
+    r.client_frame(a, request("w1", "r1"))
+    r.client_left(a)
+    assert r.in_flight == {}
+    assert r.vm_frame(vm, reply("w1", "r1")) == []
+    assert r.stats.stale_replies == 1
+
+
+def test_a_bad_reply_is_dropped_and_the_vm_told() -> None:
+    r, vm, a, _b = setup()
+    r.client_frame(a, request("w1", "r1"))
+    bad = json.dumps({"type": "reply", "workspaceId": "w1", "requestId": "r1", "ok": False})
+    out = r.vm_frame(vm, bad)
+    assert errors_to(out, vm) == [ErrorCode.BAD_REQUEST]
+    assert frames_to(out, a) == []
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["workspaceId", "requestId", "op", "args", "connectionId", "userId"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=300), st.lists(st.integers())),
+    )
+)
+def test_any_request_gets_a_forward_or_one_error(fields: dict[str, Any]) -> None:
+    r, _vm, a, _b = setup()
+    actions = r.client_frame(a, json.dumps({"type": "request", **fields}))
+    assert len(actions) == 1
+    (action,) = actions
+    assert isinstance(action, Forward | SendError)
+    if isinstance(action, Forward):
+        assert json.loads(action.frame)["connectionId"] == r.connection_id(a)
