@@ -25,9 +25,11 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from vmagent.conversation import Conversation
 from vmagent.engines.base import Engine
+from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, WorkspaceSession
 from vmagent.store import LogFile, Store, valid_workspace_id
 from vmagent.workdir import WorkdirPlan
+from vmagent.workspace_ops import OpLimits
 from wire.codec import ProtocolError, loads
 from wire.frames import (
     SnapshotRequest,
@@ -39,6 +41,7 @@ from wire.messages import (
     Interrupt,
     PermissionResponse,
     QuestionResponse,
+    Request,
     UserMessage,
     dumps,
     error_frame,
@@ -133,6 +136,8 @@ class AgentSettings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
     token_check_interval: float = DEFAULT_TOKEN_CHECK_INTERVAL
+    ops: OpLimits = attrs.Factory(OpLimits)
+    max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
 
 
 class Agent:
@@ -153,6 +158,12 @@ class Agent:
         self._nursery: trio.Nursery | None = None
         #: Connections made to relayd so far (for tests and logs).
         self.connects = 0
+        self.ops = OpServer(
+            self.post,
+            self.store.work_dir,
+            limits=settings.ops,
+            max_reply_chars=settings.max_reply_chars,
+        )
 
     # -- life ---------------------------------------------------------------------
 
@@ -161,6 +172,7 @@ class Agent:
         self.store.prepare()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.ops.run)
             for workspace_id in self.store.known_ids():
                 conv, logfile = self.store.open(workspace_id)
                 if conv.released:
@@ -388,6 +400,8 @@ class Agent:
             session.permission_response(message)
         elif isinstance(message, Interrupt):
             session.interrupt(message)
+        elif isinstance(message, Request):
+            self.ops.submit(message)
 
     async def _assign_after_stop(self, old: WorkspaceSession, issue: dict[str, Any]) -> None:
         await old.finished.wait()

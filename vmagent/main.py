@@ -31,8 +31,16 @@ from vmagent.agent import (
 from vmagent.engines.base import Engine
 from vmagent.engines.claude import DEFAULT_MAX_LINE
 from vmagent.engines.demo import DEFAULT_WORD_DELAY, DemoEngine
+from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES
 from vmagent.workdir import DEFAULT_CLONE_TIMEOUT, DEFAULT_GIT_BASE_URL, WorkdirPlan
+from vmagent.workspace_ops import (
+    DEFAULT_MAX_DIFF_CHARS,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_FILES,
+    DEFAULT_OP_TIMEOUT,
+    OpLimits,
+)
 from wire import sdnotify
 from wire.logs import setup_logging
 
@@ -144,8 +152,22 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=float(default("token-check-interval", str(DEFAULT_TOKEN_CHECK_INTERVAL)) or 0),
         help="seconds between looks at the token file (a new token is sent as auth)",
     )
+    for flag, kind, fallback, what in OP_FLAGS:
+        p.add_argument(
+            flag, type=kind, default=kind(default(flag[2:], str(fallback)) or 0), help=what
+        )
     p.add_argument("--log-level", default=default("log-level", "info"))
     return p
+
+
+#: The bounds of the panels' requests: flag, type, default, help.
+OP_FLAGS: Final[tuple[tuple[str, type[int] | type[float], float, str], ...]] = (
+    ("--op-timeout", float, DEFAULT_OP_TIMEOUT, "seconds one git command of a request may take"),
+    ("--max-diff-chars", int, DEFAULT_MAX_DIFF_CHARS, "a diff is cut after this many characters"),
+    ("--max-files", int, DEFAULT_MAX_FILES, "files listed by changes and files at most"),
+    ("--max-file-bytes", int, DEFAULT_MAX_FILE_BYTES, "bytes of a file shown at most"),
+    ("--max-reply-chars", int, DEFAULT_MAX_REPLY_CHARS, "longest reply frame (characters)"),
+)
 
 
 def make_engine(args: argparse.Namespace) -> Engine:
@@ -174,6 +196,13 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         backoff_max=args.backoff_max,
         max_queued_messages=args.max_queued_messages,
         token_check_interval=args.token_check_interval,
+        ops=OpLimits(
+            op_timeout=args.op_timeout,
+            max_diff_chars=args.max_diff_chars,
+            max_files=args.max_files,
+            max_file_bytes=args.max_file_bytes,
+        ),
+        max_reply_chars=args.max_reply_chars,
     )
 
 

@@ -12,6 +12,8 @@ message (case-insensitive, first match wins):
   ``RollDice`` tool; allowed, it "rolls" and reports the number; denied, it
   says so and quotes the user's reason;
 - ``long``: a long reply (to try ``interrupt``);
+- ``edit``: appends the message to ``notes.md`` in the working tree (a real
+  change for the Changes panel);
 - anything else: a short reply that echoes the message.
 """
 
@@ -26,6 +28,7 @@ from typing import Any, Final
 
 import trio
 
+from vmagent.engines import demo_repo
 from vmagent.engines.base import Host
 from vmagent.engines.streamjson import LineWriter, input_json, message_id, tool_use_id
 
@@ -68,7 +71,8 @@ class DemoEngine:
 
     @asynccontextmanager
     async def open(self, host: Host) -> AsyncIterator[DemoSession]:
-        """A demo session; nothing to start or stop."""
+        """A demo session in a small real repository (made on first use)."""
+        await demo_repo.seed(host.workdir)
         yield DemoSession(host, self.word_delay)
 
 
@@ -115,6 +119,12 @@ class DemoSession:
                     num_turns = 2
                 elif "long" in lowered:
                     final = await self._say(_long_text())
+                elif "edit" in lowered:
+                    await trio.to_thread.run_sync(demo_repo.append_note, host.workdir, text)
+                    final = await self._say(
+                        f"This is the demo engine: it added your message to {demo_repo.NOTES}. "
+                        "The Changes panel shows it."
+                    )
                 else:
                     final = await self._say(
                         "This is the demo engine, not Claude: no model is running and no "
