@@ -87,5 +87,6 @@ async def test_changes_diff_files_and_file_through_relayd(tmp_path: Path) -> Non
                         again,
                         {"type": "subscribe", "workspaceId": "ws1", "lastSeq": 0, "epoch": "x"},
                     )
-                    snap = await recv_until(again, lambda f: f["type"] == "messages_snapshot")
-                    assert all(f["type"] != "reply" for f in snap)
+                    fresh = await recv_until(again, lambda f: f["type"] == "messages_snapshot")
+                    assert all(f["type"] != "reply" for f in fresh)
+                    assert "connectionId" not in str(fresh[-1]["messages"])
