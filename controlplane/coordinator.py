@@ -140,6 +140,7 @@ class Coordinator:
         #: The list relayd accepted last on this link (None: not sent yet).
         self._revocations_sent: Revocations | None = None
         self._revocations_written: Revocations | None = None
+        self._revocations_lock = trio.Lock()
         self.link: RelayLink | None = None
         self.online_vms: set[str] = set()
         #: What relayd was last told: workspace id -> VM id.
@@ -340,11 +341,14 @@ class Coordinator:
     async def _current_revocations(self) -> Revocations:
         """The list as the database has it; written to ``revoked.json`` when it changed."""
         ttl = self.session_window
-        current = await self.db.run(lambda c: revocation.build(c, ttl))
-        if current != self._revocations_written and self.revocations_file_dir is not None:
-            directory = self.revocations_file_dir
-            await trio.to_thread.run_sync(revocation.write, directory, current)
-            self._revocations_written = current
+        # One writer at a time: the link's on_connect and a reconciler pass
+        # (relayd away) may both get here, and share revoked.json's temp file.
+        async with self._revocations_lock:
+            current = await self.db.run(lambda c: revocation.build(c, ttl))
+            if current != self._revocations_written and self.revocations_file_dir is not None:
+                directory = self.revocations_file_dir
+                await trio.to_thread.run_sync(revocation.write, directory, current)
+                self._revocations_written = current
         return current
 
     async def _send_revocations(self, request: Callable[..., Awaitable[dict[str, Any]]]) -> None:
