@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -91,8 +92,9 @@ def sync_entries(placed: list[store.Workspace]) -> list[dict[str, Any]]:
 def parse_time(value: object) -> dt.datetime:
     """relayd's ``at``: ISO 8601 text or seconds (or milliseconds) since the epoch."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 1e11 else value
         try:
+            # Inside the try: 10**400 / 1000 raises OverflowError too.
+            seconds = value / 1000 if value > 1e11 else value
             return dt.datetime.fromtimestamp(seconds, dt.UTC)
         except (OverflowError, OSError, ValueError):
             return utcnow()
@@ -105,8 +107,19 @@ def parse_time(value: object) -> dt.datetime:
     return utcnow()
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: object) -> str | None:
+    """A string of an event as the database can store it (a lone surrogate becomes U+FFFD)."""
+    if not isinstance(value, str):
+        return None
+    return _SURROGATE.sub("\ufffd", value)
+
+
 def _short(value: object, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    text = _text(value)
+    return text[:limit] if text else None
 
 
 class Coordinator:
@@ -192,8 +205,8 @@ class Coordinator:
     async def _handle_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind in ("vm_online", "vm_offline"):
-            vm_id = event.get("vmId")
-            if not isinstance(vm_id, str):
+            vm_id = _text(event.get("vmId"))
+            if vm_id is None:
                 return
             online = kind == "vm_online"
             node_id = self.node_id
@@ -211,8 +224,8 @@ class Coordinator:
             else:
                 self.online_vms.discard(vm_id)
         elif kind == "workspace_status":
-            workspace_id, status = event.get("workspaceId"), event.get("status")
-            if isinstance(workspace_id, str) and status in _REPORTABLE:
+            workspace_id, status = _text(event.get("workspaceId")), event.get("status")
+            if workspace_id is not None and isinstance(status, str) and status in _REPORTABLE:
                 await self.db.run(lambda c: store.set_reported_status(c, workspace_id, status))
         elif kind == "audit":
             await self._store_audit(event)
@@ -220,9 +233,9 @@ class Coordinator:
             log.info("ignoring relayd event", extra={"event": kind})
 
     async def _store_audit(self, event: dict[str, Any]) -> None:
-        workspace_id = event.get("workspaceId")
+        workspace_id = _text(event.get("workspaceId"))
         action = _short(event.get("action"), MAX_ACTION_LENGTH)
-        if not isinstance(workspace_id, str) or action is None:
+        if workspace_id is None or action is None:
             log.warning("malformed audit event from relayd")
             return
         user_id = _short(event.get("userId"), 200)

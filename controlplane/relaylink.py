@@ -192,7 +192,7 @@ class RelayLink:
                 continue
             try:
                 message = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 log.warning("relayd sent a line that is not JSON")
                 continue
             if not isinstance(message, dict):
