@@ -29,7 +29,10 @@ def same_host(origin: str, host: str) -> bool:
     ``Host`` without a port (nginx's ``$host`` drops it) is compared with the
     origin's host name alone.
     """
-    parts = urllib.parse.urlsplit(origin)
+    try:
+        parts = urllib.parse.urlsplit(origin)
+    except ValueError:  # "http://[": no host anyone could serve
+        return False
     if parts.scheme not in ("http", "https") or not parts.netloc or not host:
         return False  # "null", or not a web origin
     default = {"http": ":80", "https": ":443"}[parts.scheme]

@@ -349,3 +349,45 @@ async def test_any_authorization_header(world: World, scheme: str, token: str, r
     status = await check_answer(response, set())
     assert status in (401, 403, 404), status
     assert world.bob_state() == world.bob_before
+
+
+def _splits(url: str) -> bool:
+    try:
+        urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return True
+
+
+header_text = st.text(st.characters(max_codepoint=255, exclude_characters="\r\n"), max_size=40)
+
+
+@FUZZ
+@given(
+    route=st.sampled_from(["/api/auth/login", "/api/auth/refresh", "/api/auth/logout"]),
+    origin=st.none()
+    | st.sampled_from(["http://localhost", "http://[", "http://[::1", "null", "http://a:x"])
+    | header_text,
+    # Quart's test client splits the Host as a URL itself: only Hosts it can split.
+    host=(st.none() | st.sampled_from(["localhost", "[::1]:80", "a:x"]) | header_text).filter(
+        lambda h: h is None or _splits(f"http://{h}/")
+    ),
+    cookie=st.none() | header_text,
+)
+# An Origin urlsplit cannot split raised ValueError: a 500.
+@example(route="/api/auth/logout", origin="http://[", host=None, cookie=None)
+async def test_cookie_routes_take_any_origin_host_and_cookie(
+    world: World, route: str, origin: str | None, host: str | None, cookie: str | None
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if origin is not None:
+        headers["Origin"] = origin
+    if host is not None:
+        headers["Host"] = host
+    if cookie is not None:
+        headers["Cookie"] = f"ffcloud_refresh={cookie}"
+    client = world.app.test_client()
+    body = json.dumps({"username": "bob", "password": "wrong"}).encode()
+    response = await client.post(route, data=body, headers=headers)
+    await check_answer(response, {204})
+    assert world.bob_state() == world.bob_before
