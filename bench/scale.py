@@ -9,7 +9,8 @@ and, in this process, one VM and N clients (10 per user), all on 127.0.0.1:
   ended): KiB per idle client and KiB more per subscribed one;
 * **fan-out**: the VM sends 100 messages (one per write, as a VM streams);
   the time until every client has all 100, as deliveries per second, and
-  relayd's CPU per delivery;
+  relayd's CPU per delivery; twice: from rest (the clients' writer tasks
+  ended, relayd starts them again) and right after (warm);
 * **storm**: every client drops at once; the VM sends 200 messages; every
   client comes back at once (a new connection, a handshake with a token,
   ``subscribe`` with ``lastSeq``): the seconds from the first reconnect until
@@ -201,19 +202,21 @@ async def run_n(n: int, source: Path | None, phase_deadline: float) -> dict[str,
                 subscribed = await settle_rss(pid)
                 results["subscribed_kib"] = (subscribed - idle) / n
             seq = 0
-            # Fan-out: 100 messages, one per write.
-            with trio.move_on_after(phase_deadline):
-                cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
-                async with trio.open_nursery() as nursery:
-                    for client in clients:
-                        nursery.start_soon(client.read_until, 1 + FANOUT_MESSAGES)
-                    for _ in range(FANOUT_MESSAGES):
-                        seq += 1
-                        await vm.stream.send_all(masked_frame(1, frame(seq).encode()))
-                wall = time.perf_counter() - wall0
-                cpu = cpu_seconds(pid) - cpu0
-                results["fanout_per_s"] = n * FANOUT_MESSAGES / wall
-                results["fanout_us_cpu"] = cpu / (n * FANOUT_MESSAGES) * 1e6
+            # Fan-out: 100 messages, one per write; twice: from rest (each
+            # client's writer task starts again), then at once after it.
+            for label in ("rest", "warm"):
+                with trio.move_on_after(phase_deadline):
+                    cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+                    async with trio.open_nursery() as nursery:
+                        for client in clients:
+                            nursery.start_soon(client.read_until, client.received + FANOUT_MESSAGES)
+                        for _ in range(FANOUT_MESSAGES):
+                            seq += 1
+                            await vm.stream.send_all(masked_frame(1, frame(seq).encode()))
+                    wall = time.perf_counter() - wall0
+                    cpu = cpu_seconds(pid) - cpu0
+                    results[f"fanout_{label}_per_s"] = n * FANOUT_MESSAGES / wall
+                    results[f"fanout_{label}_us_cpu"] = cpu / (n * FANOUT_MESSAGES) * 1e6
             # Storm: all drop, 200 messages go by, all come back with lastSeq.
             last_seen = seq
             for client in clients:
@@ -269,11 +272,12 @@ async def main(counts: list[int], source: Path | None, deadline: float) -> None:
                 parts.append(f"RSS {r['idle_kib']:.1f} KiB/idle client")
             if "subscribed_kib" in r:
                 parts.append(f"+{r['subscribed_kib']:.1f} KiB/subscribed")
-            if "fanout_per_s" in r:
-                parts.append(
-                    f"fan-out {r['fanout_per_s']:,.0f} deliveries/s"
-                    f" ({r['fanout_us_cpu']:.1f} us relayd CPU each)"
-                )
+            for label in ("rest", "warm"):
+                if f"fanout_{label}_per_s" in r:
+                    parts.append(
+                        f"fan-out from {label} {r[f'fanout_{label}_per_s']:,.0f} deliveries/s"
+                        f" ({r[f'fanout_{label}_us_cpu']:.1f} us relayd CPU each)"
+                    )
             if "storm_s" in r:
                 parts.append(
                     f"storm caught up in {r['storm_s']:.2f} s, relayd CPU"

@@ -325,6 +325,7 @@ class Peer:
                     data = self._ping_due + data
                     self._ping_due = None
                 if not data:
+                    await trio.lowlevel.checkpoint()  # never spin without yielding
                     continue
                 sent = sum(n for n, _chars in counts.values())
                 busy = sent > 1
