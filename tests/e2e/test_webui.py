@@ -242,7 +242,7 @@ def test_reload_mid_stream_shows_the_conversation_whole_without_duplicates(page:
     expect(page.get_by_test_id("assistant-message").last).to_contain_text(
         "(8) This is a long reply", timeout=20_000
     )
-    page.get_by_role("button", name="Interrupt").click()
+    page.get_by_role("button", name="Stop").click()
     wait_results(page, before + 1)
     expect(page.get_by_test_id("result-line").last).to_contain_text("Stopped")
     text = conversation_text(page)
@@ -365,7 +365,7 @@ def test_relayd_restart_mid_stream_loses_nothing(page: Page, stack: Stack) -> No
     seen: list[str] = page.evaluate("window.__connection")
     assert "Reconnecting…" in seen, seen
     expect(page.get_by_test_id("connection")).to_have_text("Connected")
-    page.get_by_role("button", name="Interrupt").click()
+    page.get_by_role("button", name="Stop").click()
     wait_results(page, before + 1)
     last = page.get_by_test_id("assistant-message").last.inner_text()
     numbers = [int(n) for n in re.findall(r"\((\d+)\) This is a long reply", last)]

@@ -1,5 +1,7 @@
 """The session's controls in a real Chromium against the real stack (demo engine):
-the light and dark themes, readable in both; the usage meter.
+the light and dark themes, readable in both; the usage meter; messages queued while
+Claude works (edited, removed, kept over a reload) and Stop, by button or Ctrl+.,
+with a prompt open.
 
 Its own browser context and workspace (acme/widgets#9) on the shared stack.
 """
@@ -175,3 +177,75 @@ def test_the_theme_follows_the_system_then_the_switch_and_reads_well_in_both(
     page.get_by_test_id("permission-card").get_by_role("button", name="Allow").click()
     wait_results(page, 2)
     expect(composer(page)).to_be_enabled()
+
+
+def held(page: Page):  # type: ignore[no-untyped-def]
+    return page.get_by_role("region", name="Queued messages").get_by_test_id("held-message")
+
+
+def user_messages(page: Page, text: str):  # type: ignore[no-untyped-def]
+    return page.get_by_test_id("user-message").filter(has_text=text)
+
+
+def test_messages_queue_while_a_prompt_is_open_and_ctrl_dot_stops_the_turn(page: Page) -> None:
+    before = page.get_by_test_id("result-line").count()
+    send(page, "use the permission tool again")
+    card = page.get_by_test_id("permission-card")
+    expect(card).to_be_visible(timeout=20_000)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+
+    # Written while Claude waits: queued in view, not sent.
+    send(page, "first queued")
+    send(page, "second queued")
+    expect(held(page)).to_have_count(2)
+    expect(held(page).first).to_contain_text("first queued")
+    expect(user_messages(page, "queued")).to_have_count(0)
+    screenshot(page, "queue")
+
+    page.get_by_role("button", name="Edit queued message 1").click()
+    edit = page.get_by_role("textbox", name="Edit queued message 1")
+    expect(edit).to_be_focused()
+    edit.fill("first queued, reworded")
+    edit.press("Enter")
+    page.get_by_role("button", name="Remove queued message 2").click()
+    expect(held(page)).to_have_count(1)
+    expect(held(page).first).to_have_text(re.compile("first queued, reworded"))
+    expect(user_messages(page, "queued")).to_have_count(0)
+
+    # Ctrl+. with the focus away from the composer: the prompt is cancelled, the turn ends.
+    page.locator("body").click(position={"x": 5, "y": 400})
+    page.keyboard.press("Control+.")
+    expect(card).to_have_count(0)
+    expect(page.get_by_test_id("prompt-record").last).to_contain_text("cancelled")
+    wait_results(page, before + 1)
+    expect(page.get_by_test_id("result-line").nth(before)).to_contain_text("Stopped")
+
+    # Then the queued message goes out, once, as its own turn; the removed one never.
+    expect(user_messages(page, "first queued, reworded")).to_have_count(1)
+    expect(held(page)).to_have_count(0)
+    wait_results(page, before + 2)
+    reply = page.get_by_test_id("assistant-message").last.inner_text()
+    assert "first queued, reworded" in reply, reply
+    expect(user_messages(page, "second queued")).to_have_count(0)
+    expect(composer(page)).to_be_enabled()
+
+
+def test_a_queued_message_survives_a_reload_and_the_stop_button_ends_a_long_turn(
+    page: Page,
+) -> None:
+    before = page.get_by_test_id("result-line").count()
+    send(page, "tell me something long")
+    last = page.get_by_test_id("assistant-message").last
+    expect(last).to_contain_text("(2) This is a long reply", timeout=20_000)
+    send(page, "after the reload")
+    expect(held(page)).to_have_count(1)
+    page.reload()
+    expect(page.get_by_test_id("connection")).to_have_text("Connected")
+    expect(held(page)).to_have_count(1)
+    expect(user_messages(page, "after the reload")).to_have_count(0)
+    page.get_by_role("button", name="Stop").click()
+    wait_results(page, before + 1)
+    expect(user_messages(page, "after the reload")).to_have_count(1)
+    wait_results(page, before + 2)
+    expect(held(page)).to_have_count(0)
+    assert page.evaluate("sessionStorage.length") == 0

@@ -417,3 +417,64 @@ async def test_cli_crash_is_an_error_and_the_next_message_resumes(
             )
             status, _ = await conn.until("status", status="idle")
             nursery.cancel_scope.cancel()
+
+
+def user_texts(request: dict[str, Any]) -> list[str]:
+    """Every text the user turns of a Messages API request carry."""
+    found: list[str] = []
+    for message in request["messages"]:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            found.append(content)
+        elif isinstance(content, list):
+            found.extend(
+                b.get("text", "")
+                for b in content
+                if isinstance(b, dict) and b.get("type") == "text"
+            )
+    return found
+
+
+async def test_stop_with_a_permission_open_then_the_message_sent_meanwhile(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """Stop ends the turn while a prompt is open (the request is cancelled), and a
+    message sent during the turn reaches Claude only after the turn ended, as a
+    turn of its own."""
+    queued = "and then tell me about widgets"
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await assign(conn)
+            fake_api.push(
+                Reply([tool_use("Bash", {"command": "touch x.txt"}, "toolu_x")]),
+                Reply([text("Widgets are small.")]),
+            )
+            await say(conn, "create a file", "c1")
+            request, _ = await conn.until("permission_request")
+            await conn.until("status", status="waiting_for_input")
+            # Sent while the turn waits: the VM accepts and echoes it, and holds it.
+            await say(conn, queued, "c2")
+            assert len(fake_api.conversation) == 1
+            assert queued not in " ".join(user_texts(fake_api.conversation[0]))
+
+            await conn.send({"type": "interrupt", "workspaceId": "ws1", "userId": "u1"})
+            resolved, _ = await conn.until("request_resolved")
+            assert resolved["requestId"] == request["requestId"]
+            assert resolved["resolution"] == "cancelled"
+            first = claude_data(await turn_frames(conn), "result")
+            assert len(first) == 1
+            # The first turn's requests never carried the held message.
+            for body in fake_api.conversation[:1]:
+                assert queued not in " ".join(user_texts(body))
+            assert not (tmp_path / "state" / "workspaces" / "ws1" / "work" / "x.txt").exists()
+
+            # Then it goes out as the next turn, and Claude answers it.
+            second = claude_data(await turn_frames(conn), "assistant")
+            assert second[-1]["message"]["content"][0]["text"] == "Widgets are small."
+            body = await fake_api.wait_for_conversation(2)
+            assert user_texts(body)[-1] == queued
+            await conn.until("status", status="idle")
+            nursery.cancel_scope.cancel()

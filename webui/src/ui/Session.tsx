@@ -1,10 +1,12 @@
 /** The session view of one workspace: conversation, open prompts, composer. */
 
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import { HeldMessages, useHeldMessages } from "../components/HeldMessages";
 import { UsageMeter } from "../components/UsageMeter";
 import type { Workspace } from "../lib/api";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
+import { isBusy } from "../lib/held";
 import type { Store } from "../lib/store";
 import { statusLabel } from "./format";
 import { Messages } from "./Messages";
@@ -28,7 +30,8 @@ function Composer({
 }: {
   disabledReason: string | null;
   running: boolean;
-  onSend: (text: string) => void;
+  /** False keeps the text in the box (the queue is full). */
+  onSend: (text: string) => boolean;
   onInterrupt: () => void;
 }) {
   const [text, setText] = useState("");
@@ -36,8 +39,7 @@ function Composer({
   const send = () => {
     const t = text.trim();
     if (!t || disabledReason) return;
-    onSend(t);
-    setText("");
+    if (onSend(t)) setText("");
   };
   // biome-ignore lint/correctness/useExhaustiveDependencies: the height follows the text.
   useLayoutEffect(() => {
@@ -68,10 +70,8 @@ function Composer({
         onChange={(e) => setText(e.target.value)}
         onKeyDown={(e) => {
           if (e.nativeEvent.isComposing || e.keyCode === 229) return; // IME at work
-          if (e.key === "." && (e.ctrlKey || e.metaKey)) {
-            e.preventDefault();
-            onInterrupt();
-          } else if (e.key === "Enter" && (e.ctrlKey || e.metaKey || !e.shiftKey)) {
+          // Ctrl/Cmd+. is the session view's, wherever the focus is.
+          if (e.key === "Enter" && (e.ctrlKey || e.metaKey || !e.shiftKey)) {
             e.preventDefault();
             send();
           }
@@ -79,7 +79,7 @@ function Composer({
       />
       {running ? (
         <button type="button" className="danger" onClick={onInterrupt} title="Stop Claude (Ctrl+.)">
-          Interrupt
+          Stop
         </button>
       ) : null}
       <button type="submit" className="primary" disabled={disabledReason !== null || !text.trim()}>
@@ -91,7 +91,9 @@ function Composer({
         </p>
       ) : (
         <p id="composer-hint" className="sr-only">
-          Enter sends, Shift+Enter starts a new line, Ctrl+. interrupts.
+          {running
+            ? "Claude is working: what you send now is queued and goes out when the turn ends. Ctrl+. stops."
+            : "Enter sends, Shift+Enter starts a new line, Ctrl+. stops Claude."}
         </p>
       )}
     </form>
@@ -129,6 +131,22 @@ export function SessionView({
   const id = workspace?.id;
   const scroller = useRef<HTMLDivElement>(null);
   const [stuck, setStuck] = useState(true);
+  const send = useCallback((t: string) => (id ? store.sendUserMessage(id, t) : ""), [id, store]);
+  const queue = useHeldMessages(id, c, send);
+  const busy = isBusy(c?.loaded ? c.status : workspace?.status);
+
+  // Ctrl/Cmd+. stops the turn from anywhere in the page, prompts open or not.
+  useEffect(() => {
+    if (!id || !busy) return;
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "." && (e.ctrlKey || e.metaKey) && !e.isComposing) {
+        e.preventDefault();
+        store.interrupt(id);
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [id, busy, store]);
 
   useEffect(() => {
     if (!id) return;
@@ -237,12 +255,14 @@ export function SessionView({
             />
           ),
         )}
+        <HeldMessages q={queue} />
         <Composer
           disabledReason={composerBlock(c)}
-          running={running}
+          running={busy}
           onSend={(t) => {
-            store.sendUserMessage(id, t);
-            setStuck(true);
+            const r = queue.submit(t);
+            if (r === "sent") setStuck(true);
+            return r !== "full";
           }}
           onInterrupt={() => store.interrupt(id)}
         />

@@ -1,0 +1,179 @@
+/** The queue of messages written while Claude works: shown above the composer, editable, removable. */
+
+import { useCallback, useEffect, useRef, useState } from "react";
+import type { Conversation } from "../lib/conversationModel";
+import { canRelease, type Held, isBusy, loadHeld, MAX_HELD_MESSAGES, saveHeld } from "../lib/held";
+
+function tabStorage(): Storage | undefined {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return undefined;
+  }
+}
+
+let counter = 0;
+function heldId(): string {
+  counter += 1;
+  return `h${Date.now().toString(36)}${counter}`;
+}
+
+export interface HeldQueue {
+  held: Held[];
+  editing: string | null;
+  /** Send now, or hold while a turn is going on (or others are held before it). */
+  submit: (text: string) => "sent" | "held" | "full";
+  edit: (id: string, text: string) => void;
+  remove: (id: string) => void;
+  setEditing: (id: string | null) => void;
+}
+
+/** A workspace's held messages, released one per turn as the conversation allows. */
+export function useHeldMessages(
+  workspaceId: string | undefined,
+  c: Conversation | undefined,
+  send: (text: string) => string,
+): HeldQueue {
+  const [held, setHeld] = useState<Held[]>(() =>
+    workspaceId ? loadHeld(tabStorage(), workspaceId) : [],
+  );
+  const [editing, setEditing] = useState<string | null>(null);
+  const awaiting = useRef<string | null>(null);
+
+  useEffect(() => {
+    setHeld(workspaceId ? loadHeld(tabStorage(), workspaceId) : []);
+    setEditing(null);
+    awaiting.current = null;
+  }, [workspaceId]);
+
+  const update = useCallback(
+    (f: (prev: Held[]) => Held[]) =>
+      setHeld((prev) => {
+        const next = f(prev);
+        if (workspaceId) saveHeld(tabStorage(), workspaceId, next);
+        return next;
+      }),
+    [workspaceId],
+  );
+
+  // The turn is over: the first held message goes out (unless it is being edited).
+  useEffect(() => {
+    const first = held[0];
+    if (!first || editing === first.id || !canRelease(c, awaiting.current)) return;
+    awaiting.current = send(first.text);
+    update((prev) => prev.filter((h) => h.id !== first.id));
+  }, [c, held, editing, send, update]);
+
+  const submit = (text: string): "sent" | "held" | "full" => {
+    const hold = isBusy(c?.status) || held.length > 0 || !canRelease(c, awaiting.current);
+    if (!hold) {
+      awaiting.current = send(text);
+      return "sent";
+    }
+    if (held.length >= MAX_HELD_MESSAGES) return "full";
+    update((prev) => [...prev, { id: heldId(), text }]);
+    return "held";
+  };
+  return {
+    held,
+    editing,
+    submit,
+    setEditing,
+    edit: (id, text) => {
+      update((prev) => prev.map((h) => (h.id === id ? { ...h, text } : h)));
+      setEditing(null);
+    },
+    remove: (id) => {
+      update((prev) => prev.filter((h) => h.id !== id));
+      if (editing === id) setEditing(null);
+    },
+  };
+}
+
+function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
+  const [draft, setDraft] = useState(h.text);
+  const box = useRef<HTMLTextAreaElement>(null);
+  const isEditing = q.editing === h.id;
+  useEffect(() => {
+    if (isEditing) box.current?.focus();
+  }, [isEditing]);
+  if (isEditing) {
+    const save = () => {
+      const t = draft.trim();
+      if (t) q.edit(h.id, t);
+      else q.remove(h.id);
+    };
+    return (
+      <li className="held-item editing">
+        <textarea
+          ref={box}
+          aria-label={`Edit queued message ${n}`}
+          value={draft}
+          rows={2}
+          onChange={(e) => setDraft(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.nativeEvent.isComposing) return;
+            if (e.key === "Escape") {
+              e.preventDefault();
+              q.setEditing(null);
+            } else if (e.key === "Enter" && !e.shiftKey) {
+              e.preventDefault();
+              save();
+            }
+          }}
+        />
+        <span className="held-actions">
+          <button type="button" className="primary" onClick={save}>
+            Save
+          </button>
+          <button type="button" onClick={() => q.setEditing(null)}>
+            Cancel
+          </button>
+        </span>
+      </li>
+    );
+  }
+  return (
+    <li className="held-item" data-testid="held-message">
+      <span className="held-text">{h.text}</span>
+      <span className="held-actions">
+        <button
+          type="button"
+          className="link"
+          aria-label={`Edit queued message ${n}`}
+          onClick={() => {
+            setDraft(h.text);
+            q.setEditing(h.id);
+          }}
+        >
+          Edit
+        </button>
+        <button
+          type="button"
+          className="link danger-text"
+          aria-label={`Remove queued message ${n}`}
+          onClick={() => q.remove(h.id)}
+        >
+          Remove
+        </button>
+      </span>
+    </li>
+  );
+}
+
+export function HeldMessages({ q }: { q: HeldQueue }) {
+  if (q.held.length === 0) return null;
+  return (
+    <section className="held" aria-label="Queued messages">
+      <p className="held-title small muted">
+        Queued ({q.held.length}): sent when Claude's turn ends, one per turn
+        {q.held.length >= MAX_HELD_MESSAGES ? ` · full, at most ${MAX_HELD_MESSAGES}` : ""}
+      </p>
+      <ol className="held-list">
+        {q.held.map((h, i) => (
+          <HeldRow key={h.id} h={h} n={i + 1} q={q} />
+        ))}
+      </ol>
+    </section>
+  );
+}
