@@ -135,6 +135,10 @@ def test_sign_in_and_open_a_workspace(page: Page) -> None:
     meter = page.get_by_role("region", name="Session usage")
     expect(meter).to_contain_text(re.compile(r"\d+ tokens"))
     expect(meter).to_contain_text("$0")
+    # The demo reports its prompt and a 200k window: the context fill shows.
+    expect(page.get_by_test_id("usage-context")).to_contain_text(re.compile(r"of 200\.0k"))
+    fill = float(page.get_by_role("meter", name="Context window used").get_attribute("value") or 0)
+    assert 0 < fill < 0.1, fill
 
 
 def test_the_theme_follows_the_system_then_the_switch_and_reads_well_in_both(
@@ -249,3 +253,34 @@ def test_a_queued_message_survives_a_reload_and_the_stop_button_ends_a_long_turn
     wait_results(page, before + 2)
     expect(held(page)).to_have_count(0)
     assert page.evaluate("sessionStorage.length") == 0
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_login_screen_reads_well_in_the_system_theme(
+    browser: Browser, stack: Stack, scheme: str
+) -> None:
+    ctx = browser.new_context(base_url=stack.url, color_scheme=scheme)  # type: ignore[arg-type]
+    ctx.set_default_timeout(15_000)
+    try:
+        p = ctx.new_page()
+        p.goto("/")
+        expect(p.get_by_role("button", name="Sign in")).to_be_visible()
+        lum = page_background(p)
+        assert lum < 0.05 if scheme == "dark" else lum > 0.8
+        login(p, "not-the-password")
+        expect(p.get_by_role("alert")).to_be_visible()
+        bad = []
+        for selector in [
+            ".card h1",
+            ".card .muted",
+            ".card label",
+            ".card button",
+            ".field-error",
+            ".card input",
+        ]:
+            c = contrast(p, selector)
+            if c["ratio"] < MIN_CONTRAST:
+                bad.append(f"{selector}: {c['ratio']:.2f}")
+        assert not bad, f"{scheme} login screen: " + "; ".join(bad)
+    finally:
+        ctx.close()

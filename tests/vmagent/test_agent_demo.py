@@ -116,6 +116,16 @@ async def test_hello_reply_and_sequence(tmp_path: Path, relay: FakeRelay) -> Non
             assert isinstance(result["duration_ms"], int)
             assert "total_cost_usd" in result
             assert "usage" in result
+            # As Claude Code does: the model's context window in modelUsage, and the
+            # prompt (the context in use) in each assistant line's usage.
+            assert result["modelUsage"]["demo"]["contextWindow"] == 200_000
+            prompts = [
+                b["data"]["message"]["usage"]["input_tokens"]
+                for b in bodies
+                if b["type"] == "claude_message" and b["data"]["type"] == "assistant"
+            ]
+            assert prompts
+            assert all(p == 3_000 + 2 for p in prompts)  # the base prompt, "hello there"
             nursery.cancel_scope.cancel()
 
 

@@ -36,6 +36,10 @@ MODEL: Final = "demo"
 TOOLS: Final = ["AskUserQuestion", "RollDice"]
 #: Seconds between streamed words by default (VMAGENT_DEMO_DELAY).
 DEFAULT_WORD_DELAY: Final = 0.06
+#: The demo's make-believe context window and the prompt it starts with (a system prompt,
+#: tools), so the usage meter has a context fill to show.
+CONTEXT_WINDOW: Final = 200_000
+BASE_PROMPT_TOKENS: Final = 3_000
 
 DEMO_QUESTIONS: Final[list[dict[str, Any]]] = [
     {
@@ -84,8 +88,13 @@ class DemoSession:
         self.word_delay = word_delay
         # The demo keeps its "session" id across restarts through the log.
         self.lines = LineWriter(
-            host.session_id or str(uuid.uuid4()), MODEL, str(host.workdir), TOOLS
+            host.session_id or str(uuid.uuid4()),
+            MODEL,
+            str(host.workdir),
+            TOOLS,
+            context_window=CONTEXT_WINDOW,
         )
+        self.lines.context_tokens = BASE_PROMPT_TOKENS
         self._scope: trio.CancelScope | None = None
         self._tokens_out = 0
         # The block being streamed (message id, index, kind, text so far), for _abort.
@@ -105,6 +114,8 @@ class DemoSession:
         self._open_message = False
         host = self.host
         host.emit(self.lines.init())
+        # The context grows by each message and each reply, as a real conversation's does.
+        self.lines.context_tokens += len(text.split())
         lowered = text.lower()
         num_turns = 1
         final = ""
@@ -134,6 +145,7 @@ class DemoSession:
             finally:
                 self._scope = None
         elapsed = int((time.monotonic() - started) * 1000)
+        self.lines.context_tokens += self._tokens_out
         if scope.cancelled_caught:
             self._abort()
             host.emit(

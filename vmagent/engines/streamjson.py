@@ -34,11 +34,23 @@ def tool_use_id() -> str:
 class LineWriter:
     """Builds the lines of one session (``session_id`` stamped on each)."""
 
-    def __init__(self, session_id: str, model: str, cwd: str, tools: list[str]) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        model: str,
+        cwd: str,
+        tools: list[str],
+        *,
+        context_window: int | None = None,
+    ) -> None:
         self.session_id = session_id
         self.model = model
         self.cwd = cwd
         self.tools = tools
+        #: The model's context window, reported in ``result``'s ``modelUsage`` as Claude Code does.
+        self.context_window = context_window
+        #: The prompt's size, reported in each ``assistant`` line's ``usage`` (the context in use).
+        self.context_tokens = 0
         self._message_id: str | None = None
 
     def _line(self, body: dict[str, Any]) -> str:
@@ -118,7 +130,7 @@ class LineWriter:
                 "content": content,
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": usage(0, output_tokens),
+                "usage": usage(self.context_tokens, output_tokens),
             },
             "parent_tool_use_id": None,
             "session_id": self.session_id,
@@ -187,11 +199,25 @@ class LineWriter:
             "session_id": self.session_id,
             "total_cost_usd": cost_usd,
             "usage": usage(input_tokens, output_tokens),
-            "modelUsage": {},
+            "modelUsage": self._model_usage(input_tokens, output_tokens, cost_usd),
             "permission_denials": [],
             "uuid": _uuid(),
         }
         return self._line(body)
+
+    def _model_usage(self, input_tokens: int, output_tokens: int, cost: float) -> dict[str, Any]:
+        if self.context_window is None:
+            return {}
+        return {
+            self.model: {
+                "inputTokens": input_tokens,
+                "outputTokens": output_tokens,
+                "cacheReadInputTokens": 0,
+                "cacheCreationInputTokens": 0,
+                "costUSD": cost,
+                "contextWindow": self.context_window,
+            }
+        }
 
 
 def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
