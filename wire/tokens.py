@@ -28,6 +28,10 @@ ALLOWED_ALGORITHMS: Final = ("EdDSA",)
 REQUIRED_CLAIMS: Final = ("iss", "aud", "sub", "exp", "iat", "jti", "scope")
 #: Clock skew tolerated between the control plane and relayd, in seconds.
 DEFAULT_LEEWAY: Final = 30
+#: Tokens whose signature a verifier remembers having checked. A reconnecting
+#: client presents the token it had, and the Ed25519 check is most of a
+#: handshake's CPU: a storm of reconnects then costs a dictionary look-up each.
+VERIFIED_CACHE_SIZE: Final = 4096
 
 
 class TokenError(Exception):
@@ -138,6 +142,11 @@ class TokenVerifier:
         self._keys = dict(keys)
         self.issuer = issuer
         self.leeway = leeway
+        # token -> its claims, for tokens already checked against these keys
+        # (a new key set is a new verifier, so a removed key's tokens go too).
+        # Only the signature and the claims' form are remembered: expiry and
+        # scope are checked on every use, revocation by the caller.
+        self._verified: dict[str, Claims] = {}
 
     @classmethod
     def from_jwks(
@@ -164,6 +173,21 @@ class TokenVerifier:
         ``scope`` refusals raise with reason ``scope`` so the caller can answer
         403 rather than 401.
         """
+        result = self._verified.get(token)
+        if result is None:
+            result = self._verify_signed(token, now)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                # Oldest first (dicts keep insertion order): a bounded memory.
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = result
+        elif result.exp + self.leeway <= (time.time() if now is None else now):
+            raise TokenError("expired", "token has expired")
+        if scope is not None and result.scope != scope:
+            raise TokenError("scope", f"token scope {result.scope} cannot open this endpoint")
+        return result
+
+    def _verify_signed(self, token: str, now: float | None) -> Claims:
+        """Check a token's signature and claims (not its scope): the slow part."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -224,8 +248,6 @@ class TokenVerifier:
             )
         except (ValueError, TypeError, OverflowError):  # OverflowError: float(10**400)
             raise TokenError("claims", "token claims are malformed") from None
-        if scope is not None and token_scope != scope:
-            raise TokenError("scope", f"token scope {token_scope} cannot open this endpoint")
         return result
 
 

@@ -131,3 +131,45 @@ def test_garbage(verifier: TokenVerifier) -> None:
 def test_pem_round_trip(key: SigningKey) -> None:
     again = SigningKey.from_pem("k1", key.private_pem())
     assert again.public_jwk() == key.public_jwk()
+
+
+def test_a_remembered_token_still_expires_and_keeps_its_scope(
+    key: SigningKey, verifier: TokenVerifier
+) -> None:
+    token = issue_token(key, sub="u", scope=Scope.CLIENT, issuer="ffcloud", ttl_seconds=60)
+    claims = verifier.verify(token, scope=Scope.CLIENT)
+    # The second look-up is the remembered one: scope and expiry are still checked.
+    assert verifier.verify(token, scope=Scope.CLIENT) == claims
+    assert _reason(verifier, token, Scope.VM) == "scope"
+    with pytest.raises(TokenError) as info:
+        verifier.verify(token, now=claims.exp + verifier.leeway)
+    assert info.value.reason == "expired"
+    assert verifier.verify(token, now=claims.exp + verifier.leeway - 1) == claims
+
+
+def test_a_refused_token_is_checked_again_every_time(
+    key: SigningKey, verifier: TokenVerifier
+) -> None:
+    token = issue_token(key, sub="u", scope=Scope.CLIENT, issuer="ffcloud", ttl_seconds=60)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        assert _reason(verifier, forged) == "signature"
+
+
+def test_remembered_tokens_are_bounded_and_end_with_their_key_set(key: SigningKey) -> None:
+    from wire.tokens import VERIFIED_CACHE_SIZE
+
+    verifier = TokenVerifier.from_jwks(jwks_document([key.public_jwk()]), issuer="ffcloud")
+    first = issue_token(key, sub="u0", scope=Scope.CLIENT, issuer="ffcloud", ttl_seconds=60)
+    verifier.verify(first)
+    for i in range(VERIFIED_CACHE_SIZE + 10):
+        verifier.verify(
+            issue_token(key, sub=f"u{i + 1}", scope=Scope.CLIENT, issuer="ffcloud", ttl_seconds=60)
+        )
+    assert len(verifier._verified) == VERIFIED_CACHE_SIZE
+    assert first not in verifier._verified
+    # A rotated key set (relayd's SIGHUP makes a new verifier) forgets them all.
+    rotated = TokenVerifier.from_jwks(
+        jwks_document([SigningKey.generate("k2").public_jwk()]), issuer="ffcloud"
+    )
+    assert _reason(rotated, first) == "unknown_kid"
