@@ -49,6 +49,7 @@ ISSUES = {
     },
     ("acme", "widgets", 8): {"title": "Dark mode for the settings page", "body": "Please."},
     ("acme", "widgets", 9): {"title": "Queue messages while Claude works", "body": "Stop too."},
+    ("acme", "widgets", 14): {"title": "Show what changed", "body": "Beside the chat."},
 }
 
 

@@ -1,6 +1,7 @@
 /** The app shell: session restore, login, the relay connection, routing. */
 
 import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from "react";
+import { WorkspacePanels } from "./components/panels/WorkspacePanels";
 import { ThemeSwitch } from "./components/ThemeSwitch";
 import { Api, type Session, type Workspace } from "./lib/api";
 import { RelayConnection, type SocketLike } from "./lib/connection";
@@ -180,6 +181,9 @@ function Workspaces({
             me={session.user.id}
             onBack={() => go(null)}
           />
+        )}
+        {workspace && (
+          <WorkspacePanels key={workspace.id} relay={relays} workspaceId={workspace.id} />
         )}
       </div>
     </div>

@@ -1,0 +1,117 @@
+/** What changed in the working tree against its base: a file list, and a file's diff. */
+
+import { useState } from "react";
+import { type ChangedFile, parseChanges, parseDiff, type Requester } from "../../lib/requests";
+import { CodeView } from "./CodeView";
+import { latest, type Reply, useReply } from "./useReply";
+
+const STATUS_LETTER: Record<ChangedFile["status"], string> = {
+  added: "A",
+  modified: "M",
+  deleted: "D",
+  renamed: "R",
+};
+
+export function ChangesPanel({
+  requester,
+  workspaceId,
+  refresh,
+}: {
+  requester: Requester;
+  workspaceId: string;
+  refresh: number;
+}) {
+  const [selected, setSelected] = useState<string | null>(null);
+  const changes = useReply(`${workspaceId}:${refresh}`, async () =>
+    parseChanges(await requester.request(workspaceId, "changes")),
+  );
+  const diff = useReply(
+    selected === null ? null : `${workspaceId}:${selected}:${refresh}`,
+    async () => parseDiff(await requester.request(workspaceId, "diff", { path: selected })),
+  );
+  const value = latest(changes);
+  return (
+    <div className="panel-body">
+      <PanelStatus reply={changes} what="changes" />
+      {value && (
+        <>
+          <p className="muted small">
+            {value.files.length === 0
+              ? `No changes against ${value.base || "the start"}.`
+              : `${value.files.length} file${value.files.length === 1 ? "" : "s"} changed against ${value.base || "the start"}` +
+                (value.branch ? ` on ${value.branch}` : "")}
+            {value.truncated ? " (list cut short)" : ""}
+          </p>
+          <ul className="change-list" aria-label="Changed files">
+            {value.files.map((f) => (
+              <li key={f.path}>
+                <button
+                  type="button"
+                  className={`change ${selected === f.path ? "selected" : ""}`}
+                  aria-pressed={selected === f.path}
+                  onClick={() => setSelected(f.path)}
+                >
+                  <span className={`change-status status-${f.status}`} title={f.status}>
+                    {STATUS_LETTER[f.status]}
+                  </span>
+                  <span className="change-path">
+                    {f.oldPath ? `${f.oldPath} → ` : ""}
+                    {f.path}
+                  </span>
+                  <span className="change-counts">
+                    {f.binary ? (
+                      "binary"
+                    ) : (
+                      <>
+                        <span className="plus">+{f.added}</span>{" "}
+                        <span className="minus">−{f.removed}</span>
+                      </>
+                    )}
+                  </span>
+                  {f.uncommitted && <span className="tag">uncommitted</span>}
+                  {f.unpushed && <span className="tag">not pushed</span>}
+                  <span className="sr-only">{`, ${f.status}`}</span>
+                </button>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+      {selected !== null && (
+        <section className="panel-detail" aria-label={`Diff of ${selected}`}>
+          <h3 className="small">{selected}</h3>
+          <PanelStatus reply={diff} what="the diff" />
+          {latest(diff) && (
+            <>
+              <CodeView
+                code={latest(diff)?.diff ?? ""}
+                language="diff"
+                label={`Unified diff of ${selected}`}
+              />
+              {latest(diff)?.truncated && (
+                <p className="muted small">The diff is long: only its beginning is shown.</p>
+              )}
+            </>
+          )}
+        </section>
+      )}
+    </div>
+  );
+}
+
+/** Loading words or a readable error; never a spinner left turning. */
+export function PanelStatus<T>({ reply, what }: { reply: Reply<T>; what: string }) {
+  if (reply.state === "loading")
+    return (
+      <p className="muted small" role="status">
+        Loading {what}…
+      </p>
+    );
+  if (reply.state === "error")
+    return (
+      <p className="field-error small" role="alert">
+        Could not load {what}: {reply.message}
+      </p>
+    );
+  return null;
+}

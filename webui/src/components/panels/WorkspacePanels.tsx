@@ -1,0 +1,90 @@
+/**
+ * The panels beside the conversation: Changes and Files. Desktop: a column
+ * beside the session. Phone: tabs, where "Conversation" shows the session and
+ * the others cover it. Refreshed after each tool run in the stream and on request.
+ */
+
+import { useEffect, useMemo, useState } from "react";
+import { type Relay, Requester, treeMayHaveChanged } from "../../lib/requests";
+import { ChangesPanel } from "./ChangesPanel";
+import { FilesPanel } from "./FilesPanel";
+
+type Tab = "conversation" | "changes" | "files";
+
+/** A burst of tool results refreshes once, this long after the last. */
+export const REFRESH_DEBOUNCE_MS = 400;
+
+/** The layout's phone breakpoint (styles.css). */
+function isPhone(): boolean {
+  return typeof window !== "undefined" && !!window.matchMedia?.("(max-width: 760px)").matches;
+}
+
+export function WorkspacePanels({ relay, workspaceId }: { relay: Relay; workspaceId: string }) {
+  const requester = useMemo(() => new Requester(relay), [relay]);
+  useEffect(() => () => requester.close(), [requester]);
+  // A phone starts on the conversation; a desktop shows it anyway, beside Changes.
+  const [tab, setTab] = useState<Tab>(() => (isPhone() ? "conversation" : "changes"));
+  const [refresh, setRefresh] = useState(0);
+  useEffect(() => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const off = relay.onMessage((m) => {
+      if (!treeMayHaveChanged(m, workspaceId)) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => setRefresh((n) => n + 1), REFRESH_DEBOUNCE_MS);
+    });
+    return () => {
+      off();
+      clearTimeout(timer);
+    };
+  }, [relay, workspaceId]);
+  // On a desktop the column always shows a panel: Changes unless Files was chosen.
+  const shown: Exclude<Tab, "conversation"> = tab === "files" ? "files" : "changes";
+  const tabs: [Tab, string][] = [
+    ["conversation", "Conversation"],
+    ["changes", "Changes"],
+    ["files", "Files"],
+  ];
+  return (
+    <aside
+      className={`panels ${tab === "conversation" ? "panels-closed" : "panels-open"}`}
+      aria-label="Workspace panels"
+    >
+      <div className="panel-tabs" role="tablist" aria-label="Workspace views">
+        {tabs.map(([t, label]) => (
+          <button
+            key={t}
+            type="button"
+            role="tab"
+            id={`panel-tab-${t}`}
+            className={`panel-tab tab-${t}`}
+            aria-selected={tab === t}
+            aria-controls={t === "conversation" ? "main" : "panel-view"}
+            onClick={() => setTab(t)}
+          >
+            {label}
+          </button>
+        ))}
+        <button
+          type="button"
+          className="link panel-refresh"
+          onClick={() => setRefresh((n) => n + 1)}
+          aria-label="Refresh the panel"
+        >
+          Refresh
+        </button>
+      </div>
+      <div
+        className="panel-view"
+        id="panel-view"
+        role="tabpanel"
+        aria-labelledby={`panel-tab-${shown}`}
+      >
+        {shown === "changes" ? (
+          <ChangesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />
+        ) : (
+          <FilesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />
+        )}
+      </div>
+    </aside>
+  );
+}
