@@ -35,7 +35,13 @@ from controlplane.models import (
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
-from controlplane.web import install_headers, install_webui, is_loopback, json_response
+from controlplane.web import (
+    HostGuard,
+    install_headers,
+    install_webui,
+    is_loopback,
+    json_response,
+)
 
 #: Audit entries one request returns at most (the most recent ones).
 AUDIT_LIMIT = 1000
@@ -97,7 +103,9 @@ def create_app(services: Services) -> QuartTrio:
     errors.install(app)
     app.extensions["ffcloud"] = services
     # X-Forwarded-For/-Proto count only from a trusted proxy (login throttling, cookies).
-    app.asgi_app = TrustedProxies(app.asgi_app, parse_networks(settings.trusted_proxies))  # type: ignore[method-assign]
+    app.asgi_app = HostGuard(  # type: ignore[method-assign]
+        TrustedProxies(app.asgi_app, parse_networks(settings.trusted_proxies))
+    )
     install_headers(app, settings.relay_url, services.metrics)
     current_user = install_auth(app, services)
 

@@ -61,6 +61,44 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def valid_host(host: str) -> bool:
+    """True when werkzeug can bind routes to a ``Host`` header (its name encodes as IDNA)."""
+    try:
+        host.lower().partition(":")[0].encode("idna")
+    except UnicodeError:  # "." or "a..b": an empty label; a label over 63 characters
+        return False
+    return True
+
+
+class HostGuard:
+    """ASGI: a 400 JSON answer for a ``Host`` that werkzeug cannot bind routes to.
+
+    Quart binds the URL map before any error handler runs: such a Host
+    would end in the server's own 500 page instead of our JSON error.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Handle one ASGI connection."""
+        if scope.get("type") == "http":
+            hosts = [v for k, v in scope.get("headers", []) if k.lower() == b"host"]
+            if hosts and not valid_host(hosts[0].decode("latin-1")):
+                body = json.dumps(
+                    {"error": {"code": "bad_request", "message": "the Host header is not a host"}}
+                ).encode()
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def relay_origin(relay_url: str) -> str:
     """``scheme://host[:port]`` of a relay URL: every node behind one origin may be reached.
 
