@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,13 @@ from controlplane import nodes, store
 from controlplane.changes import ChangeListener, libpq_url
 from controlplane.db import Database
 from controlplane.issues import FetchedIssue, IssueRef
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import (
+    OWNER_FILE,
+    PostgresCluster,
+    discard,
+    find_bindir,
+    start_cluster,
+)
 from tests.support.waiting import wait_until
 
 
@@ -142,3 +150,27 @@ async def test_the_listener_hears_another_process_change_and_survives_a_restart(
                 nursery.cancel_scope.cancel()
     finally:
         db.close()
+
+
+def test_a_cluster_left_by_a_killed_test_run_is_removed_by_the_next() -> None:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/system-deps installs it)")
+    orphan = start_cluster(bindir)
+    # As if its test process had been killed: the owner named is gone.
+    (orphan.root / OWNER_FILE).write_text(str(_finished_pid()))
+    mine = start_cluster(bindir)
+    try:
+        assert not orphan.root.exists()
+        assert mine.root.exists()
+        # The orphan's server is stopped: its port refuses connections.
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", orphan.port), 1):
+            pass
+    finally:
+        discard(mine)
+
+
+def _finished_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

@@ -180,11 +180,54 @@ class PostgresCluster:
             shutil.chown(path, UNPRIVILEGED_USER, "nogroup")
 
 
+#: Prefix of the clusters' temporary directories.
+PREFIX: Final = "ffcloud-pg-"
+#: The file in a cluster's directory naming the process that started it.
+OWNER_FILE: Final = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def discard_orphans(bindir: Path) -> int:
+    """Stop and delete the clusters whose test process is gone (killed: no teardown ran).
+
+    ``pg_ctl`` detaches the server, so a test run that is killed leaves it
+    running; the next run cleans up after it. Returns how many it removed.
+    """
+    removed = 0
+    for owner in Path(tempfile.gettempdir()).glob(f"{PREFIX}*/{OWNER_FILE}"):
+        try:
+            pid = int(owner.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        orphan = PostgresCluster(bindir, owner.parent, 0, "")
+        try:
+            if (orphan.datadir / "postmaster.pid").exists():
+                orphan.stop("immediate")
+        except (RuntimeError, subprocess.TimeoutExpired):
+            pass  # already gone: the directory goes anyway
+        shutil.rmtree(owner.parent, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def start_cluster(bindir: Path) -> PostgresCluster:
     """Create and start a cluster in a new temporary directory (call ``discard`` after)."""
+    discard_orphans(bindir)
     # Directly in the system temporary directory: the unprivileged server
     # user must be able to reach it, and pytest's base directory is private.
-    root = Path(tempfile.mkdtemp(prefix="ffcloud-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
+    (root / OWNER_FILE).write_text(str(os.getpid()))
     cluster = PostgresCluster(bindir, root, _free_port(), secrets.token_urlsafe(18))
     try:
         cluster._chown(root)
