@@ -179,3 +179,48 @@ def test_no_path_escapes_the_tree(tmp_path: Path, path: object) -> None:
     assert target.is_relative_to(top)
     assert ".." not in Path(clean).parts
     assert not target.is_relative_to(top / ".git")
+
+
+@pytest.fixture(scope="module")
+def fuzz_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository for the fuzzers, with a symlink out and a secret beside it."""
+    top = tmp_path_factory.mktemp("fuzz")
+    (top / "secret").write_text("s")
+    root = top / "repo"
+    git("init", "--quiet", str(root))
+    (root / "a.txt").write_text("a\n")
+    (root / "dir").mkdir()
+    (root / "dir" / "b.txt").write_text("b\n")
+    (root / "out").symlink_to(top / "secret")
+    git("add", "a.txt", "dir/b.txt", cwd=root)
+    git("commit", "--quiet", "-m", "x", cwd=root)
+    return root
+
+
+PATHS = st.one_of(
+    st.text(max_size=40),
+    st.lists(
+        st.sampled_from(["..", ".", "", "a.txt", "dir", "b.txt", "out", ".git", "/", "~"])
+    ).map("/".join),
+    st.none(),
+    st.integers(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(op=st.sampled_from(["file", "diff"]), path=PATHS)
+def test_any_path_gets_a_result_or_a_clear_error(fuzz_repo: Path, op: str, path: object) -> None:
+    failure: OpError | None = None
+    result: dict[str, Any] = {}
+    try:
+        result = run(fuzz_repo, op, path=path)
+    except OpError as exc:
+        failure = exc
+    if failure is not None:
+        assert failure.code in (ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND)
+        assert failure.message
+        return
+    assert isinstance(path, str)
+    assert result.get("content") != "s"  # the secret beside the tree is never read
+    resolved = (fuzz_repo / result["path"]).resolve()
+    assert resolved.is_relative_to(fuzz_repo.resolve())
