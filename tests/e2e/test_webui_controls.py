@@ -284,3 +284,42 @@ def test_the_login_screen_reads_well_in_the_system_theme(
         assert not bad, f"{scheme} login screen: " + "; ".join(bad)
     finally:
         ctx.close()
+
+
+def test_queue_stop_and_meter_fit_a_phone(browser: Browser, stack: Stack) -> None:
+    ctx = browser.new_context(
+        base_url=stack.url, viewport={"width": 390, "height": 800}, is_mobile=True, has_touch=True
+    )
+    ctx.set_default_timeout(15_000)
+    try:
+        phone = ctx.new_page()
+        phone.goto("/")
+        login(phone)
+        phone.get_by_test_id("workspace-item").filter(has_text="acme/widgets#9").locator(
+            "a"
+        ).click()
+        send(phone, "tell me something long on the phone")
+        expect(phone.get_by_role("button", name="Stop")).to_be_visible(timeout=20_000)
+        send(phone, "queued on the phone")
+        expect(held(phone)).to_have_count(1)
+        for loc in [
+            phone.get_by_role("region", name="Queued messages"),
+            phone.get_by_role("button", name="Remove queued message 1"),
+            phone.get_by_role("button", name="Stop"),
+            phone.get_by_role("button", name="Send"),
+            phone.get_by_role("region", name="Session usage"),
+            phone.get_by_role("combobox", name="Theme"),
+            phone.get_by_role("button", name="Sign out"),
+        ]:
+            box = loc.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= 390
+        screenshot(phone, "phone-queue")
+        phone.get_by_role("button", name="Remove queued message 1").click()
+        expect(held(phone)).to_have_count(0)
+        phone.get_by_role("button", name="Stop").click()
+        expect(phone.get_by_role("button", name="Stop")).to_have_count(0, timeout=20_000)
+        expect(user_messages(phone, "queued on the phone")).to_have_count(0)
+    finally:
+        ctx.close()

@@ -11,6 +11,7 @@ export function ThemeSwitch() {
     <select
       className="theme-switch small"
       aria-label="Theme"
+      title="Theme: the system's, light or dark"
       value={choice}
       onChange={(e) => {
         const next = e.target.value as ThemeChoice;
@@ -18,7 +19,7 @@ export function ThemeSwitch() {
         setChoice(next);
       }}
     >
-      <option value="system">System theme</option>
+      <option value="system">System</option>
       <option value="light">Light</option>
       <option value="dark">Dark</option>
     </select>
