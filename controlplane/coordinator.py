@@ -4,7 +4,11 @@ date with what relayd reports.
 - After every connect: every VM is offline until relayd says otherwise, and a
   full ``sync`` sends every live placement.
 - Events: ``vm_online``/``vm_offline`` (placing waiting workspaces on VMs that
-  come), ``workspace_status`` and ``audit`` are stored.
+  come), ``workspace_status`` and ``audit`` are stored. An audit event or a
+  status the database cannot take (PostgreSQL restarting) is held, in order
+  and bounded (:data:`HELD_EVENTS`), and stored by the next event or pass
+  once it is back: relayd has already handed it over and will not send it
+  again.
 - One reconciler task places waiting workspaces (``assign``), cuts off revoked
   VMs (``disconnect``) and, every ``interval`` seconds, re-syncs when the
   database changed behind its back (``controlplane vm revoke`` from another
@@ -26,14 +30,17 @@ date with what relayd reports.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+import sqlalchemy as sa
 import trio
 
 from controlplane import lost, nodes, revocation, store
@@ -52,6 +59,12 @@ SESSION_WINDOW: Final = 15 * 60.0
 #: Statuses a VM may report (``offline`` is the relay's word, derived here instead).
 _REPORTABLE: Final = frozenset(s.value for s in Status) - {Status.OFFLINE.value}
 MAX_ACTION_LENGTH: Final = 64
+#: Audit events (and workspaces' latest statuses) held while the database
+#: cannot take them; past this the oldest audit event is dropped and counted.
+HELD_EVENTS: Final = 10_000
+#: What the database raises while it is away (a restart, a lost connection):
+#: worth holding the event for. Anything else is a bug and is not retried.
+_DATABASE_AWAY: Final = (sa.exc.OperationalError, sa.exc.InterfaceError)
 MAX_DETAIL_LENGTH: Final = 4096
 #: Seconds the relayd link must have been up before VMs are given up on
 #: (``vm_lost_after``): relayd reports the VMs online at once after a sync,
@@ -162,6 +175,12 @@ class Coordinator:
         self._wakeup = trio.Event()
         #: Held while relayd's table is read from the database and sent.
         self._table_lock = trio.Lock()
+        #: Audit rows (``add_audit``'s arguments) and statuses not stored yet.
+        self._held_audit: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._held_status: dict[str, str] = {}
+        self._held_lock = trio.Lock()
+        #: Audit events dropped because more than HELD_EVENTS were held.
+        self.audit_dropped = 0
         self._event_done = trio.Event()
         #: Waits until the next relayd event has been handled. An attribute,
         #: renewed after every event, so that taken *before* looking at the
@@ -226,7 +245,10 @@ class Coordinator:
         elif kind == "workspace_status":
             workspace_id, status = _text(event.get("workspaceId")), event.get("status")
             if workspace_id is not None and isinstance(status, str) and status in _REPORTABLE:
-                await self.db.run(lambda c: store.set_reported_status(c, workspace_id, status))
+                if workspace_id in self._held_status or len(self._held_status) < HELD_EVENTS:
+                    self._held_status.pop(workspace_id, None)  # the newest goes last
+                    self._held_status[workspace_id] = status
+                await self.store_held()
         elif kind == "audit":
             await self._store_audit(event)
         else:
@@ -246,9 +268,43 @@ class Coordinator:
             # relayd adds `allow` to permission_response audits.
             detail = "allowed" if allow else "denied"
         at = parse_time(event.get("at"))
-        await self.db.run(
-            lambda c: store.add_audit(c, workspace_id, user_id, action, request_id, at, detail)
-        )
+        if len(self._held_audit) >= HELD_EVENTS:
+            self._held_audit.popleft()
+            self.audit_dropped += 1
+            log.error("audit event dropped: too many held while the database is away")
+        self._held_audit.append((workspace_id, user_id, action, request_id, at, detail))
+        await self.store_held()
+
+    async def store_held(self) -> None:
+        """Store the held audit events (in order) and statuses; keep them while
+        the database is away (they are tried again by the next event or pass)."""
+        # One at a time (the event reader and the reconciler both call this),
+        # so that no held row is stored twice.
+        async with self._held_lock:
+            try:
+                await self._store_held()
+            except _DATABASE_AWAY as exc:
+                log.warning(
+                    "database away; events held for the next try",
+                    extra={
+                        "audit": len(self._held_audit),
+                        "statuses": len(self._held_status),
+                        "reason": type(exc).__name__,
+                    },
+                )
+
+    async def _store_held(self) -> None:
+        while self._held_audit:
+            await self.db.run(partial(_add_audit, self._held_audit[0]))
+            self._held_audit.popleft()
+        while self._held_status:
+            workspace_id, status = next(iter(self._held_status.items()))
+            await self.db.run(
+                partial(store.set_reported_status, workspace_id=workspace_id, status=status)
+            )
+            # A newer status may have come meanwhile: keep that one.
+            if self._held_status.get(workspace_id) == status:
+                del self._held_status[workspace_id]
 
     # --- actions ------------------------------------------------------------
 
@@ -293,6 +349,7 @@ class Coordinator:
                 log.exception("reconcile pass failed")
 
     async def _pass(self) -> None:
+        await self.store_held()
         link = self.link
         if link is None or not link.connected:
             # relayd is away: keep its file current for when it starts again.
@@ -384,3 +441,7 @@ class Coordinator:
         self._revocations_sent = current
         if reply.get("closed"):
             log.info("revoked tokens' connections closed", extra={"closed": reply.get("closed")})
+
+
+def _add_audit(row: tuple[Any, ...], conn: sa.Connection) -> bool:
+    return store.add_audit(conn, *row)

@@ -401,3 +401,34 @@ async def test_relays_serve_through_restarts_of_postgresql_and_a_control_plane(
                 assert await close_code(on_b) == 4307
             assert await scene.vm_on("a")
             vms.cancel_scope.cancel()
+
+
+async def test_an_audit_event_from_while_postgresql_was_down_is_stored_after(
+    short_tmp: Path, github: FakeGitHub, postgres_cluster: PostgresCluster
+) -> None:
+    database = postgres_cluster.database()
+    with trio.fail_after(120):
+        async with two_nodes(short_tmp, github, database) as (a, b), trio.open_nursery() as vms:
+            scene = await placed_on_b(short_tmp, a, b, vms)
+            coordinator = b.running.services.coordinator
+            async with b.relay.connect_client(scene.user_id, token=scene.access) as on_b:
+                await trio.to_thread.run_sync(postgres_cluster.stop)
+                try:
+                    # relayd needs no database: the interrupt goes through, and
+                    # its audit event reaches B's control plane, which holds it.
+                    await send_json(on_b, {"type": "interrupt", "workspaceId": scene.workspace_id})
+                    await wait_until(lambda: len(coordinator._held_audit) == 1)
+                finally:
+                    await trio.to_thread.run_sync(postgres_cluster.start)
+            coordinator.kick()
+
+            async def audited() -> bool:
+                got = await a.http.get(
+                    f"/api/workspaces/{scene.workspace_id}/audit", headers=scene.headers
+                )
+                return got.status_code == 200 and [e["action"] for e in got.json()] == ["interrupt"]
+
+            await wait_until(audited)
+            assert not coordinator._held_audit
+            assert coordinator.audit_dropped == 0
+            vms.cancel_scope.cancel()
