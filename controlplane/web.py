@@ -172,7 +172,7 @@ def install_webui(app: QuartTrio, webui_dir: Path) -> None:
         if path:
             try:
                 response = await send_from_directory(root, path)
-            except NotFound:
+            except (NotFound, OSError):  # OSError: a name too long for the file system
                 if "." in path.rsplit("/", 1)[-1]:
                     raise ApiError(404, "not_found", "no such file") from None
             else:

@@ -394,3 +394,26 @@ async def test_cookie_routes_take_any_origin_host_and_cookie(
     response = await client.post(route, data=body, headers=headers)
     await check_answer(response, {204})
     assert world.bob_state() == world.bob_before
+
+
+@FUZZ
+@given(
+    path=st.one_of(
+        st.text(max_size=40),
+        st.sampled_from(["assets/app.js", "index.html", "..%2f..%2fetc/passwd", "%00.js"]),
+        st.builds(
+            lambda n, ext: "a" * n + ext, st.integers(200, 5000), st.sampled_from(["", ".js"])
+        ),
+        st.builds(lambda n: "assets/" + "b" * n, st.integers(200, 5000)),
+    )
+)
+# A file name too long for the file system raised OSError: a 500.
+@example(path="a" * 300 + ".png")
+@example(path="assets/" + "b" * 300)
+async def test_any_page_path(world: World, path: str) -> None:
+    world.settings.webui_dir.mkdir(parents=True, exist_ok=True)
+    (world.settings.webui_dir / "index.html").write_text("<!doctype html><title>app</title>")
+    quoted = urllib.parse.quote(path.encode("utf-8", "surrogatepass"), safe="/%")
+    response = await world.app.test_client().get(f"/{quoted}")
+    if await check_answer(response, {200}) == 200:
+        assert response.content_type.startswith(("text/html", "text/javascript")), response
