@@ -49,7 +49,7 @@ from relayd.wsconn import WebSocket
 from relayd.wsframes import FrameCache
 from wire.envelope import read_head
 from wire.messages import Subscribe
-from wire.protocol import SEQUENCED_VM_TYPES, ErrorCode, VmType
+from wire.protocol import SEQUENCED_VM_TYPES, VmType
 from wire.tokens import Claims, TokenVerifier
 
 __all__ = ["VERSION", "ClientPeer", "Ownership", "Relay", "VmPeer"]
@@ -333,12 +333,7 @@ class Relay:
             # Waits while the VM's queue is full: this client is not read meanwhile.
             await vm.outbox.put(forward.frame)
         except OutboxClosed:
-            forward.client.send_error(
-                ErrorCode.VM_OFFLINE,
-                "the workspace's VM went away",
-                workspace_id=forward.workspace_id,
-                ref=forward.ref,
-            )
+            self.perform(self.router.forward_failed(forward))
             return
         self.perform(self.router.forwarded(forward))
 

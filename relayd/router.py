@@ -554,6 +554,25 @@ class Router:
                 routes.popitem(last=False)
         return Forward(client, vm, frame, ws, ref, message_type(message))
 
+    def forward_failed(self, forward: Forward) -> list[RouterAction]:
+        """The VM went away before it took a forwarded message: the client hears
+        ``vm_offline`` once (a request may have been ended already, with its VM)."""
+        if (
+            forward.kind == ClientType.REQUEST
+            and forward.ref is not None
+            and self._settle((forward.workspace_id, forward.ref), forward.vm) is None
+        ):
+            return []
+        return [
+            SendError(
+                forward.client,
+                ErrorCode.VM_OFFLINE,
+                "the workspace's VM went away",
+                forward.workspace_id,
+                forward.ref,
+            )
+        ]
+
     def forwarded(self, forward: Forward) -> list[RouterAction]:
         """The VM took a forwarded message."""
         self.stats.forwarded += 1

@@ -136,3 +136,20 @@ def test_any_request_gets_a_forward_or_one_error(fields: dict[str, Any]) -> None
     assert isinstance(action, Forward | SendError)
     if isinstance(action, Forward):
         assert json.loads(action.frame)["connectionId"] == r.connection_id(a)
+
+
+def test_a_vm_gone_before_it_took_the_request_is_told_once() -> None:
+    r, vm, a, _b = setup()
+    (forward,) = r.client_frame(a, request("w1", "r1"))
+    assert isinstance(forward, Forward)
+    told = r.vm_left(vm)
+    assert [x.ref for x in told if isinstance(x, SendError) and x.peer is a] == ["r1"]
+    assert r.forward_failed(forward) == []
+    # A plain message has no booking: its sender hears it once, here.
+    r.ownership["w1"] = Ownership("w1", "vm2", frozenset({"u1"}), {})
+    online(r, "vm2")
+    (plain,) = r.client_frame(a, json.dumps({"type": "interrupt", "workspaceId": "w1"}))
+    assert isinstance(plain, Forward)
+    assert [x.code for x in r.forward_failed(plain) if isinstance(x, SendError)] == [
+        ErrorCode.VM_OFFLINE
+    ]
