@@ -224,3 +224,16 @@ def test_any_path_gets_a_result_or_a_clear_error(fuzz_repo: Path, op: str, path:
     assert result.get("content") != "s"  # the secret beside the tree is never read
     resolved = (fuzz_repo / result["path"]).resolve()
     assert resolved.is_relative_to(fuzz_repo.resolve())
+
+
+def test_odd_file_names_come_through_whole(clone: Path) -> None:
+    names = ["a b\tc.txt", "é ü.md", "-rf", "line\nbreak.txt"]
+    for name in names:
+        (clone / name).write_text("x\n")
+    git("add", "--", "a b\tc.txt", "é ü.md", cwd=clone)
+    files = by_path(run(clone, "changes"))
+    for name in names:
+        assert files[name]["added"] == 1, name
+    assert set(names) <= set(run(clone, "files")["files"])
+    assert "+x" in run(clone, "diff", path="-rf")["diff"]
+    assert run(clone, "file", path="line\nbreak.txt")["content"] == "x\n"
