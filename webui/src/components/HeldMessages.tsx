@@ -39,6 +39,8 @@ export function useHeldMessages(
   );
   const [editing, setEditing] = useState<string | null>(null);
   const awaiting = useRef<string | null>(null);
+  // Held ids already sent: an effect run again on a stale render never sends one twice.
+  const released = useRef(new Set<string>());
 
   useEffect(() => {
     setHeld(workspaceId ? loadHeld(tabStorage(), workspaceId) : []);
@@ -60,6 +62,8 @@ export function useHeldMessages(
   useEffect(() => {
     const first = held[0];
     if (!first || editing === first.id || !canRelease(c, awaiting.current)) return;
+    if (released.current.has(first.id)) return;
+    released.current.add(first.id);
     awaiting.current = send(first.text);
     update((prev) => prev.filter((h) => h.id !== first.id));
   }, [c, held, editing, send, update]);
