@@ -5,8 +5,8 @@ and then hostile frames: ``user_message`` with odd or huge text,
 ``question_response`` answers of every shape (also for the question really
 pending), ``permission_response`` with odd ``allow`` and ``message``,
 ``interrupt``, ``snapshot_request``, ``workspace_assigned`` with odd issue
-objects, ``workspace_released``, odd ids and user ids, surrogate escapes and
-repeated keys, binary frames. What must hold:
+objects, ``workspace_released``, ``request`` with odd ops and args, odd ids
+and user ids, surrogate escapes and repeated keys, binary frames. What must hold:
 
 * no exception escapes the agent's frame handling, and no workspace session
   fails (the agent would mark it ``error``);
@@ -94,6 +94,7 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
                     "snapshot_request",
                     "workspace_assigned",
                     "workspace_released",
+                    "request",
                 ]
             ),
             odd_text,
@@ -118,6 +119,20 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
         body["requestId"] = draw(request_ids)
     elif kind == "workspace_assigned":
         body["issue"] = draw(issue_objects)
+    elif kind == "request":  # the panels' ops on the working tree
+        body.update(
+            requestId=draw(st.sampled_from(["o1", "o2"]) | odd_text),
+            op=draw(mostly(st.sampled_from(["changes", "diff", "files", "file"]), odd_text)),
+            args=draw(
+                mostly(
+                    st.fixed_dictionaries(
+                        {"path": st.sampled_from(["README.md", "../x", ".git/config"]) | values}
+                    ),
+                    values,
+                )
+            ),
+            connectionId=draw(st.just("k1") | values),
+        )
     if draw(st.integers(0, 2)):
         body["userId"] = draw(st.sampled_from(["u1", "u2"]) | odd_text)
     if draw(st.integers(0, 5)) == 0:
@@ -230,6 +245,7 @@ async def _drive(tmp: Path, batch: list[Any], failures: Failures) -> None:
         async with trio.open_nursery() as nursery:
             agent._nursery = nursery  # what Agent.run sets up, without dialling relayd
             agent._out = send
+            nursery.start_soon(agent.ops.run)
             agent.dispatch(
                 json.dumps({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
             )
