@@ -34,7 +34,7 @@ from vmagent.store import Store
 from vmagent.workdir import WorkdirPlan
 
 FUZZ = settings(
-    max_examples=80,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
