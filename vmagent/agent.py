@@ -26,6 +26,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from vmagent.conversation import Conversation
 from vmagent.engines.base import Engine
 from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer
+from vmagent.publish import PublishSettings
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, WorkspaceSession
 from vmagent.store import LogFile, Store, valid_workspace_id
 from vmagent.workdir import WorkdirPlan
@@ -137,6 +138,7 @@ class AgentSettings:
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
     token_check_interval: float = DEFAULT_TOKEN_CHECK_INTERVAL
     ops: OpLimits = attrs.Factory(OpLimits)
+    publish: PublishSettings = attrs.Factory(PublishSettings)
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
 
 
@@ -163,7 +165,13 @@ class Agent:
             self.store.work_dir,
             limits=settings.ops,
             max_reply_chars=settings.max_reply_chars,
+            issue=self._issue_of,
+            publish=settings.publish,
         )
+
+    def _issue_of(self, workspace_id: str) -> dict[str, Any] | None:
+        session = self.sessions.get(workspace_id)
+        return session.issue if session is not None else None
 
     # -- life ---------------------------------------------------------------------
 

@@ -32,6 +32,14 @@ from vmagent.engines.base import Engine
 from vmagent.engines.claude import DEFAULT_MAX_LINE
 from vmagent.engines.demo import DEFAULT_WORD_DELAY, DemoEngine
 from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS
+from vmagent.publish import (
+    DEFAULT_API_TIMEOUT,
+    DEFAULT_AUTHOR_EMAIL,
+    DEFAULT_AUTHOR_NAME,
+    DEFAULT_GITHUB_API_URL,
+    DEFAULT_PUSH_TIMEOUT,
+    PublishSettings,
+)
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES
 from vmagent.workdir import DEFAULT_CLONE_TIMEOUT, DEFAULT_GIT_BASE_URL, WorkdirPlan
 from vmagent.workspace_ops import (
@@ -88,6 +96,24 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=default("state-dir", DEFAULT_STATE_DIR))
     p.add_argument("--engine", choices=ENGINES, default=default("engine", "demo"))
     p.add_argument("--git-base-url", default=default("git-base-url", DEFAULT_GIT_BASE_URL))
+    p.add_argument(
+        "--github-token-file",
+        default=default("github-token-file", None),
+        help="file holding the GitHub token for push and pull requests (re-read on every use)",
+    )
+    p.add_argument("--github-api-url", default=default("github-api-url", DEFAULT_GITHUB_API_URL))
+    p.add_argument("--git-author-name", default=default("git-author-name", DEFAULT_AUTHOR_NAME))
+    p.add_argument("--git-author-email", default=default("git-author-email", DEFAULT_AUTHOR_EMAIL))
+    p.add_argument(
+        "--push-timeout",
+        type=float,
+        default=float(default("push-timeout", str(DEFAULT_PUSH_TIMEOUT)) or 0),
+    )
+    p.add_argument(
+        "--github-api-timeout",
+        type=float,
+        default=float(default("github-api-timeout", str(DEFAULT_API_TIMEOUT)) or 0),
+    )
     clone_default: bool | None = None
     if "VMAGENT_CLONE" in env:
         clone_default = _env_bool(env["VMAGENT_CLONE"])
@@ -203,6 +229,14 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
             max_file_bytes=args.max_file_bytes,
         ),
         max_reply_chars=args.max_reply_chars,
+        publish=PublishSettings(
+            github_token_file=Path(args.github_token_file) if args.github_token_file else None,
+            github_api_url=args.github_api_url,
+            author_name=args.git_author_name,
+            author_email=args.git_author_email,
+            push_timeout=args.push_timeout,
+            api_timeout=args.github_api_timeout,
+        ),
     )
 
 

@@ -9,13 +9,14 @@ nor the conversations ever wait for git. Every request gets exactly one
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
-from vmagent.workspace_ops import OpError, OpLimits, run_op
+from vmagent.publish import PUBLISH_OPS, PublishSettings, run_publish_op
+from vmagent.workspace_ops import OpError, OpLimits, require_repo, run_op
 from wire.codec import dumps
 from wire.messages import Request
 from wire.protocol import ErrorCode, VmType
@@ -48,7 +49,11 @@ def reply_frame(
 
 
 class OpServer:
-    """Runs ops for requests, each in the working tree ``work_dir(workspaceId)``."""
+    """Runs ops for requests, each in the working tree ``work_dir(workspaceId)``.
+
+    ``issue(workspaceId)`` is the workspace's assigned issue (the publishing
+    ops need its repository and number).
+    """
 
     def __init__(
         self,
@@ -59,9 +64,13 @@ class OpServer:
         max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS,
         workers: int = DEFAULT_OP_WORKERS,
         queue: int = DEFAULT_OP_QUEUE,
+        issue: Callable[[str], Mapping[str, Any] | None] = lambda _workspace_id: None,
+        publish: PublishSettings | None = None,
     ) -> None:
         self._post = post
         self._work_dir = work_dir
+        self._issue = issue
+        self.publish = publish if publish is not None else PublishSettings()
         self.limits = limits
         self.max_reply_chars = max_reply_chars
         self.workers = workers
@@ -91,9 +100,19 @@ class OpServer:
     async def answer(self, request: Request) -> str:
         """The reply frame for one request (never raises for the op's sake)."""
         try:
-            result = await run_op(
-                self._work_dir(request.workspace_id), request.op, request.args, self.limits
-            )
+            root = self._work_dir(request.workspace_id)
+            if request.op in PUBLISH_OPS:
+                require_repo(root)
+                result = await run_publish_op(
+                    root,
+                    request.op,
+                    request.args,
+                    self._issue(request.workspace_id),
+                    self.publish,
+                    self.limits,
+                )
+            else:
+                result = await run_op(root, request.op, request.args, self.limits)
         except OpError as exc:
             return reply_frame(request, code=exc.code, message=exc.message)
         except Exception:

@@ -1,7 +1,8 @@
 """The ``request`` ops on a workspace's git working tree: changes, diff, files, file.
 
-Each op is read-only. git runs as a subprocess with its arguments as a list
-(never a shell), paths after ``--``, the repository pinned by ``GIT_DIR`` and
+Each op is read-only (the publishing ops are in :mod:`vmagent.publish`).
+git runs as a subprocess with its arguments as a list (never a shell),
+paths after ``--``, the repository pinned by ``GIT_DIR`` and
 ``GIT_WORK_TREE`` (so a working tree that is not a repository never falls
 through to one above it), a timeout, and a cap on what it may print. Paths
 from a client go through :func:`check_path` (pure) and :func:`confine`
@@ -172,18 +173,28 @@ def _env(root: Path) -> dict[str, str]:
 
 
 async def git(
-    root: Path, args: list[str], limits: OpLimits, *, ok: tuple[int, ...] = (0,)
+    root: Path,
+    args: list[str],
+    limits: OpLimits,
+    *,
+    ok: tuple[int, ...] = (0,),
+    extra_env: Mapping[str, str] | None = None,
+    seconds: float | None = None,
 ) -> tuple[int, bytes, bool]:
-    """Run ``git args`` in ``root``: (exit status, stdout cut at the output cap, cut?)."""
+    """Run ``git args`` in ``root``: (exit status, stdout cut at the output cap, cut?).
+
+    ``extra_env`` adds variables (credentials go there, never into ``args``,
+    which ``ps`` shows); ``seconds`` replaces the op timeout (a push is slower).
+    """
     cmd = ["git", "-c", "core.fsmonitor=false", "-c", "core.quotepath=off", *args]
     out = bytearray()
     err = bytearray()
     cut = False
-    with trio.move_on_after(limits.op_timeout) as scope:
+    with trio.move_on_after(limits.op_timeout if seconds is None else seconds) as scope:
         proc = await trio.lowlevel.open_process(
             cmd,
             cwd=root,
-            env=_env(root),
+            env={**_env(root), **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -272,7 +283,8 @@ async def points(root: Path, limits: OpLimits) -> Points:
     return Points(base_name, base, head, pushed, branch)
 
 
-def _require_repo(root: Path) -> None:
+def require_repo(root: Path) -> None:
+    """``OpError`` ``not_found`` unless ``root`` is a git working tree."""
     if not (root / ".git").is_dir():
         raise OpError(ErrorCode.NOT_FOUND, "the working tree is not a git repository yet")
 
@@ -419,7 +431,7 @@ async def run_op(root: Path, op: str, args: Mapping[str, Any], limits: OpLimits)
     """One op's result, or :class:`OpError`."""
     if op not in OPS:
         raise OpError(ErrorCode.UNKNOWN_TYPE, f"unknown op {op[:64]!r}")
-    _require_repo(root)
+    require_repo(root)
     if op == "changes":
         return await op_changes(root, limits)
     if op == "files":
