@@ -277,3 +277,31 @@ export function languageOf(path: string): string | undefined {
   const dot = name.lastIndexOf(".");
   return dot <= 0 ? undefined : name.slice(dot + 1).toLowerCase();
 }
+
+export type PullRequestState = "open" | "closed" | "merged";
+
+export interface PullRequest {
+  number: number;
+  url: string;
+  state: PullRequestState;
+  title: string;
+}
+
+/** `pull_request` and `pr_status`: the workspace branch's pull request, or null. */
+export function parsePullRequest(v: unknown): PullRequest | null {
+  if (!isObject(v) || !("pullRequest" in v))
+    throw new RequestError("bad_reply", "A bad answer from the VM.");
+  const pr = v.pullRequest;
+  if (pr === null) return null;
+  if (!isObject(pr) || num(pr.number) === undefined)
+    throw new RequestError("bad_reply", "A bad answer from the VM.");
+  const state = pr.state === "open" || pr.state === "merged" ? pr.state : "closed";
+  const url = str(pr.url) ?? "";
+  return {
+    number: num(pr.number) ?? 0,
+    // Only a web link is ever made a link (the VM passes on what GitHub said).
+    url: /^https?:\/\//.test(url) ? url : "",
+    state,
+    title: str(pr.title) ?? "",
+  };
+}

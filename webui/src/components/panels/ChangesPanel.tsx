@@ -3,6 +3,7 @@
 import { useState } from "react";
 import { type ChangedFile, parseChanges, parseDiff, type Requester } from "../../lib/requests";
 import { CodeView } from "./CodeView";
+import { PublishBar } from "./PublishBar";
 import { latest, type Reply, useReply } from "./useReply";
 
 const STATUS_LETTER: Record<ChangedFile["status"], string> = {
@@ -16,10 +17,13 @@ export function ChangesPanel({
   requester,
   workspaceId,
   refresh,
+  onChanged,
 }: {
   requester: Requester;
   workspaceId: string;
   refresh: number;
+  /** After a commit or push: refresh the list. */
+  onChanged: () => void;
 }) {
   const [selected, setSelected] = useState<string | null>(null);
   const changes = useReply(`${workspaceId}:${refresh}`, async () =>
@@ -32,6 +36,13 @@ export function ChangesPanel({
   const value = latest(changes);
   return (
     <div className="panel-body">
+      <PublishBar
+        requester={requester}
+        workspaceId={workspaceId}
+        changes={value}
+        refresh={refresh}
+        onChanged={onChanged}
+      />
       <PanelStatus reply={changes} what="changes" />
       {value && (
         <>

@@ -80,7 +80,12 @@ export function WorkspacePanels({ relay, workspaceId }: { relay: Relay; workspac
         aria-labelledby={`panel-tab-${shown}`}
       >
         {shown === "changes" ? (
-          <ChangesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />
+          <ChangesPanel
+            requester={requester}
+            workspaceId={workspaceId}
+            refresh={refresh}
+            onChanged={() => setRefresh((n) => n + 1)}
+          />
         ) : (
           <FilesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />
         )}

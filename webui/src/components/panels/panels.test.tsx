@@ -120,3 +120,50 @@ test("a tool result in the stream refreshes the panel once, after the burst", as
   });
   expect(relay.asked.filter((a) => a.op === "changes").length).toBe(3);
 });
+
+test("Commit & push sends the edited message, then the pull request shows its state and link", async () => {
+  let pr: unknown = null;
+  const relay = new ScriptedRelay((op, args) => {
+    if (op === "commit" || op === "push") return ok({ commit: "abc", branch: "ff/issue-8" });
+    if (op === "pr_status") return ok({ pullRequest: pr });
+    if (op === "pull_request") {
+      pr = { number: 100, url: "https://github.com/o/r/pull/100", state: "open", title: "T" };
+      return ok({ pullRequest: pr });
+    }
+    return vm(op, args);
+  });
+  render(<WorkspacePanels relay={relay} workspaceId="w1" />);
+  const message = await screen.findByLabelText("Commit message");
+  fireEvent.change(message, { target: { value: "Fix the widgets" } });
+  fireEvent.click(screen.getByRole("button", { name: "Commit & push" }));
+  await screen.findByText("Committed and pushed.");
+  const ops = relay.asked.map((a) => a.op);
+  expect(relay.asked.find((a) => a.op === "commit")?.args).toEqual({ message: "Fix the widgets" });
+  expect(ops.indexOf("push")).toBeGreaterThan(ops.indexOf("commit"));
+  fireEvent.click(screen.getByRole("button", { name: "Create pull request" }));
+  const link = await screen.findByRole("link", { name: "Pull request #100: open" });
+  expect(link.getAttribute("href")).toBe("https://github.com/o/r/pull/100");
+  expect(screen.queryByRole("button", { name: "Create pull request" })).toBeNull();
+});
+
+test("A failed push is a readable error and the buttons come back", async () => {
+  const relay = new ScriptedRelay((op, args) => {
+    if (op === "commit") return ok({ commit: "abc", branch: "ff/issue-8" });
+    if (op === "push")
+      return {
+        type: "reply",
+        ok: false,
+        error: { code: "bad_request", message: "git push failed: rejected" },
+      };
+    if (op === "pr_status") return ok({ pullRequest: null });
+    return vm(op, args);
+  });
+  render(<WorkspacePanels relay={relay} workspaceId="w1" />);
+  fireEvent.click(await screen.findByRole("button", { name: "Commit & push" }));
+  const alert = await screen.findByRole("alert");
+  expect(alert.textContent).toBe("Push failed: git push failed: rejected");
+  expect(screen.queryByText("Pushing…")).toBeNull();
+  expect(
+    (screen.getByRole("button", { name: "Create pull request" }) as HTMLButtonElement).disabled,
+  ).toBe(false);
+});
