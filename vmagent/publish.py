@@ -81,7 +81,8 @@ def target_of(issue: Mapping[str, Any] | None) -> Target:
     return Target(owner, repo, number, url if isinstance(url, str) else "", branch_name(number))
 
 
-def _text(args: Mapping[str, Any], key: str, limit: int, *, required: bool) -> str | None:
+def check_text(args: Mapping[str, Any], key: str, limit: int, *, required: bool) -> str | None:
+    """``args[key]`` as a non-empty stripped string of at most ``limit`` (pure)."""
     value = args.get(key)
     if value is None and not required:
         return None
@@ -156,7 +157,7 @@ async def op_commit(
     root: Path, args: Mapping[str, Any], target: Target, settings: PublishSettings, limits: OpLimits
 ) -> dict[str, Any]:
     """Commit everything uncommitted in the working tree with the user's message."""
-    message = _text(args, "message", MAX_COMMIT_MESSAGE, required=True)
+    message = check_text(args, "message", MAX_COMMIT_MESSAGE, required=True)
     assert message is not None
     await _current_branch(root, target, limits)
     await git(root, ["add", "--all", "--", "."], limits)
@@ -165,6 +166,7 @@ async def op_commit(
         raise OpError(ErrorCode.BAD_REQUEST, "nothing to commit: the working tree is clean")
     author = ["-c", f"user.name={settings.author_name}"]
     author += ["-c", f"user.email={settings.author_email}"]
+    author += ["-c", "commit.gpgsign=false"]  # no signing key on a VM: never a prompt
     await git(root, [*author, "commit", "--quiet", "--no-verify", "-m", message], limits)
     _, out, _ = await git(root, ["rev-parse", "HEAD"], limits)
     return {"commit": out.decode().strip(), "branch": target.branch}
@@ -310,8 +312,8 @@ async def op_pull_request(
     issue: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Open a pull request from the workspace branch to the base branch (or find the open one)."""
-    title = _text(args, "title", MAX_PR_TITLE, required=False)
-    body = _text(args, "body", MAX_PR_BODY, required=False)
+    title = check_text(args, "title", MAX_PR_TITLE, required=False)
+    body = check_text(args, "body", MAX_PR_BODY, required=False)
     if title is None:
         issue_title = issue.get("title")
         title = (

@@ -30,8 +30,10 @@ from hypothesis import strategies as st
 from tests.vmagent.fakerelay import ISSUE
 from vmagent.agent import Agent, AgentSettings
 from vmagent.engines.demo import DemoEngine
+from vmagent.publish import PUBLISH_OPS
 from vmagent.store import Store
 from vmagent.workdir import WorkdirPlan
+from vmagent.workspace_ops import OPS
 
 FUZZ = settings(
     max_examples=60,
@@ -122,11 +124,13 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
     elif kind == "request":  # the panels' ops on the working tree
         body.update(
             requestId=draw(st.sampled_from(["o1", "o2"]) | odd_text),
-            op=draw(mostly(st.sampled_from(["changes", "diff", "files", "file"]), odd_text)),
+            op=draw(mostly(st.sampled_from(sorted(OPS | PUBLISH_OPS)), odd_text)),
             args=draw(
                 mostly(
                     st.fixed_dictionaries(
-                        {"path": st.sampled_from(["README.md", "../x", ".git/config"]) | values}
+                        {"path": st.sampled_from(["README.md", "../x", ".git/config"]) | values},
+                        # The publishing ops' arguments (no token on this VM: no network).
+                        optional={"message": odd_text | values, "title": odd_text | values},
                     ),
                     values,
                 )

@@ -18,8 +18,16 @@ from hypothesis import strategies as st
 from tests.support.fake_github import fake_github
 from tests.vmagent.gitrepo import git, make_origin
 from vmagent.op_server import OpServer
-from vmagent.publish import PublishSettings, Target, credential_env, pr_body, pr_summary
-from vmagent.workspace_ops import OpLimits
+from vmagent.publish import (
+    PublishSettings,
+    Target,
+    check_text,
+    credential_env,
+    pr_body,
+    pr_summary,
+    target_of,
+)
+from vmagent.workspace_ops import OpError, OpLimits
 from wire.messages import Request
 
 TOKEN = "ghp_secretsecretsecret"
@@ -206,3 +214,37 @@ def test_every_pull_request_body_links_the_issue(body: str) -> None:
 )
 def test_pr_state_words(data: dict[str, Any], state: str) -> None:
     assert pr_summary(data)["state"] == state
+
+
+ODD = st.none() | st.integers() | st.text(max_size=30) | st.lists(st.integers(), max_size=2)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["owner", "repo", "number", "url", "title"]), ODD, max_size=5)
+    | st.none()
+)
+def test_any_issue_is_a_target_or_a_readable_error(issue: dict[str, Any] | None) -> None:
+    error: OpError | None = None
+    try:
+        target = target_of(issue)
+    except OpError as exc:
+        error = exc
+    if error is not None:
+        assert error.code in ("not_found", "bad_request")
+        assert error.message
+    else:
+        assert target.branch == f"ff/issue-{target.number}"
+
+
+@given(st.dictionaries(st.sampled_from(["message", "title", "body"]), ODD, max_size=3))
+def test_any_commit_arguments_are_a_message_or_a_readable_error(args: dict[str, Any]) -> None:
+    error: OpError | None = None
+    try:
+        message = check_text(args, "message", 100, required=True)
+    except OpError as exc:
+        error = exc
+    if error is not None:
+        assert error.code == "bad_request"
+    else:
+        assert message
+        assert len(message) <= 100
