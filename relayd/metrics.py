@@ -109,6 +109,16 @@ class RelayCollector:
             value=stats.stale_replies,
         )
         yield CounterMetricFamily(
+            "relayd_terminal_frames",
+            "terminal_output/terminal_exit delivered to the connection that opened the terminal",
+            value=stats.terminal_frames,
+        )
+        yield CounterMetricFamily(
+            "relayd_stale_terminal_frames",
+            "terminal frame dropped: no open terminal of that connection and VM",
+            value=stats.stale_terminal_frames,
+        )
+        yield CounterMetricFamily(
             "relayd_internal_errors",
             "Connections closed with 1011: handling them raised (logged with a traceback)",
             value=stats.internal_errors,

@@ -302,8 +302,8 @@ class Relay:
         self.router.client_joined(client)
 
     def client_left(self, client: ClientLike) -> None:
-        """Forget a closed client connection."""
-        self.router.client_left(client)
+        """Forget a closed client connection (its VMs end its terminals)."""
+        self.perform(self.router.client_left(client))
 
     async def read_client(self, peer: Peer) -> None:
         """Read a client's frames until it closes."""

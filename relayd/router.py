@@ -27,6 +27,7 @@ import attrs
 from relayd.ratelimit import TokenBucket
 from relayd.revocations import RevocationState
 from relayd.room import Action, Anomaly, ClientKey, RequestSnapshot, Room, StatusChanged, Wake
+from relayd.routes import Key, Routes
 from relayd.settings import Settings
 from relayd.stats import Stats
 from relayd.wsframes import frame_type
@@ -39,16 +40,22 @@ from wire.frames import (
     RequestResolved,
     SnapshotRequest,
     StatusMessage,
+    TerminalExit,
+    TerminalOutput,
     VmAuth,
     WorkspaceReleased,
     encode_frame,
     structure,
 )
 from wire.messages import (
+    MAX_ID_LENGTH,
     Auth,
     ForwardedMessage,
     Request,
     Subscribe,
+    TerminalClose,
+    TerminalInput,
+    TerminalResize,
     Unsubscribe,
     decode_client_message,
     dumps,
@@ -57,6 +64,7 @@ from wire.messages import (
 )
 from wire.protocol import (
     SEQUENCED_VM_TYPES,
+    TERMINAL_OPEN,
     ClientType,
     CloseCode,
     ErrorCode,
@@ -222,14 +230,6 @@ class Forward:
 RouterAction: TypeAlias = Send | SendError | Close | Renew | Emit | Forward | Wake
 
 
-@attrs.frozen
-class InFlight:
-    """A client's ``request`` forwarded to a VM and not answered yet."""
-
-    client: ClientLike
-    vm: VmLike
-
-
 class Router:
     """Everything relayd decides; one per process, driven by :class:`relayd.relay.Relay`."""
 
@@ -260,8 +260,12 @@ class Router:
         self.synced = False
         #: Requests awaiting their ``reply``, by (workspace, requestId), and
         #: the keys each client has in flight (its limit, and its cleanup).
-        self.in_flight: dict[tuple[str, str], InFlight] = {}
-        self._client_requests: dict[ClientLike, set[tuple[str, str]]] = {}
+        self.in_flight: Routes[ClientLike, VmLike] = Routes()
+        #: The ``terminal_open`` requests among them: a good reply books a terminal.
+        self._terminal_opens: set[Key] = set()
+        #: Open terminals, by (workspace, terminalId): their output goes from
+        #: the VM to the connection that opened them, and nowhere else.
+        self.terminals: Routes[ClientLike, VmLike] = Routes()
         #: The opaque id each client connection's requests are tagged with.
         self._connection_ids: dict[ClientLike, str] = {}
         self._next_connection = 0
@@ -390,17 +394,25 @@ class Router:
         self.clients_by_user.setdefault(client.sub, set()).add(client)
         self.stats.client_connections += 1
 
-    def client_left(self, client: ClientLike) -> None:
-        """Forget a closed client connection."""
+    def client_left(self, client: ClientLike) -> list[RouterAction]:
+        """Forget a closed client connection; its VMs close its terminals."""
         self.forget_client_rooms(client)
-        self._connection_ids.pop(client, None)
-        for key in self._client_requests.pop(client, ()):
-            self.in_flight.pop(key, None)
+        conn = self._connection_ids.pop(client, None)
+        for key, _route in self.in_flight.drop_client(client):
+            self._terminal_opens.discard(key)
+        out: list[RouterAction] = []
+        for (ws, terminal_id), route in self.terminals.drop_client(client):
+            # The VM ends the PTY of a connection that is gone (no orphans).
+            close = TerminalClose(
+                workspace_id=ws, terminal_id=terminal_id, user_id=client.sub, connection_id=conn
+            )
+            out.append(Send(route.vm, encode_message(close)))
         group = self.clients_by_user.get(client.sub)
         if group is not None:
             group.discard(client)
             if not group:
                 del self.clients_by_user[client.sub]
+        return out
 
     def client_frame(self, client: ClientLike, frame: str | bytes) -> list[RouterAction]:
         """One frame from a client: its answer, or what to forward."""
@@ -427,6 +439,8 @@ class Router:
             out.append(self.renew(client, message.token))
         elif isinstance(message, Request):
             out.append(self._request(client, message))
+        elif isinstance(message, TerminalInput | TerminalResize | TerminalClose):
+            out.append(self._terminal(client, message))
         else:
             out.append(self._forward(client, message))
         return out
@@ -475,12 +489,11 @@ class Router:
         its ``reply`` reaches this connection alone."""
         ws, ref = message.workspace_id, message.request_id
         key = (ws, ref)
-        mine = self._client_requests.get(client, set())
         if key in self.in_flight:
             return SendError(
                 client, ErrorCode.BAD_REQUEST, "that requestId is already in flight", ws, ref
             )
-        if len(mine) >= self.settings.max_requests_in_flight:
+        if self.in_flight.count(client) >= self.settings.max_requests_in_flight:
             return SendError(
                 client,
                 ErrorCode.RATE_LIMITED,
@@ -493,48 +506,94 @@ class Router:
         )
         if isinstance(action, Forward):
             self.stats.requests += 1
-            self.in_flight[key] = InFlight(client, action.vm)
-            self._client_requests.setdefault(client, set()).add(key)
+            self.in_flight.book(key, client, action.vm)
+            if message.op == TERMINAL_OPEN:
+                self._terminal_opens.add(key)
         return action
+
+    def _terminal(
+        self, client: ClientLike, message: TerminalInput | TerminalResize | TerminalClose
+    ) -> RouterAction:
+        """A frame for a terminal: forwarded (authorized like every client
+        message) only when this connection opened that terminal."""
+        ws = message.workspace_id
+        route = self.terminals.get((ws, message.terminal_id))
+        if route is None or route.client is not client:
+            return SendError(client, ErrorCode.NOT_FOUND, "no such terminal", ws)
+        return self._forward(
+            client, attrs.evolve(message, connection_id=self.connection_id(client))
+        )
 
     def _settle(self, key: tuple[str, str], vm: VmLike) -> ClientLike | None:
         """The client waiting for ``key`` from this VM, no longer waiting; or None."""
-        entry = self.in_flight.get(key)
-        if entry is None or entry.vm is not vm:
+        client = self.in_flight.settle(key, vm)
+        if client is None:
             return None
-        del self.in_flight[key]
-        mine = self._client_requests.get(entry.client)
-        if mine is not None:
-            mine.discard(key)
-            if not mine:
-                del self._client_requests[entry.client]
-        return None if entry.client.closing else entry.client
+        self._terminal_opens.discard(key)
+        return None if client.closing else client
 
     def _fail_requests(self, vm: VmLike, workspace_id: str | None, out: list[RouterAction]) -> None:
         """The requests a VM will not answer now (it left, or lost the workspace)
         end with ``error`` ``vm_offline``, so no client waits for ever."""
-        for key, entry in list(self.in_flight.items()):
-            if entry.vm is vm and (workspace_id is None or key[0] == workspace_id):
-                client = self._settle(key, vm)
-                if client is not None:
-                    out.append(
-                        SendError(
-                            client,
-                            ErrorCode.VM_OFFLINE,
-                            "the workspace's VM went away before it answered",
-                            key[0],
-                            key[1],
-                        )
+        for key, route in self.in_flight.drop_vm(vm, workspace_id):
+            self._terminal_opens.discard(key)
+            if not route.client.closing:
+                out.append(
+                    SendError(
+                        route.client,
+                        ErrorCode.VM_OFFLINE,
+                        "the workspace's VM went away before it answered",
+                        key[0],
+                        key[1],
                     )
+                )
+        for (ws, terminal_id), route in self.terminals.drop_vm(vm, workspace_id):
+            if not route.client.closing:
+                gone = {
+                    "type": VmType.TERMINAL_EXIT,
+                    "workspaceId": ws,
+                    "terminalId": terminal_id,
+                    "reason": "vm_offline",
+                }
+                out.append(Send(route.client, dumps(gone)))
 
     def _reply(self, vm: VmLike, reply: Reply, frame: str, out: list[RouterAction]) -> None:
         """A VM's ``reply``: to the one connection that asked, through its own queue."""
-        client = self._settle((reply.workspace_id, reply.request_id), vm)
+        key = (reply.workspace_id, reply.request_id)
+        opening = key in self._terminal_opens
+        client = self._settle(key, vm)
         if client is None:
             self.stats.stale_replies += 1
             return
+        if opening and reply.ok and isinstance(reply.result, dict):
+            terminal_id = reply.result.get("terminalId")
+            if isinstance(terminal_id, str) and 0 < len(terminal_id) <= MAX_ID_LENGTH:
+                self.terminals.book((reply.workspace_id, terminal_id), client, vm)
         self.stats.replies += 1
         out.append(Send(client, frame))
+
+    def _terminal_frame(
+        self,
+        vm: VmLike,
+        frame_of: TerminalOutput | TerminalExit,
+        frame: str,
+        out: list[RouterAction],
+    ) -> None:
+        """A terminal's output or end: to the connection that opened it, and no other."""
+        key = (frame_of.workspace_id, frame_of.terminal_id)
+        route = self.terminals.get(key)
+        if (
+            route is None
+            or route.vm is not vm
+            or self._connection_ids.get(route.client) != frame_of.connection_id
+        ):
+            self.stats.stale_terminal_frames += 1
+            return
+        if isinstance(frame_of, TerminalExit):
+            self.terminals.drop(key)
+        if not route.client.closing:
+            self.stats.terminal_frames += 1
+            out.append(Send(route.client, frame))
 
     def _forward(self, client: ClientLike, message: ForwardedMessage) -> RouterAction:
         ws = message.workspace_id
@@ -694,6 +753,10 @@ class Router:
             self._vm_error(vm, structure(_body(env, frame), ErrorMessage), frame, out)
         elif kind == VmType.REPLY:
             self._reply(vm, structure(_body(env, frame), Reply), frame, out)
+        elif kind == VmType.TERMINAL_OUTPUT:
+            self._terminal_frame(vm, structure(_body(env, frame), TerminalOutput), frame, out)
+        elif kind == VmType.TERMINAL_EXIT:
+            self._terminal_frame(vm, structure(_body(env, frame), TerminalExit), frame, out)
         elif kind == VmType.AUTH:
             out.append(self.renew(vm, structure(_body(env, frame), VmAuth).token))
         else:

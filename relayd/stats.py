@@ -73,6 +73,10 @@ class Stats:
     requests: int = 0
     replies: int = 0
     stale_replies: int = 0
+    #: Terminal frames (``terminal_output``/``terminal_exit``) delivered, and
+    #: those dropped with no connection of theirs to go to.
+    terminal_frames: int = 0
+    stale_terminal_frames: int = 0
     #: Connections closed with 1011 because handling them raised.
     internal_errors: int = 0
     #: VM frames dropped, by reason (``bad_json``, ``repeated_key``, or the error code).

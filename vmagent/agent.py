@@ -29,6 +29,7 @@ from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer
 from vmagent.publish import PublishSettings
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, WorkspaceSession
 from vmagent.store import LogFile, Store, valid_workspace_id
+from vmagent.terminals import TerminalLimits, Terminals
 from vmagent.workdir import WorkdirPlan
 from vmagent.workspace_ops import OpLimits
 from wire.codec import ProtocolError, loads
@@ -43,6 +44,9 @@ from wire.messages import (
     PermissionResponse,
     QuestionResponse,
     Request,
+    TerminalClose,
+    TerminalInput,
+    TerminalResize,
     UserMessage,
     dumps,
     error_frame,
@@ -51,6 +55,7 @@ from wire.messages import (
 from wire.protocol import (
     FORWARDED_CLIENT_TYPES,
     SUBPROTOCOL,
+    TERMINAL_OPEN,
     VM_PATH,
     ErrorCode,
     RelayType,
@@ -140,6 +145,7 @@ class AgentSettings:
     ops: OpLimits = attrs.Factory(OpLimits)
     publish: PublishSettings = attrs.Factory(PublishSettings)
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
+    terminals: TerminalLimits = attrs.Factory(TerminalLimits)
 
 
 class Agent:
@@ -168,6 +174,9 @@ class Agent:
             issue=self._issue_of,
             publish=settings.publish,
         )
+        self.terminals = Terminals(
+            self.post, self.store.work_dir, limits=settings.terminals, room=self._out_room
+        )
 
     def _issue_of(self, workspace_id: str) -> dict[str, Any] | None:
         session = self.sessions.get(workspace_id)
@@ -181,6 +190,7 @@ class Agent:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.ops.run)
+            await nursery.start(self.terminals.run)
             for workspace_id in self.store.known_ids():
                 conv, logfile = self.store.open(workspace_id)
                 if conv.released:
@@ -237,6 +247,14 @@ class Agent:
                 self._conn_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._out = None
+
+    def _out_room(self) -> bool:
+        """Whether the outgoing queue is at most half full (terminals pause past that)."""
+        out = self._out
+        if out is None:
+            return False
+        stats = out.statistics()
+        return stats.current_buffer_used * 2 <= stats.max_buffer_size
 
     def _hello(self, vm_id: str) -> str:
         return dumps(
@@ -317,6 +335,8 @@ class Agent:
                     )
                     nursery.cancel_scope.cancel()
         finally:
+            # Every client connection came through this one: their terminals end.
+            self.terminals.close_all()
             self._conn_scope = None
             if self._out is send:
                 self._out = None
@@ -409,7 +429,16 @@ class Agent:
         elif isinstance(message, Interrupt):
             session.interrupt(message)
         elif isinstance(message, Request):
-            self.ops.submit(message)
+            if message.op == TERMINAL_OPEN:
+                self.terminals.open(message)
+            else:
+                self.ops.submit(message)
+        elif isinstance(message, TerminalInput):
+            self.terminals.input(message)
+        elif isinstance(message, TerminalResize):
+            self.terminals.resize(message)
+        elif isinstance(message, TerminalClose):
+            self.terminals.close(message)
 
     async def _assign_after_stop(self, old: WorkspaceSession, issue: dict[str, Any]) -> None:
         await old.finished.wait()

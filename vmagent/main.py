@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -41,6 +41,13 @@ from vmagent.publish import (
     PublishSettings,
 )
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES
+from vmagent.terminals import (
+    DEFAULT_MAX_TERMINALS,
+    DEFAULT_MAX_TERMINALS_PER_CONNECTION,
+    DEFAULT_TERMINAL_CHUNK_BYTES,
+    DEFAULT_TERMINAL_OUTPUT_RATE,
+    TerminalLimits,
+)
 from vmagent.workdir import DEFAULT_CLONE_TIMEOUT, DEFAULT_GIT_BASE_URL, WorkdirPlan
 from vmagent.workspace_ops import (
     DEFAULT_MAX_DIFF_CHARS,
@@ -182,8 +189,59 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         p.add_argument(
             flag, type=kind, default=kind(default(flag[2:], str(fallback)) or 0), help=what
         )
+    p.add_argument(
+        "--no-terminals",
+        dest="terminals",
+        action="store_false",
+        default=not _env_bool(env.get("VMAGENT_NO_TERMINALS", "0")),
+        help="refuse every terminal_open on this VM (error forbidden)",
+    )
+    for name, parse, count, text in TERMINAL_FLAGS:
+        p.add_argument(
+            name, type=parse, default=parse(default(name[2:], str(count)) or "0"), help=text
+        )
+    p.add_argument(
+        "--terminal-shell",
+        default=default("terminal-shell", None),
+        help="the terminals' shell (default: $SHELL, the user's login shell, /bin/bash)",
+    )
     p.add_argument("--log-level", default=default("log-level", "info"))
     return p
+
+
+def _positive(value: str) -> int:
+    """A count or a rate: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return number
+
+
+#: The bounds of terminals: flag, type, default, help.
+TERMINAL_FLAGS: Final[tuple[tuple[str, Callable[[str], int], int, str], ...]] = (
+    (
+        "--max-terminals-per-connection",
+        _positive,
+        DEFAULT_MAX_TERMINALS_PER_CONNECTION,
+        "terminals one client connection may have open",
+    ),
+    ("--max-terminals", _positive, DEFAULT_MAX_TERMINALS, "terminals open on this VM at most"),
+    (
+        "--terminal-chunk-bytes",
+        _positive,
+        DEFAULT_TERMINAL_CHUNK_BYTES,
+        "largest PTY read sent as one terminal_output",
+    ),
+    (
+        "--terminal-output-rate",
+        _positive,
+        DEFAULT_TERMINAL_OUTPUT_RATE,
+        "bytes a second one terminal may send (past it the PTY is not read)",
+    ),
+)
 
 
 #: The bounds of the panels' requests: flag, type, default, help.
@@ -236,6 +294,14 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
             author_email=args.git_author_email,
             push_timeout=args.push_timeout,
             api_timeout=args.github_api_timeout,
+        ),
+        terminals=TerminalLimits(
+            enabled=args.terminals,
+            max_per_connection=args.max_terminals_per_connection,
+            max_total=args.max_terminals,
+            chunk_bytes=args.terminal_chunk_bytes,
+            output_rate=args.terminal_output_rate,
+            shell=args.terminal_shell,
         ),
     )
 

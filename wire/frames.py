@@ -188,6 +188,25 @@ class Reply(_Frame, frozen=True, tag=str(VmType.REPLY)):
             raise ValueError("a reply that is not ok needs an error")
 
 
+class TerminalOutput(_Frame, frozen=True, tag=str(VmType.TERMINAL_OUTPUT)):
+    """Output of a terminal, for the one connection that opened it; not logged."""
+
+    workspace_id: Id
+    terminal_id: Id
+    connection_id: Id
+    data: str
+
+
+class TerminalExit(_Frame, frozen=True, tag=str(VmType.TERMINAL_EXIT)):
+    """A terminal ended: its shell exited (``exit_code``) or it was closed."""
+
+    workspace_id: Id
+    terminal_id: Id
+    connection_id: Id
+    exit_code: int | None = None
+    reason: str | None = None
+
+
 class VmAuth(_Frame, frozen=True, tag=str(VmType.AUTH)):
     """A renewed token."""
 
@@ -206,6 +225,8 @@ VmMessage: TypeAlias = (
     | ErrorMessage
     | Reply
     | VmAuth
+    | TerminalOutput
+    | TerminalExit
 )
 
 

@@ -129,6 +129,59 @@ class Request:
     connection_id: str | None = None
 
 
+#: Longest ``data`` of one ``terminal_input`` (characters): a paste larger
+#: than this is sent in several frames.
+MAX_TERMINAL_INPUT: Final = 16 * 1024
+#: Largest terminal, in columns and in rows.
+MAX_TERMINAL_SIZE: Final = 1000
+
+
+def _check_input(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or len(value) > MAX_TERMINAL_INPUT:
+        raise ValueError(f"data must be a string of at most {MAX_TERMINAL_INPUT} characters")
+
+
+def _check_size(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or not 1 <= value <= MAX_TERMINAL_SIZE:
+        raise ValueError(f"{attribute.name} must be an integer from 1 to {MAX_TERMINAL_SIZE}")
+
+
+@attrs.frozen
+class TerminalInput:
+    """Keystrokes (or a paste) for a terminal this connection opened."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    terminal_id: str = attrs.field(validator=_check_id)
+    data: str = attrs.field(validator=_check_input)
+    user_id: str | None = None
+    connection_id: str | None = None
+
+
+@attrs.frozen
+class TerminalResize:
+    """The terminal's new size in character cells."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    terminal_id: str = attrs.field(validator=_check_id)
+    cols: int = attrs.field(validator=_check_size)
+    rows: int = attrs.field(validator=_check_size)
+    user_id: str | None = None
+    connection_id: str | None = None
+
+
+@attrs.frozen
+class TerminalClose:
+    """End the terminal (its process group is killed)."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    terminal_id: str = attrs.field(validator=_check_id)
+    user_id: str | None = None
+    connection_id: str | None = None
+
+
+TerminalMessage: TypeAlias = TerminalInput | TerminalResize | TerminalClose
+
+
 @attrs.frozen
 class Auth:
     """Replace the connection's token before it expires."""
@@ -145,9 +198,19 @@ ClientMessage: TypeAlias = (
     | Interrupt
     | Request
     | Auth
+    | TerminalInput
+    | TerminalResize
+    | TerminalClose
 )
 ForwardedMessage: TypeAlias = (
-    UserMessage | QuestionResponse | PermissionResponse | Interrupt | Request
+    UserMessage
+    | QuestionResponse
+    | PermissionResponse
+    | Interrupt
+    | Request
+    | TerminalInput
+    | TerminalResize
+    | TerminalClose
 )
 #: Fields of a client message that only relayd may set (a client's own are dropped).
 SERVER_SET_FIELDS: Final = frozenset({"userId", "connectionId"})
@@ -161,6 +224,9 @@ CLIENT_MESSAGE_CLASSES: Final[Mapping[str, type[Any]]] = {
     ClientType.INTERRUPT: Interrupt,
     ClientType.REQUEST: Request,
     ClientType.AUTH: Auth,
+    ClientType.TERMINAL_INPUT: TerminalInput,
+    ClientType.TERMINAL_RESIZE: TerminalResize,
+    ClientType.TERMINAL_CLOSE: TerminalClose,
 }
 _TYPE_OF_CLASS: Final = {cls: tag for tag, cls in CLIENT_MESSAGE_CLASSES.items()}
 

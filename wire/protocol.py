@@ -84,6 +84,9 @@ class ClientType(enum.StrEnum):
     INTERRUPT = "interrupt"
     REQUEST = "request"
     AUTH = "auth"
+    TERMINAL_INPUT = "terminal_input"
+    TERMINAL_RESIZE = "terminal_resize"
+    TERMINAL_CLOSE = "terminal_close"
 
 
 class VmType(enum.StrEnum):
@@ -100,6 +103,8 @@ class VmType(enum.StrEnum):
     ERROR = "error"
     REPLY = "reply"
     AUTH = "auth"
+    TERMINAL_OUTPUT = "terminal_output"
+    TERMINAL_EXIT = "terminal_exit"
 
 
 class RelayType(enum.StrEnum):
@@ -132,5 +137,15 @@ FORWARDED_CLIENT_TYPES: Final = frozenset(
         ClientType.PERMISSION_RESPONSE,
         ClientType.INTERRUPT,
         ClientType.REQUEST,
+        ClientType.TERMINAL_INPUT,
+        ClientType.TERMINAL_RESIZE,
+        ClientType.TERMINAL_CLOSE,
     }
+)
+#: The ``op`` of the ``request`` that opens a terminal (its reply books the route).
+TERMINAL_OPEN: Final = "terminal_open"
+#: Client message types about one terminal (docs/protocol.md, "Terminals"):
+#: forwarded only for a terminal that this connection opened.
+TERMINAL_CLIENT_TYPES: Final = frozenset(
+    {ClientType.TERMINAL_INPUT, ClientType.TERMINAL_RESIZE, ClientType.TERMINAL_CLOSE}
 )

@@ -101,14 +101,14 @@ def test_only_allowed_users_may_ask_and_an_offline_vm_ends_what_it_owes() -> Non
     errors = [x for x in out if isinstance(x, SendError) and x.peer is a]
     assert [(e.code, e.ref) for e in errors] == [(ErrorCode.VM_OFFLINE, "r1")]
     assert errors_to(r.client_frame(a, request("w1", "r2")), a) == [ErrorCode.VM_OFFLINE]
-    assert r.in_flight == {}
+    assert len(r.in_flight) == 0
 
 
 def test_a_closed_connection_forgets_its_requests() -> None:
     r, vm, a, _b = setup(max_requests_in_flight=1)
     r.client_frame(a, request("w1", "r1"))
     r.client_left(a)
-    assert r.in_flight == {}
+    assert len(r.in_flight) == 0
     assert r.vm_frame(vm, reply("w1", "r1")) == []
     assert r.stats.stale_replies == 1
 

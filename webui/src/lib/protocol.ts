@@ -71,7 +71,16 @@ export type Outgoing =
       op: string;
       args?: Record<string, unknown>;
     }
-  | { type: "auth"; token: string };
+  | { type: "auth"; token: string }
+  | { type: "terminal_input"; workspaceId: string; terminalId: string; data: string }
+  | {
+      type: "terminal_resize";
+      workspaceId: string;
+      terminalId: string;
+      cols: number;
+      rows: number;
+    }
+  | { type: "terminal_close"; workspaceId: string; terminalId: string };
 
 /** Close codes of docs/protocol.md section 6 that the client acts on. */
 export const CLOSE_TOKEN_EXPIRED = 4401;
