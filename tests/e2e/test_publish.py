@@ -129,6 +129,10 @@ def test_commit_push_and_open_a_pull_request(page: Page, github: FakeGitHub, ori
     publish.get_by_role("button", name="Create pull request").click()
     link = publish.get_by_role("link", name="Pull request #100: open")
     expect(link).to_have_attribute("href", "https://github.com/acme/widgets/pull/100")
+    # The session's header shows it too.
+    session = page.get_by_role("main", name=re.compile(r"^Session "))
+    header_link = session.get_by_role("link", name="Pull request #100: open")
+    expect(header_link).to_have_attribute("href", "https://github.com/acme/widgets/pull/100")
     asked: list[Any] = [r.json for r in github.requests if r.method == "POST"]
     assert len(asked) == 1
     assert asked[0]["head"] == "ff/issue-8"
@@ -141,5 +145,6 @@ def test_commit_push_and_open_a_pull_request(page: Page, github: FakeGitHub, ori
     github.set_pull_state("acme", "widgets", 100, "merged")
     panels.get_by_role("button", name="Refresh the panel").click()
     expect(publish.get_by_role("link", name="Pull request #100: merged")).to_be_visible()
+    expect(session.get_by_role("link", name="Pull request #100: merged")).to_be_visible()
     # The token stayed on the VM.
     assert not any(TOKEN in b for b in bodies)

@@ -8,6 +8,7 @@ import { RelayConnection, type SocketLike } from "./lib/connection";
 import { badgeTitle, shouldNotify } from "./lib/notify";
 import { RelayPool } from "./lib/pool";
 import { CLIENT_PATH, type Status } from "./lib/protocol";
+import type { PullRequest } from "./lib/requests";
 import { Store } from "./lib/store";
 import { Login } from "./ui/Login";
 import { ConnectionIndicator, SessionView } from "./ui/Session";
@@ -115,6 +116,16 @@ function Workspaces({
 
   const selected = route;
   const workspace = workspaces?.find((w) => w.id === selected);
+  // Each workspace's pull request, as its Changes panel last found it (for the header).
+  const [pullRequests, setPullRequests] = useState<Record<string, PullRequest | null>>({});
+  const shownId = workspace?.id;
+  const onPullRequest = useCallback(
+    (pr: PullRequest | null) => {
+      if (!shownId) return;
+      setPullRequests((all) => (all[shownId] === pr ? all : { ...all, [shownId]: pr }));
+    },
+    [shownId],
+  );
 
   return (
     <div className={`shell ${selected ? "has-session" : "no-session"}`}>
@@ -180,10 +191,16 @@ function Workspaces({
             store={store}
             me={session.user.id}
             onBack={() => go(null)}
+            pullRequest={workspace ? pullRequests[workspace.id] : undefined}
           />
         )}
         {workspace && (
-          <WorkspacePanels key={workspace.id} relay={relays} workspaceId={workspace.id} />
+          <WorkspacePanels
+            key={workspace.id}
+            relay={relays}
+            workspaceId={workspace.id}
+            onPullRequest={onPullRequest}
+          />
         )}
       </div>
     </div>

@@ -2,11 +2,13 @@
 
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { HeldMessages, useHeldMessages } from "../components/HeldMessages";
+import { PullRequestBadge } from "../components/panels/PublishBar";
 import { UsageMeter } from "../components/UsageMeter";
 import type { Workspace } from "../lib/api";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
 import { isBusy } from "../lib/held";
+import type { PullRequest } from "../lib/requests";
 import type { Store } from "../lib/store";
 import { statusLabel } from "./format";
 import { Messages } from "./Messages";
@@ -121,12 +123,15 @@ export function SessionView({
   store,
   me,
   onBack,
+  pullRequest,
 }: {
   workspace: Workspace | undefined;
   c: Conversation | undefined;
   store: Store;
   me: string;
   onBack: () => void;
+  /** The workspace branch's pull request, once the Changes panel has looked it up. */
+  pullRequest?: PullRequest | null;
 }) {
   const id = workspace?.id;
   const scroller = useRef<HTMLDivElement>(null);
@@ -187,6 +192,7 @@ export function SessionView({
             {issue.owner}/{issue.repo}#{issue.number}
             {issue.title ? ` · ${issue.title}` : ""}
           </a>
+          {pullRequest && <PullRequestBadge pr={pullRequest} withTitle={false} />}
         </div>
         <StatusBadge status={status ?? undefined} />
       </header>

@@ -1,7 +1,13 @@
 /** What changed in the working tree against its base: a file list, and a file's diff. */
 
 import { useState } from "react";
-import { type ChangedFile, parseChanges, parseDiff, type Requester } from "../../lib/requests";
+import {
+  type ChangedFile,
+  type PullRequest,
+  parseChanges,
+  parseDiff,
+  type Requester,
+} from "../../lib/requests";
 import { CodeView } from "./CodeView";
 import { PublishBar } from "./PublishBar";
 import { latest, type Reply, useReply } from "./useReply";
@@ -18,12 +24,14 @@ export function ChangesPanel({
   workspaceId,
   refresh,
   onChanged,
+  onPullRequest,
 }: {
   requester: Requester;
   workspaceId: string;
   refresh: number;
   /** After a commit or push: refresh the list. */
   onChanged: () => void;
+  onPullRequest?: (pr: PullRequest | null) => void;
 }) {
   const [selected, setSelected] = useState<string | null>(null);
   const changes = useReply(`${workspaceId}:${refresh}`, async () =>
@@ -42,6 +50,7 @@ export function ChangesPanel({
         changes={value}
         refresh={refresh}
         onChanged={onChanged}
+        onPullRequest={onPullRequest}
       />
       <PanelStatus reply={changes} what="changes" />
       {value && (

@@ -4,7 +4,7 @@
  * Every action ends in words: done, or a readable error; never a spinner left.
  */
 
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import {
   type Changes,
   type PullRequest,
@@ -29,7 +29,13 @@ function why(e: unknown): string {
 }
 
 /** The pull request's state and link (the panel's header line). */
-export function PullRequestBadge({ pr }: { pr: PullRequest }) {
+export function PullRequestBadge({
+  pr,
+  withTitle = true,
+}: {
+  pr: PullRequest;
+  withTitle?: boolean;
+}) {
   const label = `Pull request #${pr.number}: ${pr.state}`;
   return (
     <p className="pr-status small" data-state={pr.state}>
@@ -40,7 +46,7 @@ export function PullRequestBadge({ pr }: { pr: PullRequest }) {
       ) : (
         label
       )}
-      {pr.title ? <span className="muted"> {pr.title}</span> : null}
+      {withTitle && pr.title ? <span className="muted"> {pr.title}</span> : null}
     </p>
   );
 }
@@ -51,12 +57,15 @@ export function PublishBar({
   changes,
   refresh,
   onChanged,
+  onPullRequest,
 }: {
   requester: Requester;
   workspaceId: string;
   changes: Changes | undefined;
   refresh: number;
   onChanged: () => void;
+  /** The pull request as known here, for the session header. */
+  onPullRequest?: (pr: PullRequest | null) => void;
 }) {
   const [message, setMessage] = useState(DEFAULT_COMMIT_MESSAGE);
   const [busy, setBusy] = useState<Busy>(null);
@@ -67,6 +76,7 @@ export function PublishBar({
     parsePullRequest(await requester.request(workspaceId, "pr_status")),
   );
   const pr = latest(status) ?? opened;
+  useEffect(() => onPullRequest?.(pr), [pr, onPullRequest]);
   const uncommitted = changes?.files.some((f) => f.uncommitted) ?? false;
   const unpushed = changes?.files.some((f) => f.unpushed) ?? false;
 

@@ -5,7 +5,7 @@
  */
 
 import { useEffect, useMemo, useState } from "react";
-import { type Relay, Requester, treeMayHaveChanged } from "../../lib/requests";
+import { type PullRequest, type Relay, Requester, treeMayHaveChanged } from "../../lib/requests";
 import { ChangesPanel } from "./ChangesPanel";
 import { FilesPanel } from "./FilesPanel";
 
@@ -19,7 +19,16 @@ function isPhone(): boolean {
   return typeof window !== "undefined" && !!window.matchMedia?.("(max-width: 760px)").matches;
 }
 
-export function WorkspacePanels({ relay, workspaceId }: { relay: Relay; workspaceId: string }) {
+export function WorkspacePanels({
+  relay,
+  workspaceId,
+  onPullRequest,
+}: {
+  relay: Relay;
+  workspaceId: string;
+  /** The workspace's pull request as the Changes panel knows it (for the header). */
+  onPullRequest?: (pr: PullRequest | null) => void;
+}) {
   const requester = useMemo(() => new Requester(relay), [relay]);
   useEffect(() => () => requester.close(), [requester]);
   // A phone starts on the conversation; a desktop shows it anyway, beside Changes.
@@ -85,6 +94,7 @@ export function WorkspacePanels({ relay, workspaceId }: { relay: Relay; workspac
             workspaceId={workspaceId}
             refresh={refresh}
             onChanged={() => setRefresh((n) => n + 1)}
+            onPullRequest={onPullRequest}
           />
         ) : (
           <FilesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />

@@ -132,7 +132,8 @@ test("Commit & push sends the edited message, then the pull request shows its st
     }
     return vm(op, args);
   });
-  render(<WorkspacePanels relay={relay} workspaceId="w1" />);
+  const header = vi.fn();
+  render(<WorkspacePanels relay={relay} workspaceId="w1" onPullRequest={header} />);
   const message = await screen.findByLabelText("Commit message");
   fireEvent.change(message, { target: { value: "Fix the widgets" } });
   fireEvent.click(screen.getByRole("button", { name: "Commit & push" }));
@@ -144,6 +145,8 @@ test("Commit & push sends the edited message, then the pull request shows its st
   const link = await screen.findByRole("link", { name: "Pull request #100: open" });
   expect(link.getAttribute("href")).toBe("https://github.com/o/r/pull/100");
   expect(screen.queryByRole("button", { name: "Create pull request" })).toBeNull();
+  // The session header is told (it shows the same link).
+  expect(header).toHaveBeenLastCalledWith(expect.objectContaining({ number: 100, state: "open" }));
 });
 
 test("A failed push is a readable error and the buttons come back", async () => {
