@@ -25,9 +25,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from vmagent.conversation import Conversation
 from vmagent.engines.base import Engine
-from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer
+from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer, reply_frame
 from vmagent.publish import PublishSettings
-from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, WorkspaceSession
+from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, SettingsError, WorkspaceSession
 from vmagent.store import LogFile, Store, valid_workspace_id
 from vmagent.terminals import TerminalLimits, Terminals
 from vmagent.workdir import WorkdirPlan
@@ -146,6 +146,12 @@ class AgentSettings:
     publish: PublishSettings = attrs.Factory(PublishSettings)
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
     terminals: TerminalLimits = attrs.Factory(TerminalLimits)
+    #: Whether users may switch a session to ``bypassPermissions``.
+    allow_bypass_permissions: bool = True
+
+
+#: The ``request`` op that changes a session's model or permission mode.
+SETTINGS_OP: Final = "session_settings"
 
 
 class Agent:
@@ -215,6 +221,7 @@ class Agent:
             post=self.post,
             plan=self.settings.plan,
             max_queued=self.settings.max_queued_messages,
+            allow_bypass=self.settings.allow_bypass_permissions,
         )
 
     async def _run_session(self, session: WorkspaceSession) -> None:
@@ -428,6 +435,10 @@ class Agent:
             session.permission_response(message)
         elif isinstance(message, Interrupt):
             session.interrupt(message)
+        elif isinstance(message, Request) and message.op == SETTINGS_OP:
+            # The session's own op: it changes the conversation, not the tree.
+            assert self._nursery is not None
+            self._nursery.start_soon(self._configure, session, message)
         elif isinstance(message, Request):
             if message.op == TERMINAL_OPEN:
                 self.terminals.open(message)
@@ -439,6 +450,14 @@ class Agent:
             self.terminals.resize(message)
         elif isinstance(message, TerminalClose):
             self.terminals.close(message)
+
+    async def _configure(self, session: WorkspaceSession, request: Request) -> None:
+        try:
+            result = await session.configure(request.args, request.user_id)
+        except SettingsError as exc:
+            self.post(reply_frame(request, code=exc.code, message=exc.message))
+            return
+        self.post(reply_frame(request, result=result))
 
     async def _assign_after_stop(self, old: WorkspaceSession, issue: dict[str, Any]) -> None:
         await old.finished.wait()

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import attrs
 
+from vmagent.engines.base import SessionSettings
 from wire.envelope import vm_frame
 from wire.messages import (
     PermissionResponse,
@@ -88,6 +89,30 @@ class _Stream:
     message_id: str | None = None
 
 
+#: The ``system`` line vmagent logs when a user changes the session's model or mode.
+SETTINGS_SUBTYPE: Final = "vmagent_session_settings"
+
+
+def settings_of(data: Mapping[str, Any]) -> SessionSettings:
+    """The settings a ``vmagent_session_settings`` line records."""
+    model, mode = data.get("model"), data.get("permissionMode")
+    return SessionSettings(
+        model if isinstance(model, str) else None, mode if isinstance(mode, str) else None
+    )
+
+
+def settings_line(settings: SessionSettings, user_id: str | None) -> str:
+    """The ``system`` line that records a change of settings (every viewer sees it)."""
+    body: dict[str, Any] = {"type": "system", "subtype": SETTINGS_SUBTYPE}
+    if settings.model is not None:
+        body["model"] = settings.model
+    if settings.permission_mode is not None:
+        body["permissionMode"] = settings.permission_mode
+    if user_id is not None:
+        body["userId"] = user_id
+    return dumps(body)
+
+
 def new_epoch() -> str:
     """A fresh epoch name."""
     return uuid.uuid4().hex
@@ -108,6 +133,7 @@ class Conversation:
         self.status: str = Status.STARTING
         self.status_detail: str | None = None
         self.session_id: str | None = None
+        self.settings = SessionSettings()
         self.issue: dict[str, Any] | None = None
         self.released = False
         self.pending: dict[str, Pending] = {}
@@ -352,6 +378,8 @@ class Conversation:
 
     def _apply_claude(self, seq: int, frame: str, data: dict[str, Any]) -> None:
         kind = data.get("type")
+        if kind == "system" and data.get("subtype") == SETTINGS_SUBTYPE:
+            self.settings = settings_of(data)
         scope = data.get("parent_tool_use_id")
         scope_key = scope if isinstance(scope, str) else None
         stream = self._streams.setdefault(scope_key, _Stream())

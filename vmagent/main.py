@@ -152,6 +152,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--claude-model", default=default("claude-model", None))
     p.add_argument(
+        "--no-bypass-permissions",
+        dest="allow_bypass_permissions",
+        action="store_false",
+        default=(default("no-bypass-permissions", "") or "").lower() not in ("1", "true", "yes"),
+        help="refuse to switch a session to the bypassPermissions mode",
+    )
+    p.add_argument(
         "--claude-max-line",
         type=_line_limit,
         # A string default goes through ``type`` too: a bad variable is a usage error.
@@ -303,6 +310,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
             output_rate=args.terminal_output_rate,
             shell=args.terminal_shell,
         ),
+        allow_bypass_permissions=args.allow_bypass_permissions,
     )
 
 

@@ -18,8 +18,16 @@ from typing import Any, Final
 import attrs
 import trio
 
-from vmagent.conversation import PERMISSION, QUESTION, Conversation, Out
-from vmagent.engines.base import Decision, Engine, EngineError, EngineSession
+from vmagent.conversation import PERMISSION, QUESTION, Conversation, Out, settings_line
+from vmagent.engines.base import (
+    BYPASS_MODE,
+    PERMISSION_MODES,
+    Decision,
+    Engine,
+    EngineError,
+    EngineSession,
+    SessionSettings,
+)
 from vmagent.store import LogFile
 from vmagent.workdir import WorkdirError, WorkdirPlan, prepare_workdir
 from wire.messages import (
@@ -60,6 +68,7 @@ class WorkspaceSession:
         post: Post,
         plan: WorkdirPlan,
         max_queued: int = DEFAULT_MAX_QUEUED_MESSAGES,
+        allow_bypass: bool = True,
     ) -> None:
         self.conv = conv
         self.logfile = logfile
@@ -71,6 +80,8 @@ class WorkspaceSession:
         # (clientMessageId, text) of accepted messages waiting for the engine.
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, str]](max_queued)
         self._max_queued = max_queued
+        self._allow_bypass = allow_bypass
+        self._configuring = False
         self._waiters: dict[str, _Waiter] = {}
         self._engine_session: EngineSession | None = None
         self._in_turn = False
@@ -94,6 +105,11 @@ class WorkspaceSession:
     def session_id(self) -> str | None:
         """The engine's session id kept in the log."""
         return self.conv.session_id
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The model and permission mode last chosen for this session (kept in the log)."""
+        return self.conv.settings
 
     def emit(self, line: str) -> None:
         """Log and send one stream-json line as a ``claude_message``."""
@@ -197,6 +213,46 @@ class WorkspaceSession:
         if self._engine_session is not None and self._in_turn:
             self._engine_session.interrupt()
 
+    async def configure(self, args: dict[str, Any], user_id: str | None) -> dict[str, Any]:
+        """The ``session_settings`` op: change the model and/or permission mode.
+
+        Checked first (a mode Claude Code knows, bypass only where the operator
+        allows it), then told to a running engine, then logged as a ``system``
+        line so every viewer and every snapshot shows the current settings.
+        Raises :class:`SettingsError` with what was wrong.
+        """
+        model, mode = args.get("model"), args.get("permissionMode")
+        if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 100):
+            raise SettingsError(ErrorCode.BAD_REQUEST, "model must be a non-empty string")
+        if mode is not None and mode not in PERMISSION_MODES:
+            raise SettingsError(
+                ErrorCode.BAD_REQUEST,
+                f"permissionMode must be one of {', '.join(PERMISSION_MODES)}",
+            )
+        if model is None and mode is None:
+            raise SettingsError(ErrorCode.BAD_REQUEST, "give model, permissionMode or both")
+        if mode == BYPASS_MODE and not self._allow_bypass:
+            raise SettingsError(
+                ErrorCode.FORBIDDEN, "bypassPermissions is disabled on this VM by its operator"
+            )
+        if self._configuring:
+            raise SettingsError(ErrorCode.RATE_LIMITED, "a change of settings is under way")
+        old = self.conv.settings
+        new = SessionSettings(model or old.model, mode or old.permission_mode)
+        self._configuring = True
+        try:
+            if self._engine_session is not None:
+                try:
+                    await self._engine_session.configure(
+                        SessionSettings(model, mode)  # only what changed
+                    )
+                except EngineError as exc:
+                    raise SettingsError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        finally:
+            self._configuring = False
+        self.emit(settings_line(new, user_id))
+        return {"model": new.model, "permissionMode": new.permission_mode}
+
     def snapshot(self, request_id: str) -> None:
         """Answer a ``snapshot_request``."""
         self._post(self.conv.snapshot(request_id))
@@ -298,6 +354,15 @@ class WorkspaceSession:
             self.commit(self.conv.set_status(Status.STOPPED))
             self.commit([self.conv.release()])
         self.logfile.close()
+
+
+class SettingsError(Exception):
+    """A ``session_settings`` op refused, with the error code for its reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _first_leaf(group: BaseExceptionGroup[EngineError]) -> EngineError:

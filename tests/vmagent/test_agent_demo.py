@@ -519,3 +519,60 @@ async def test_outbox_overflow_drops_the_connection_not_frames(
             assert hello["type"] == "hello"
             assert agent.connects == 2
             nursery.cancel_scope.cancel()
+
+
+async def test_session_settings_reach_the_init_line_and_survive_a_restart(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    async def change(
+        conn: VmConn, request_id: str, **args: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        await conn.send(
+            {
+                "type": "request",
+                "workspaceId": "ws1",
+                "requestId": request_id,
+                "op": "session_settings",
+                "args": args,
+                "userId": "u1",
+                "connectionId": "k1",
+            }
+        )
+        return await conn.until("reply", requestId=request_id)
+
+    with trio.fail_after(10):
+        async with assigned_agent(tmp_path, relay) as conn:
+            reply, _ = await change(conn, "r1", model="nope")
+            assert reply["ok"] is False
+            assert "no model" in reply["error"]["message"]
+            reply, [logged] = await change(conn, "r2", model="demo-large", permissionMode="plan")
+            assert reply["result"] == {"model": "demo-large", "permissionMode": "plan"}
+            assert logged["data"] == {
+                "type": "system",
+                "subtype": "vmagent_session_settings",
+                "model": "demo-large",
+                "permissionMode": "plan",
+                "userId": "u1",
+            }
+            await say(conn, "hello", "c1")
+            init, _ = await conn.until("claude_message")
+            data = init["data"]
+            assert (data["subtype"], data["model"], data["permissionMode"]) == (
+                "init",
+                "demo-large",
+                "plan",
+            )
+        # A restarted vmagent reads the settings back from the log.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(make_agent(tmp_path, relay).run)
+            conn = await relay.accept()
+            await conn.recv()
+            await conn.send({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
+            await say(conn, "again", "c2")
+            while True:
+                frame, _ = await conn.until("claude_message")
+                data = frame["data"]
+                if data.get("subtype") == "init":
+                    break
+            assert (data["model"], data["permissionMode"]) == ("demo-large", "plan")
+            nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -477,4 +478,138 @@ async def test_stop_with_a_permission_open_then_the_message_sent_meanwhile(
             body = await fake_api.wait_for_conversation(2)
             assert user_texts(body)[-1] == queued
             await conn.until("status", status="idle")
+            nursery.cancel_scope.cancel()
+
+
+async def settings(conn: VmConn, request_id: str, **args: Any) -> dict[str, Any]:
+    """Send a ``session_settings`` request as relayd forwards it; its reply."""
+    await conn.send(
+        {
+            "type": "request",
+            "workspaceId": "ws1",
+            "requestId": request_id,
+            "op": "session_settings",
+            "args": args,
+            "userId": "u1",
+            "connectionId": "k1",
+        }
+    )
+    reply, _ = await conn.until("reply", requestId=request_id)
+    return reply
+
+
+async def test_plan_mode_exit_plan_sent_back_then_approved_and_model_changed(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """In plan mode ExitPlanMode comes as a permission request; a comment sends the
+    plan back (Claude sees it), approval lets the turn go on; a model chosen
+    mid-session is the model of the next request."""
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, fake_api)
+            conn = await start(nursery, agent, relay)
+            await assign(conn)
+            fake_api.push(
+                Reply([tool_use("ExitPlanMode", {}, "toolu_plan1")]),
+                Reply([tool_use("ExitPlanMode", {}, "toolu_plan2")]),
+                Reply([text("Plan approved; renaming now.")]),
+            )
+            # Before the first turn: the CLI starts in plan mode.
+            reply = await settings(conn, "s1", permissionMode="plan")
+            assert reply["ok"] is True
+            assert reply["result"]["permissionMode"] == "plan"
+            await say(conn, "plan a rename", "c1")
+            request, seen = await conn.until("permission_request")
+            assert request["toolName"] == "ExitPlanMode"
+            [init] = [
+                f["data"]
+                for f in seen
+                if f["type"] == "claude_message" and f["data"].get("subtype") == "init"
+            ]
+            assert init["permissionMode"] == "plan"
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": False,
+                    "message": "call it c, not b",
+                    "userId": "u1",
+                }
+            )
+            # The turn goes on: Claude, told why, plans again.
+            request, _ = await conn.until("permission_request")
+            assert request["toolName"] == "ExitPlanMode"
+            [sent_back] = [
+                b
+                for b in tool_results(await fake_api.wait_for_conversation(2))
+                if b["tool_use_id"] == "toolu_plan1"
+            ]
+            assert sent_back["is_error"] is True
+            assert "call it c, not b" in result_text(sent_back)
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": True,
+                    "userId": "u1",
+                }
+            )
+            frames = await turn_frames(conn)
+            [approved] = [
+                b
+                for b in tool_results(await fake_api.wait_for_conversation(3))
+                if b["tool_use_id"] == "toolu_plan2"
+            ]
+            assert not approved.get("is_error")
+            texts = [
+                block.get("text")
+                for line in claude_data(frames, "assistant")
+                for block in line["message"]["content"]
+            ]
+            assert "Plan approved; renaming now." in texts
+
+            # The CLI is running now: the change goes to it as set_model /
+            # set_permission_mode, and is logged for every viewer.
+            reply = await settings(
+                conn, "s2", model="claude-sonnet-4-5", permissionMode="acceptEdits"
+            )
+            assert reply["result"] == {
+                "model": "claude-sonnet-4-5",
+                "permissionMode": "acceptEdits",
+            }
+            snap = await snapshot(conn)
+            recorded = [
+                json.loads(m["data"]) if isinstance(m["data"], str) else m["data"]
+                for m in snap["messages"]
+                if m["type"] == "claude_message"
+            ]
+            assert recorded[-1]["subtype"] == "vmagent_session_settings"
+            assert recorded[-1]["permissionMode"] == "acceptEdits"
+            fake_api.push(Reply([text("Now on Sonnet.")]))
+            await say(conn, "go on", "c2")
+            await turn_frames(conn)
+            assert (await fake_api.wait_for_conversation(4))["model"] == "claude-sonnet-4-5"
+            assert fake_api.conversation[0]["model"] != "claude-sonnet-4-5"
+            nursery.cancel_scope.cancel()
+
+
+async def test_bypass_refused_when_the_operator_disabled_it(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, fake_api)
+            agent.settings = attrs.evolve(agent.settings, allow_bypass_permissions=False)
+            conn = await start(nursery, agent, relay)
+            await assign(conn)
+            reply = await settings(conn, "s1", permissionMode="bypassPermissions")
+            assert reply["ok"] is False
+            assert reply["error"]["code"] == "forbidden"
+            assert "disabled on this VM" in reply["error"]["message"]
+            reply = await settings(conn, "s2", permissionMode="yolo")
+            assert reply["error"]["code"] == "bad_request"
+            snap = await snapshot(conn)
+            assert not [m for m in snap["messages"] if m["type"] == "claude_message"]
             nursery.cancel_scope.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -18,6 +18,20 @@ class Decision:
     allow: bool
     message: str | None = None
     user_id: str | None = None
+
+
+#: The permission modes a user may pick for a session (Claude Code's own names).
+PERMISSION_MODES: Final = ("default", "acceptEdits", "plan", "bypassPermissions")
+#: The mode that lets Claude run every tool unasked; an operator may forbid it.
+BYPASS_MODE: Final = "bypassPermissions"
+
+
+@attrs.frozen
+class SessionSettings:
+    """The model and permission mode a user chose for a session (None: the engine's own)."""
+
+    model: str | None = None
+    permission_mode: str | None = None
 
 
 class EngineError(Exception):
@@ -37,6 +51,10 @@ class Host(Protocol):
     @property
     def session_id(self) -> str | None:
         """The Claude session id kept in the log (to resume), if any."""
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The model and permission mode the engine starts with."""
 
     def emit(self, line: str) -> None:
         """Send one stream-json line as a ``claude_message`` (logged first)."""
@@ -58,6 +76,9 @@ class EngineSession(Protocol):
 
     def interrupt(self) -> None:
         """Ask the current turn, if any, to stop soon."""
+
+    async def configure(self, settings: SessionSettings) -> None:
+        """Use ``settings`` from now on, also mid-turn (raises :class:`EngineError`)."""
 
 
 class Engine(Protocol):

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import trio
 
-from vmagent.engines.base import EngineError, Host
+from vmagent.engines.base import EngineError, Host, SessionSettings
 from wire.childenv import claude_env
 from wire.messages import dumps
 
@@ -43,6 +43,8 @@ log = logging.getLogger("vmagent.claude")
 DEFAULT_MAX_LINE: Final = 15 * 1024 * 1024
 #: Seconds the CLI has to answer ``initialize`` (it may start MCP servers).
 INITIALIZE_TIMEOUT: Final = 60.0
+#: Seconds the CLI has to answer a change of model or permission mode.
+CONTROL_TIMEOUT: Final = 10.0
 #: Seconds a stopping CLI gets after SIGTERM before SIGKILL.
 TERMINATE_GRACE: Final = 5.0
 
@@ -169,8 +171,12 @@ class ClaudeSession:
             "--permission-prompt-tool",
             "stdio",
         ]
-        if self.engine.model:
-            cmd += ["--model", self.engine.model]
+        settings = self.host.settings
+        model = settings.model or self.engine.model
+        if model:
+            cmd.append(f"--model={model}")
+        if settings.permission_mode:
+            cmd.append(f"--permission-mode={settings.permission_mode}")
         prompt = issue_prompt(self.host.issue)
         if prompt:
             cmd += ["--append-system-prompt", prompt]
@@ -445,6 +451,23 @@ class ClaudeSession:
             # Whatever is still asked belongs to a turn that is over.
             for scope in list(self._handlers.values()):
                 scope.cancel()
+
+    async def configure(self, settings: SessionSettings) -> None:
+        """Tell a running CLI the new model and mode (as the SDK's ``set_model`` and
+        ``set_permission_mode`` do); a CLI not running gets them as flags at its start."""
+        if self._proc is None or self._exited.is_set():
+            return
+        requests: list[dict[str, Any]] = []
+        if settings.model:
+            requests.append({"subtype": "set_model", "model": settings.model})
+        if settings.permission_mode:
+            requests.append({"subtype": "set_permission_mode", "mode": settings.permission_mode})
+        for request in requests:
+            response = await self._control(request, wait_seconds=CONTROL_TIMEOUT)
+            if response is None:
+                raise EngineError(self._exit_detail("Claude Code did not answer"))
+            if "error" in response:
+                raise EngineError(f"Claude Code refused {request['subtype']}: {response['error']}")
 
     def interrupt(self) -> None:
         """Ask the CLI to stop the current turn; open prompts are cancelled."""

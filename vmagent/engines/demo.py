@@ -29,10 +29,12 @@ from typing import Any, Final
 import trio
 
 from vmagent.engines import demo_repo
-from vmagent.engines.base import Host
+from vmagent.engines.base import EngineError, Host, SessionSettings
 from vmagent.engines.streamjson import LineWriter, input_json, message_id, tool_use_id
 
 MODEL: Final = "demo"
+#: The models the demo offers (it answers the same with each).
+MODELS: Final = ("demo", "demo-large")
 TOOLS: Final = ["AskUserQuestion", "RollDice"]
 #: Seconds between streamed words by default (VMAGENT_DEMO_DELAY).
 DEFAULT_WORD_DELAY: Final = 0.06
@@ -95,11 +97,24 @@ class DemoSession:
             context_window=CONTEXT_WINDOW,
         )
         self.lines.context_tokens = BASE_PROMPT_TOKENS
+        self._apply(host.settings)
         self._scope: trio.CancelScope | None = None
         self._tokens_out = 0
         # The block being streamed (message id, index, kind, text so far), for _abort.
         self._block: tuple[str, int, str, str] | None = None
         self._open_message = False
+
+    def _apply(self, settings: SessionSettings) -> None:
+        if settings.model:
+            self.lines.model = settings.model
+        if settings.permission_mode:
+            self.lines.permission_mode = settings.permission_mode
+
+    async def configure(self, settings: SessionSettings) -> None:
+        """Take the model and mode; the next ``init`` line reports them."""
+        if settings.model and settings.model not in MODELS:
+            raise EngineError(f"the demo engine has no model {settings.model!r}")
+        self._apply(settings)
 
     def interrupt(self) -> None:
         """Stop the current turn at its next word."""

@@ -45,6 +45,7 @@ class LineWriter:
     ) -> None:
         self.session_id = session_id
         self.model = model
+        self.permission_mode = "default"
         self.cwd = cwd
         self.tools = tools
         #: The model's context window, reported in ``result``'s ``modelUsage`` as Claude Code does.
@@ -67,7 +68,7 @@ class LineWriter:
                 "tools": self.tools,
                 "mcp_servers": [],
                 "model": self.model,
-                "permissionMode": "default",
+                "permissionMode": self.permission_mode,
                 "slash_commands": [],
                 "apiKeySource": "none",
                 "output_style": "default",
