@@ -8,6 +8,8 @@ the bare repository, the pull request in what the fake was asked.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,19 @@ def test_the_token_reaches_git_as_a_header_in_the_environment_only() -> None:
     assert env["GIT_CONFIG_VALUE_0"].startswith("Authorization: Basic ")
     assert TOKEN not in env["GIT_CONFIG_VALUE_0"]  # base64, and only in the environment
     assert "GIT_CONFIG_COUNT" not in credential_env(None)
+
+
+def test_git_reads_the_header_and_follows_no_redirect(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **credential_env(TOKEN)}
+    shown = subprocess.run(
+        ["git", "config", "--get-regexp", "^http\\."],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "http.followredirects false" in shown
+    assert any(line.startswith("http.extraheader Authorization: Basic ") for line in shown)
 
 
 TARGET = Target("o", "r", 8, "https://github.com/o/r/issues/8", "ff/issue-8")
