@@ -152,6 +152,8 @@ class AgentSettings:
 
 #: The ``request`` op that changes a session's model or permission mode.
 SETTINGS_OP: Final = "session_settings"
+#: The ``request`` op that lists the models on offer and the current settings.
+MODELS_OP: Final = "session_models"
 
 
 class Agent:
@@ -435,6 +437,8 @@ class Agent:
             session.permission_response(message)
         elif isinstance(message, Interrupt):
             session.interrupt(message)
+        elif isinstance(message, Request) and message.op == MODELS_OP:
+            self.post(reply_frame(message, result=session.offered()))
         elif isinstance(message, Request) and message.op == SETTINGS_OP:
             # The session's own op: it changes the conversation, not the tree.
             assert self._nursery is not None

@@ -213,6 +213,17 @@ class WorkspaceSession:
         if self._engine_session is not None and self._in_turn:
             self._engine_session.interrupt()
 
+    def offered(self) -> dict[str, Any]:
+        """The ``session_models`` op: the models on offer and the current settings."""
+        models = self._engine_session.models() if self._engine_session is not None else []
+        current = self.conv.settings
+        return {
+            "models": models,
+            "model": current.model,
+            "permissionMode": current.permission_mode,
+            "bypassAllowed": self._allow_bypass,
+        }
+
     async def configure(self, args: dict[str, Any], user_id: str | None) -> dict[str, Any]:
         """The ``session_settings`` op: change the model and/or permission mode.
 

@@ -483,12 +483,17 @@ async def test_stop_with_a_permission_open_then_the_message_sent_meanwhile(
 
 async def settings(conn: VmConn, request_id: str, **args: Any) -> dict[str, Any]:
     """Send a ``session_settings`` request as relayd forwards it; its reply."""
+    return await conn_request(conn, request_id, "session_settings", **args)
+
+
+async def conn_request(conn: VmConn, request_id: str, op: str, **args: Any) -> dict[str, Any]:
+    """Send a ``request`` as relayd forwards it; its reply (frames before it skipped)."""
     await conn.send(
         {
             "type": "request",
             "workspaceId": "ws1",
             "requestId": request_id,
-            "op": "session_settings",
+            "op": op,
             "args": args,
             "userId": "u1",
             "connectionId": "k1",
@@ -527,6 +532,11 @@ async def test_plan_mode_exit_plan_sent_back_then_approved_and_model_changed(
                 if f["type"] == "claude_message" and f["data"].get("subtype") == "init"
             ]
             assert init["permissionMode"] == "plan"
+            offered = await conn_request(conn, "m1", "session_models")
+            assert offered["result"]["permissionMode"] == "plan"
+            assert offered["result"]["bypassAllowed"] is True
+            assert offered["result"]["models"]
+            assert all(isinstance(m["value"], str) for m in offered["result"]["models"])
             await conn.send(
                 {
                     "type": "permission_response",
@@ -585,8 +595,9 @@ async def test_plan_mode_exit_plan_sent_back_then_approved_and_model_changed(
                 for m in snap["messages"]
                 if m["type"] == "claude_message"
             ]
-            assert recorded[-1]["subtype"] == "vmagent_session_settings"
-            assert recorded[-1]["permissionMode"] == "acceptEdits"
+            logged = [r for r in recorded if r.get("subtype") == "vmagent_session_settings"]
+            assert [r["permissionMode"] for r in logged] == ["plan", "acceptEdits"]
+            assert logged[-1]["model"] == "claude-sonnet-4-5"
             fake_api.push(Reply([text("Now on Sonnet.")]))
             await say(conn, "go on", "c2")
             await turn_frames(conn)

@@ -80,6 +80,9 @@ class EngineSession(Protocol):
     async def configure(self, settings: SessionSettings) -> None:
         """Use ``settings`` from now on, also mid-turn (raises :class:`EngineError`)."""
 
+    def models(self) -> list[dict[str, str]]:
+        """The models on offer (``value``, ``displayName``, ``description``); [] if unknown yet."""
+
 
 class Engine(Protocol):
     """A kind of engine; opens one session per workspace."""

@@ -156,6 +156,7 @@ class ClaudeSession:
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._resumed = False
         self._saw_init = False
+        self._models: list[dict[str, str]] = []
 
     # -- process --------------------------------------------------------------------
 
@@ -226,6 +227,21 @@ class ClaudeSession:
                 await self._start()
                 return
             raise EngineError(self._exit_detail("Claude Code did not start"))
+        models = response.get("models")
+        if isinstance(models, list):
+            self._models = [
+                {
+                    k: m[k]
+                    for k in ("value", "displayName", "description")
+                    if isinstance(m.get(k), str)
+                }
+                for m in models
+                if isinstance(m, dict) and isinstance(m.get("value"), str)
+            ]
+
+    def models(self) -> list[dict[str, str]]:
+        """The models the CLI offered in its ``initialize`` answer ([] before it started)."""
+        return list(self._models)
 
     def _resume_failed(self) -> None:
         session_id = self.host.session_id

@@ -116,6 +116,10 @@ class DemoSession:
             raise EngineError(f"the demo engine has no model {settings.model!r}")
         self._apply(settings)
 
+    def models(self) -> list[dict[str, str]]:
+        """The demo's made-up models."""
+        return [{"value": m, "displayName": m.capitalize()} for m in MODELS]
+
     def interrupt(self) -> None:
         """Stop the current turn at its next word."""
         if self._scope is not None:
