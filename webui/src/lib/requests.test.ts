@@ -1,44 +1,14 @@
 import { describe, expect, test } from "vitest";
-import type { Incoming, Outgoing } from "./protocol";
+import type { Incoming } from "./protocol";
 import {
   buildTree,
   languageOf,
   parseChanges,
-  type Relay,
   RequestError,
   Requester,
   treeMayHaveChanged,
 } from "./requests";
-import { ManualClock } from "./testkit";
-
-class FakeRelay implements Relay {
-  sent: Outgoing[] = [];
-  connected = true;
-  private messages = new Set<(m: Incoming) => void>();
-  private closes = new Set<() => void>();
-  send(msg: Outgoing): boolean {
-    if (!this.connected) return false;
-    this.sent.push(msg);
-    return true;
-  }
-  onMessage(f: (m: Incoming) => void): () => void {
-    this.messages.add(f);
-    return () => this.messages.delete(f);
-  }
-  onClose(f: () => void): () => void {
-    this.closes.add(f);
-    return () => this.closes.delete(f);
-  }
-  deliver(m: Incoming): void {
-    for (const f of this.messages) f(m);
-  }
-  close(): void {
-    for (const f of this.closes) f();
-  }
-  get listeners(): number {
-    return this.messages.size + this.closes.size;
-  }
-}
+import { FakeRelay, ManualClock } from "./testkit";
 
 function setup(timeoutMs = 1000) {
   const relay = new FakeRelay();

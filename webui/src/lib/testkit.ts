@@ -1,6 +1,8 @@
 /** Fakes for the connection tests: a scripted WebSocket and a manual clock. */
 
 import type { SocketLike } from "./connection";
+import type { Incoming, Outgoing } from "./protocol";
+import type { Relay } from "./requests";
 
 export class FakeSocket implements SocketLike {
   readyState = 0;
@@ -75,4 +77,34 @@ export class ManualClock {
 export async function flush(): Promise<void> {
   // A real macrotask: Response.json() and friends take several microtask turns.
   await new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** A relay connection that records what is sent and delivers what a test says. */
+export class FakeRelay implements Relay {
+  sent: Outgoing[] = [];
+  connected = true;
+  private messages = new Set<(m: Incoming) => void>();
+  private closes = new Set<() => void>();
+  send(msg: Outgoing): boolean {
+    if (!this.connected) return false;
+    this.sent.push(msg);
+    return true;
+  }
+  onMessage(f: (m: Incoming) => void): () => void {
+    this.messages.add(f);
+    return () => this.messages.delete(f);
+  }
+  onClose(f: () => void): () => void {
+    this.closes.add(f);
+    return () => this.closes.delete(f);
+  }
+  deliver(m: Incoming): void {
+    for (const f of this.messages) f(m);
+  }
+  close(): void {
+    for (const f of this.closes) f();
+  }
+  get listeners(): number {
+    return this.messages.size + this.closes.size;
+  }
 }

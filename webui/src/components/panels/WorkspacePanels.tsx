@@ -1,5 +1,5 @@
 /**
- * The panels beside the conversation: Changes and Files. Desktop: a column
+ * The panels beside the conversation: Changes, Files and Terminal. Desktop: a column
  * beside the session. Phone: tabs, where "Conversation" shows the session and
  * the others cover it. Refreshed after each tool run in the stream and on request.
  */
@@ -8,8 +8,9 @@ import { useEffect, useMemo, useState } from "react";
 import { type PullRequest, type Relay, Requester, treeMayHaveChanged } from "../../lib/requests";
 import { ChangesPanel } from "./ChangesPanel";
 import { FilesPanel } from "./FilesPanel";
+import { TerminalPanel } from "./TerminalPanel";
 
-type Tab = "conversation" | "changes" | "files";
+type Tab = "conversation" | "changes" | "files" | "terminal";
 
 /** A burst of tool results refreshes once, this long after the last. */
 export const REFRESH_DEBOUNCE_MS = 400;
@@ -46,12 +47,13 @@ export function WorkspacePanels({
       clearTimeout(timer);
     };
   }, [relay, workspaceId]);
-  // On a desktop the column always shows a panel: Changes unless Files was chosen.
-  const shown: Exclude<Tab, "conversation"> = tab === "files" ? "files" : "changes";
+  // On a desktop the column always shows a panel: Changes unless another was chosen.
+  const shown: Exclude<Tab, "conversation"> = tab === "conversation" ? "changes" : tab;
   const tabs: [Tab, string][] = [
     ["conversation", "Conversation"],
     ["changes", "Changes"],
     ["files", "Files"],
+    ["terminal", "Terminal"],
   ];
   return (
     <aside
@@ -88,7 +90,14 @@ export function WorkspacePanels({
         role="tabpanel"
         aria-labelledby={`panel-tab-${shown}`}
       >
-        {shown === "changes" ? (
+        {/* Always mounted: the terminals keep their shells and scroll-back. */}
+        <TerminalPanel
+          relay={relay}
+          requester={requester}
+          workspaceId={workspaceId}
+          visible={shown === "terminal" && tab !== "conversation"}
+        />
+        {shown === "terminal" ? null : shown === "changes" ? (
           <ChangesPanel
             requester={requester}
             workspaceId={workspaceId}
