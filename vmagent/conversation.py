@@ -378,8 +378,14 @@ class Conversation:
 
     def _apply_claude(self, seq: int, frame: str, data: dict[str, Any]) -> None:
         kind = data.get("type")
-        if kind == "system" and data.get("subtype") == SETTINGS_SUBTYPE:
-            self.settings = settings_of(data)
+        if kind == "system" and data.get("subtype") in (SETTINGS_SUBTYPE, "init"):
+            # The latest wins: Claude Code leaves plan mode by itself once a plan
+            # is approved, and its next init line says so.
+            new = settings_of(data)
+            self.settings = SessionSettings(
+                new.model or self.settings.model,
+                new.permission_mode or self.settings.permission_mode,
+            )
         scope = data.get("parent_tool_use_id")
         scope_key = scope if isinstance(scope, str) else None
         stream = self._streams.setdefault(scope_key, _Stream())

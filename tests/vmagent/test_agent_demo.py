@@ -576,3 +576,40 @@ async def test_session_settings_reach_the_init_line_and_survive_a_restart(
                     break
             assert (data["model"], data["permissionMode"]) == ("demo-large", "plan")
             nursery.cancel_scope.cancel()
+
+
+async def test_plan_mode_asks_exit_plan_mode_and_approval_leaves_it(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    with trio.fail_after(10):
+        async with assigned_agent(tmp_path, relay) as conn:
+            await conn.send(
+                {
+                    "type": "request",
+                    "workspaceId": "ws1",
+                    "requestId": "r1",
+                    "op": "session_settings",
+                    "args": {"permissionMode": "plan"},
+                    "userId": "u1",
+                    "connectionId": "k1",
+                }
+            )
+            await conn.until("reply", requestId="r1")
+            await say(conn, "rename a", "c1")
+            request, _ = await conn.until("permission_request")
+            assert request["toolName"] == "ExitPlanMode"
+            assert request["toolInput"]["plan"].startswith("# Demo plan")
+            await conn.send(
+                {
+                    "type": "permission_response",
+                    "workspaceId": "ws1",
+                    "requestId": request["requestId"],
+                    "allow": True,
+                    "userId": "u1",
+                }
+            )
+            frames = await turn_frames(conn)
+            assert any("plan approved" in json.dumps(f) for f in frames)
+            await say(conn, "go", "c2")
+            init, _ = await conn.until("claude_message")
+            assert init["data"]["permissionMode"] == "default"

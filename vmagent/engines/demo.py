@@ -141,7 +141,10 @@ class DemoSession:
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
-                if "question" in lowered:
+                if self.lines.permission_mode == "plan":
+                    final = await self._plan_flow(text)
+                    num_turns = 2
+                elif "question" in lowered:
                     final = await self._question_flow()
                     num_turns = 2
                 elif "permission" in lowered or "tool" in lowered:
@@ -377,6 +380,34 @@ class DemoSession:
         return await self._say(
             f"Demo: understood, no die was rolled. Your reason: “{reason}”.",
             thinking="Permission was denied.",
+        )
+
+    async def _plan_flow(self, text: str) -> str:
+        """Plan mode: a plan to approve (ExitPlanMode), then the demo "works"."""
+        plan = (
+            f"# Demo plan\n\nFor: {text[:200]}\n\n1. **Read** the code\n"
+            "2. Make the change\n3. Run the tests"
+        )
+        tool_input = {"plan": plan}
+        tool_id = await self._tool_call(
+            "This is the demo engine in plan mode. Here is its plan.", "ExitPlanMode", tool_input
+        )
+        decision = await self.host.ask_permission("ExitPlanMode", tool_input, tool_id)
+        if not decision.allow:
+            comment = decision.message or "no comment"
+            self.host.emit(self.lines.tool_result(tool_id, comment, is_error=True))
+            return await self._say(
+                f"Demo: back to planning, with your comment: “{comment}”.",
+                thinking="The plan was sent back.",
+            )
+        # As Claude Code does, an approved plan leaves plan mode.
+        self.lines.permission_mode = "default"
+        self.host.emit(
+            self.lines.tool_result(tool_id, "User has approved your plan.", is_error=False)
+        )
+        return await self._say(
+            "Demo: plan approved. Nothing was changed: this is only the demo engine.",
+            thinking="The plan was approved.",
         )
 
 

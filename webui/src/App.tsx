@@ -8,7 +8,7 @@ import { RelayConnection, type SocketLike } from "./lib/connection";
 import { badgeTitle, shouldNotify } from "./lib/notify";
 import { RelayPool } from "./lib/pool";
 import { CLIENT_PATH, type Status } from "./lib/protocol";
-import type { PullRequest } from "./lib/requests";
+import { type PullRequest, Requester } from "./lib/requests";
 import { Store } from "./lib/store";
 import { Login } from "./ui/Login";
 import { ConnectionIndicator, SessionView } from "./ui/Session";
@@ -55,6 +55,9 @@ function Workspaces({
   onLogout: () => void;
 }) {
   const state = useSyncExternalStore(store.subscribe, store.getState);
+  // The session's own requests (model and mode); the panels keep their own.
+  const requester = useMemo(() => new Requester(relays), [relays]);
+  useEffect(() => () => requester.close(), [requester]);
   const [route, go] = useRoute();
   const [workspaces, setWorkspaces] = useState<Workspace[] | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
@@ -192,6 +195,7 @@ function Workspaces({
             me={session.user.id}
             onBack={() => go(null)}
             pullRequest={workspace ? pullRequests[workspace.id] : undefined}
+            requester={requester}
           />
         )}
         {workspace && (

@@ -7,6 +7,7 @@
  */
 
 import type { Incoming, Question, Resolution, Status } from "./protocol";
+import { emptySettings, type SessionSettings } from "./sessionSettings";
 import { emptyUsage, type Usage } from "./usage";
 
 export interface TextBlock {
@@ -142,6 +143,8 @@ export interface Conversation {
   notice?: string;
   /** Tokens, cost and context fill, for the usage meter. */
   usage: Usage;
+  /** The model and permission mode the log last named. */
+  settings: SessionSettings;
 }
 
 export type Action =
@@ -168,6 +171,7 @@ export function emptyConversation(workspaceId: string): Conversation {
     outbox: [],
     resync: null,
     usage: emptyUsage,
+    settings: emptySettings,
   };
 }
 

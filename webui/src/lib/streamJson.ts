@@ -15,6 +15,7 @@ import {
   replaceAt,
 } from "./conversationModel";
 import { isObject, num, str } from "./protocol";
+import { applySettings } from "./sessionSettings";
 import { applyUsage, turnCost } from "./usage";
 
 function parseBlock(b: unknown): Block {
@@ -74,7 +75,9 @@ export function applyClaude(
 ): Conversation {
   const next = applyLine(state, data, seq);
   const usage = applyUsage(state.usage, data);
-  return usage === state.usage ? next : { ...next, usage };
+  const settings = applySettings(state.settings, data);
+  if (usage === state.usage && settings === state.settings) return next;
+  return { ...next, usage, settings };
 }
 
 function applyLine(state: Conversation, data: Record<string, unknown>, seq: number): Conversation {

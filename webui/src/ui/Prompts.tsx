@@ -3,6 +3,7 @@
 import { useEffect, useId, useRef, useState } from "react";
 import type { PermissionItem, QuestionItem } from "../lib/conversationModel";
 import type { Answers, Question } from "../lib/protocol";
+import { Markdown } from "./Markdown";
 import { ToolInput, toolSummary } from "./ToolViews";
 
 interface Choice {
@@ -237,6 +238,72 @@ export function PermissionCard({
         </button>
         <button type="button" className="primary" disabled={sending} onClick={() => decide(true)}>
           Allow
+        </button>
+      </div>
+    </section>
+  );
+}
+
+/** ExitPlanMode's permission request: Claude's plan, to approve or send back with a comment. */
+export function PlanCard({
+  item,
+  onDecide,
+}: {
+  item: PermissionItem;
+  onDecide: (allow: boolean, message?: string) => boolean;
+}) {
+  const [comment, setComment] = useState("");
+  const [sending, setSending] = useState(false);
+  const [failed, setFailed] = useState<string | null>(null);
+  const id = useId();
+  const input = item.toolInput as Record<string, unknown> | null;
+  const plan = input && typeof input.plan === "string" ? input.plan : "";
+  const decide = (allow: boolean) => {
+    setSending(true);
+    const message = allow ? undefined : comment.trim() || "Keep planning.";
+    if (!onDecide(allow, message)) {
+      setSending(false);
+      setFailed("Not connected: try again in a moment.");
+    }
+  };
+  return (
+    <section
+      className="prompt permission plan"
+      aria-labelledby={`${id}-title`}
+      data-testid="plan-card"
+    >
+      <h3 id={`${id}-title`}>
+        <span className="prompt-kind">Plan ready:</span> approve it to let Claude start
+      </h3>
+      <div className="plan-body">
+        {plan ? (
+          <Markdown text={plan} />
+        ) : (
+          <p className="muted">
+            Claude has finished planning (the plan is above in the conversation).
+          </p>
+        )}
+      </div>
+      <label className="reason">
+        <span>Comment to send the plan back (Claude sees it)</span>
+        <textarea rows={2} value={comment} onChange={(e) => setComment(e.target.value)} />
+      </label>
+      {item.error && (
+        <p className="error-text" role="alert">
+          {item.error}
+        </p>
+      )}
+      {failed && (
+        <p className="error-text" role="alert">
+          {failed}
+        </p>
+      )}
+      <div className="prompt-actions">
+        <button type="button" disabled={sending} onClick={() => decide(false)}>
+          Keep planning
+        </button>
+        <button type="button" className="primary" disabled={sending} onClick={() => decide(true)}>
+          Approve plan
         </button>
       </div>
     </section>

@@ -3,16 +3,17 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { HeldMessages, useHeldMessages } from "../components/HeldMessages";
 import { PullRequestBadge } from "../components/panels/PublishBar";
+import { SessionControls } from "../components/SessionControls";
 import { UsageMeter } from "../components/UsageMeter";
 import type { Workspace } from "../lib/api";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
 import { isBusy } from "../lib/held";
-import type { PullRequest } from "../lib/requests";
+import type { PullRequest, Requester } from "../lib/requests";
 import type { Store } from "../lib/store";
 import { statusLabel } from "./format";
 import { Messages } from "./Messages";
-import { PermissionCard, QuestionCard } from "./Prompts";
+import { PermissionCard, PlanCard, QuestionCard } from "./Prompts";
 import { StatusBadge } from "./StatusBadge";
 
 /** Why the composer is disabled, or null when it is usable. */
@@ -124,6 +125,7 @@ export function SessionView({
   me,
   onBack,
   pullRequest,
+  requester,
 }: {
   workspace: Workspace | undefined;
   c: Conversation | undefined;
@@ -132,6 +134,8 @@ export function SessionView({
   onBack: () => void;
   /** The workspace branch's pull request, once the Changes panel has looked it up. */
   pullRequest?: PullRequest | null;
+  /** Asks the VM (model and mode); without it the pickers are not shown. */
+  requester?: Pick<Requester, "request">;
 }) {
   const id = workspace?.id;
   const scroller = useRef<HTMLDivElement>(null);
@@ -253,6 +257,12 @@ export function SessionView({
         {prompts.map((p) =>
           p.kind === "question" ? (
             <QuestionCard key={p.key} item={p} onAnswer={(a) => store.answer(id, p.requestId, a)} />
+          ) : p.toolName === "ExitPlanMode" ? (
+            <PlanCard
+              key={p.key}
+              item={p}
+              onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)}
+            />
           ) : (
             <PermissionCard
               key={p.key}
@@ -272,6 +282,9 @@ export function SessionView({
           }}
           onInterrupt={() => store.interrupt(id)}
         />
+        {c && requester ? (
+          <SessionControls workspaceId={id} settings={c.settings} requester={requester} />
+        ) : null}
         {c ? <UsageMeter usage={c.usage} /> : null}
         <span className="sr-only" role="status">
           {statusLabel(status)}

@@ -5,7 +5,7 @@ import { reduce } from "../lib/conversation";
 import { type Conversation, emptyConversation } from "../lib/conversationModel";
 import type { Incoming } from "../lib/protocol";
 import { Messages } from "./Messages";
-import { answerOf, PermissionCard, QuestionCard } from "./Prompts";
+import { answerOf, PermissionCard, PlanCard, QuestionCard } from "./Prompts";
 import { composerBlock, SessionView } from "./Session";
 import { Sidebar } from "./Sidebar";
 import { Truncated } from "./ToolViews";
@@ -338,5 +338,36 @@ describe("Sidebar", () => {
       "Expected https://github.com/OWNER/REPO/issues/NUMBER",
     );
     expect(onCreate).not.toHaveBeenCalled();
+  });
+});
+
+describe("PlanCard", () => {
+  const item = {
+    kind: "permission" as const,
+    key: "req:p2",
+    seq: 2,
+    requestId: "p2",
+    toolName: "ExitPlanMode",
+    toolInput: { plan: "# The plan\n\n1. **Rename** `a`" },
+  };
+
+  test("renders the plan as markdown and approves", () => {
+    const onDecide = vi.fn(() => true);
+    render(<PlanCard item={item} onDecide={onDecide} />);
+    const card = screen.getByTestId("plan-card");
+    expect(card.querySelector("h1")?.textContent).toBe("The plan");
+    expect(card.querySelector("strong")?.textContent).toBe("Rename");
+    fireEvent.click(screen.getByRole("button", { name: "Approve plan" }));
+    expect(onDecide).toHaveBeenCalledWith(true, undefined);
+  });
+
+  test("sends the plan back with the comment", () => {
+    const onDecide = vi.fn(() => true);
+    render(<PlanCard item={{ ...item, toolInput: {} }} onDecide={onDecide} />);
+    fireEvent.change(screen.getByRole("textbox", { name: /send the plan back/ }), {
+      target: { value: "split step 1" },
+    });
+    fireEvent.click(screen.getByRole("button", { name: "Keep planning" }));
+    expect(onDecide).toHaveBeenCalledWith(false, "split step 1");
   });
 });
