@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from relayd.router import Forward, Ownership
 from tests.relayd.test_requests import reply, request, setup
 from tests.relayd.test_router import Client, Vm, errors_to, frames_to, online
@@ -130,3 +133,32 @@ def test_a_failed_open_or_another_op_books_no_terminal() -> None:
     r.vm_frame(vm, reply("w1", "r2", result={"terminalId": "t9"}))
     assert len(r.terminals) == 0
     assert errors_to(r.client_frame(a, terminal("terminal_close", "w1", "t9")), a) == ["not_found"]
+
+
+_KINDS = st.sampled_from(["terminal_input", "terminal_resize", "terminal_close"])
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2000),
+    st.text(max_size=20),
+    st.sampled_from(["w1", "w2", "t1", "t2"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=_KINDS,
+    fields=st.dictionaries(
+        st.sampled_from(["workspaceId", "terminalId", "data", "cols", "rows", "connectionId"]),
+        _VALUES,
+    ),
+)
+def test_any_terminal_frame_from_another_connection_is_refused(
+    kind: str, fields: dict[str, Any]
+) -> None:
+    r, vm, a, b = setup()
+    opened(r, vm, a)
+    actions = r.client_frame(b, json.dumps({"type": kind, **fields}))
+    # b opened nothing: never forwarded, always one error, never a crash.
+    assert not any(isinstance(x, Forward) for x in actions)
+    assert len(errors_to(actions, b)) == 1
