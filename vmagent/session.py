@@ -44,6 +44,8 @@ log = logging.getLogger("vmagent.session")
 
 #: User messages accepted but not yet handed to the engine, per workspace.
 DEFAULT_MAX_QUEUED_MESSAGES: Final = 64
+#: Longest model name a ``session_settings`` op accepts.
+MAX_MODEL_NAME: Final = 100
 
 Post = Callable[[str], None]
 
@@ -232,20 +234,8 @@ class WorkspaceSession:
         line so every viewer and every snapshot shows the current settings.
         Raises :class:`SettingsError` with what was wrong.
         """
-        model, mode = args.get("model"), args.get("permissionMode")
-        if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 100):
-            raise SettingsError(ErrorCode.BAD_REQUEST, "model must be a non-empty string")
-        if mode is not None and mode not in PERMISSION_MODES:
-            raise SettingsError(
-                ErrorCode.BAD_REQUEST,
-                f"permissionMode must be one of {', '.join(PERMISSION_MODES)}",
-            )
-        if model is None and mode is None:
-            raise SettingsError(ErrorCode.BAD_REQUEST, "give model, permissionMode or both")
-        if mode == BYPASS_MODE and not self._allow_bypass:
-            raise SettingsError(
-                ErrorCode.FORBIDDEN, "bypassPermissions is disabled on this VM by its operator"
-            )
+        wanted = check_settings(args, allow_bypass=self._allow_bypass)
+        model, mode = wanted.model, wanted.permission_mode
         if self._configuring:
             raise SettingsError(ErrorCode.RATE_LIMITED, "a change of settings is under way")
         old = self.conv.settings
@@ -365,6 +355,27 @@ class WorkspaceSession:
             self.commit(self.conv.set_status(Status.STOPPED))
             self.commit([self.conv.release()])
         self.logfile.close()
+
+
+def check_settings(args: dict[str, Any], *, allow_bypass: bool) -> SessionSettings:
+    """The change a ``session_settings`` op asks for, or :class:`SettingsError` saying why not."""
+    model, mode = args.get("model"), args.get("permissionMode")
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_NAME):
+        raise SettingsError(
+            ErrorCode.BAD_REQUEST,
+            f"model must be a non-empty string of at most {MAX_MODEL_NAME} characters",
+        )
+    if mode is not None and mode not in PERMISSION_MODES:
+        raise SettingsError(
+            ErrorCode.BAD_REQUEST, f"permissionMode must be one of {', '.join(PERMISSION_MODES)}"
+        )
+    if model is None and mode is None:
+        raise SettingsError(ErrorCode.BAD_REQUEST, "give model, permissionMode or both")
+    if mode == BYPASS_MODE and not allow_bypass:
+        raise SettingsError(
+            ErrorCode.FORBIDDEN, "bypassPermissions is disabled on this VM by its operator"
+        )
+    return SessionSettings(model, mode)
 
 
 class SettingsError(Exception):
