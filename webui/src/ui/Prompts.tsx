@@ -12,6 +12,42 @@ interface Choice {
   otherOn: boolean;
 }
 
+/**
+ * A card's answer on its way: ``send`` runs it (true: handed to the
+ * connection) and, when there is no connection, lets the card be used again
+ * with a message saying why.
+ */
+function useSend() {
+  const [sending, setSending] = useState(false);
+  const [failed, setFailed] = useState<string | null>(null);
+  const send = (deliver: () => boolean) => {
+    setSending(true);
+    if (!deliver()) {
+      setSending(false);
+      setFailed("Not connected: try again in a moment.");
+    }
+  };
+  return { sending, failed, send };
+}
+
+/** A card's errors, each an alert: the VM's word on the request, a failed send. */
+function PromptAlerts({ error, failed }: { error?: string | null; failed: string | null }) {
+  return (
+    <>
+      {error && (
+        <p className="error-text" role="alert">
+          {error}
+        </p>
+      )}
+      {failed && (
+        <p className="error-text" role="alert">
+          {failed}
+        </p>
+      )}
+    </>
+  );
+}
+
 /** The answer to one question as the protocol wants it, or null while unanswered. */
 export function answerOf(q: Question, c: Choice): string | string[] | null {
   const other = c.otherOn ? c.other.trim() : "";
@@ -34,8 +70,7 @@ export function QuestionCard({
   const [choices, setChoices] = useState<Choice[]>(() =>
     item.questions.map(() => ({ labels: [], other: "", otherOn: false })),
   );
-  const [sending, setSending] = useState(false);
-  const [failed, setFailed] = useState<string | null>(null);
+  const { sending, failed, send } = useSend();
   const id = useId();
   const firstInput = useRef<HTMLInputElement>(null);
   const n = item.questions.length;
@@ -64,11 +99,7 @@ export function QuestionCard({
     item.questions.forEach((qq, i) => {
       out[qq.question] = answers[i]!;
     });
-    setSending(true);
-    if (!onAnswer(out)) {
-      setSending(false);
-      setFailed("Not connected: try again in a moment.");
-    }
+    send(() => onAnswer(out));
   };
   const inputType = q.multiSelect ? "checkbox" : "radio";
   return (
@@ -144,16 +175,7 @@ export function QuestionCard({
             }}
           />
         </fieldset>
-        {item.error && (
-          <p className="error-text" role="alert">
-            {item.error}
-          </p>
-        )}
-        {failed && (
-          <p className="error-text" role="alert">
-            {failed}
-          </p>
-        )}
+        <PromptAlerts error={item.error} failed={failed} />
         <div className="prompt-actions">
           {n > 1 && (
             <button type="button" disabled={page === 0} onClick={() => setPage(page - 1)}>
@@ -183,15 +205,10 @@ export function PermissionCard({
   onDecide: (allow: boolean, message?: string) => boolean;
 }) {
   const [reason, setReason] = useState("");
-  const [sending, setSending] = useState(false);
-  const [failed, setFailed] = useState<string | null>(null);
+  const { sending, failed, send } = useSend();
   const id = useId();
   const decide = (allow: boolean) => {
-    setSending(true);
-    if (!onDecide(allow, allow ? undefined : reason.trim() || undefined)) {
-      setSending(false);
-      setFailed("Not connected: try again in a moment.");
-    }
+    send(() => onDecide(allow, allow ? undefined : reason.trim() || undefined));
   };
   const summary = toolSummary(item.toolName, item.toolInput);
   return (
@@ -222,16 +239,7 @@ export function PermissionCard({
           }}
         />
       </label>
-      {item.error && (
-        <p className="error-text" role="alert">
-          {item.error}
-        </p>
-      )}
-      {failed && (
-        <p className="error-text" role="alert">
-          {failed}
-        </p>
-      )}
+      <PromptAlerts error={item.error} failed={failed} />
       <div className="prompt-actions">
         <button type="button" className="danger" disabled={sending} onClick={() => decide(false)}>
           Deny
@@ -253,18 +261,13 @@ export function PlanCard({
   onDecide: (allow: boolean, message?: string) => boolean;
 }) {
   const [comment, setComment] = useState("");
-  const [sending, setSending] = useState(false);
-  const [failed, setFailed] = useState<string | null>(null);
+  const { sending, failed, send } = useSend();
   const id = useId();
   const input = item.toolInput as Record<string, unknown> | null;
   const plan = input && typeof input.plan === "string" ? input.plan : "";
   const decide = (allow: boolean) => {
-    setSending(true);
     const message = allow ? undefined : comment.trim() || "Keep planning.";
-    if (!onDecide(allow, message)) {
-      setSending(false);
-      setFailed("Not connected: try again in a moment.");
-    }
+    send(() => onDecide(allow, message));
   };
   return (
     <section
@@ -288,16 +291,7 @@ export function PlanCard({
         <span>Comment to send the plan back (Claude sees it)</span>
         <textarea rows={2} value={comment} onChange={(e) => setComment(e.target.value)} />
       </label>
-      {item.error && (
-        <p className="error-text" role="alert">
-          {item.error}
-        </p>
-      )}
-      {failed && (
-        <p className="error-text" role="alert">
-          {failed}
-        </p>
-      )}
+      <PromptAlerts error={item.error} failed={failed} />
       <div className="prompt-actions">
         <button type="button" disabled={sending} onClick={() => decide(false)}>
           Keep planning
