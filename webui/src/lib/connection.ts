@@ -11,6 +11,7 @@
  * API where to go) and reconnects like any other close.
  */
 
+import { Listeners } from "./listeners";
 import {
   BEARER_PREFIX,
   CLOSE_CUT_OFF,
@@ -77,11 +78,11 @@ export class RelayConnection {
   private socket: SocketLike | null = null;
   private attempt = 0;
   private timer: unknown = null;
-  private readonly stateListeners = new Set<(s: ConnState) => void>();
-  private readonly messageListeners = new Set<(m: Incoming) => void>();
-  private readonly openListeners = new Set<() => void>();
-  private readonly closeListeners = new Set<() => void>();
-  private readonly movedListeners = new Set<() => void>();
+  private readonly stateListeners = new Listeners<[ConnState]>();
+  private readonly messageListeners = new Listeners<[Incoming]>();
+  private readonly openListeners = new Listeners();
+  private readonly closeListeners = new Listeners();
+  private readonly movedListeners = new Listeners();
 
   constructor(
     private readonly url: string,
@@ -90,28 +91,23 @@ export class RelayConnection {
   ) {}
 
   onState(f: (s: ConnState) => void): () => void {
-    this.stateListeners.add(f);
-    return () => this.stateListeners.delete(f);
+    return this.stateListeners.add(f);
   }
   onMessage(f: (m: Incoming) => void): () => void {
-    this.messageListeners.add(f);
-    return () => this.messageListeners.delete(f);
+    return this.messageListeners.add(f);
   }
   /** After each successful (re)connect: subscribe, resend. */
   onOpen(f: () => void): () => void {
-    this.openListeners.add(f);
-    return () => this.openListeners.delete(f);
+    return this.openListeners.add(f);
   }
   /** After each loss of the socket. */
   onClose(f: () => void): () => void {
-    this.closeListeners.add(f);
-    return () => this.closeListeners.delete(f);
+    return this.closeListeners.add(f);
   }
 
   /** After a close with 4307: a workspace this node served moved to another node. */
   onMoved(f: () => void): () => void {
-    this.movedListeners.add(f);
-    return () => this.movedListeners.delete(f);
+    return this.movedListeners.add(f);
   }
 
   start(): void {
@@ -164,7 +160,7 @@ export class RelayConnection {
   private setState(s: ConnState): void {
     if (this.state === s) return;
     this.state = s;
-    for (const f of this.stateListeners) f(s);
+    this.stateListeners.emit(s);
   }
 
   private connect(state: ConnState): void {
@@ -189,7 +185,7 @@ export class RelayConnection {
       opened = true;
       this.attempt = 0;
       this.setState("open");
-      for (const f of this.openListeners) f();
+      this.openListeners.emit();
     };
     socket.onmessage = (ev) => {
       if (this.socket !== socket || typeof ev.data !== "string") return;
@@ -200,7 +196,7 @@ export class RelayConnection {
         return;
       }
       if (!isObject(msg) || typeof msg.type !== "string") return;
-      for (const f of this.messageListeners) f(msg as Incoming);
+      this.messageListeners.emit(msg as Incoming);
     };
     socket.onerror = () => {
       // onclose follows and decides.
@@ -208,9 +204,9 @@ export class RelayConnection {
     socket.onclose = (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
-      if (opened) for (const f of this.closeListeners) f();
+      if (opened) this.closeListeners.emit();
       if (this.state === "stopped") return;
-      if (ev.code === CLOSE_MOVED) for (const f of this.movedListeners) f();
+      if (ev.code === CLOSE_MOVED) this.movedListeners.emit();
       const authClose = ev.code === CLOSE_TOKEN_EXPIRED || ev.code === CLOSE_CUT_OFF;
       // A refused handshake (401: expired token) reaches the browser as 1006 before open.
       // After a few of those in a row, the token is the likely cause: renew it too.

@@ -15,6 +15,7 @@
  */
 
 import type { ConnState } from "./connection";
+import { Listeners } from "./listeners";
 import type { Incoming, Outgoing } from "./protocol";
 import type { RelayLike } from "./store";
 
@@ -54,10 +55,10 @@ export class RelayPool implements RelayLike {
   private readonly conns = new Map<string, PooledConnection>();
   /** workspace id -> relay URL, as the API last said. */
   private readonly nodeOf = new Map<string, string>();
-  private readonly stateListeners = new Set<(s: ConnState) => void>();
-  private readonly messageListeners = new Set<(m: Incoming) => void>();
-  private readonly openListeners = new Set<() => void>();
-  private readonly closeListeners = new Set<() => void>();
+  private readonly stateListeners = new Listeners<[ConnState]>();
+  private readonly messageListeners = new Listeners<[Incoming]>();
+  private readonly openListeners = new Listeners();
+  private readonly closeListeners = new Listeners();
   private running = false;
   private locating = false;
 
@@ -67,20 +68,16 @@ export class RelayPool implements RelayLike {
   ) {}
 
   onState(f: (s: ConnState) => void): () => void {
-    this.stateListeners.add(f);
-    return () => this.stateListeners.delete(f);
+    return this.stateListeners.add(f);
   }
   onMessage(f: (m: Incoming) => void): () => void {
-    this.messageListeners.add(f);
-    return () => this.messageListeners.delete(f);
+    return this.messageListeners.add(f);
   }
   onOpen(f: () => void): () => void {
-    this.openListeners.add(f);
-    return () => this.openListeners.delete(f);
+    return this.openListeners.add(f);
   }
   onClose(f: () => void): () => void {
-    this.closeListeners.add(f);
-    return () => this.closeListeners.delete(f);
+    return this.closeListeners.add(f);
   }
 
   /** The relay URLs with a connection now (for tests and the UI). */
@@ -116,7 +113,7 @@ export class RelayPool implements RelayLike {
     for (const url of new Set(this.nodeOf.values())) this.ensure(url);
     this.prune();
     // Subscriptions go again, each to its node now (the store resends them all).
-    for (const f of this.openListeners) f();
+    this.openListeners.emit();
   }
 
   send(msg: Outgoing): boolean {
@@ -152,13 +149,13 @@ export class RelayPool implements RelayLike {
       // Offline here may mean served elsewhere (placed on, or moved to, a VM
       // of another node before this tab heard): ask the API.
       if (m.type === "status" && m.status === "offline") void this.relocate();
-      for (const f of this.messageListeners) f(m);
+      this.messageListeners.emit(m);
     });
     c.onOpen(() => {
-      for (const f of this.openListeners) f();
+      this.openListeners.emit();
     });
     c.onClose(() => {
-      for (const f of this.closeListeners) f();
+      this.closeListeners.emit();
     });
     c.onMoved(() => void this.relocate());
     c.start();
@@ -200,6 +197,6 @@ export class RelayPool implements RelayLike {
     const next = poolState([...this.conns.values()].map((c) => c.state));
     if (next === this.state) return;
     this.state = next;
-    for (const f of this.stateListeners) f(next);
+    this.stateListeners.emit(next);
   }
 }
