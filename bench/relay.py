@@ -349,6 +349,34 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + unmask(payload, mask)
 
 
+async def ws_handshake(
+    stream: trio.SocketStream, host: str, port: int, path: str, token: str
+) -> FrameReader:
+    """The opening handshake written by hand on ``stream``; a reader of what follows."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    await stream.send_all(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError("closed during the handshake")
+        buffer += data
+    head, _, buffer = buffer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise EOFError(head.decode(errors="replace"))
+    reader = FrameReader(stream)
+    reader.buffer = buffer
+    return reader
+
+
 async def _raw_ws(
     stack: contextlib.AsyncExitStack, host: str, port: int, path: str, token: str
 ) -> tuple[Callable[[list[str]], Awaitable[None]], FrameReader]:
@@ -366,27 +394,7 @@ async def _raw_ws(
     """
     stream = await trio.open_tcp_stream(host, port)
     stack.push_async_callback(trio.aclose_forcefully, stream)
-    key = base64.b64encode(os.urandom(16)).decode()
-    await stream.send_all(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
-            f"Authorization: Bearer {token}\r\n\r\n"
-        ).encode()
-    )
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError
-        buffer += data
-    head, _, buffer = buffer.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise EOFError(head.decode(errors="replace"))
-    reader = FrameReader(stream)
-    reader.buffer = buffer
+    reader = await ws_handshake(stream, host, port, path, token)
 
     async def send(texts: list[str]) -> None:
         await stream.send_all(b"".join(masked_frame(1, text.encode()) for text in texts))

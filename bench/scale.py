@@ -29,7 +29,6 @@ Run: ``.venv/bin/python bench/scale.py [--clients 1000,5000,10000] [--source CHE
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import resource
@@ -44,11 +43,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.relay import FrameReader, cpu_seconds, frame, masked_frame
+from bench.relay import FrameReader, cpu_seconds, frame, masked_frame, ws_handshake
 from relayd.peer import WRITER_LINGER
 from tests.support.relayd import Relayd, start_relayd
 from tests.support.waiting import wait_until
-from wire.protocol import CLIENT_PATH, SUBPROTOCOL, VM_PATH
+from wire.protocol import CLIENT_PATH, VM_PATH
 
 #: Connections per user (relayd's default limit is 32; realistic is a few).
 CLIENTS_PER_USER = 10
@@ -94,27 +93,7 @@ class Client:
 async def connect(relay: Relayd, path: str, token: str) -> Client:
     """A WebSocket connection, its handshake written by hand (loopback only)."""
     stream = await trio.open_tcp_stream("127.0.0.1", relay.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    await stream.send_all(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
-            f"Authorization: Bearer {token}\r\n\r\n"
-        ).encode()
-    )
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError("closed during the handshake")
-        buffer += data
-    head, _, buffer = buffer.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise EOFError(head.decode(errors="replace"))
-    reader = FrameReader(stream)
-    reader.buffer = buffer
+    reader = await ws_handshake(stream, "127.0.0.1", relay.port, path, token)
     return Client(stream, reader)
 
 
