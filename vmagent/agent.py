@@ -154,6 +154,8 @@ class AgentSettings:
 SETTINGS_OP: Final = "session_settings"
 #: The ``request`` op that lists the models on offer and the current settings.
 MODELS_OP: Final = "session_models"
+#: The ``request`` op that lists the session's slash commands.
+COMMANDS_OP: Final = "session_commands"
 
 
 class Agent:
@@ -439,6 +441,9 @@ class Agent:
             session.interrupt(message)
         elif isinstance(message, Request) and message.op == MODELS_OP:
             self.post(reply_frame(message, result=session.offered()))
+        elif isinstance(message, Request) and message.op == COMMANDS_OP:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._commands, session, message)
         elif isinstance(message, Request) and message.op == SETTINGS_OP:
             # The session's own op: it changes the conversation, not the tree.
             assert self._nursery is not None
@@ -462,6 +467,9 @@ class Agent:
             self.post(reply_frame(request, code=exc.code, message=exc.message))
             return
         self.post(reply_frame(request, result=result))
+
+    async def _commands(self, session: WorkspaceSession, request: Request) -> None:
+        self.post(reply_frame(request, result=await session.commands()))
 
     async def _assign_after_stop(self, old: WorkspaceSession, issue: dict[str, Any]) -> None:
         await old.finished.wait()

@@ -226,6 +226,22 @@ class WorkspaceSession:
             "bypassAllowed": self._allow_bypass,
         }
 
+    async def commands(self) -> dict[str, Any]:
+        """The ``session_commands`` op: the slash commands the engine offers.
+
+        ``ready`` is false while there is no engine to ask (the working
+        directory is being prepared, or the engine failed: ``detail`` says
+        why); the claude engine starts its CLI for the answer if need be.
+        """
+        engine_session = self._engine_session
+        if engine_session is None:
+            return {"commands": [], "ready": False}
+        try:
+            offered = await engine_session.commands()
+        except EngineError as exc:
+            return {"commands": [], "ready": False, "detail": str(exc)}
+        return {"commands": offered, "ready": True}
+
     async def configure(self, args: dict[str, Any], user_id: str | None) -> dict[str, Any]:
         """The ``session_settings`` op: change the model and/or permission mode.
 

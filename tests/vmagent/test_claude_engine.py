@@ -624,3 +624,64 @@ async def test_bypass_refused_when_the_operator_disabled_it(
             snap = await snapshot(conn)
             assert not [m for m in snap["messages"] if m["type"] == "claude_message"]
             nursery.cancel_scope.cancel()
+
+
+async def test_repository_command_listed_before_the_first_turn_and_expanded(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """``session_commands`` starts the CLI and lists what its ``initialize`` answer
+    lists, the repository's ``.claude/commands/*.md`` among the built-ins; sent
+    as ``/name args`` the CLI expands the command, arguments in, into the
+    request the model gets. A built-in that runs in the CLI (``/context``)
+    answers without asking the model."""
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            agent = make_agent(tmp_path, relay, fake_api)
+            conn = await start(nursery, agent, relay)
+            await assign(conn)
+            work = tmp_path / "state" / "workspaces" / "ws1" / "work"
+            (work / ".claude" / "commands").mkdir(parents=True)
+            (work / ".claude" / "commands" / "greet.md").write_text(
+                "---\ndescription: Greet someone warmly\nargument-hint: <name>\n---\n"
+                "Please greet $ARGUMENTS with the magic word XYZZY.\n"
+            )
+            engine_session = agent.sessions["ws1"]._engine_session
+            assert isinstance(engine_session, ClaudeSession)
+            assert engine_session._proc is None  # no turn yet, no CLI yet
+            reply = await conn_request(conn, "k1", "session_commands")
+            assert reply["ok"] is True
+            assert reply["result"]["ready"] is True
+            offered = {c["name"]: c for c in reply["result"]["commands"]}
+            assert offered["greet"] == {
+                "name": "greet",
+                "description": "Greet someone warmly (project)",
+                "argumentHint": "<name>",
+            }
+            assert "compact" in offered
+            assert not [n for n in offered if n.startswith("_")]
+            assert fake_api.conversation == []
+
+            fake_api.push(Reply([text("Hello, Ada! XYZZY.")]))
+            await say(conn, "/greet Ada Lovelace", "c1")
+            frames = await turn_frames(conn)
+            [init] = [d for d in claude_data(frames, "system") if d.get("subtype") == "init"]
+            assert "greet" in init["slash_commands"]
+            request = await fake_api.wait_for_conversation(1)
+            user_text = json.dumps([m for m in request["messages"] if m.get("role") == "user"])
+            assert "Please greet Ada Lovelace with the magic word XYZZY." in user_text
+            assert "<command-name>/greet</command-name>" in user_text
+            assert claude_data(frames, "result")[-1]["subtype"] == "success"
+
+            await say(conn, "/context", "c2")
+            frames = await turn_frames(conn)
+            [answer] = claude_data(frames, "assistant")
+            assert "Context Usage" in answer["message"]["content"][0]["text"]
+            assert len(fake_api.conversation) == 1  # the model was not asked
+
+            # After a turn the init line's names are what is offered.
+            reply = await conn_request(conn, "k2", "session_commands")
+            names = {c["name"] for c in reply["result"]["commands"]}
+            assert "greet" in names
+            assert names <= set(init["slash_commands"])
+            assert not names & set(init.get("terminal_slash_commands", []))
+            nursery.cancel_scope.cancel()

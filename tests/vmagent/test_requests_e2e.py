@@ -50,7 +50,12 @@ async def test_changes_diff_files_and_file_through_relayd(tmp_path: Path) -> Non
                     diff = await ask(a, "r2", "diff", path="src/app.py")
                     assert "+def bye()" in diff["result"]["diff"]
                     tree = await ask(a, "r3", "files")
-                    assert tree["result"]["files"] == [".gitignore", "README.md", "src/app.py"]
+                    assert tree["result"]["files"] == [
+                        ".claude/commands/explain.md",
+                        ".gitignore",
+                        "README.md",
+                        "src/app.py",
+                    ]
                     text = await ask(a, "r4", "file", path="src/app.py")
                     assert "def greet" in text["result"]["content"]
                     refused = await ask(a, "r5", "file", path="../vm.token")

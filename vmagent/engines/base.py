@@ -83,6 +83,10 @@ class EngineSession(Protocol):
     def models(self) -> list[dict[str, str]]:
         """The models on offer (``value``, ``displayName``, ``description``); [] if unknown yet."""
 
+    async def commands(self) -> list[dict[str, Any]]:
+        """The slash commands on offer (``name``, ``description``, ``argumentHint?``,
+        ``aliases?``; see :mod:`vmagent.engines.commands`); raises :class:`EngineError`."""
+
 
 class Engine(Protocol):
     """A kind of engine; opens one session per workspace."""

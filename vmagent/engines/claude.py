@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import trio
 
+from vmagent.engines import commands
 from vmagent.engines.base import EngineError, Host, SessionSettings
 from wire.childenv import claude_env
 from wire.messages import dumps
@@ -135,6 +136,7 @@ class ClaudeEngine:
             try:
                 yield session
             finally:
+                session.closed = True
                 nursery.cancel_scope.cancel()
 
 
@@ -157,6 +159,13 @@ class ClaudeSession:
         self._resumed = False
         self._saw_init = False
         self._models: list[dict[str, str]] = []
+        # The initialize answer's commands, and the latest init line's names.
+        self._commands: object = []
+        self._slash_commands: list[object] | None = None
+        self._terminal_commands: list[object] = []
+        self._start_lock = trio.Lock()
+        #: Set when the workspace closes the session: no CLI starts any more.
+        self.closed = False
 
     # -- process --------------------------------------------------------------------
 
@@ -204,6 +213,7 @@ class ClaudeSession:
         self._exited = trio.Event()
         self._saw_init = False
         self._resumed = False
+        self._slash_commands = None
         self._stderr.clear()
         cmd = self._command()
         log.info(
@@ -238,6 +248,26 @@ class ClaudeSession:
                 for m in models
                 if isinstance(m, dict) and isinstance(m.get("value"), str)
             ]
+
+        self._commands = response.get("commands")
+
+    async def _ensure_started(self) -> None:
+        """Start the CLI unless it runs (for a turn, or to ask it its commands)."""
+        async with self._start_lock:
+            if self.closed:
+                raise EngineError("the session is closed")
+            if self._proc is None or self._exited.is_set():
+                await self._start()
+
+    async def commands(self) -> list[dict[str, Any]]:
+        """The slash commands the CLI offers, starting it first if it is not running.
+
+        The CLI lists them in its ``initialize`` answer, so they are known
+        before the first turn; each turn's ``init`` line then keeps them current.
+        """
+        await self._ensure_started()
+        slash = self._slash_commands
+        return commands.from_cli(self._commands, slash, self._terminal_commands)
 
     def models(self) -> list[dict[str, str]]:
         """The models the CLI offered in its ``initialize`` answer ([] before it started)."""
@@ -352,6 +382,10 @@ class ClaudeSession:
             return
         if kind == "system" and body.get("subtype") == "init":
             self._saw_init = True
+            slash, terminal = body.get("slash_commands"), body.get("terminal_slash_commands")
+            if isinstance(slash, list):
+                self._slash_commands = slash
+            self._terminal_commands = terminal if isinstance(terminal, list) else []
         self.host.emit(text)
         if (
             kind == "result"
@@ -437,8 +471,7 @@ class ClaudeSession:
         once more in a fresh session, so the message is not lost.
         """
         for attempt in (1, 2):
-            if self._proc is None or self._exited.is_set():
-                await self._start()
+            await self._ensure_started()
             await self._one_turn(text)
             if self._resumed and not self._saw_init and attempt == 1:
                 self._resume_failed()

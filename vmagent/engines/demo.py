@@ -14,6 +14,9 @@ message (case-insensitive, first match wins):
 - ``long``: a long reply (to try ``interrupt``);
 - ``edit``: appends the message to ``notes.md`` in the working tree (a real
   change for the Changes panel);
+- a slash command (checked before the words): its own ``/roll``,
+  ``/shout`` and ``/context`` (:data:`DEMO_COMMANDS`), and the repository's
+  ``.claude/commands/*.md``, whose prompt it shows with the arguments in it;
 - anything else: a short reply that echoes the message.
 """
 
@@ -28,8 +31,9 @@ from typing import Any, Final
 
 import trio
 
-from vmagent.engines import demo_repo
+from vmagent.engines import demo_commands, demo_repo
 from vmagent.engines.base import EngineError, Host, SessionSettings
+from vmagent.engines.commands import command, split_command
 from vmagent.engines.streamjson import LineWriter, input_json, message_id, tool_use_id
 
 MODEL: Final = "demo"
@@ -42,6 +46,15 @@ DEFAULT_WORD_DELAY: Final = 0.06
 #: tools), so the usage meter has a context fill to show.
 CONTEXT_WINDOW: Final = 200_000
 BASE_PROMPT_TOKENS: Final = 3_000
+
+#: The demo's own slash commands: name -> (description, argument hint).
+DEMO_COMMANDS: Final = {
+    "roll": ("Roll a die (the demo's own command)", "[sides]"),
+    "shout": ("Say the arguments back in capitals (the demo's own command)", "<text>"),
+    "context": ("Show the demo's make-believe context usage", ""),
+}
+#: Most sides /roll accepts.
+MAX_DIE_SIDES: Final = 1000
 
 DEMO_QUESTIONS: Final[list[dict[str, Any]]] = [
     {
@@ -120,6 +133,12 @@ class DemoSession:
         """The demo's made-up models."""
         return [{"value": m, "displayName": m.capitalize()} for m in MODELS]
 
+    async def commands(self) -> list[dict[str, Any]]:
+        """The demo's own commands, then the repository's (read afresh each time)."""
+        files = await trio.to_thread.run_sync(demo_commands.read_all, self.host.workdir)
+        own = [command(name, *about) for name, about in DEMO_COMMANDS.items()]
+        return own + [c for c in demo_commands.listed(files) if c["name"] not in DEMO_COMMANDS]
+
     def interrupt(self) -> None:
         """Stop the current turn at its next word."""
         if self._scope is not None:
@@ -132,6 +151,8 @@ class DemoSession:
         self._block = None
         self._open_message = False
         host = self.host
+        offered = await self.commands()
+        self.lines.slash_commands = [c["name"] for c in offered]
         host.emit(self.lines.init())
         # The context grows by each message and each reply, as a real conversation's does.
         self.lines.context_tokens += len(text.split())
@@ -141,7 +162,10 @@ class DemoSession:
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
-                if self.lines.permission_mode == "plan":
+                slash = split_command(text.strip())
+                if slash is not None and slash[0] in self.lines.slash_commands:
+                    final = await self._command_flow(*slash)
+                elif self.lines.permission_mode == "plan":
                     final = await self._plan_flow(text)
                     num_turns = 2
                 elif "question" in lowered:
@@ -380,6 +404,37 @@ class DemoSession:
         return await self._say(
             f"Demo: understood, no die was rolled. Your reason: “{reason}”.",
             thinking="Permission was denied.",
+        )
+
+    async def _command_flow(self, name: str, arguments: str) -> str:
+        """A slash command: the demo's own does its thing, a repository's shows its prompt."""
+        if name == "roll":
+            sides = int(arguments) if arguments.isdigit() and len(arguments) < 6 else 6
+            sides = min(max(sides, 2), MAX_DIE_SIDES)
+            rolled = random.randint(1, sides)  # noqa: S311 - a demo die, not a secret
+            return await self._say(
+                f"Demo /roll: the d{sides} shows {rolled}.", thinking="A slash command."
+            )
+        if name == "shout":
+            return await self._say(
+                f"Demo /shout: {arguments.upper() or 'NOTHING TO SHOUT'}",
+                thinking="A slash command.",
+            )
+        if name == "context":
+            used = self.lines.context_tokens
+            return await self._say(
+                f"Demo /context: {used:,} of {CONTEXT_WINDOW:,} tokens in use "
+                f"({used * 100 // CONTEXT_WINDOW}%). Nothing is real: this is the demo engine.",
+                thinking="A slash command.",
+            )
+        files = await trio.to_thread.run_sync(demo_commands.read_all, self.host.workdir)
+        found = next((f for f in files if f.name == name), None)
+        if found is None:
+            return await self._say(f"Demo: the command file of /{name} is gone.")
+        return await self._say(
+            f"This is the demo engine: the repository's command /{name} asks for: "
+            f"“{found.expand(arguments)[:1000]}”. Claude would now do that.",
+            thinking="A repository command.",
         )
 
     async def _plan_flow(self, text: str) -> str:

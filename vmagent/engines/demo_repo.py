@@ -29,6 +29,11 @@ BASE_FILES: Final = {
     "README.md": "# Demo project\n\nA tiny project the demo engine works on.\n",
     "src/app.py": 'def greet(name: str) -> str:\n    return f"Hello, {name}!"\n',
     ".gitignore": "*.log\n__pycache__/\n",
+    # A repository command, as Claude Code reads it (the slash command palette lists it).
+    ".claude/commands/explain.md": (
+        "---\ndescription: Explain a file of the demo project\nargument-hint: <path>\n---\n"
+        "Explain briefly what $ARGUMENTS does and how it could be tested.\n"
+    ),
 }
 NOTES: Final = "notes.md"
 

@@ -52,6 +52,8 @@ class LineWriter:
         self.context_window = context_window
         #: The prompt's size, reported in each ``assistant`` line's ``usage`` (the context in use).
         self.context_tokens = 0
+        #: The names the ``init`` line lists as ``slash_commands``.
+        self.slash_commands: list[str] = []
         self._message_id: str | None = None
 
     def _line(self, body: dict[str, Any]) -> str:
@@ -69,7 +71,7 @@ class LineWriter:
                 "mcp_servers": [],
                 "model": self.model,
                 "permissionMode": self.permission_mode,
-                "slash_commands": [],
+                "slash_commands": self.slash_commands,
                 "apiKeySource": "none",
                 "output_style": "default",
                 "agents": [],
