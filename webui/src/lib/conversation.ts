@@ -94,6 +94,9 @@ function mapOutbox(
 
 function receive(state: Conversation, msg: Incoming): Conversation {
   if (msg.workspaceId !== undefined && msg.workspaceId !== state.workspaceId) return state;
+  // Another session's (the store routes by session; a message naming none may be about
+  // any session's request, e.g. an error with a `ref`, so only a named one is refused).
+  if (msg.sessionId !== undefined && msg.sessionId !== state.sessionId) return state;
   if (msg.type === "messages_snapshot") return applySnapshot(state, msg);
   if (msg.type === "subscribed") {
     const epoch = str(msg.epoch);
@@ -205,7 +208,7 @@ function viewOf(item: Item): unknown {
 
 function rebuild(state: Conversation, snap: Incoming): Conversation {
   let c: Conversation = {
-    ...emptyConversation(state.workspaceId),
+    ...emptyConversation(state.workspaceId, state.sessionId),
     outbox: state.outbox,
     epoch: str(snap.epoch) ?? null,
     loaded: true,

@@ -6,8 +6,15 @@
  * (`streamJson.ts`) share. Pure: no I/O.
  */
 
-import type { Incoming, Question, Resolution, Status } from "./protocol";
+import {
+  type Incoming,
+  MAIN_SESSION,
+  type Question,
+  type Resolution,
+  type Status,
+} from "./protocol";
 import { emptySettings, type SessionSettings } from "./sessionSettings";
+import type { SessionInfo } from "./sessions";
 import { emptyUsage, type Usage } from "./usage";
 
 export interface TextBlock {
@@ -119,6 +126,8 @@ export interface OutboxEntry {
 
 export interface Conversation {
   workspaceId: string;
+  /** Which of the workspace's sessions this is (`MAIN_SESSION` for the first). */
+  sessionId: string;
   epoch: string | null;
   /** Highest `seq` applied; the resume point for `subscribe`. */
   lastSeq: number;
@@ -145,6 +154,8 @@ export interface Conversation {
   usage: Usage;
   /** The model and permission mode the log last named. */
   settings: SessionSettings;
+  /** The workspace's sessions as this log's latest `vmagent_sessions` line says (main's log). */
+  sessions: SessionInfo[] | null;
 }
 
 export type Action =
@@ -155,9 +166,13 @@ export type Action =
   | { type: "resubscribe" }
   | { type: "dismiss_notice" };
 
-export function emptyConversation(workspaceId: string): Conversation {
+export function emptyConversation(
+  workspaceId: string,
+  sessionId: string = MAIN_SESSION,
+): Conversation {
   return {
     workspaceId,
+    sessionId,
     epoch: null,
     lastSeq: 0,
     loaded: false,
@@ -172,6 +187,7 @@ export function emptyConversation(workspaceId: string): Conversation {
     resync: null,
     usage: emptyUsage,
     settings: emptySettings,
+    sessions: null,
   };
 }
 

@@ -7,6 +7,8 @@
 export const SUBPROTOCOL = "ffcloud.v1";
 export const BEARER_PREFIX = "bearer.";
 export const CLIENT_PATH = "/v1/client";
+/** The first session of every workspace; a message without `sessionId` is about it. */
+export const MAIN_SESSION = "main";
 
 export type Status =
   | "starting"

@@ -8,6 +8,7 @@ import {
   Requester,
   treeMayHaveChanged,
 } from "./requests";
+import { sessionKey } from "./sessions";
 import { FakeRelay, ManualClock } from "./testkit";
 
 function setup(timeoutMs = 1000) {
@@ -49,6 +50,27 @@ describe("Requester", () => {
     });
     expect(await outcome(p)).toEqual({ ok: { x: 1 } });
     expect(requester.inFlight).toBe(0);
+  });
+
+  test("a request for a session's key names the session; main's and a workspace's do not", async () => {
+    const { relay, requester } = setup();
+    const p = requester.request(sessionKey("w1", "s_2"), "session_rename", { title: "Tests" });
+    void requester.request(sessionKey("w1", "main"), "session_models");
+    void requester.request("w1", "changes");
+    expect(relay.sent).toEqual([
+      {
+        type: "request",
+        workspaceId: "w1",
+        sessionId: "s_2",
+        requestId: "r1",
+        op: "session_rename",
+        args: { title: "Tests" },
+      },
+      { type: "request", workspaceId: "w1", requestId: "r2", op: "session_models", args: {} },
+      { type: "request", workspaceId: "w1", requestId: "r3", op: "changes", args: {} },
+    ]);
+    relay.deliver({ type: "reply", workspaceId: "w1", requestId: "r1", ok: true, result: 1 });
+    expect(await outcome(p)).toEqual({ ok: 1 });
   });
 
   test("a failed reply, an error by ref, a timeout and a lost connection all end it", async () => {

@@ -6,6 +6,7 @@
  */
 
 import { type Incoming, isObject, num, str } from "./protocol";
+import { parseSessionKey, withSession } from "./sessions";
 import type { RelayLike } from "./store";
 
 /** How long a request may go unanswered before the panel says so. */
@@ -64,8 +65,13 @@ export class Requester {
     ];
   }
 
-  /** Ask the VM: the op's result, or a RequestError with words for the user. */
-  request(workspaceId: string, op: string, args: Record<string, unknown> = {}): Promise<unknown> {
+  /**
+   * Ask the VM: the op's result, or a RequestError with words for the user.
+   * `target` is a workspace id, or a session's key (`sessionKey`) for the
+   * ops that act on one session (the request then names it).
+   */
+  request(target: string, op: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    const { workspaceId, sessionId } = parseSessionKey(target);
     const requestId = this.newId();
     return new Promise((resolve, reject) => {
       const timer = this.setT(() => {
@@ -74,7 +80,8 @@ export class Requester {
         );
       }, this.timeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
-      if (!this.relay.send({ type: "request", workspaceId, requestId, op, args })) {
+      const msg = withSession({ type: "request", workspaceId, requestId, op, args }, sessionId);
+      if (!this.relay.send(msg)) {
         this.settle(requestId)?.reject(
           new RequestError("not_connected", "Not connected to the relay right now."),
         );

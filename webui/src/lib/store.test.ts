@@ -1,5 +1,6 @@
 import { beforeEach, describe, expect, test } from "vitest";
 import { RelayConnection } from "./connection";
+import { sessionKey } from "./sessions";
 import { Store } from "./store";
 import { FakeSocket, ManualClock } from "./testkit";
 
@@ -328,5 +329,238 @@ describe("Store", () => {
     store.forget("a");
     expect(last().sent.at(-1)).toEqual({ type: "unsubscribe", workspaceId: "a" });
     expect(store.state.conversations.a).toBeUndefined();
+  });
+});
+
+describe("Store, several sessions", () => {
+  const S2 = "s_2";
+  const K2 = sessionKey("a", S2);
+  const snapshot = (
+    sessionId: string | undefined,
+    seq: number,
+    epoch: string,
+    status = "idle",
+  ) => ({
+    type: "messages_snapshot",
+    workspaceId: "a",
+    ...(sessionId ? { sessionId } : {}),
+    seq,
+    epoch,
+    requestId: "r",
+    status,
+    messages: [],
+    pending: [],
+  });
+  const status = (sessionId: string | undefined, seq: number, epoch: string, s: string) => ({
+    type: "status",
+    workspaceId: "a",
+    ...(sessionId ? { sessionId } : {}),
+    seq,
+    epoch,
+    status: s,
+  });
+
+  function openBoth(): void {
+    store.watch(["a"]);
+    store.open("a", ["main", S2]);
+    last().deliver(snapshot(undefined, 3, "em"));
+    last().deliver(snapshot(S2, 1, "e2"));
+  }
+
+  test("each session is its own subscription and conversation; sessionId only for others", () => {
+    openBoth();
+    expect(last().sent).toEqual([
+      { type: "subscribe", workspaceId: "a", statusOnly: true },
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a" },
+      { type: "subscribe", workspaceId: "a", sessionId: S2 },
+    ]);
+    last().deliver({
+      type: "user_message",
+      workspaceId: "a",
+      sessionId: S2,
+      seq: 2,
+      epoch: "e2",
+      clientMessageId: "c2",
+      text: "in two",
+    });
+    last().deliver({
+      type: "user_message",
+      workspaceId: "a",
+      seq: 4,
+      epoch: "em",
+      clientMessageId: "c1",
+      text: "in main",
+    });
+    const texts = (k: string) =>
+      store.state.conversations[k]?.items.map((i) => (i.kind === "user" ? i.text : i.kind));
+    expect(texts("a")).toEqual(["in main"]);
+    expect(texts(K2)).toEqual(["in two"]);
+    expect(store.state.conversations.a?.lastSeq).toBe(4);
+    expect(store.state.conversations[K2]?.lastSeq).toBe(2);
+    expect(store.state.conversations[K2]?.sessionId).toBe(S2);
+  });
+
+  test("the list shows the most urgent session: waiting when only the second waits", () => {
+    openBoth();
+    expect(store.state.statuses.a).toBe("idle");
+    last().deliver(status(S2, 2, "e2", "running"));
+    expect(store.state.statuses.a).toBe("running");
+    last().deliver(status(S2, 3, "e2", "waiting_for_input"));
+    expect(store.state.statuses.a).toBe("waiting_for_input");
+    expect(store.state.conversations.a?.status).toBe("idle");
+    last().deliver(status(undefined, 4, "em", "running"));
+    expect(store.state.statuses.a).toBe("waiting_for_input");
+    last().deliver(status(S2, 4, "e2", "idle"));
+    expect(store.state.statuses.a).toBe("running");
+  });
+
+  test("what the user does in a session names it", () => {
+    openBoth();
+    const n = last().sent.length;
+    const id = store.sendUserMessage(K2, "hi two");
+    store.answer(K2, "q", { Q: "A" });
+    store.decide(K2, "p", true);
+    store.interrupt(K2);
+    store.interrupt("a");
+    expect(last().sent.slice(n)).toEqual([
+      {
+        type: "user_message",
+        workspaceId: "a",
+        sessionId: S2,
+        clientMessageId: id,
+        text: "hi two",
+      },
+      {
+        type: "question_response",
+        workspaceId: "a",
+        sessionId: S2,
+        requestId: "q",
+        answers: { Q: "A" },
+      },
+      { type: "permission_response", workspaceId: "a", sessionId: S2, requestId: "p", allow: true },
+      { type: "interrupt", workspaceId: "a", sessionId: S2 },
+      { type: "interrupt", workspaceId: "a" },
+    ]);
+    expect(store.state.conversations[K2]?.outbox.map((e) => e.text)).toEqual(["hi two"]);
+    expect(store.state.conversations.a?.outbox).toEqual([]);
+  });
+
+  test("a relay error about a session's message finds that session by its ref", () => {
+    openBoth();
+    const id = store.sendUserMessage(K2, "too big");
+    last().deliver({
+      type: "error",
+      workspaceId: "a",
+      code: "bad_request",
+      ref: id,
+      message: "no",
+    });
+    expect(store.state.conversations[K2]?.outbox[0]).toMatchObject({
+      state: "failed",
+      error: "no",
+    });
+    expect(store.state.conversations.a?.notice).toBeUndefined();
+  });
+
+  test("a reconnect resumes every session from its own place and resends into it", () => {
+    openBoth();
+    last().drop(1006);
+    const id = store.sendUserMessage(K2, "while away");
+    clock.advance(10);
+    last().open();
+    expect(last().sent).toEqual([
+      { type: "subscribe", workspaceId: "a", lastSeq: 3, epoch: "em" },
+      { type: "subscribe", workspaceId: "a", sessionId: S2, lastSeq: 1, epoch: "e2" },
+      {
+        type: "user_message",
+        workspaceId: "a",
+        sessionId: S2,
+        clientMessageId: id,
+        text: "while away",
+      },
+    ]);
+  });
+
+  test("a gap in one session resubscribes that session alone", () => {
+    openBoth();
+    const n = last().sent.length;
+    last().deliver(status(S2, 7, "e2", "running"));
+    expect(last().sent.slice(n)).toEqual([
+      { type: "unsubscribe", workspaceId: "a", sessionId: S2 },
+      { type: "subscribe", workspaceId: "a", sessionId: S2, lastSeq: 1, epoch: "e2" },
+    ]);
+    expect(store.state.conversations.a?.resync).toBeNull();
+  });
+
+  test("a session the relay does not know yet is asked for again, alone", () => {
+    store.open("a", ["main", S2]);
+    last().deliver(snapshot(undefined, 0, "em"));
+    const n = last().sent.length;
+    last().deliver({
+      type: "error",
+      workspaceId: "a",
+      sessionId: S2,
+      code: "not_found",
+      message: "x",
+    });
+    clock.advance(250);
+    expect(last().sent.slice(n)).toEqual([{ type: "subscribe", workspaceId: "a", sessionId: S2 }]);
+    expect(store.state.conversations.a?.notice).toBeUndefined();
+  });
+
+  test("offline sessions are probed each on its own", () => {
+    openBoth();
+    last().deliver({ type: "status", workspaceId: "a", sessionId: S2, status: "offline" });
+    expect(store.state.statuses.a).toBe("offline");
+    expect(store.state.conversations.a?.online).toBe(true);
+    const n = last().sent.length;
+    clock.advance(2_000);
+    expect(last().sent.slice(n)).toEqual([
+      { type: "unsubscribe", workspaceId: "a", sessionId: S2 },
+      { type: "subscribe", workspaceId: "a", sessionId: S2, lastSeq: 1, epoch: "e2" },
+    ]);
+  });
+
+  test("sessions no longer wanted are left, kept to resume; close leaves all of them", () => {
+    openBoth();
+    const n = last().sent.length;
+    store.open("a", ["main"]);
+    expect(last().sent.slice(n)).toEqual([
+      { type: "unsubscribe", workspaceId: "a", sessionId: S2 },
+    ]);
+    // Nothing more about it reaches its conversation, which is kept.
+    last().deliver(status(S2, 2, "e2", "running"));
+    expect(store.state.conversations[K2]?.lastSeq).toBe(1);
+    store.open("a", ["main", S2]);
+    expect(last().sent.at(-1)).toEqual({
+      type: "subscribe",
+      workspaceId: "a",
+      sessionId: S2,
+      lastSeq: 1,
+      epoch: "e2",
+    });
+    const m = last().sent.length;
+    store.close("a");
+    expect(last().sent.slice(m)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "unsubscribe", workspaceId: "a", sessionId: S2 },
+      { type: "subscribe", workspaceId: "a", statusOnly: true },
+    ]);
+    // statusOnly again: the relay's aggregate, whatever session it names.
+    last().deliver({ ...status(S2, 9, "e2", "waiting_for_input") });
+    expect(store.state.statuses.a).toBe("waiting_for_input");
+    expect(store.state.conversations[K2]?.lastSeq).toBe(1);
+  });
+
+  test("forget drops every session of the workspace", () => {
+    openBoth();
+    const n = last().sent.length;
+    store.forget("a");
+    expect(last().sent.slice(n)).toEqual([
+      { type: "unsubscribe", workspaceId: "a" },
+      { type: "unsubscribe", workspaceId: "a", sessionId: S2 },
+    ]);
+    expect(store.state.conversations).toEqual({});
   });
 });

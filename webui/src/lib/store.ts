@@ -1,18 +1,32 @@
 /**
  * The app's live state: the status of every listed workspace and the
- * conversation of every opened one, fed by one relay connection.
+ * conversation of every session of the opened one, fed by one relay
+ * connection.
  *
- * A workspace is subscribed either `statusOnly` (the list) or fully (an open
- * session). After every (re)connect each subscription is sent again, a full
- * one with its `lastSeq`/`epoch`, and every user message not yet echoed by
- * the VM is sent again with the same `clientMessageId` (the VM records each
- * id once, so a resend is harmless).
+ * A workspace is subscribed either `statusOnly` (the list: relayd sends the
+ * status of its most urgent session) or, while it is shown, fully, one
+ * subscription per session (main, its open sessions, the one shown). Each
+ * conversation is kept under its session's key (`sessionKey`: the workspace
+ * id for main), and every method that acts on a conversation takes that key,
+ * so whatever names a workspace acts on its main session. After every
+ * (re)connect each subscription is sent again, a full one with its
+ * `lastSeq`/`epoch`, and every user message not yet echoed by the VM is sent
+ * again with the same `clientMessageId` (the VM records each id once, so a
+ * resend is harmless).
  */
 
 import type { ConnState } from "./connection";
 import { reduce } from "./conversation";
 import { type Action, type Conversation, emptyConversation } from "./conversationModel";
-import type { Answers, Incoming, Outgoing, Status } from "./protocol";
+import {
+  type Answers,
+  type Incoming,
+  MAIN_SESSION,
+  type Outgoing,
+  type Status,
+  str,
+} from "./protocol";
+import { aggregateStatus, parseSessionKey, sessionKey, sessionOf, withSession } from "./sessions";
 
 /** What the store needs of a connection (RelayConnection, or a fake in tests). */
 export interface RelayLike {
@@ -26,8 +40,9 @@ export interface RelayLike {
 
 export interface StoreState {
   conn: ConnState;
-  /** Latest known status per workspace (list badges). */
+  /** Latest known status per workspace, over its sessions (list badges). */
   statuses: Record<string, Status>;
+  /** Conversations by session key (`sessionKey(workspaceId, sessionId)`). */
   conversations: Record<string, Conversation>;
 }
 
@@ -41,8 +56,8 @@ export interface StoreOptions {
 }
 
 /**
- * A workspace just created may reach relayd a moment after the HTTP answer:
- * its `subscribe` gets `not_found`. Try again after this many milliseconds,
+ * A workspace (or session) just created may reach relayd a moment after the
+ * answer that made it: its `subscribe` gets `not_found`. Try again after this many milliseconds,
  * doubling up to RETRY_MAX_MS.
  */
 export const RETRY_FIRST_MS = 250;
@@ -70,7 +85,10 @@ export function newClientMessageId(): string {
 
 export class Store {
   state: StoreState;
+  /** Workspace -> how it is subscribed. */
   private readonly modes = new Map<string, Mode>();
+  /** A fully subscribed workspace -> its sessions subscribed. */
+  private readonly opened = new Map<string, Set<string>>();
   private readonly listeners = new Set<() => void>();
   private readonly statusListeners = new Set<
     (id: string, status: Status, prev: Status | undefined) => void
@@ -85,11 +103,11 @@ export class Store {
    */
   private readonly schedule: ((f: () => void) => void) | null;
   private readonly later: (f: () => void, ms: number) => void;
-  /** Workspaces the relay did not know yet -> failed subscribe attempts. */
+  /** Subscriptions (by key) the relay did not know yet -> failed subscribe attempts. */
   private readonly unknown = new Map<string, number>();
   /** The last status other than `offline` per workspace. */
   private readonly lastOnline = new Map<string, Status>();
-  /** Workspaces seen offline -> probes sent so far. */
+  /** Subscriptions (by key) seen offline -> probes sent so far. */
   private readonly offline = new Map<string, number>();
 
   constructor(
@@ -104,8 +122,8 @@ export class Store {
     relay.onMessage((m) => this.receive(m));
     relay.onOpen(() => this.resume());
     relay.onClose(() => {
-      for (const id of Object.keys(this.state.conversations))
-        this.dispatch(id, { type: "disconnected" });
+      for (const key of Object.keys(this.state.conversations))
+        this.dispatch(key, { type: "disconnected" });
     });
   }
 
@@ -167,107 +185,220 @@ export class Store {
     }
   }
 
-  /** Open a session: subscribe fully, resuming where this tab left off. */
-  open(id: string): void {
-    if (this.modes.get(id) === "full") return;
-    const wasWatched = this.modes.has(id);
-    this.modes.set(id, "full");
-    if (!this.state.conversations[id]) {
-      this.set({
-        ...this.state,
-        conversations: { ...this.state.conversations, [id]: emptyConversation(id) },
-      });
+  /**
+   * Show a workspace: subscribe fully to these of its sessions (main always),
+   * each resuming where this tab left off, and leave the ones subscribed
+   * before that are not among them (their conversations are kept, to resume).
+   */
+  open(id: string, sessions: readonly string[] = [MAIN_SESSION]): void {
+    const mode = this.modes.get(id);
+    let have = this.opened.get(id);
+    if (mode !== "full" || !have) {
+      this.modes.set(id, "full");
+      have = new Set();
+      this.opened.set(id, have);
+      if (mode === "status") this.relay.send({ type: "unsubscribe", workspaceId: id });
     }
-    if (wasWatched) this.relay.send({ type: "unsubscribe", workspaceId: id });
-    this.relay.send(this.subscribeMessage(id));
+    const want = new Set([MAIN_SESSION, ...sessions]);
+    for (const sid of [...have]) {
+      if (want.has(sid)) continue;
+      have.delete(sid);
+      this.unknown.delete(sessionKey(id, sid));
+      this.offline.delete(sessionKey(id, sid));
+      this.relay.send(withSession({ type: "unsubscribe", workspaceId: id }, sid));
+    }
+    for (const sid of want) {
+      if (have.has(sid)) continue;
+      have.add(sid);
+      const key = sessionKey(id, sid);
+      if (!this.state.conversations[key]) {
+        this.set({
+          ...this.state,
+          conversations: { ...this.state.conversations, [key]: emptyConversation(id, sid) },
+        });
+      }
+      this.relay.send(this.subscribeMessage(key));
+    }
   }
 
-  /** Leave a session; keep watching its status for the list. */
+  /** Leave a workspace's sessions; keep watching its status for the list. */
   close(id: string): void {
-    if (this.modes.get(id) !== "full") return;
+    const have = this.opened.get(id);
+    if (this.modes.get(id) !== "full" || !have) return;
     this.modes.set(id, "status");
-    this.relay.send({ type: "unsubscribe", workspaceId: id });
+    this.opened.delete(id);
+    for (const sid of have) {
+      this.unknown.delete(sessionKey(id, sid));
+      this.offline.delete(sessionKey(id, sid));
+      this.relay.send(withSession({ type: "unsubscribe", workspaceId: id }, sid));
+    }
     this.relay.send({ type: "subscribe", workspaceId: id, statusOnly: true });
   }
 
-  /** Forget a workspace entirely (deleted). */
+  /** Forget a workspace entirely (deleted), with all its sessions. */
   forget(id: string): void {
-    if (this.modes.delete(id)) this.relay.send({ type: "unsubscribe", workspaceId: id });
+    const mode = this.modes.get(id);
+    const have = this.opened.get(id);
+    this.modes.delete(id);
+    this.opened.delete(id);
+    if (mode === "full" && have) {
+      for (const sid of have)
+        this.relay.send(withSession({ type: "unsubscribe", workspaceId: id }, sid));
+    } else if (mode) this.relay.send({ type: "unsubscribe", workspaceId: id });
     const conversations = { ...this.state.conversations };
-    delete conversations[id];
+    for (const key of Object.keys(conversations))
+      if (parseSessionKey(key).workspaceId === id) delete conversations[key];
     const statuses = { ...this.state.statuses };
     delete statuses[id];
     this.set({ ...this.state, conversations, statuses });
   }
 
-  sendUserMessage(id: string, text: string): string {
+  /** Send a user message in the session of `key`; its clientMessageId. */
+  sendUserMessage(key: string, text: string): string {
     const clientMessageId = newClientMessageId();
-    this.dispatch(id, { type: "queue", clientMessageId, text });
-    if (this.relay.send({ type: "user_message", workspaceId: id, clientMessageId, text })) {
-      this.dispatch(id, { type: "sent", clientMessageId });
+    this.dispatch(key, { type: "queue", clientMessageId, text });
+    if (this.sendUser(key, clientMessageId, text)) {
+      this.dispatch(key, { type: "sent", clientMessageId });
     }
     return clientMessageId;
   }
 
   /** Send a failed message again, with its id. */
-  retry(id: string, clientMessageId: string): void {
-    const e = this.state.conversations[id]?.outbox.find(
+  retry(key: string, clientMessageId: string): void {
+    const e = this.state.conversations[key]?.outbox.find(
       (x) => x.clientMessageId === clientMessageId,
     );
-    if (
-      e &&
-      this.relay.send({ type: "user_message", workspaceId: id, clientMessageId, text: e.text })
-    ) {
-      this.dispatch(id, { type: "sent", clientMessageId });
+    if (e && this.sendUser(key, clientMessageId, e.text)) {
+      this.dispatch(key, { type: "sent", clientMessageId });
     }
   }
 
-  answer(id: string, requestId: string, answers: Answers): boolean {
-    return this.relay.send({ type: "question_response", workspaceId: id, requestId, answers });
+  answer(key: string, requestId: string, answers: Answers): boolean {
+    const { workspaceId, sessionId } = parseSessionKey(key);
+    return this.relay.send(
+      withSession({ type: "question_response", workspaceId, requestId, answers }, sessionId),
+    );
   }
 
-  decide(id: string, requestId: string, allow: boolean, message?: string): boolean {
-    const msg: Outgoing = { type: "permission_response", workspaceId: id, requestId, allow };
+  decide(key: string, requestId: string, allow: boolean, message?: string): boolean {
+    const { workspaceId, sessionId } = parseSessionKey(key);
+    const msg: Outgoing = { type: "permission_response", workspaceId, requestId, allow };
     if (message) msg.message = message;
-    return this.relay.send(msg);
+    return this.relay.send(withSession(msg, sessionId));
   }
 
-  interrupt(id: string): boolean {
-    return this.relay.send({ type: "interrupt", workspaceId: id });
+  interrupt(key: string): boolean {
+    const { workspaceId, sessionId } = parseSessionKey(key);
+    return this.relay.send(withSession({ type: "interrupt", workspaceId }, sessionId));
   }
 
-  dismissNotice(id: string): void {
-    this.dispatch(id, { type: "dismiss_notice" });
+  dismissNotice(key: string): void {
+    this.dispatch(key, { type: "dismiss_notice" });
   }
 
-  private subscribeMessage(id: string): Outgoing {
-    const c = this.state.conversations[id];
+  private sendUser(key: string, clientMessageId: string, text: string): boolean {
+    const { workspaceId, sessionId } = parseSessionKey(key);
+    return this.relay.send(
+      withSession({ type: "user_message", workspaceId, clientMessageId, text }, sessionId),
+    );
+  }
+
+  private subscribeMessage(key: string): Outgoing {
+    const { workspaceId, sessionId } = parseSessionKey(key);
+    const c = this.state.conversations[key];
     if (c?.loaded && c.epoch !== null && c.resync !== "epoch") {
-      return { type: "subscribe", workspaceId: id, lastSeq: c.lastSeq, epoch: c.epoch };
+      return withSession(
+        { type: "subscribe", workspaceId, lastSeq: c.lastSeq, epoch: c.epoch },
+        sessionId,
+      );
     }
-    return { type: "subscribe", workspaceId: id };
+    return withSession({ type: "subscribe", workspaceId }, sessionId);
   }
 
-  private dispatch(id: string, action: Action): void {
-    const c = this.state.conversations[id];
+  /** The subscription of `key` as it stands now, or null when there is none. */
+  private subscription(key: string): Outgoing | null {
+    const { workspaceId, sessionId } = parseSessionKey(key);
+    const mode = this.modes.get(workspaceId);
+    if (mode === "status")
+      return sessionId === MAIN_SESSION
+        ? { type: "subscribe", workspaceId, statusOnly: true }
+        : null;
+    if (mode === "full" && this.opened.get(workspaceId)?.has(sessionId))
+      return this.subscribeMessage(key);
+    return null;
+  }
+
+  private dispatch(key: string, action: Action): void {
+    const c = this.state.conversations[key];
     if (!c) return;
     const next = reduce(c, action);
     if (next !== c)
-      this.set({ ...this.state, conversations: { ...this.state.conversations, [id]: next } });
+      this.set({ ...this.state, conversations: { ...this.state.conversations, [key]: next } });
+  }
+
+  /**
+   * The session a message from the relay is about: the one it names, or for
+   * an `error` naming none, the session whose message or prompt its `ref`
+   * is (relayd's own errors about a client message name no session); main
+   * otherwise.
+   */
+  private sessionFor(id: string, m: Incoming): string {
+    const named = sessionOf(m);
+    if (named !== MAIN_SESSION || m.sessionId !== undefined || m.type !== "error") return named;
+    const ref = str(m.ref);
+    if (ref === undefined) return named;
+    for (const sid of this.opened.get(id) ?? []) {
+      const c = this.state.conversations[sessionKey(id, sid)];
+      if (c?.index[`req:${ref}`] !== undefined || c?.outbox.some((e) => e.clientMessageId === ref))
+        return sid;
+    }
+    return named;
   }
 
   private receive(m: Incoming): void {
     const id = m.workspaceId;
     if (typeof id !== "string") return;
-    if (m.type === "error" && m.code === "not_found" && m.ref === undefined && this.modes.has(id)) {
-      this.retrySubscribe(id);
+    const mode = this.modes.get(id);
+    if (mode === undefined) return;
+    const sid = mode === "full" ? this.sessionFor(id, m) : MAIN_SESSION;
+    const key = sessionKey(id, sid);
+    if (m.type === "error" && m.code === "not_found" && m.ref === undefined) {
+      this.retrySubscribe(key);
       return;
     }
+    if (mode === "status") {
+      this.receiveStatus(id, m);
+      return;
+    }
+    if (!this.opened.get(id)?.has(sid)) return;
+    if (m.type === "subscribed") this.unknown.delete(key);
+    if (m.type === "status" && typeof m.status === "string") {
+      if (m.status === "offline") this.probeOffline(key);
+      else this.offline.delete(key);
+    }
+    this.dispatch(key, { type: "receive", message: m });
+    const c = this.state.conversations[key];
+    if (!c) return;
+    // The list shows the workspace's most urgent session, as relayd does for statusOnly.
+    this.updateAggregate(id);
+    // VM activity (not `subscribed`, which the relay may follow with `offline` at once).
+    if (c.online && typeof m.seq === "number") this.offline.delete(key);
+    if (c.resync) {
+      // The log cannot be continued from here: subscribe again (from lastSeq after a gap,
+      // from scratch after a new epoch).
+      this.relay.send(withSession({ type: "unsubscribe", workspaceId: id }, sid));
+      this.relay.send(this.subscribeMessage(key));
+      this.dispatch(key, { type: "resubscribe" });
+    }
+  }
+
+  /** A message for a workspace of the list (statusOnly). */
+  private receiveStatus(id: string, m: Incoming): void {
     if (m.type === "subscribed") {
       this.unknown.delete(id);
       // statusOnly: the relay follows `subscribed` with `offline` while the VM is away, and
       // with nothing when the VM is back but has not reported since.
-      if (this.modes.get(id) === "status" && this.state.statuses[id] === "offline") {
+      if (this.state.statuses[id] === "offline") {
         this.setStatus(id, this.lastOnline.get(id) ?? "idle");
       }
     }
@@ -276,57 +407,44 @@ export class Store {
       if (m.status === "offline") this.probeOffline(id);
       else this.offline.delete(id);
     }
-    if (this.modes.get(id) !== "full") return;
-    this.dispatch(id, { type: "receive", message: m });
-    const c = this.state.conversations[id];
-    if (!c) return;
-    if ((m.type === "messages_snapshot" || m.type === "subscribed") && c.status)
-      this.setStatus(id, c.status);
-    // VM activity (not `subscribed`, which the relay may follow with `offline` at once).
-    if (c.online && typeof m.seq === "number") this.offline.delete(id);
-    if (c.resync) {
-      // The log cannot be continued from here: subscribe again (from lastSeq after a gap,
-      // from scratch after a new epoch).
-      this.relay.send({ type: "unsubscribe", workspaceId: id });
-      this.relay.send(this.subscribeMessage(id));
-      this.dispatch(id, { type: "resubscribe" });
-    }
   }
 
-  private probeOffline(id: string): void {
-    const probes = this.offline.get(id);
+  private updateAggregate(id: string): void {
+    const statuses = [...(this.opened.get(id) ?? [])].map((sid) => {
+      const c = this.state.conversations[sessionKey(id, sid)];
+      // Before its snapshot a session says only what the relay said (offline), if anything.
+      return c && (c.loaded || c.status === "offline") ? c.status : null;
+    });
+    const status = aggregateStatus(statuses);
+    if (status) this.setStatus(id, status);
+  }
+
+  private probeOffline(key: string): void {
+    const probes = this.offline.get(key);
     if (probes !== undefined && probes < 0) return; // one probe at a time
     const n = probes ?? 0;
-    this.offline.set(id, -1 - n);
+    this.offline.set(key, -1 - n);
     this.later(
       () => {
-        const mode = this.modes.get(id);
-        const state = this.offline.get(id);
-        if (!mode || state === undefined) return;
-        this.offline.set(id, n + 1);
-        this.relay.send({ type: "unsubscribe", workspaceId: id });
-        this.relay.send(
-          mode === "full"
-            ? this.subscribeMessage(id)
-            : { type: "subscribe", workspaceId: id, statusOnly: true },
-        );
+        const sub = this.subscription(key);
+        const state = this.offline.get(key);
+        if (!sub || state === undefined) return;
+        this.offline.set(key, n + 1);
+        const { workspaceId, sessionId } = parseSessionKey(key);
+        this.relay.send(withSession({ type: "unsubscribe", workspaceId }, sessionId));
+        this.relay.send(sub);
       },
       Math.min(OFFLINE_PROBE_MAX_MS, OFFLINE_PROBE_MS * 2 ** n),
     );
   }
 
-  private retrySubscribe(id: string): void {
-    const attempt = this.unknown.get(id) ?? 0;
-    this.unknown.set(id, attempt + 1);
+  private retrySubscribe(key: string): void {
+    const attempt = this.unknown.get(key) ?? 0;
+    this.unknown.set(key, attempt + 1);
     this.later(
       () => {
-        const mode = this.modes.get(id);
-        if (!mode || !this.unknown.has(id)) return;
-        this.relay.send(
-          mode === "full"
-            ? this.subscribeMessage(id)
-            : { type: "subscribe", workspaceId: id, statusOnly: true },
-        );
+        const sub = this.subscription(key);
+        if (sub && this.unknown.has(key)) this.relay.send(sub);
       },
       Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt),
     );
@@ -334,23 +452,18 @@ export class Store {
 
   private resume(): void {
     for (const [id, mode] of this.modes) {
-      this.relay.send(
-        mode === "full"
-          ? this.subscribeMessage(id)
-          : { type: "subscribe", workspaceId: id, statusOnly: true },
-      );
-      if (mode !== "full") continue;
-      for (const e of this.state.conversations[id]?.outbox ?? []) {
-        if (e.state === "failed") continue;
-        if (
-          this.relay.send({
-            type: "user_message",
-            workspaceId: id,
-            clientMessageId: e.clientMessageId,
-            text: e.text,
-          })
-        ) {
-          this.dispatch(id, { type: "sent", clientMessageId: e.clientMessageId });
+      if (mode !== "full") {
+        this.relay.send({ type: "subscribe", workspaceId: id, statusOnly: true });
+        continue;
+      }
+      for (const sid of this.opened.get(id) ?? []) {
+        const key = sessionKey(id, sid);
+        this.relay.send(this.subscribeMessage(key));
+        for (const e of this.state.conversations[key]?.outbox ?? []) {
+          if (e.state === "failed") continue;
+          if (this.sendUser(key, e.clientMessageId, e.text)) {
+            this.dispatch(key, { type: "sent", clientMessageId: e.clientMessageId });
+          }
         }
       }
     }

@@ -16,6 +16,7 @@ import {
 } from "./conversationModel";
 import { isObject, num, str } from "./protocol";
 import { applySettings } from "./sessionSettings";
+import { parseSessionList } from "./sessions";
 import { applyUsage, turnCost } from "./usage";
 
 function parseBlock(b: unknown): Block {
@@ -76,8 +77,11 @@ export function applyClaude(
   const next = applyLine(state, data, seq);
   const usage = applyUsage(state.usage, data);
   const settings = applySettings(state.settings, data);
-  if (usage === state.usage && settings === state.settings) return next;
-  return { ...next, usage, settings };
+  // vmagent's session list (main's log): the whole list each time, the latest wins.
+  const sessions = parseSessionList(data) ?? state.sessions;
+  if (usage === state.usage && settings === state.settings && sessions === state.sessions)
+    return next;
+  return { ...next, usage, settings, sessions };
 }
 
 function applyLine(state: Conversation, data: Record<string, unknown>, seq: number): Conversation {
