@@ -1,8 +1,9 @@
 """The agent: dials relayd, keeps dialling, and routes its frames to workspaces.
 
 One task keeps the connection (jittered exponential backoff between
-attempts); each workspace is a :class:`~vmagent.session.WorkspaceSession`
-task in the agent's nursery, so workspaces outlive connections. Frames go
+attempts); each workspace is a :class:`~vmagent.workspace.Workspace` task in
+the agent's nursery (its sessions are tasks in its own), so workspaces
+outlive connections. Frames go
 out through a bounded per-connection queue filled with ``send_nowait``:
 producers never wait on the network, and a queue that overflows closes the
 connection (relayd catches up from the log after the reconnect, through
@@ -28,9 +29,11 @@ from vmagent.engines.base import Engine
 from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer, reply_frame
 from vmagent.publish import PublishSettings
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, SettingsError, WorkspaceSession
+from vmagent.session_list import MAIN_SESSION, valid_session_id
 from vmagent.store import LogFile, Store, valid_workspace_id
 from vmagent.terminals import TerminalLimits, Terminals
 from vmagent.workdir import WorkdirPlan
+from vmagent.workspace import SessionLimits, Workspace
 from vmagent.workspace_ops import OpLimits
 from wire.codec import ProtocolError, loads
 from wire.frames import (
@@ -59,7 +62,6 @@ from wire.protocol import (
     VM_PATH,
     ErrorCode,
     RelayType,
-    Status,
     VmType,
 )
 
@@ -146,6 +148,7 @@ class AgentSettings:
     publish: PublishSettings = attrs.Factory(PublishSettings)
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
     terminals: TerminalLimits = attrs.Factory(TerminalLimits)
+    sessions: SessionLimits = attrs.Factory(SessionLimits)
     #: Whether users may switch a session to ``bypassPermissions``.
     allow_bypass_permissions: bool = True
 
@@ -169,7 +172,7 @@ class Agent:
         self.settings = settings
         self.engine = engine
         self.store = Store(settings.state_dir)
-        self.sessions: dict[str, WorkspaceSession] = {}
+        self.workspaces: dict[str, Workspace] = {}
         self._released: set[str] = set()
         self._out: trio.MemorySendChannel[str] | None = None
         self._conn_scope: trio.CancelScope | None = None
@@ -188,9 +191,14 @@ class Agent:
             self.post, self.store.work_dir, limits=settings.terminals, room=self._out_room
         )
 
+    @property
+    def sessions(self) -> dict[str, WorkspaceSession]:
+        """The main session of each workspace held."""
+        return {ws: w.main for ws, w in self.workspaces.items()}
+
     def _issue_of(self, workspace_id: str) -> dict[str, Any] | None:
-        session = self.sessions.get(workspace_id)
-        return session.issue if session is not None else None
+        workspace = self.workspaces.get(workspace_id)
+        return workspace.issue if workspace is not None else None
 
     # -- life ---------------------------------------------------------------------
 
@@ -206,41 +214,49 @@ class Agent:
                 if conv.released:
                     logfile.close()
                     continue
-                self._start_session(self._make_session(conv, logfile))
+                self._start_workspace(self._make_workspace(conv, logfile))
             task_status.started()
             await self._connect_forever()
 
-    def _start_session(self, session: WorkspaceSession) -> None:
+    def _start_workspace(self, workspace: Workspace) -> None:
         assert self._nursery is not None
-        self.sessions[session.workspace_id] = session
-        self._nursery.start_soon(self._run_session, session)
+        self.workspaces[workspace.workspace_id] = workspace
+        self._nursery.start_soon(self._run_workspace, workspace)
 
-    def _make_session(self, conv: Conversation, logfile: LogFile) -> WorkspaceSession:
-        workspace_id = conv.workspace_id
+    def _make_workspace(self, conv: Conversation, logfile: LogFile) -> Workspace:
+        """The workspace whose main log is ``conv``, with the other sessions its list names."""
+        return Workspace(
+            conv,
+            logfile,
+            store=self.store,
+            make_session=self._make_session,
+            post=self.post,
+            limits=self.settings.sessions,
+            allow_bypass=self.settings.allow_bypass_permissions,
+        )
+
+    def _make_session(
+        self, conv: Conversation, logfile: LogFile, workdir_ready: trio.Event
+    ) -> WorkspaceSession:
         return WorkspaceSession(
             conv,
             logfile,
             engine=self.engine,
-            workdir=self.store.work_dir(workspace_id),
+            workdir=self.store.work_dir(conv.workspace_id),
             post=self.post,
             plan=self.settings.plan,
             max_queued=self.settings.max_queued_messages,
             allow_bypass=self.settings.allow_bypass_permissions,
+            workdir_ready=workdir_ready,
         )
 
-    async def _run_session(self, session: WorkspaceSession) -> None:
+    async def _run_workspace(self, workspace: Workspace) -> None:
         try:
-            await session.run()
-        except Exception as exc:
-            # A bug in one workspace must not take the others down with it.
-            log.exception("workspace session failed", extra={"workspaceId": session.workspace_id})
-            session.commit(session.conv.set_status(Status.ERROR, f"internal error: {exc}"[:300]))
+            await workspace.run()
         finally:
-            released = session.workspace_id in self._released
-            self._released.discard(session.workspace_id)
-            session.close(released=released)
-            if self.sessions.get(session.workspace_id) is session:
-                del self.sessions[session.workspace_id]
+            self._released.discard(workspace.workspace_id)
+            if self.workspaces.get(workspace.workspace_id) is workspace:
+                del self.workspaces[workspace.workspace_id]
 
     # -- the connection -------------------------------------------------------------
 
@@ -273,7 +289,11 @@ class Agent:
                 "type": VmType.HELLO,
                 "vmId": vm_id,
                 "agentVersion": agent_version(),
-                "workspaces": [s.conv.hello_entry() for s in self.sessions.values()],
+                "workspaces": [
+                    conv.hello_entry()
+                    for workspace in self.workspaces.values()
+                    for conv in workspace.conversations()
+                ],
             }
         )
 
@@ -324,7 +344,7 @@ class Agent:
         send.send_nowait(self._hello(vm_id))
         self._out = send
         self.connects += 1
-        log.info("connected to relay", extra={"vmId": vm_id, "workspaces": len(self.sessions)})
+        log.info("connected to relay", extra={"vmId": vm_id, "workspaces": len(self.workspaces)})
         try:
             async with trio.open_nursery() as nursery:
                 self._conn_scope = nursery.cancel_scope
@@ -408,8 +428,8 @@ class Agent:
         if not isinstance(workspace_id, str) or not valid_workspace_id(workspace_id):
             self._error(ErrorCode.BAD_REQUEST, f"{kind} needs a valid 'workspaceId'")
             return
-        session = self.sessions.get(workspace_id)
-        if session is None and kind != RelayType.WORKSPACE_ASSIGNED:
+        workspace = self.workspaces.get(workspace_id)
+        if workspace is None and kind != RelayType.WORKSPACE_ASSIGNED:
             self._error(
                 ErrorCode.NOT_FOUND,
                 "this VM does not hold that workspace",
@@ -425,40 +445,64 @@ class Agent:
         if isinstance(message, WorkspaceAssigned):
             self._assigned(workspace_id, msgspec.to_builtins(message.issue))
             return
-        assert session is not None
+        assert workspace is not None
+        sid = obj.get("sessionId", MAIN_SESSION)
+        if not valid_session_id(sid):
+            self._error(ErrorCode.BAD_REQUEST, "bad 'sessionId'", workspace_id, ref_of(obj))
+            return
+        self._route(workspace, sid, message)
+
+    def _route(self, workspace: Workspace, sid: str, message: object) -> None:
+        """Hand a decoded message to its workspace and session."""
         if isinstance(message, WorkspaceReleased):
-            self._released.add(workspace_id)
-            session.stop()
+            self._released.add(workspace.workspace_id)
+            workspace.stop(released=True)
         elif isinstance(message, SnapshotRequest):
-            session.snapshot(message.request_id)
+            workspace.snapshot(sid, message.request_id)
         elif isinstance(message, UserMessage):
-            session.user_message(message)
+            session = workspace.running(sid, message.client_message_id)
+            if session is not None:
+                session.user_message(message)
         elif isinstance(message, QuestionResponse):
-            session.question_response(message)
+            session = workspace.running(sid, message.request_id)
+            if session is not None:
+                session.question_response(message)
         elif isinstance(message, PermissionResponse):
-            session.permission_response(message)
+            session = workspace.running(sid, message.request_id)
+            if session is not None:
+                session.permission_response(message)
         elif isinstance(message, Interrupt):
-            session.interrupt(message)
-        elif isinstance(message, Request) and message.op == MODELS_OP:
-            self.post(reply_frame(message, result=session.offered()))
-        elif isinstance(message, Request) and message.op == COMMANDS_OP:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._commands, session, message)
-        elif isinstance(message, Request) and message.op == SETTINGS_OP:
-            # The session's own op: it changes the conversation, not the tree.
-            assert self._nursery is not None
-            self._nursery.start_soon(self._configure, session, message)
+            # A closed session has no turn to stop: nothing to do, nothing to say.
+            if workspace.conversation(sid, None) is not None and not workspace.is_closed(sid):
+                workspace.open[sid].interrupt(message)
         elif isinstance(message, Request):
-            if message.op == TERMINAL_OPEN:
-                self.terminals.open(message)
-            else:
-                self.ops.submit(message)
+            self._request(workspace, sid, message)
         elif isinstance(message, TerminalInput):
             self.terminals.input(message)
         elif isinstance(message, TerminalResize):
             self.terminals.resize(message)
         elif isinstance(message, TerminalClose):
             self.terminals.close(message)
+
+    def _request(self, workspace: Workspace, sid: str, request: Request) -> None:
+        if workspace.conversation(sid, request.request_id) is None:
+            return  # not_found sent
+        if request.op == MODELS_OP:
+            self.post(reply_frame(request, result=workspace.offered(sid)))
+        elif request.op in (SETTINGS_OP, COMMANDS_OP):
+            if workspace.is_closed(sid):
+                self.post(
+                    reply_frame(request, code=ErrorCode.BAD_REQUEST, message="session is closed")
+                )
+                return
+            # The session's own ops: about the conversation, not the tree.
+            assert self._nursery is not None
+            work = self._configure if request.op == SETTINGS_OP else self._commands
+            self._nursery.start_soon(work, workspace.open[sid], request)
+        elif request.op == TERMINAL_OPEN:
+            self.terminals.open(request)
+        else:
+            self.ops.submit(request)
 
     async def _configure(self, session: WorkspaceSession, request: Request) -> None:
         try:
@@ -471,25 +515,25 @@ class Agent:
     async def _commands(self, session: WorkspaceSession, request: Request) -> None:
         self.post(reply_frame(request, result=await session.commands()))
 
-    async def _assign_after_stop(self, old: WorkspaceSession, issue: dict[str, Any]) -> None:
+    async def _assign_after_stop(self, old: Workspace, issue: dict[str, Any]) -> None:
         await old.finished.wait()
-        # _run_session has closed and forgotten ``old`` in the same step.
+        # _run_workspace has forgotten ``old`` in the same step.
         self._assigned(old.workspace_id, issue)
 
     def _assigned(self, workspace_id: str, issue: dict[str, Any]) -> None:
-        session = self.sessions.get(workspace_id)
-        if session is not None:
+        workspace = self.workspaces.get(workspace_id)
+        if workspace is not None:
             if workspace_id in self._released:
-                # Released and assigned again before its session finished stopping.
+                # Released and assigned again before its sessions finished stopping.
                 assert self._nursery is not None
-                self._nursery.start_soon(self._assign_after_stop, session, issue)
+                self._nursery.start_soon(self._assign_after_stop, workspace, issue)
                 return
-            session.assigned(issue)  # a repeat on reconnect: a no-op unless it changed
+            workspace.main.assigned(issue)  # a repeat on reconnect: a no-op unless it changed
             return
         self._released.discard(workspace_id)
-        session = self._make_session(*self.store.open(workspace_id))
-        session.assigned(issue)
-        self._start_session(session)
+        workspace = self._make_workspace(*self.store.open(workspace_id))
+        workspace.main.assigned(issue)
+        self._start_workspace(workspace)
 
 
 _HANDLED: Final = frozenset(

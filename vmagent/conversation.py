@@ -24,6 +24,7 @@ from typing import Any, Final
 import attrs
 
 from vmagent.engines.base import SessionSettings
+from vmagent.session_list import MAIN_SESSION, SESSIONS_SUBTYPE
 from wire.envelope import vm_frame
 from wire.messages import (
     PermissionResponse,
@@ -124,11 +125,27 @@ def new_request_id(kind: str) -> str:
 
 
 class Conversation:
-    """The state of one workspace's log: seq, epoch, messages, open requests."""
+    """The state of one session's log: seq, epoch, messages, open requests.
 
-    def __init__(self, workspace_id: str, epoch: str | None = None) -> None:
+    ``sid`` is the protocol's ``sessionId`` of the log (``main``, or
+    ``s_<32 hex>``); ``session_id`` is Claude Code's own session id.
+    """
+
+    def __init__(
+        self,
+        workspace_id: str,
+        epoch: str | None = None,
+        *,
+        sid: str = MAIN_SESSION,
+        created_at: str | None = None,
+    ) -> None:
         self.workspace_id = workspace_id
+        self.sid = sid
         self.epoch = epoch or new_epoch()
+        #: When the log was made (ISO 8601 UTC; None for a log from before it was kept).
+        self.created_at = created_at
+        #: The latest ``vmagent_sessions`` line's data (main's log only), None before one.
+        self.sessions_data: dict[str, Any] | None = None
         self.seq = 0
         self.status: str = Status.STARTING
         self.status_detail: str | None = None
@@ -152,19 +169,25 @@ class Conversation:
 
     def header(self) -> Out:
         """The first line of a new log file."""
-        body = {
+        body: dict[str, Any] = {
             "type": META_HEADER,
             "format": LOG_FORMAT,
             "version": LOG_VERSION,
             "workspaceId": self.workspace_id,
-            "epoch": self.epoch,
         }
+        if self.sid != MAIN_SESSION:
+            body["sessionId"] = self.sid
+        body["epoch"] = self.epoch
+        if self.created_at is not None:
+            body["createdAt"] = self.created_at
         return Out(dumps(body), log=True, sync=True)
 
     def hello_entry(self) -> dict[str, Any]:
-        """This workspace's item in ``hello``."""
-        entry: dict[str, Any] = {
-            "workspaceId": self.workspace_id,
+        """This session's item in ``hello`` (``sessionId`` left out for main)."""
+        entry: dict[str, Any] = {"workspaceId": self.workspace_id}
+        if self.sid != MAIN_SESSION:
+            entry["sessionId"] = self.sid
+        entry |= {
             "epoch": self.epoch,
             "seq": self.seq,
             # Beyond the contract's three fields: relayd tells subscribers, who
@@ -272,18 +295,19 @@ class Conversation:
         self._apply(frame, json.loads(frame))
         return True, [Out(frame, sync=True)]
 
-    def claude_line(self, line: str) -> list[Out]:
+    def claude_line(self, line: str, *, sync: bool = False) -> list[Out]:
         """One stream-json line, spliced verbatim into a ``claude_message``.
 
         The line must be one JSON object (the caller checks); it is parsed here
-        only to learn what compaction and resume need.
+        only to learn what compaction and resume need. ``sync``: fsync it
+        (vmagent's own records, such as the list of sessions).
         """
         data = json.loads(line)
         if not isinstance(data, dict):
             raise ValueError("a stream-json line must be a JSON object")
         frame = self._next(VmType.CLAUDE_MESSAGE, raw_fields={"data": line})
         self._apply_claude(self.seq, frame, data)
-        outs = [Out(frame)]
+        outs = [Out(frame, sync=sync)]
         session_id = data.get("session_id")
         if data.get("type") == "system" and isinstance(session_id, str) and session_id:
             meta = self.set_session_id(session_id)
@@ -378,6 +402,8 @@ class Conversation:
 
     def _apply_claude(self, seq: int, frame: str, data: dict[str, Any]) -> None:
         kind = data.get("type")
+        if kind == "system" and data.get("subtype") == SESSIONS_SUBTYPE:
+            self.sessions_data = data
         if kind == "system" and data.get("subtype") in (SETTINGS_SUBTYPE, "init"):
             # The latest wins: Claude Code leaves plan mode by itself once a plan
             # is approved, and its next init line says so.
@@ -458,11 +484,14 @@ class Conversation:
     # -- restore -----------------------------------------------------------------
 
     @classmethod
-    def restore(cls, workspace_id: str, lines: Iterable[str]) -> Conversation:
+    def restore(
+        cls, workspace_id: str, lines: Iterable[str], sid: str = MAIN_SESSION
+    ) -> Conversation:
         """Rebuild a conversation from its log lines, or raise :class:`CorruptLog`.
 
         Every line must be a JSON object and end with a newline; the first is
-        the header; sequenced frames must count up by exactly one.
+        the header (of this workspace and session); sequenced frames must
+        count up by exactly one.
         """
         conv: Conversation | None = None
         for number, raw in enumerate(lines, start=1):
@@ -482,10 +511,17 @@ class Conversation:
                     or body.get("format") != LOG_FORMAT
                     or body.get("version") != LOG_VERSION
                     or body.get("workspaceId") != workspace_id
+                    or body.get("sessionId", MAIN_SESSION) != sid
                     or not isinstance(body.get("epoch"), str)
                 ):
                     raise CorruptLog("the log header is missing or not ours")
-                conv = cls(workspace_id, body["epoch"])
+                created = body.get("createdAt")
+                conv = cls(
+                    workspace_id,
+                    body["epoch"],
+                    sid=sid,
+                    created_at=created if isinstance(created, str) else None,
+                )
                 continue
             conv._restore_line(number, line, body)
         if conv is None:
@@ -520,6 +556,7 @@ class Conversation:
             or seq != self.seq + 1
             or body.get("epoch") != self.epoch
             or body.get("workspaceId") != self.workspace_id
+            or body.get("sessionId", MAIN_SESSION) != self.sid
         ):
             raise CorruptLog(f"line {number}: expected seq {self.seq + 1} of epoch {self.epoch}")
         if kind not in SEQUENCED_VM_TYPES:

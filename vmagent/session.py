@@ -1,4 +1,4 @@
-"""One workspace on this VM: its log, its working directory, its engine.
+"""One session of a workspace on this VM: its log, its engine, in the workspace's tree.
 
 The thin I/O shell around :class:`~vmagent.conversation.Conversation`: every
 change goes through :meth:`WorkspaceSession.commit`, which writes the log (and
@@ -28,6 +28,7 @@ from vmagent.engines.base import (
     EngineSession,
     SessionSettings,
 )
+from vmagent.session_list import MAIN_SESSION
 from vmagent.store import LogFile
 from vmagent.workdir import WorkdirError, WorkdirPlan, prepare_workdir
 from wire.messages import (
@@ -42,12 +43,32 @@ from wire.protocol import ErrorCode, Status
 
 log = logging.getLogger("vmagent.session")
 
-#: User messages accepted but not yet handed to the engine, per workspace.
+#: User messages accepted but not yet handed to the engine, per session.
 DEFAULT_MAX_QUEUED_MESSAGES: Final = 64
 #: Longest model name a ``session_settings`` op accepts.
 MAX_MODEL_NAME: Final = 100
 
 Post = Callable[[str], None]
+#: The ``detail`` of a closed session's ``stopped`` status.
+CLOSED_DETAIL: Final = "closed"
+
+
+def commit_to(logfile: LogFile, post: Post, outs: Iterable[Out | None]) -> None:
+    """Write ``outs`` to the log (fsync when asked), then send those meant for peers."""
+    real = [o for o in outs if o is not None]
+    if not real:
+        return
+    logfile.append(real)
+    for out in real:
+        if not out.frame.startswith('{"type":"_'):
+            post(out.frame)
+
+
+def close_log(conv: Conversation, logfile: LogFile, post: Post) -> None:
+    """Record that a session is closed (``stopped``, detail ``closed``) and close its log."""
+    commit_to(logfile, post, conv.cancel_pending())
+    commit_to(logfile, post, conv.set_status(Status.STOPPED, CLOSED_DETAIL))
+    logfile.close()
 
 
 @attrs.define
@@ -58,7 +79,11 @@ class _Waiter:
 
 
 class WorkspaceSession:
-    """Runs one workspace; :meth:`run` lives in the agent's nursery."""
+    """Runs one session of a workspace; :meth:`run` lives in the workspace's nursery.
+
+    main prepares the working tree and then sets ``workdir_ready``; the
+    workspace's other sessions wait for it and work in the same tree.
+    """
 
     def __init__(
         self,
@@ -71,12 +96,16 @@ class WorkspaceSession:
         plan: WorkdirPlan,
         max_queued: int = DEFAULT_MAX_QUEUED_MESSAGES,
         allow_bypass: bool = True,
+        workdir_ready: trio.Event | None = None,
     ) -> None:
         self.conv = conv
         self.logfile = logfile
         self.engine = engine
         self.workdir = workdir
         self.workspace_id = conv.workspace_id
+        #: The protocol's ``sessionId`` of this session (``session_id`` is Claude Code's).
+        self.sid = conv.sid
+        self.workdir_ready = workdir_ready if workdir_ready is not None else trio.Event()
         self._post = post
         self._plan = plan
         # (clientMessageId, text) of accepted messages waiting for the engine.
@@ -159,13 +188,7 @@ class WorkspaceSession:
 
     def commit(self, outs: Iterable[Out | None]) -> None:
         """Write ``outs`` to the log (fsync when asked), then send them."""
-        real = [o for o in outs if o is not None]
-        if not real:
-            return
-        self.logfile.append(real)
-        for out in real:
-            if not out.frame.startswith('{"type":"_'):
-                self._post(out.frame)
+        commit_to(self.logfile, self._post, outs)
 
     def _error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
         self._post(error_frame(code, message, workspace_id=self.workspace_id, ref=ref))
@@ -218,13 +241,7 @@ class WorkspaceSession:
     def offered(self) -> dict[str, Any]:
         """The ``session_models`` op: the models on offer and the current settings."""
         models = self._engine_session.models() if self._engine_session is not None else []
-        current = self.conv.settings
-        return {
-            "models": models,
-            "model": current.model,
-            "permissionMode": current.permission_mode,
-            "bypassAllowed": self._allow_bypass,
-        }
+        return offer(models, self.conv.settings, allow_bypass=self._allow_bypass)
 
     async def commands(self) -> dict[str, Any]:
         """The ``session_commands`` op: the slash commands the engine offers.
@@ -311,9 +328,11 @@ class WorkspaceSession:
                     extra={"workspaceId": self.workspace_id, "ref": queued[0]},
                 )
                 self.commit([conv.start_turn(queued[0])])
-        if self._plan.clone:
+        if self.sid != MAIN_SESSION:
+            await self.workdir_ready.wait()
+        elif self._plan.clone:
             await self._has_issue.wait()
-        while True:
+        while self.sid == MAIN_SESSION:
             try:
                 await prepare_workdir(self._plan, conv.issue, self.workdir)
                 break
@@ -331,6 +350,8 @@ class WorkspaceSession:
             try:
                 async with self.engine.open(self) as engine_session:
                     self._engine_session = engine_session
+                    # After the engine opened: it may make the tree (the demo seeds it).
+                    self.workdir_ready.set()
                     self.commit(conv.set_status(Status.IDLE, idle_detail))
                     idle_detail = None
                     await self._turns(engine_session)
@@ -364,13 +385,29 @@ class WorkspaceSession:
             if self._inbox.statistics().current_buffer_used == 0:
                 self.commit(self.conv.set_status(Status.IDLE))
 
-    def close(self, *, released: bool) -> None:
-        """After :meth:`run`: record the end and close the log."""
+    def close(self, *, released: bool, closed: bool = False) -> None:
+        """After :meth:`run`: record the end (released, or the session closed) and close the log."""
+        if closed:
+            close_log(self.conv, self.logfile, self._post)
+            return
         self.commit(self.conv.cancel_pending())
         if released:
             self.commit(self.conv.set_status(Status.STOPPED))
-            self.commit([self.conv.release()])
+            if self.sid == MAIN_SESSION:
+                self.commit([self.conv.release()])
         self.logfile.close()
+
+
+def offer(
+    models: list[dict[str, str]], current: SessionSettings, *, allow_bypass: bool
+) -> dict[str, Any]:
+    """The ``session_models`` result: the models on offer and the settings in use."""
+    return {
+        "models": models,
+        "model": current.model,
+        "permissionMode": current.permission_mode,
+        "bypassAllowed": allow_bypass,
+    }
 
 
 def check_settings(args: dict[str, Any], *, allow_bypass: bool) -> SessionSettings:

@@ -2,8 +2,9 @@
 
 Layout under ``--state-dir``::
 
-    workspaces/<workspaceId>/log.jsonl          the log (frames as sent, plus meta records)
+    workspaces/<workspaceId>/log.jsonl          main's log (frames as sent, plus meta records)
     workspaces/<workspaceId>/log.jsonl.corrupt-<time>   a log that could not be read, kept aside
+    workspaces/<workspaceId>/sessions/<sessionId>.jsonl the log of each other session
     workspaces/<workspaceId>/work/              the working directory (the clone)
 
 Lines are written with one ``write`` each, before the frame is sent, and
@@ -24,11 +25,13 @@ from pathlib import Path
 from typing import Final
 
 from vmagent.conversation import Conversation, CorruptLog, Out
+from vmagent.session_list import MAIN_SESSION, utc_now, valid_session_id
 
 log = logging.getLogger("vmagent.store")
 
 LOG_NAME: Final = "log.jsonl"
 WORK_NAME: Final = "work"
+SESSIONS_NAME: Final = "sessions"
 #: Workspace ids become directory names, so only these are accepted.
 WORKSPACE_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -91,6 +94,23 @@ class Store:
         """Where the workspace's clone lives."""
         return self.workspace_dir(workspace_id) / WORK_NAME
 
+    def log_path(self, workspace_id: str, sid: str = MAIN_SESSION) -> Path:
+        """Where a session's log lives (main's: where a workspace's log always was)."""
+        directory = self.workspace_dir(workspace_id)
+        if sid == MAIN_SESSION:
+            return directory / LOG_NAME
+        if not valid_session_id(sid):
+            raise ValueError("session id is not usable as a file name")
+        return directory / SESSIONS_NAME / f"{sid}.jsonl"
+
+    def delete(self, workspace_id: str, sid: str) -> None:
+        """Delete a session's log (a closed one past the limit); never main's."""
+        if sid == MAIN_SESSION:
+            raise ValueError("main's log is never deleted")
+        path = self.log_path(workspace_id, sid)
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
     def known_ids(self) -> list[str]:
         """Workspaces that have a log on disk."""
         if not self.workspaces.is_dir():
@@ -101,27 +121,32 @@ class Store:
             if valid_workspace_id(p.name) and (p / LOG_NAME).is_file()
         )
 
-    def open(self, workspace_id: str) -> tuple[Conversation, LogFile]:
-        """Open a workspace's log, creating it, or replacing an unreadable one."""
-        directory = self.workspace_dir(workspace_id)
+    def open(self, workspace_id: str, sid: str = MAIN_SESSION) -> tuple[Conversation, LogFile]:
+        """Open a session's log, creating it, or replacing an unreadable one."""
+        path = self.log_path(workspace_id, sid)
+        directory = path.parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = directory / LOG_NAME
         if path.exists():
             try:
                 with path.open(encoding="utf-8", newline="") as f:
-                    conv = Conversation.restore(workspace_id, f)
+                    conv = Conversation.restore(workspace_id, f, sid)
                 return conv, LogFile(path)
             except (CorruptLog, UnicodeDecodeError) as exc:
                 aside = path.with_name(
-                    f"{LOG_NAME}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+                    f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
                     f"-{os.urandom(3).hex()}"
                 )
                 path.rename(aside)
                 log.warning(
                     "unreadable log set aside; starting a new epoch",
-                    extra={"workspaceId": workspace_id, "reason": str(exc), "aside": aside.name},
+                    extra={
+                        "workspaceId": workspace_id,
+                        "sessionId": sid,
+                        "reason": str(exc),
+                        "aside": aside.name,
+                    },
                 )
-        conv = Conversation(workspace_id)
+        conv = Conversation(workspace_id, sid=sid, created_at=utc_now())
         logfile = LogFile(path)
         logfile.append([conv.header()])
         _fsync_dir(directory)
