@@ -24,6 +24,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from vmagent.attachments import AttachmentLimits
 from vmagent.conversation import Conversation
 from vmagent.engines.base import Engine
 from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer, reply_frame
@@ -151,6 +152,7 @@ class AgentSettings:
     sessions: SessionLimits = attrs.Factory(SessionLimits)
     #: Whether users may switch a session to ``bypassPermissions``.
     allow_bypass_permissions: bool = True
+    attachments: AttachmentLimits = attrs.Factory(AttachmentLimits)
 
 
 #: The ``request`` op that changes a session's model or permission mode.
@@ -233,6 +235,7 @@ class Agent:
             post=self.post,
             limits=self.settings.sessions,
             allow_bypass=self.settings.allow_bypass_permissions,
+            snapshot_attachment_chars=self.settings.attachments.max_snapshot_chars,
         )
 
     def _make_session(
@@ -248,6 +251,7 @@ class Agent:
             max_queued=self.settings.max_queued_messages,
             allow_bypass=self.settings.allow_bypass_permissions,
             workdir_ready=workdir_ready,
+            attachment_limits=self.settings.attachments,
         )
 
     async def _run_workspace(self, workspace: Workspace) -> None:

@@ -23,8 +23,10 @@ from typing import Any, Final
 
 import attrs
 
+from vmagent.attachments import attachment_chars, restore_attachments, strip_for_snapshot
 from vmagent.engines.base import SessionSettings
 from vmagent.session_list import MAIN_SESSION, SESSIONS_SUBTYPE
+from wire.attachments import Attachments
 from wire.envelope import vm_frame
 from wire.messages import (
     PermissionResponse,
@@ -72,6 +74,8 @@ class _Entry:
     role: str = ""
     # The Anthropic message id the line belongs to, when known.
     message_id: str | None = None
+    # For user_message: characters of attachment data (base64, text) it holds.
+    attachment_chars: int = 0
 
 
 @attrs.define
@@ -157,7 +161,7 @@ class Conversation:
         self._entries: list[_Entry] = []
         self._client_ids: dict[str, int] = {}
         # Accepted user messages not yet handed to the engine, in order.
-        self._unstarted: dict[str, str] = {}
+        self._unstarted: dict[str, tuple[str, Attachments]] = {}
         self._resolved: set[str] = set()
         # Messages whose complete assistant line is logged, and those known finished.
         self._assistant_seen: set[str] = set()
@@ -221,13 +225,14 @@ class Conversation:
         body = {"type": META_TURN, "clientMessageId": client_message_id}
         return Out(dumps(body), log=True, sync=True)
 
-    def unstarted(self) -> list[tuple[str, str]]:
-        """Accepted user messages never handed to the engine: ``(clientMessageId, text)``.
+    def unstarted(self) -> list[tuple[str, str, Attachments]]:
+        """Accepted user messages never handed to the engine:
+        ``(clientMessageId, text, attachments)``.
 
         After a restart they are fed to the engine in order, so nothing
         accepted is lost; the one whose turn was cut short is not run again.
         """
-        return list(self._unstarted.items())
+        return [(cid, text, files) for cid, (text, files) in self._unstarted.items()]
 
     def release(self) -> Out:
         """Record that the VM no longer owns the workspace."""
@@ -269,12 +274,16 @@ class Conversation:
         self._apply(frame, json.loads(frame))
         return [Out(frame)]
 
-    def accept_user_message(self, message: UserMessage) -> tuple[bool, list[Out]]:
+    def accept_user_message(
+        self, message: UserMessage, echoed: list[dict[str, Any]] | None = None
+    ) -> tuple[bool, list[Out]]:
         """Accept a user message once per clientMessageId.
 
         Returns ``(accepted, outs)``: a new message is logged (fsync'd) and
         echoed with its seq; a repeated clientMessageId is not a second
         message and gets an ``error`` that names the seq it was accepted as.
+        ``echoed``: the message's attachments as the echo shows them, already
+        checked (:func:`vmagent.attachments.echo_attachments`).
         """
         earlier = self._client_ids.get(message.client_message_id)
         if earlier is not None:
@@ -291,6 +300,8 @@ class Conversation:
         if message.user_id is not None:
             fields["userId"] = message.user_id
         fields["text"] = message.text
+        if echoed:
+            fields["attachments"] = echoed
         frame = self._next(VmType.USER_MESSAGE, fields=fields)
         self._apply(frame, json.loads(frame))
         return True, [Out(frame, sync=True)]
@@ -378,12 +389,17 @@ class Conversation:
             data = body.get("data")
             self._apply_claude(seq, frame, data if isinstance(data, dict) else {})
             return
-        self._entries.append(_Entry(seq, frame))
+        entry = _Entry(seq, frame)
+        self._entries.append(entry)
         if kind == VmType.USER_MESSAGE:
             client_id = str(body.get("clientMessageId"))
             self._client_ids[client_id] = seq
             text = body.get("text")
-            self._unstarted[client_id] = text if isinstance(text, str) else ""
+            self._unstarted[client_id] = (
+                text if isinstance(text, str) else "",
+                restore_attachments(body.get("attachments")),
+            )
+            entry.attachment_chars = attachment_chars(body)
         elif kind == VmType.STATUS:
             self._status_logged = True
             self.status = str(body.get("status"))
@@ -449,15 +465,30 @@ class Conversation:
 
     # -- snapshots ---------------------------------------------------------------
 
-    def _compacted(self) -> list[str]:
+    def _compacted(self, attachment_budget: int | None) -> list[str]:
         drop = self._assistant_seen & self._finished
-        return [
-            e.frame
+        frames = [
+            e
             for e in self._entries
             if not (e.role == "stream" and e.message_id is not None and e.message_id in drop)
         ]
+        if attachment_budget is None:
+            return [e.frame for e in frames]
+        # The newest attachments stay whole; older ones past the budget lose their data.
+        kept: list[str] = []
+        for entry in reversed(frames):
+            frame = entry.frame
+            if entry.attachment_chars:
+                if entry.attachment_chars <= attachment_budget:
+                    attachment_budget -= entry.attachment_chars
+                else:
+                    attachment_budget = 0
+                    frame = strip_for_snapshot(frame)
+            kept.append(frame)
+        kept.reverse()
+        return kept
 
-    def snapshot(self, request_id: str) -> str:
+    def snapshot(self, request_id: str, attachment_budget: int | None = None) -> str:
         """A ``messages_snapshot`` frame answering ``snapshot_request``.
 
         ``messages`` are the logged frames as they went out, compacted: the
@@ -465,11 +496,15 @@ class Conversation:
         finished (``message_stop``, a later ``message_start`` in the same scope,
         or the turn's ``result``) and its complete ``assistant`` line is
         logged. A message still streaming keeps its deltas so far.
+
+        ``attachment_budget``: characters of attachment data (base64, text)
+        the snapshot keeps, newest first; older attachments are sent without
+        their data (``omitted``). None: all of them.
         """
         fields: dict[str, Any] = {"status": self.status}
         if self.status_detail is not None:
             fields["statusDetail"] = self.status_detail
-        messages = "[" + ",".join(self._compacted()) + "]"
+        messages = "[" + ",".join(self._compacted(attachment_budget)) + "]"
         pending = "[" + ",".join(p.frame for p in self.pending.values()) + "]"
         return vm_frame(
             VmType.MESSAGES_SNAPSHOT,

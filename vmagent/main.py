@@ -28,6 +28,13 @@ from vmagent.agent import (
     Agent,
     AgentSettings,
 )
+from vmagent.attachments import (
+    DEFAULT_MAX_ATTACHMENTS,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_SNAPSHOT_ATTACHMENT_CHARS,
+    DEFAULT_MAX_TEXT_ATTACHMENT_CHARS,
+    AttachmentLimits,
+)
 from vmagent.engines.base import Engine
 from vmagent.engines.claude import DEFAULT_MAX_LINE
 from vmagent.engines.demo import DEFAULT_WORD_DELAY, DemoEngine
@@ -203,7 +210,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=not _env_bool(env.get("VMAGENT_NO_TERMINALS", "0")),
         help="refuse every terminal_open on this VM (error forbidden)",
     )
-    for name, parse, count, text in TERMINAL_FLAGS:
+    for name, parse, count, text in TERMINAL_FLAGS + ATTACHMENT_FLAGS:
         p.add_argument(
             name, type=parse, default=parse(default(name[2:], str(count)) or "0"), help=text
         )
@@ -247,6 +254,30 @@ TERMINAL_FLAGS: Final[tuple[tuple[str, Callable[[str], int], int, str], ...]] = 
         _positive,
         DEFAULT_TERMINAL_OUTPUT_RATE,
         "bytes a second one terminal may send (past it the PTY is not read)",
+    ),
+)
+
+
+#: The bounds of a user message's attachments: flag, type, default, help.
+ATTACHMENT_FLAGS: Final[tuple[tuple[str, Callable[[str], int], int, str], ...]] = (
+    ("--max-attachments", _positive, DEFAULT_MAX_ATTACHMENTS, "files one user message may carry"),
+    (
+        "--max-image-bytes",
+        _positive,
+        DEFAULT_MAX_IMAGE_BYTES,
+        "largest image of a user message (decoded bytes)",
+    ),
+    (
+        "--max-text-attachment-chars",
+        _positive,
+        DEFAULT_MAX_TEXT_ATTACHMENT_CHARS,
+        "longest text file of a user message (characters)",
+    ),
+    (
+        "--max-snapshot-attachment-chars",
+        _positive,
+        DEFAULT_MAX_SNAPSHOT_ATTACHMENT_CHARS,
+        "attachment data a snapshot carries, newest first (older ones: omitted)",
     ),
 )
 
@@ -311,6 +342,12 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
             shell=args.terminal_shell,
         ),
         allow_bypass_permissions=args.allow_bypass_permissions,
+        attachments=AttachmentLimits(
+            max_attachments=args.max_attachments,
+            max_image_bytes=args.max_image_bytes,
+            max_text_chars=args.max_text_attachment_chars,
+            max_snapshot_chars=args.max_snapshot_attachment_chars,
+        ),
     )
 
 

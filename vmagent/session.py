@@ -18,6 +18,12 @@ from typing import Any, Final
 import attrs
 import trio
 
+from vmagent.attachments import (
+    AttachmentError,
+    AttachmentLimits,
+    check_attachments,
+    echo_attachments,
+)
 from vmagent.conversation import PERMISSION, QUESTION, Conversation, Out, settings_line
 from vmagent.engines.base import (
     BYPASS_MODE,
@@ -31,6 +37,7 @@ from vmagent.engines.base import (
 from vmagent.session_list import MAIN_SESSION
 from vmagent.store import LogFile
 from vmagent.workdir import WorkdirError, WorkdirPlan, prepare_workdir
+from wire.attachments import Attachments
 from wire.messages import (
     Answer,
     Interrupt,
@@ -97,6 +104,7 @@ class WorkspaceSession:
         max_queued: int = DEFAULT_MAX_QUEUED_MESSAGES,
         allow_bypass: bool = True,
         workdir_ready: trio.Event | None = None,
+        attachment_limits: AttachmentLimits | None = None,
     ) -> None:
         self.conv = conv
         self.logfile = logfile
@@ -108,15 +116,18 @@ class WorkspaceSession:
         self.workdir_ready = workdir_ready if workdir_ready is not None else trio.Event()
         self._post = post
         self._plan = plan
-        # (clientMessageId, text) of accepted messages waiting for the engine.
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, str]](max_queued)
+        # (clientMessageId, text, attachments) of accepted messages waiting for the engine.
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, str, Attachments]](
+            max_queued
+        )
+        self._attachment_limits = attachment_limits or AttachmentLimits()
         self._max_queued = max_queued
         self._allow_bypass = allow_bypass
         self._configuring = False
         self._waiters: dict[str, _Waiter] = {}
         self._engine_session: EngineSession | None = None
         self._in_turn = False
-        self._retry: tuple[str, str] | None = None
+        self._retry: tuple[str, str, Attachments] | None = None
         self._scope = trio.CancelScope()
         self.finished = trio.Event()
         # A log read back without its assignment (a damaged log started over)
@@ -204,10 +215,19 @@ class WorkspaceSession:
                 message.client_message_id,
             )
             return
-        accepted, outs = self.conv.accept_user_message(message)
+        try:
+            sizes = check_attachments(message.attachments, self._attachment_limits)
+        except AttachmentError as exc:
+            # Refused before the log: the message never was part of the conversation.
+            self._error(exc.code, exc.message, message.client_message_id)
+            return
+        echoed = echo_attachments(message.attachments, sizes)
+        accepted, outs = self.conv.accept_user_message(message, echoed)
         self.commit(outs)
         if accepted:
-            self._inbox_send.send_nowait((message.client_message_id, message.text))
+            self._inbox_send.send_nowait(
+                (message.client_message_id, message.text, message.attachments)
+            )
 
     def question_response(self, response: QuestionResponse) -> None:
         """The first answer wins; it wakes the waiting engine."""
@@ -241,7 +261,12 @@ class WorkspaceSession:
     def offered(self) -> dict[str, Any]:
         """The ``session_models`` op: the models on offer and the current settings."""
         models = self._engine_session.models() if self._engine_session is not None else []
-        return offer(models, self.conv.settings, allow_bypass=self._allow_bypass)
+        return offer(
+            models,
+            self.conv.settings,
+            allow_bypass=self._allow_bypass,
+            attachments=self._attachment_limits.offered(),
+        )
 
     async def commands(self) -> dict[str, Any]:
         """The ``session_commands`` op: the slash commands the engine offers.
@@ -289,7 +314,7 @@ class WorkspaceSession:
 
     def snapshot(self, request_id: str) -> None:
         """Answer a ``snapshot_request``."""
-        self._post(self.conv.snapshot(request_id))
+        self._post(self.conv.snapshot(request_id, self._attachment_limits.max_snapshot_chars))
 
     def assigned(self, issue: dict[str, Any]) -> None:
         """A repeated ``workspace_assigned``: record a changed issue, else nothing."""
@@ -372,13 +397,15 @@ class WorkspaceSession:
     async def _turns(self, engine_session: EngineSession) -> None:
         retry, self._retry = self._retry, None
         while True:
-            client_id, text = retry if retry is not None else await self._inbox.receive()
+            client_id, text, attachments = (
+                retry if retry is not None else await self._inbox.receive()
+            )
             retry = None
             self._in_turn = True
             self.commit([self.conv.start_turn(client_id)])
             self.commit(self.conv.set_status(Status.RUNNING))
             try:
-                await engine_session.turn(text)
+                await engine_session.turn(text, attachments)
             finally:
                 self._in_turn = False
             self.commit(self.conv.cancel_pending())
@@ -399,15 +426,23 @@ class WorkspaceSession:
 
 
 def offer(
-    models: list[dict[str, str]], current: SessionSettings, *, allow_bypass: bool
+    models: list[dict[str, str]],
+    current: SessionSettings,
+    *,
+    allow_bypass: bool,
+    attachments: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The ``session_models`` result: the models on offer and the settings in use."""
-    return {
+    """The ``session_models`` result: the models on offer, the settings in use and
+    (for a session that takes messages) the attachment limits."""
+    result: dict[str, Any] = {
         "models": models,
         "model": current.model,
         "permissionMode": current.permission_mode,
         "bypassAllowed": allow_bypass,
     }
+    if attachments is not None:
+        result["attachments"] = attachments
+    return result
 
 
 def check_settings(args: dict[str, Any], *, allow_bypass: bool) -> SessionSettings:

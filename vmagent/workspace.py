@@ -67,8 +67,11 @@ class Workspace:
         post: Post,
         limits: SessionLimits | None = None,
         allow_bypass: bool = True,
+        snapshot_attachment_chars: int | None = None,
     ) -> None:
         limits = limits or SessionLimits()
+        #: Attachment data a snapshot carries, newest first (None: all of it).
+        self._snapshot_attachment_chars = snapshot_attachment_chars
         self.workspace_id = conv.workspace_id
         self.store = store
         self._make_session = make_session
@@ -192,7 +195,7 @@ class Workspace:
         """Answer a ``snapshot_request`` for one session."""
         conv = self.conversation(session_id, request_id)
         if conv is not None:
-            self._post(conv.snapshot(request_id))
+            self._post(conv.snapshot(request_id, self._snapshot_attachment_chars))
 
     def offered(self, session_id: str) -> dict[str, Any]:
         """The ``session_models`` result of a kept session (a closed one offers no models)."""

@@ -70,6 +70,33 @@ class ClaudeMessage(_Frame, frozen=True, tag=str(VmType.CLAUDE_MESSAGE)):
     data: dict[str, Any]
 
 
+class EchoedImage(
+    msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, tag_field="type", tag="image"
+):
+    """An image of an accepted ``user_message``; ``size`` is its decoded bytes.
+
+    ``data`` is left out (and ``omitted`` set) only in a snapshot that keeps
+    no more of the older attachments (vmagent's ``--max-snapshot-attachment-chars``).
+    """
+
+    media_type: Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    name: str | None = None
+    data: str | None = None
+    omitted: bool = False
+
+
+class EchoedText(
+    msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, tag_field="type", tag="text"
+):
+    """A text file of an accepted ``user_message``; ``size`` is its characters."""
+
+    name: str
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    text: str | None = None
+    omitted: bool = False
+
+
 class VmUserMessage(_Frame, frozen=True, tag=str(VmType.USER_MESSAGE)):
     """A user message as the VM accepted it into the conversation."""
 
@@ -79,6 +106,7 @@ class VmUserMessage(_Frame, frozen=True, tag=str(VmType.USER_MESSAGE)):
     client_message_id: Id
     text: str
     user_id: str | None = None
+    attachments: list[EchoedImage | EchoedText] = []
 
 
 class StatusMessage(_Frame, frozen=True, tag=str(VmType.STATUS)):

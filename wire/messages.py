@@ -18,8 +18,15 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 import attrs
 import cattrs
+import cattrs.v
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from wire.attachments import (
+    Attachments,
+    AttachmentShapeError,
+    structure_attachments,
+    unstructure_attachments,
+)
 from wire.codec import ProtocolError, dumps, loads
 from wire.protocol import ClientType, ErrorCode
 
@@ -63,12 +70,16 @@ class Unsubscribe:
 
 @attrs.frozen
 class UserMessage:
-    """The user sends a message to Claude; ``client_message_id`` makes resends harmless."""
+    """The user sends a message to Claude; ``client_message_id`` makes resends harmless.
+
+    ``attachments``: images and small text files (:mod:`wire.attachments`).
+    """
 
     workspace_id: str = attrs.field(validator=_check_id)
     client_message_id: str = attrs.field(validator=_check_id)
     text: str
     user_id: str | None = None  # set by relayd from the token, never by a client
+    attachments: Attachments = ()
 
 
 Answer: TypeAlias = str | list[str]
@@ -269,6 +280,8 @@ def _make_converter() -> cattrs.Converter:
         conv.register_structure_hook(kind, _strict(kind))
     conv.register_structure_hook(Answer, _structure_answer)
     conv.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_args)
+    conv.register_structure_hook_func(lambda t: t == Attachments, structure_attachments)
+    conv.register_unstructure_hook_func(lambda t: t == Attachments, unstructure_attachments)
     for cls in CLIENT_MESSAGE_CLASSES.values():
         names: dict[str, Any] = {a.name: override(rename=camel(a.name)) for a in attrs.fields(cls)}
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **names))
@@ -322,9 +335,16 @@ def ref_of(obj: Mapping[str, object]) -> str | None:
     return None
 
 
+def _format_error(exc: BaseException, kind: type | None) -> str:
+    # Our own hooks' messages already say where and why.
+    if isinstance(exc, AttachmentShapeError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, kind)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, cattrs.ClassValidationError):
-        return "; ".join(cattrs.transform_error(exc))[:300]
+        return "; ".join(cattrs.transform_error(exc, format_exception=_format_error))[:300]
     return str(exc)[:300] or type(exc).__name__
 
 

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
+from tests.support.images import b64, png
 from tests.vmagent.fakerelay import (
     FakeRelay,
     VmConn,
@@ -684,4 +685,51 @@ async def test_repository_command_listed_before_the_first_turn_and_expanded(
             assert "greet" in names
             assert names <= set(init["slash_commands"])
             assert not names & set(init.get("terminal_slash_commands", []))
+            nursery.cancel_scope.cancel()
+
+
+async def test_images_and_text_files_reach_the_api_as_content_blocks(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """The user turn goes to the CLI as content blocks; the request the Messages API
+    gets carries the image as an image block and the file as a text block naming it."""
+    image = png(4, 3)
+    with trio.fail_after(DEADLINE):
+        fake_api.push(Reply([text("A small orange square.")]))
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await assign(conn)
+            await conn.send(
+                {
+                    "type": "user_message",
+                    "workspaceId": "ws1",
+                    "clientMessageId": "c1",
+                    "text": "what is in the picture?",
+                    "userId": "u1",
+                    "attachments": [
+                        {"type": "image", "mediaType": "image/png", "data": b64(image)},
+                        {"type": "text", "name": "notes.txt", "text": "the square is orange"},
+                    ],
+                }
+            )
+            echo, _ = await conn.until("user_message", clientMessageId="c1")
+            assert [a["type"] for a in echo["attachments"]] == ["image", "text"]
+            frames = await turn_frames(conn)
+            assert claude_data(frames, "result")[-1]["subtype"] == "success"
+            request = await fake_api.wait_for_conversation(1)
+            [turn] = [m for m in request["messages"] if m["role"] == "user"]
+            blocks = [b for b in turn["content"] if b.get("type") in ("image", "text")]
+            images = [b for b in blocks if b["type"] == "image"]
+            assert images == [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": b64(image)},
+                }
+            ]
+            # In order: the image, the file naming itself, the words (the CLI adds
+            # reminders of its own around them).
+            texts = [b.get("text", "").strip() for b in blocks]
+            file_at = texts.index('Attached file "notes.txt":\n\nthe square is orange')
+            words_at = texts.index("what is in the picture?")
+            assert blocks.index(images[0]) < file_at < words_at
             nursery.cancel_scope.cancel()

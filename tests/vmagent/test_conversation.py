@@ -302,11 +302,15 @@ def test_unstarted_messages_survive_restore() -> None:
     history: list[list[Out]] = []
     for cid in ("c1", "c2", "c3"):
         history.append(conv.accept_user_message(UserMessage("ws1", cid, f"text {cid}"))[1])
-    assert conv.unstarted() == [("c1", "text c1"), ("c2", "text c2"), ("c3", "text c3")]
+    assert conv.unstarted() == [
+        ("c1", "text c1", ()),
+        ("c2", "text c2", ()),
+        ("c3", "text c3", ()),
+    ]
     turn = conv.start_turn("c1")
     assert turn.sync
     assert turn.log
     history.append([turn])
-    assert [cid for cid, _ in conv.unstarted()] == ["c2", "c3"]
+    assert [cid for cid, _, _ in conv.unstarted()] == ["c2", "c3"]
     again = Conversation.restore("ws1", log_lines(conv, history))
-    assert again.unstarted() == [("c2", "text c2"), ("c3", "text c3")]
+    assert again.unstarted() == [("c2", "text c2", ()), ("c3", "text c3", ())]

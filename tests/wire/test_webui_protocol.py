@@ -16,6 +16,7 @@ import attrs
 
 from controlplane import store
 from wire import protocol
+from wire.attachments import IMAGE_MEDIA_TYPES
 from wire.messages import CLIENT_MESSAGE_CLASSES, SERVER_SET_FIELDS, camel
 
 LIB: Final = Path(__file__).resolve().parents[2] / "webui" / "src" / "lib"
@@ -97,3 +98,8 @@ def test_the_reducer_sequences_the_same_types() -> None:
     reducer = (LIB / "conversation.ts").read_text()
     sequenced = set(re.findall(r'"(\w+)"', ts_declaration("const SEQUENCED = new Set(", reducer)))
     assert sequenced == {str(t) for t in protocol.SEQUENCED_VM_TYPES}
+
+
+def test_the_image_types_agree() -> None:
+    listed = re.findall(r'"([^"]+)"', ts_const("IMAGE_MEDIA_TYPES"))
+    assert tuple(listed) == IMAGE_MEDIA_TYPES

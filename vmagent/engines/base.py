@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import attrs
 
+from wire.attachments import Attachment
 from wire.messages import Answer
 
 
@@ -71,8 +73,9 @@ class Host(Protocol):
 class EngineSession(Protocol):
     """One workspace's running engine, open for as long as the workspace is."""
 
-    async def turn(self, text: str) -> None:
-        """Run one turn for a user message, to its end (raises :class:`EngineError`)."""
+    async def turn(self, text: str, attachments: Sequence[Attachment] = ()) -> None:
+        """Run one turn for a user message and its (checked) attachments, to its end
+        (raises :class:`EngineError`)."""
 
     def interrupt(self) -> None:
         """Ask the current turn, if any, to stop soon."""

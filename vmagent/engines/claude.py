@@ -25,15 +25,17 @@ import os
 import secrets
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
+from vmagent.attachments import content_blocks
 from vmagent.engines import commands
 from vmagent.engines.base import EngineError, Host, SessionSettings
+from wire.attachments import Attachment
 from wire.childenv import claude_env
 from wire.messages import dumps
 
@@ -462,8 +464,11 @@ class ClaudeSession:
 
     # -- EngineSession ------------------------------------------------------------------------
 
-    async def turn(self, text: str) -> None:
+    async def turn(self, text: str, attachments: Sequence[Attachment] = ()) -> None:
         """Send the user's message and wait for the turn's ``result``.
+
+        With attachments the message is content blocks (images, files as
+        text blocks that name them, then the words); without, plain text.
 
         A CLI that is gone (it crashed, or an earlier turn ended with its exit)
         is started again first. When ``--resume`` fails (Claude Code keeps no
@@ -472,7 +477,7 @@ class ClaudeSession:
         """
         for attempt in (1, 2):
             await self._ensure_started()
-            await self._one_turn(text)
+            await self._one_turn(content_blocks(text, attachments) if attachments else text)
             if self._resumed and not self._saw_init and attempt == 1:
                 self._resume_failed()
                 continue
@@ -483,13 +488,13 @@ class ClaudeSession:
                 raise EngineError(self._exit_detail("Claude Code exited"))
             return
 
-    async def _one_turn(self, text: str) -> None:
+    async def _one_turn(self, content: str | list[dict[str, Any]]) -> None:
         done = self._turn_done = trio.Event()
         try:
             await self._write(
                 {
                     "type": "user",
-                    "message": {"role": "user", "content": text},
+                    "message": {"role": "user", "content": content},
                     "parent_tool_use_id": None,
                     "session_id": "default",
                 }

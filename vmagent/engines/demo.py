@@ -5,6 +5,9 @@ says plainly that it comes from the demo, streams word by word at a human
 pace, and shows each part of the UI on request. Trigger words in the user's
 message (case-insensitive, first match wins):
 
+- attachments (images, text files): says what it got, each file's name,
+  type and size (it cannot see them: no model runs);
+
 - ``question``: asks a ``user_question`` with two questions (the second is
   multi-select) through an ``AskUserQuestion`` tool call, then replies with
   the answers;
@@ -25,7 +28,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -35,6 +38,7 @@ from vmagent.engines import demo_commands, demo_repo
 from vmagent.engines.base import EngineError, Host, SessionSettings
 from vmagent.engines.commands import command, split_command
 from vmagent.engines.streamjson import LineWriter, input_json, message_id, tool_use_id
+from wire.attachments import Attachment, TextAttachment
 
 MODEL: Final = "demo"
 #: The models the demo offers (it answers the same with each).
@@ -144,7 +148,7 @@ class DemoSession:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def turn(self, text: str) -> None:
+    async def turn(self, text: str, attachments: Sequence[Attachment] = ()) -> None:
         """Answer one message, following the trigger words."""
         started = time.monotonic()
         self._tokens_out = 0
@@ -168,6 +172,8 @@ class DemoSession:
                 elif self.lines.permission_mode == "plan":
                     final = await self._plan_flow(text)
                     num_turns = 2
+                elif attachments:
+                    final = await self._say(describe_attachments(attachments))
                 elif "question" in lowered:
                     final = await self._question_flow()
                     num_turns = 2
@@ -476,3 +482,21 @@ def _long_text() -> str:
         "the stop button can be tried while it runs."
     )
     return " ".join(f"({n}) {sentence}" for n in range(1, 41))
+
+
+def describe_attachments(attachments: Sequence[Attachment]) -> str:
+    """The demo's answer to files: what it got (names, types, sizes)."""
+    parts = []
+    for index, attachment in enumerate(attachments, start=1):
+        if isinstance(attachment, TextAttachment):
+            parts.append(f"{attachment.name} (text, {len(attachment.text):,} characters)")
+        else:
+            padding = attachment.data[-2:].count("=")
+            size = len(attachment.data) // 4 * 3 - padding
+            kind = attachment.media_type.removeprefix("image/").upper()
+            parts.append(f"{attachment.name or f'image {index}'} ({kind} image, {size:,} bytes)")
+    files = "file" if len(attachments) == 1 else "files"
+    return (
+        f"This is the demo engine: it got {len(attachments)} {files}: {'; '.join(parts)}. "
+        "With the claude engine Claude reads them with your message."
+    )

@@ -44,6 +44,15 @@ export interface Incoming {
   [key: string]: unknown;
 }
 
+/** A file a `user_message` carries: an image (base64 `data`) or a small text file. */
+export type OutgoingAttachment =
+  | { type: "image"; mediaType: ImageMediaType; data: string; name?: string }
+  | { type: "text"; name: string; text: string };
+
+/** The image types Claude reads. */
+export const IMAGE_MEDIA_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"] as const;
+export type ImageMediaType = (typeof IMAGE_MEDIA_TYPES)[number];
+
 /** Answers keyed by question text: one label, several labels, or free text. */
 export type Answers = Record<string, string | string[]>;
 
@@ -56,7 +65,13 @@ export type Outgoing =
       statusOnly?: boolean;
     }
   | { type: "unsubscribe"; workspaceId: string }
-  | { type: "user_message"; workspaceId: string; clientMessageId: string; text: string }
+  | {
+      type: "user_message";
+      workspaceId: string;
+      clientMessageId: string;
+      text: string;
+      attachments?: OutgoingAttachment[];
+    }
   | { type: "question_response"; workspaceId: string; requestId: string; answers: Answers }
   | {
       type: "permission_response";
