@@ -395,8 +395,14 @@ class Relay:
         head = read_head(frame)
         if head is None or not vm.hello_done:
             return None
-        kind, ws, seq, epoch, _ = head
-        if kind not in _FAST_TYPES or ws is None or seq is None or epoch is None:
+        kind, ws, session, seq, epoch, _ = head
+        if (
+            kind not in _FAST_TYPES
+            or ws is None
+            or seq is None
+            or epoch is None
+            or session is not None
+        ):
             return None
         owner = self.ownership.get(ws)
         room = self.rooms.get(ws)

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 import msgspec
 
 from wire.codec import ProtocolError, dumps, loads
-from wire.envelope import MAX_SEQ
+from wire.envelope import MAX_SEQ, SessionId
 from wire.messages import MAX_ID_LENGTH, ClientMessage, ref_of, structure_client_message
 from wire.protocol import ErrorCode, RelayType, Resolution, VmType
 
@@ -43,10 +43,12 @@ class _Frame(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, ta
 # -- VM to relay ----------------------------------------------------------------
 
 
-class HelloEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+class HelloEntry(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, kw_only=True):
     """One log the VM holds, as ``hello`` lists it."""
 
     workspace_id: Id
+    #: Which of the workspace's session logs (absent: main).
+    session_id: SessionId | None = None
     epoch: str
     seq: Seq
     status: str | None = None
@@ -61,10 +63,11 @@ class Hello(_Frame, frozen=True, tag=str(VmType.HELLO)):
     workspaces: list[HelloEntry] = []
 
 
-class ClaudeMessage(_Frame, frozen=True, tag=str(VmType.CLAUDE_MESSAGE)):
+class ClaudeMessage(_Frame, frozen=True, kw_only=True, tag=str(VmType.CLAUDE_MESSAGE)):
     """One Claude Code stream-json line (``data``) of a workspace's log."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: LogSeq
     epoch: str
     data: dict[str, Any]
@@ -97,10 +100,11 @@ class EchoedText(
     omitted: bool = False
 
 
-class VmUserMessage(_Frame, frozen=True, tag=str(VmType.USER_MESSAGE)):
+class VmUserMessage(_Frame, frozen=True, kw_only=True, tag=str(VmType.USER_MESSAGE)):
     """A user message as the VM accepted it into the conversation."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: LogSeq
     epoch: str
     client_message_id: Id
@@ -109,10 +113,11 @@ class VmUserMessage(_Frame, frozen=True, tag=str(VmType.USER_MESSAGE)):
     attachments: list[EchoedImage | EchoedText] = []
 
 
-class StatusMessage(_Frame, frozen=True, tag=str(VmType.STATUS)):
+class StatusMessage(_Frame, frozen=True, kw_only=True, tag=str(VmType.STATUS)):
     """Session status, part of the log (``seq``)."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: LogSeq
     epoch: str
     status: str
@@ -135,20 +140,22 @@ class Question(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     multi_select: bool = False
 
 
-class UserQuestion(_Frame, frozen=True, tag=str(VmType.USER_QUESTION)):
+class UserQuestion(_Frame, frozen=True, kw_only=True, tag=str(VmType.USER_QUESTION)):
     """Claude asks the user."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: LogSeq
     epoch: str
     request_id: Id
     questions: list[Question]
 
 
-class PermissionRequest(_Frame, frozen=True, tag=str(VmType.PERMISSION_REQUEST)):
+class PermissionRequest(_Frame, frozen=True, kw_only=True, tag=str(VmType.PERMISSION_REQUEST)):
     """Claude wants to use a tool and needs a yes or no."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: LogSeq
     epoch: str
     request_id: Id
@@ -157,10 +164,11 @@ class PermissionRequest(_Frame, frozen=True, tag=str(VmType.PERMISSION_REQUEST))
     tool_use_id: str | None = None
 
 
-class RequestResolved(_Frame, frozen=True, tag=str(VmType.REQUEST_RESOLVED)):
+class RequestResolved(_Frame, frozen=True, kw_only=True, tag=str(VmType.REQUEST_RESOLVED)):
     """A question or permission is settled (``user_id``: who answered)."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: LogSeq
     epoch: str
     request_id: Id
@@ -168,10 +176,11 @@ class RequestResolved(_Frame, frozen=True, tag=str(VmType.REQUEST_RESOLVED)):
     user_id: Id | None = None
 
 
-class MessagesSnapshot(_Frame, frozen=True, tag=str(VmType.MESSAGES_SNAPSHOT)):
+class MessagesSnapshot(_Frame, frozen=True, kw_only=True, tag=str(VmType.MESSAGES_SNAPSHOT)):
     """The whole conversation state up to and including ``seq``."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     seq: Seq
     epoch: str
     request_id: Id
@@ -187,6 +196,7 @@ class ErrorMessage(_Frame, frozen=True, tag=str(VmType.ERROR)):
     code: ErrorCode
     message: str
     workspace_id: str | None = None
+    session_id: SessionId | None = None
     ref: str | None = None
 
 
@@ -285,10 +295,11 @@ class WorkspaceReleased(_Frame, frozen=True, tag=str(RelayType.WORKSPACE_RELEASE
     workspace_id: Id
 
 
-class SnapshotRequest(_Frame, frozen=True, tag=str(RelayType.SNAPSHOT_REQUEST)):
+class SnapshotRequest(_Frame, frozen=True, kw_only=True, tag=str(RelayType.SNAPSHOT_REQUEST)):
     """Send a ``messages_snapshot`` with this ``request_id``."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     request_id: Id
 
 
@@ -300,18 +311,20 @@ RelayToVmMessage: TypeAlias = (
 # -- relay to client ------------------------------------------------------------
 
 
-class Subscribed(_Frame, frozen=True, tag=str(RelayType.SUBSCRIBED)):
+class Subscribed(_Frame, frozen=True, kw_only=True, tag=str(RelayType.SUBSCRIBED)):
     """Answer to ``subscribe``, before the replay or the snapshot."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     mode: Literal["replay", "snapshot", "status"]
     epoch: str | None
 
 
-class RelayStatus(_Frame, frozen=True, tag=str(RelayType.STATUS)):
+class RelayStatus(_Frame, frozen=True, kw_only=True, tag=str(RelayType.STATUS)):
     """relayd's own word on a workspace's status (no ``seq``: not part of the log)."""
 
     workspace_id: Id
+    session_id: SessionId | None = None
     status: str
     detail: str | None = None
 

@@ -28,7 +28,7 @@ from wire.attachments import (
     unstructure_attachments,
 )
 from wire.codec import ProtocolError, dumps, loads
-from wire.protocol import ClientType, ErrorCode
+from wire.protocol import MAIN_SESSION, MAX_SESSION_ID_LENGTH, ClientType, ErrorCode, is_session_id
 
 __all__ = ["ProtocolError", "dumps"]  # re-exported: importers of the codec's old home
 
@@ -47,11 +47,25 @@ def _check_id(_instance: object, attribute: attrs.Attribute[Any], value: object)
         )
 
 
+def _main_as_none(value: str | None) -> str | None:
+    """``"main"`` spelled out reads as no ``sessionId``: re-encoded, it is omitted."""
+    return None if value == MAIN_SESSION else value
+
+
+def _check_session(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not is_session_id(value):
+        raise ValueError(f"sessionId must be 1 to {MAX_SESSION_ID_LENGTH} characters [A-Za-z0-9_-]")
+
+
 @attrs.frozen
 class Subscribe:
     """Start receiving a workspace (replay after ``last_seq`` or a snapshot)."""
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
     last_seq: int | None = None
     epoch: str | None = None
     status_only: bool = False
@@ -66,6 +80,10 @@ class Unsubscribe:
     """Stop receiving a workspace."""
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
 
 
 @attrs.frozen
@@ -76,6 +94,10 @@ class UserMessage:
     """
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
     client_message_id: str = attrs.field(validator=_check_id)
     text: str
     user_id: str | None = None  # set by relayd from the token, never by a client
@@ -90,6 +112,10 @@ class QuestionResponse:
     """Answers to a ``user_question``, keyed by each question's text."""
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
     request_id: str = attrs.field(validator=_check_id)
     answers: dict[str, Answer]
     user_id: str | None = None
@@ -100,6 +126,10 @@ class PermissionResponse:
     """Allow or deny a ``permission_request``; ``message`` explains a denial."""
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
     request_id: str = attrs.field(validator=_check_id)
     allow: bool
     message: str | None = None
@@ -111,6 +141,10 @@ class Interrupt:
     """Stop Claude's current turn."""
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
     user_id: str | None = None
 
 
@@ -133,6 +167,10 @@ class Request:
     """
 
     workspace_id: str = attrs.field(validator=_check_id)
+    #: The session it is about (docs/protocol.md, "Sessions"); None means main.
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+    )
     request_id: str = attrs.field(validator=_check_id)
     op: str = attrs.field(validator=_check_op)
     args: dict[str, Any] = attrs.field(factory=dict)
@@ -339,6 +377,9 @@ def _format_error(exc: BaseException, kind: type | None) -> str:
     # Our own hooks' messages already say where and why.
     if isinstance(exc, AttachmentShapeError):
         return str(exc)
+    # So do our validators' ValueErrors; cattrs alone would say "invalid value".
+    if type(exc) is ValueError and exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
     return cattrs.v.format_exception(exc, kind)
 
 

@@ -6,6 +6,7 @@ Every string here is public API: peers written by others match on them.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final
 
 SUBPROTOCOL: Final = "ffcloud.v1"
@@ -15,6 +16,30 @@ CLIENT_PATH: Final = "/v1/client"
 VM_PATH: Final = "/v1/vm"
 AUDIENCE: Final = "ffcloud-relay"
 DEFAULT_ISSUER: Final = "ffcloud"
+
+#: The first session of every workspace. A message without ``sessionId`` is
+#: about it, and writers omit ``sessionId`` for it (docs/protocol.md, "Sessions").
+MAIN_SESSION: Final = "main"
+#: Longest ``sessionId``.
+MAX_SESSION_ID_LENGTH: Final = 64
+#: What a ``sessionId`` is made of (anchored with \Z: "$" would let a trailing newline pass).
+SESSION_ID_PATTERN: Final = rf"^[A-Za-z0-9_-]{{1,{MAX_SESSION_ID_LENGTH}}}\Z"
+_SESSION_ID: Final = re.compile(SESSION_ID_PATTERN)
+
+
+def is_session_id(value: object) -> bool:
+    """True for a valid ``sessionId``: 1 to 64 characters ``[A-Za-z0-9_-]``."""
+    return isinstance(value, str) and _SESSION_ID.match(value) is not None
+
+
+def session_or_main(session_id: str | None) -> str:
+    """The session a message is about: its ``sessionId``, or main when it has none."""
+    return MAIN_SESSION if session_id is None else session_id
+
+
+def written_session(session_id: str | None) -> str | None:
+    """The ``sessionId`` a writer puts in a frame: None (omitted) for main."""
+    return None if session_id == MAIN_SESSION else session_id
 
 
 class Scope(enum.StrEnum):

@@ -73,6 +73,7 @@ def test_the_constants_agree() -> None:
     assert ts_const("SUBPROTOCOL") == f'"{protocol.SUBPROTOCOL}"'
     assert ts_const("BEARER_PREFIX") == f'"{protocol.BEARER_SUBPROTOCOL_PREFIX}"'
     assert ts_const("CLIENT_PATH") == f'"{protocol.CLIENT_PATH}"'
+    assert ts_const("MAIN_SESSION") == f'"{protocol.MAIN_SESSION}"'
     assert int(ts_const("CLOSE_TOKEN_EXPIRED")) == protocol.CloseCode.TOKEN_EXPIRED
     assert int(ts_const("CLOSE_CUT_OFF")) == protocol.CloseCode.CUT_OFF
     assert int(ts_const("CLOSE_MOVED")) == protocol.CloseCode.MOVED

@@ -39,6 +39,7 @@ export interface Question {
 export interface Incoming {
   type: string;
   workspaceId?: string;
+  sessionId?: string;
   seq?: number;
   epoch?: string;
   [key: string]: unknown;
@@ -60,30 +61,40 @@ export type Outgoing =
   | {
       type: "subscribe";
       workspaceId: string;
+      sessionId?: string;
       lastSeq?: number;
       epoch?: string;
       statusOnly?: boolean;
     }
-  | { type: "unsubscribe"; workspaceId: string }
+  | { type: "unsubscribe"; workspaceId: string; sessionId?: string }
   | {
       type: "user_message";
       workspaceId: string;
+      sessionId?: string;
       clientMessageId: string;
       text: string;
       attachments?: OutgoingAttachment[];
     }
-  | { type: "question_response"; workspaceId: string; requestId: string; answers: Answers }
+  | {
+      type: "question_response";
+      workspaceId: string;
+      sessionId?: string;
+      requestId: string;
+      answers: Answers;
+    }
   | {
       type: "permission_response";
       workspaceId: string;
+      sessionId?: string;
       requestId: string;
       allow: boolean;
       message?: string;
     }
-  | { type: "interrupt"; workspaceId: string }
+  | { type: "interrupt"; workspaceId: string; sessionId?: string }
   | {
       type: "request";
       workspaceId: string;
+      sessionId?: string;
       requestId: string;
       op: string;
       args?: Record<string, unknown>;
