@@ -1,6 +1,7 @@
 /** The session view of one workspace: conversation, open prompts, composer. */
 
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import { useCommandPalette } from "../components/CommandPalette";
 import { HeldMessages, useHeldMessages } from "../components/HeldMessages";
 import { PullRequestBadge } from "../components/panels/PublishBar";
 import { SessionControls } from "../components/SessionControls";
@@ -30,15 +31,24 @@ function Composer({
   running,
   onSend,
   onInterrupt,
+  loadCommands,
 }: {
   disabledReason: string | null;
   running: boolean;
+  /** Asks the VM for the slash commands (the palette on "/"). */
+  loadCommands?: () => Promise<unknown>;
   /** False keeps the text in the box (the queue is full). */
   onSend: (text: string) => boolean;
   onInterrupt: () => void;
 }) {
   const [text, setText] = useState("");
   const ref = useRef<HTMLTextAreaElement>(null);
+  const palette = useCommandPalette({
+    text,
+    setText,
+    load: loadCommands,
+    focusInput: () => ref.current?.focus(),
+  });
   const send = () => {
     const t = text.trim();
     if (!t || disabledReason) return;
@@ -62,7 +72,9 @@ function Composer({
       <label htmlFor="composer-input" className="sr-only">
         Message to Claude
       </label>
+      {palette.element}
       <textarea
+        {...palette.inputProps}
         id="composer-input"
         ref={ref}
         rows={1}
@@ -73,6 +85,7 @@ function Composer({
         onChange={(e) => setText(e.target.value)}
         onKeyDown={(e) => {
           if (e.nativeEvent.isComposing || e.keyCode === 229) return; // IME at work
+          if (palette.onKeyDown(e)) return;
           // Ctrl/Cmd+. is the session view's, wherever the focus is.
           if (e.key === "Enter" && (e.ctrlKey || e.metaKey || !e.shiftKey)) {
             e.preventDefault();
@@ -96,7 +109,7 @@ function Composer({
         <p id="composer-hint" className="sr-only">
           {running
             ? "Claude is working: what you send now is queued and goes out when the turn ends. Ctrl+. stops."
-            : "Enter sends, Shift+Enter starts a new line, Ctrl+. stops Claude."}
+            : "Enter sends, Shift+Enter starts a new line, / at the start lists the commands, Ctrl+. stops Claude."}
         </p>
       )}
     </form>
@@ -143,6 +156,10 @@ export function SessionView({
   const send = useCallback((t: string) => (id ? store.sendUserMessage(id, t) : ""), [id, store]);
   const queue = useHeldMessages(id, c, send);
   const busy = isBusy(c?.loaded ? c.status : workspace?.status);
+  const loadCommands = useCallback(
+    () => (id && requester ? requester.request(id, "session_commands") : Promise.reject()),
+    [id, requester],
+  );
 
   // Ctrl/Cmd+. stops the turn from anywhere in the page, prompts open or not.
   useEffect(() => {
@@ -281,6 +298,7 @@ export function SessionView({
             return r !== "full";
           }}
           onInterrupt={() => store.interrupt(id)}
+          loadCommands={requester ? loadCommands : undefined}
         />
         {c && requester ? (
           <SessionControls workspaceId={id} settings={c.settings} requester={requester} />

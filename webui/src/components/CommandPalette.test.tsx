@@ -1,0 +1,178 @@
+// @vitest-environment jsdom
+import { act, cleanup, fireEvent, render, screen } from "@testing-library/react";
+import { useRef, useState } from "react";
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { useCommandPalette } from "./CommandPalette";
+
+afterEach(cleanup);
+
+const offered = {
+  commands: [
+    { name: "roll", description: "Roll a die", argumentHint: "[sides]" },
+    { name: "shout", description: "Say it in capitals", argumentHint: "<text>" },
+    { name: "explain", description: "Explain a file (project)", argumentHint: "<path>" },
+  ],
+  ready: true,
+};
+
+/** A text box with the palette, as the composer has it; Enter "sends" what the palette leaves. */
+function Harness({ load, onSend }: { load?: () => Promise<unknown>; onSend: (t: string) => void }) {
+  const [text, setText] = useState("");
+  const ref = useRef<HTMLTextAreaElement>(null);
+  const palette = useCommandPalette({
+    text,
+    setText,
+    load,
+    focusInput: () => ref.current?.focus(),
+  });
+  return (
+    <div>
+      {palette.element}
+      <textarea
+        {...palette.inputProps}
+        aria-label="Message to Claude"
+        ref={ref}
+        value={text}
+        onChange={(e) => setText(e.target.value)}
+        onKeyDown={(e) => {
+          if (palette.onKeyDown(e)) return;
+          if (e.key === "Enter") {
+            e.preventDefault();
+            onSend(text);
+          }
+        }}
+      />
+    </div>
+  );
+}
+
+async function setup(reply: unknown = offered) {
+  const load = vi.fn(() =>
+    reply instanceof Error ? Promise.reject(reply) : Promise.resolve(reply),
+  );
+  const onSend = vi.fn();
+  render(<Harness load={load} onSend={onSend} />);
+  const box = screen.getByLabelText("Message to Claude") as HTMLTextAreaElement;
+  const type = async (value: string) => {
+    fireEvent.change(box, { target: { value } });
+    await act(async () => {});
+  };
+  const key = async (k: string, mods: Record<string, boolean> = {}) => {
+    fireEvent.keyDown(box, { key: k, ...mods });
+    await act(async () => {});
+  };
+  return { box, load, onSend, type, key };
+}
+
+const options = () => screen.queryAllByRole("option").map((o) => o.textContent);
+
+describe("the command palette", () => {
+  test("'/' opens it as a combobox with the session's commands; typing narrows", async () => {
+    const { box, load, type } = await setup();
+    expect(box.getAttribute("role")).toBeNull();
+    expect(screen.queryByRole("listbox")).toBeNull();
+    await type("/");
+    expect(load).toHaveBeenCalledTimes(1);
+    expect(box.getAttribute("role")).toBe("combobox");
+    expect(box.getAttribute("aria-expanded")).toBe("true");
+    const listbox = screen.getByRole("listbox", { name: "Slash commands" });
+    expect(box.getAttribute("aria-controls")).toBe(listbox.id);
+    expect(options()).toEqual([
+      "/roll[sides]Roll a die",
+      "/shout<text>Say it in capitals",
+      "/explain<path>Explain a file (project)",
+    ]);
+    const [first] = screen.getAllByRole("option");
+    expect(box.getAttribute("aria-activedescendant")).toBe(first?.id);
+    expect(first?.getAttribute("aria-selected")).toBe("true");
+    await type("/sh");
+    expect(options()).toEqual(["/shout<text>Say it in capitals"]);
+    await type("/file");
+    expect(options()).toEqual(["/explain<path>Explain a file (project)"]);
+  });
+
+  test("arrows move the active option, Enter fills the composer and does not send", async () => {
+    const { box, onSend, type, key } = await setup();
+    await type("/");
+    await key("ArrowDown");
+    const second = screen.getAllByRole("option")[1];
+    expect(box.getAttribute("aria-activedescendant")).toBe(second?.id);
+    expect(second?.getAttribute("aria-selected")).toBe("true");
+    await key("ArrowUp");
+    await key("ArrowUp"); // wraps to the last
+    expect(screen.getAllByRole("option")[2]?.getAttribute("aria-selected")).toBe("true");
+    await key("Enter");
+    expect(box.value).toBe("/explain ");
+    expect(onSend).not.toHaveBeenCalled();
+    // The arguments follow; the palette has closed, Enter sends again.
+    expect(screen.queryByRole("listbox")).toBeNull();
+    expect(box.getAttribute("role")).toBeNull();
+    await type("/explain src/app.py");
+    await key("Enter");
+    expect(onSend).toHaveBeenCalledWith("/explain src/app.py");
+  });
+
+  test("Tab chooses too; Escape closes until the text starts over", async () => {
+    const { box, type, key } = await setup();
+    await type("/r");
+    await key("Tab");
+    expect(box.value).toBe("/roll ");
+    await type("/s");
+    await key("Escape");
+    expect(screen.queryByRole("listbox")).toBeNull();
+    await type("/sh");
+    expect(screen.queryByRole("listbox")).toBeNull(); // still dismissed
+    await type("");
+    await type("/");
+    expect(screen.getByRole("listbox")).toBeTruthy();
+  });
+
+  test("a click (or a tap) chooses and keeps the focus in the text box", async () => {
+    const { box, type } = await setup();
+    box.focus();
+    await type("/");
+    const shout = screen.getByRole("option", { name: /shout/ });
+    const down = fireEvent.mouseDown(shout);
+    expect(down).toBe(false); // default prevented: no blur
+    fireEvent.mouseMove(shout);
+    expect(shout.getAttribute("aria-selected")).toBe("true");
+    fireEvent.click(shout);
+    await act(async () => {});
+    expect(box.value).toBe("/shout ");
+    expect(document.activeElement).toBe(box);
+  });
+
+  test("no match: says so, and Enter sends the text as typed", async () => {
+    const { onSend, type, key } = await setup();
+    await type("/nosuch");
+    expect(screen.getByRole("status").textContent).toContain("No command matches /nosuch");
+    await key("Enter");
+    expect(onSend).toHaveBeenCalledWith("/nosuch");
+  });
+
+  test("a session not started yet, and a failed request, are said plainly", async () => {
+    const early = await setup({ commands: [], ready: false });
+    await early.type("/");
+    expect(screen.getByRole("status").textContent).toContain("once the session has started");
+    cleanup();
+    const failed = await setup(new Error("The VM is offline."));
+    await failed.type("/");
+    expect(screen.getByRole("status").textContent).toContain("The VM is offline.");
+  });
+
+  test("asked again each time it opens", async () => {
+    const { load, type } = await setup();
+    await type("/");
+    await type("/roll ");
+    await type("/");
+    expect(load).toHaveBeenCalledTimes(2);
+  });
+
+  test("without a way to ask the VM there is no palette", async () => {
+    render(<Harness onSend={() => undefined} />);
+    const box = screen.getByLabelText("Message to Claude");
+    fireEvent.change(box, { target: { value: "/" } });
+    await act(async () => {});
+    expect(screen.queryByRole("listbox")).toBeNull();
+  });
+});
