@@ -733,3 +733,35 @@ async def test_images_and_text_files_reach_the_api_as_content_blocks(
             words_at = texts.index("what is in the picture?")
             assert blocks.index(images[0]) < file_at < words_at
             nursery.cancel_scope.cancel()
+
+
+async def test_clear_starts_a_new_session_that_a_restart_resumes(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """``/clear`` makes Claude Code start a new session (the ``result`` names it):
+    a vmagent restarted right after resumes that one, not the cleared one."""
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await assign(conn)
+            fake_api.push(Reply([text("Noted the secret word.")]))
+            await say(conn, "remember the word PINEAPPLE", "c1")
+            first = claude_data(await turn_frames(conn), "result")[-1]["session_id"]
+            await say(conn, "/clear", "c2")
+            frames = await turn_frames(conn)
+            assert claude_data(frames, "conversation_reset")
+            cleared = claude_data(frames, "result")[-1]["session_id"]
+            assert cleared != first
+            assert len(fake_api.conversation) == 1  # /clear did not ask the model
+            nursery.cancel_scope.cancel()
+
+        fake_api.push(Reply([text("A fresh start.")]))
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await say(conn, "what was the word", "c3")
+            frames = await turn_frames(conn)
+            assert claude_data(frames, "result")[-1]["session_id"] == cleared
+            history = json.dumps((await fake_api.wait_for_conversation(2))["messages"])
+            assert "what was the word" in history
+            assert "PINEAPPLE" not in history
+            nursery.cancel_scope.cancel()

@@ -98,6 +98,14 @@ function applyLine(state: Conversation, data: Record<string, unknown>, seq: numb
         text: model ? `Session started · ${model}` : "Session started",
       });
     }
+    case "conversation_reset":
+      // `/clear`: Claude Code starts a new session; the transcript stays, Claude forgets it.
+      return push(finishStreaming(state), {
+        kind: "system",
+        key: `seq:${seq}`,
+        seq,
+        text: "Context cleared: Claude starts afresh from here",
+      });
     case "stream_event":
       return isObject(data.event) ? applyStreamEvent(state, data.event, parent, seq) : state;
     case "assistant": {
