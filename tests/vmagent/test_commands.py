@@ -245,3 +245,24 @@ async def test_no_engine_session_is_a_clear_not_ready(tmp_path: Path, relay: Fak
             assert reply["ok"] is True
             assert reply["result"] == {"commands": [], "ready": False}
             nursery.cancel_scope.cancel()
+
+
+@given(st.text(max_size=300), st.text(max_size=40))
+def test_any_command_file_parses_and_expands(text: str, arguments: str) -> None:
+    parsed = demo_commands.parse("x", text)
+    assert parsed.name == "x"
+    assert "\n" not in demo_commands.listed([parsed])[0]["description"]
+    expanded = parsed.expand(arguments)
+    if "$ARGUMENTS" not in parsed.body:
+        assert expanded == parsed.body.strip()
+
+
+@given(st.text(max_size=80))
+def test_split_command_gives_a_valid_name_or_nothing(text: str) -> None:
+    parsed = split_command(text)
+    if parsed is None:
+        return
+    name, arguments = parsed
+    assert valid_name(name)
+    assert text.startswith("/" + name)
+    assert arguments == arguments.strip()

@@ -509,8 +509,11 @@ class ClaudeSession:
     async def configure(self, settings: SessionSettings) -> None:
         """Tell a running CLI the new model and mode (as the SDK's ``set_model`` and
         ``set_permission_mode`` do); a CLI not running gets them as flags at its start."""
-        if self._proc is None or self._exited.is_set():
-            return
+        # A start under way (a turn's, or session_commands') may have read the old
+        # settings already: wait for it, then tell the CLI it started.
+        async with self._start_lock:
+            if self._proc is None or self._exited.is_set():
+                return
         requests: list[dict[str, Any]] = []
         if settings.model:
             requests.append({"subtype": "set_model", "model": settings.model})
