@@ -3,12 +3,14 @@
 import { useCallback, useEffect, useMemo, useState, useSyncExternalStore } from "react";
 import { WorkspacePanels } from "./components/panels/WorkspacePanels";
 import { ThemeSwitch } from "./components/ThemeSwitch";
+import { WorkspaceSessions } from "./components/WorkspaceSessions";
 import { Api, type Session, type Workspace } from "./lib/api";
 import { RelayConnection, type SocketLike } from "./lib/connection";
 import { badgeTitle, shouldNotify } from "./lib/notify";
 import { RelayPool } from "./lib/pool";
 import { CLIENT_PATH, type Status } from "./lib/protocol";
 import { type PullRequest, Requester } from "./lib/requests";
+import { type Route, routeOf, sessionPath } from "./lib/sessions";
 import { Store } from "./lib/store";
 import { Login } from "./ui/Login";
 import { ConnectionIndicator, SessionView } from "./ui/Session";
@@ -21,24 +23,26 @@ function relayEndpoint(relayUrl: string): string {
   return u.endsWith(CLIENT_PATH) ? u : u + CLIENT_PATH;
 }
 
-function routeOf(path: string): string | null {
-  const m = /^\/w\/([^/]+)\/?$/.exec(path);
-  return m ? decodeURIComponent(m[1]!) : null;
-}
+/** Where to go: a workspace (its main session unless one is named), or null for the list. */
+type Go = (id: string | null, sessionId?: string, replace?: boolean) => void;
 
-function useRoute(): [string | null, (id: string | null) => void] {
+function useRoute(): [Route | null, Go] {
   const [path, setPath] = useState(() => window.location.pathname);
   useEffect(() => {
     const f = () => setPath(window.location.pathname);
     window.addEventListener("popstate", f);
     return () => window.removeEventListener("popstate", f);
   }, []);
-  const go = useCallback((id: string | null) => {
-    const next = id ? `/w/${encodeURIComponent(id)}` : "/";
-    if (next !== window.location.pathname) window.history.pushState(null, "", next);
+  const go = useCallback<Go>((id, sessionId, replace) => {
+    const next = id ? sessionPath(id, sessionId) : "/";
+    if (next !== window.location.pathname) {
+      if (replace) window.history.replaceState(null, "", next);
+      else window.history.pushState(null, "", next);
+    }
     setPath(next);
   }, []);
-  return [routeOf(path), go];
+  const route = useMemo(() => routeOf(path), [path]);
+  return [route, go];
 }
 
 function Workspaces({
@@ -117,11 +121,17 @@ function Workspaces({
     [store, workspaces, go],
   );
 
-  const selected = route;
+  const selected = route?.workspaceId ?? null;
   const workspace = workspaces?.find((w) => w.id === selected);
   // Each workspace's pull request, as its Changes panel last found it (for the header).
   const [pullRequests, setPullRequests] = useState<Record<string, PullRequest | null>>({});
   const shownId = workspace?.id;
+  const onSession = useCallback(
+    (sid: string, replace?: boolean) => {
+      if (shownId) go(shownId, sid, replace);
+    },
+    [go, shownId],
+  );
   const onPullRequest = useCallback(
     (pr: PullRequest | null) => {
       if (!shownId) return;
@@ -187,15 +197,25 @@ function Workspaces({
           <main className="session empty" id="main">
             <p>This workspace does not exist or is not yours.</p>
           </main>
+        ) : workspace && route ? (
+          <WorkspaceSessions
+            workspace={workspace}
+            sessionId={route.sessionId}
+            conversations={state.conversations}
+            store={store}
+            requester={requester}
+            me={session.user.id}
+            onBack={() => go(null)}
+            onSession={onSession}
+            pullRequest={pullRequests[workspace.id]}
+          />
         ) : (
           <SessionView
-            workspace={workspace}
-            c={selected ? state.conversations[selected] : undefined}
+            workspace={undefined}
+            c={undefined}
             store={store}
             me={session.user.id}
             onBack={() => go(null)}
-            pullRequest={workspace ? pullRequests[workspace.id] : undefined}
-            requester={requester}
           />
         )}
         {workspace && (

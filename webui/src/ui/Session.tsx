@@ -1,6 +1,6 @@
 /** The session view of one workspace: conversation, open prompts, composer. */
 
-import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import { type ReactNode, useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { useCommandPalette } from "../components/CommandPalette";
 import { HeldMessages, useHeldMessages } from "../components/HeldMessages";
 import { PullRequestBadge } from "../components/panels/PublishBar";
@@ -10,7 +10,9 @@ import type { Workspace } from "../lib/api";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
 import { isBusy } from "../lib/held";
+import { MAIN_SESSION } from "../lib/protocol";
 import type { PullRequest, Requester } from "../lib/requests";
+import { sessionKey } from "../lib/sessions";
 import type { Store } from "../lib/store";
 import { statusLabel } from "./format";
 import { Messages } from "./Messages";
@@ -139,6 +141,9 @@ export function SessionView({
   onBack,
   pullRequest,
   requester,
+  sessionId = MAIN_SESSION,
+  closed = false,
+  tabs,
 }: {
   workspace: Workspace | undefined;
   c: Conversation | undefined;
@@ -149,13 +154,22 @@ export function SessionView({
   pullRequest?: PullRequest | null;
   /** Asks the VM (model and mode); without it the pickers are not shown. */
   requester?: Pick<Requester, "request">;
+  /** Which of the workspace's sessions `c` is (the caller subscribes to it). */
+  sessionId?: string;
+  /** A closed session: its transcript, read only. */
+  closed?: boolean;
+  /** The session tabs, under the header. */
+  tabs?: ReactNode;
 }) {
-  const id = workspace?.id;
+  // The session's key: everything below that sends acts on this session.
+  const id = workspace ? sessionKey(workspace.id, sessionId) : undefined;
+  // The list's status is the workspace's (its most urgent session): main's until it has loaded.
+  const listed = sessionId === MAIN_SESSION ? workspace?.status : undefined;
   const scroller = useRef<HTMLDivElement>(null);
   const [stuck, setStuck] = useState(true);
   const send = useCallback((t: string) => (id ? store.sendUserMessage(id, t) : ""), [id, store]);
   const queue = useHeldMessages(id, c, send);
-  const busy = isBusy(c?.loaded ? c.status : workspace?.status);
+  const busy = !closed && isBusy(c?.loaded ? c.status : listed);
   const loadCommands = useCallback(
     () => (id && requester ? requester.request(id, "session_commands") : Promise.reject()),
     [id, requester],
@@ -174,11 +188,9 @@ export function SessionView({
     return () => window.removeEventListener("keydown", onKey);
   }, [id, busy, store]);
 
-  useEffect(() => {
-    if (!id) return;
-    store.open(id);
-    return () => store.close(id);
-  }, [id, store]);
+  // Another session's transcript starts at its latest message.
+  // biome-ignore lint/correctness/useExhaustiveDependencies: on each new session.
+  useEffect(() => setStuck(true), [id]);
 
   // Follow the stream while the reader is at the bottom; leave them be when they scrolled up.
   useLayoutEffect(() => {
@@ -197,8 +209,8 @@ export function SessionView({
       </main>
     );
   }
-  const prompts = c ? openPrompts(c) : [];
-  const status = c?.loaded ? c.status : workspace.status;
+  const prompts = c && !closed ? openPrompts(c) : [];
+  const status = c?.loaded ? c.status : (listed ?? null);
   const running = status === "running";
   const issue = workspace.issue;
   return (
@@ -217,6 +229,7 @@ export function SessionView({
         </div>
         <StatusBadge status={status ?? undefined} />
       </header>
+      {tabs}
       {workspace.lostAt && (
         <p className="notice lost" role="status">
           Its VM stopped answering and was given up on at{" "}
@@ -288,19 +301,28 @@ export function SessionView({
             />
           ),
         )}
-        <HeldMessages q={queue} />
-        <Composer
-          disabledReason={composerBlock(c)}
-          running={busy}
-          onSend={(t) => {
-            const r = queue.submit(t);
-            if (r === "sent") setStuck(true);
-            return r !== "full";
-          }}
-          onInterrupt={() => store.interrupt(id)}
-          loadCommands={requester ? loadCommands : undefined}
-        />
-        {c && requester ? (
+        {closed ? (
+          <p className="notice session-closed" role="status">
+            This session is closed: its transcript is read only.
+          </p>
+        ) : (
+          <>
+            <HeldMessages q={queue} />
+            <Composer
+              key={id}
+              disabledReason={composerBlock(c)}
+              running={busy}
+              onSend={(t) => {
+                const r = queue.submit(t);
+                if (r === "sent") setStuck(true);
+                return r !== "full";
+              }}
+              onInterrupt={() => store.interrupt(id)}
+              loadCommands={requester ? loadCommands : undefined}
+            />
+          </>
+        )}
+        {c && requester && !closed ? (
           <SessionControls workspaceId={id} settings={c.settings} requester={requester} />
         ) : null}
         {c ? <UsageMeter usage={c.usage} /> : null}

@@ -287,7 +287,6 @@ describe("composer", () => {
     expect(store.sendUserMessage).not.toHaveBeenCalled();
     fireEvent.keyDown(box, { key: "Enter" });
     expect(store.sendUserMessage).toHaveBeenCalledWith("w", "line one");
-    expect(store.open).toHaveBeenCalledWith("w");
   });
 });
 
