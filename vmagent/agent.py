@@ -30,7 +30,7 @@ from vmagent.engines.base import Engine
 from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS, OpServer, reply_frame
 from vmagent.publish import PublishSettings
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES, SettingsError, WorkspaceSession
-from vmagent.session_list import MAIN_SESSION, valid_session_id
+from vmagent.session_list import LIST_OPS, SessionOpError
 from vmagent.store import LogFile, Store, valid_workspace_id
 from vmagent.terminals import TerminalLimits, Terminals
 from vmagent.workdir import WorkdirPlan
@@ -64,6 +64,7 @@ from wire.protocol import (
     ErrorCode,
     RelayType,
     VmType,
+    session_or_main,
 )
 
 log = logging.getLogger("vmagent.agent")
@@ -450,11 +451,8 @@ class Agent:
             self._assigned(workspace_id, msgspec.to_builtins(message.issue))
             return
         assert workspace is not None
-        sid = obj.get("sessionId", MAIN_SESSION)
-        if not valid_session_id(sid):
-            self._error(ErrorCode.BAD_REQUEST, "bad 'sessionId'", workspace_id, ref_of(obj))
-            return
-        self._route(workspace, sid, message)
+        # The decoders checked it; a message without one is about main.
+        self._route(workspace, session_or_main(getattr(message, "session_id", None)), message)
 
     def _route(self, workspace: Workspace, sid: str, message: object) -> None:
         """Hand a decoded message to its workspace and session."""
@@ -491,7 +489,14 @@ class Agent:
     def _request(self, workspace: Workspace, sid: str, request: Request) -> None:
         if workspace.conversation(sid, request.request_id) is None:
             return  # not_found sent
-        if request.op == MODELS_OP:
+        if request.op in LIST_OPS:
+            try:
+                result = workspace.session_op(request.op, sid, request.args)
+            except SessionOpError as exc:
+                self.post(reply_frame(request, code=exc.code, message=exc.message))
+                return
+            self.post(reply_frame(request, result=result))
+        elif request.op == MODELS_OP:
             self.post(reply_frame(request, result=workspace.offered(sid)))
         elif request.op in (SETTINGS_OP, COMMANDS_OP):
             if workspace.is_closed(sid):

@@ -253,6 +253,7 @@ class Conversation:
         return vm_frame(
             kind,
             self.workspace_id,
+            session_id=self.sid,
             seq=self.seq,
             epoch=self.epoch,
             request_id=request_id,
@@ -261,7 +262,10 @@ class Conversation:
         )
 
     def _error(self, code: ErrorCode, message: str, ref: str | None) -> list[Out]:
-        return [Out(error_frame(code, message, workspace_id=self.workspace_id, ref=ref), log=False)]
+        frame = error_frame(
+            code, message, workspace_id=self.workspace_id, ref=ref, session_id=self.sid
+        )
+        return [Out(frame, log=False)]
 
     def set_status(self, status: str, detail: str | None = None) -> list[Out]:
         """Report a status change; nothing when neither status nor detail changed."""
@@ -509,6 +513,7 @@ class Conversation:
         return vm_frame(
             VmType.MESSAGES_SNAPSHOT,
             self.workspace_id,
+            session_id=self.sid,
             seq=self.seq,
             epoch=self.epoch,
             request_id=request_id,

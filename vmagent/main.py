@@ -48,6 +48,7 @@ from vmagent.publish import (
     PublishSettings,
 )
 from vmagent.session import DEFAULT_MAX_QUEUED_MESSAGES
+from vmagent.session_list import DEFAULT_MAX_CLOSED_SESSIONS, DEFAULT_MAX_SESSIONS
 from vmagent.terminals import (
     DEFAULT_MAX_TERMINALS,
     DEFAULT_MAX_TERMINALS_PER_CONNECTION,
@@ -56,6 +57,7 @@ from vmagent.terminals import (
     TerminalLimits,
 )
 from vmagent.workdir import DEFAULT_CLONE_TIMEOUT, DEFAULT_GIT_BASE_URL, WorkdirPlan
+from vmagent.workspace import SessionLimits
 from vmagent.workspace_ops import (
     DEFAULT_MAX_DIFF_CHARS,
     DEFAULT_MAX_FILE_BYTES,
@@ -182,6 +184,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--max-queued-messages",
         type=int,
         default=int(default("max-queued-messages", str(DEFAULT_MAX_QUEUED_MESSAGES)) or 0),
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=_positive,
+        default=default("max-sessions", str(DEFAULT_MAX_SESSIONS)),
+        help="sessions a workspace may have open at once, its first included",
+    )
+    p.add_argument(
+        "--max-closed-sessions",
+        type=_positive,
+        default=default("max-closed-sessions", str(DEFAULT_MAX_CLOSED_SESSIONS)),
+        help="closed sessions kept per workspace (readable); past it the one closed first goes",
     )
     p.add_argument(
         "--backoff-initial",
@@ -317,6 +331,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         backoff_initial=args.backoff_initial,
         backoff_max=args.backoff_max,
         max_queued_messages=args.max_queued_messages,
+        sessions=SessionLimits(max_open=args.max_sessions, max_closed=args.max_closed_sessions),
         token_check_interval=args.token_check_interval,
         ops=OpLimits(
             op_timeout=args.op_timeout,

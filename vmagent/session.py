@@ -202,7 +202,9 @@ class WorkspaceSession:
         commit_to(self.logfile, self._post, outs)
 
     def _error(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
-        self._post(error_frame(code, message, workspace_id=self.workspace_id, ref=ref))
+        self._post(
+            error_frame(code, message, workspace_id=self.workspace_id, ref=ref, session_id=self.sid)
+        )
 
     # -- messages from relayd -----------------------------------------------------
 

@@ -13,7 +13,6 @@ list; :class:`SessionOpError` says what was wrong.
 from __future__ import annotations
 
 import datetime
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -21,12 +20,9 @@ from typing import Any, Final
 import attrs
 
 from wire.codec import dumps
-from wire.protocol import ErrorCode
+from wire.protocol import MAIN_SESSION, ErrorCode, is_session_id
 
-#: The first session of every workspace (a message without ``sessionId`` is about it).
-MAIN_SESSION: Final = "main"
-#: What a ``sessionId`` may be.
-SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+__all__ = ["MAIN_SESSION"]  # re-exported: vmagent's modules take it from here
 #: Sessions open at once per workspace, main included (``--max-sessions``).
 DEFAULT_MAX_SESSIONS: Final = 5
 #: Closed sessions kept per workspace (``--max-closed-sessions``).
@@ -41,11 +37,6 @@ OP_RENAME: Final = "session_rename"
 OP_CLOSE: Final = "session_close"
 #: The ops about the list of sessions.
 LIST_OPS: Final = frozenset({OP_CREATE, OP_RENAME, OP_CLOSE})
-
-
-def valid_session_id(session_id: object) -> bool:
-    """True when ``session_id`` is a string the protocol allows as a ``sessionId``."""
-    return isinstance(session_id, str) and SESSION_ID_RE.fullmatch(session_id) is not None
 
 
 def new_session_id() -> str:
@@ -139,7 +130,7 @@ class SessionList:
                 continue
             session_id, title = item.get("sessionId"), item.get("title", "")
             created, closed_at = item.get("createdAt", ""), item.get("closedAt")
-            if not valid_session_id(session_id) or session_id in seen:
+            if not is_session_id(session_id) or session_id in seen:
                 continue
             assert isinstance(session_id, str)
             seen.add(session_id)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Final
 
 from vmagent.conversation import Conversation, CorruptLog, Out
-from vmagent.session_list import MAIN_SESSION, utc_now, valid_session_id
+from vmagent.session_list import MAIN_SESSION, utc_now
+from wire.protocol import is_session_id
 
 log = logging.getLogger("vmagent.store")
 
@@ -99,7 +100,7 @@ class Store:
         directory = self.workspace_dir(workspace_id)
         if sid == MAIN_SESSION:
             return directory / LOG_NAME
-        if not valid_session_id(sid):
+        if not is_session_id(sid):
             raise ValueError("session id is not usable as a file name")
         return directory / SESSIONS_NAME / f"{sid}.jsonl"
 

@@ -161,8 +161,12 @@ class Workspace:
 
     # -- routing --------------------------------------------------------------------
 
-    def _error(self, code: ErrorCode, message: str, ref: str | None) -> None:
-        self._post(error_frame(code, message, workspace_id=self.workspace_id, ref=ref))
+    def _error(self, code: ErrorCode, message: str, session_id: str, ref: str | None) -> None:
+        self._post(
+            error_frame(
+                code, message, workspace_id=self.workspace_id, ref=ref, session_id=session_id
+            )
+        )
 
     def knows(self, session_id: str) -> bool:
         """Whether the workspace keeps that session (open or closed)."""
@@ -174,7 +178,7 @@ class Workspace:
             return self.open[session_id].conv
         if session_id in self.closed:
             return self.closed[session_id]
-        self._error(ErrorCode.NOT_FOUND, "no such session", ref)
+        self._error(ErrorCode.NOT_FOUND, "no such session", session_id, ref)
         return None
 
     def running(self, session_id: str, ref: str | None) -> WorkspaceSession | None:
@@ -183,7 +187,7 @@ class Workspace:
             return None
         session = self.open.get(session_id)
         if session is None or session_id in self._closing:
-            self._error(ErrorCode.BAD_REQUEST, "session is closed", ref)
+            self._error(ErrorCode.BAD_REQUEST, "session is closed", session_id, ref)
             return None
         return session
 

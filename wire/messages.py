@@ -406,12 +406,20 @@ def encode_message(message: ClientMessage) -> str:
 
 
 def error_frame(
-    code: ErrorCode, message: str, *, workspace_id: str | None = None, ref: str | None = None
+    code: ErrorCode,
+    message: str,
+    *,
+    workspace_id: str | None = None,
+    ref: str | None = None,
+    session_id: str | None = None,
 ) -> str:
-    """An ``error`` message, with optional ``workspaceId`` and ``ref``."""
+    """An ``error`` message, with optional ``workspaceId``, ``sessionId`` (left out
+    for main) and ``ref``."""
     body: dict[str, Any] = {"type": "error"}
     if workspace_id is not None:
         body["workspaceId"] = workspace_id
+    if session_id is not None and session_id != MAIN_SESSION:
+        body["sessionId"] = session_id
     body["code"] = str(code)
     body["message"] = message
     if ref is not None:

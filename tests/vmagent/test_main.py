@@ -8,6 +8,7 @@ import pytest
 
 from vmagent.agent import Backoff, vm_id_of, vm_url
 from vmagent.main import build_parser, make_engine, settings_from
+from vmagent.workspace import SessionLimits
 from wire.protocol import Scope
 from wire.tokens import SigningKey, issue_token
 
@@ -71,8 +72,18 @@ def test_environment_variables() -> None:
     )
     assert settings_from(args).outbox_limit == 7
     assert args.demo_delay == 0.5
+    assert settings_from(args).sessions == SessionLimits(max_open=5, max_closed=20)
     # The command line wins.
     assert build_parser(env).parse_args(["--engine", "demo"]).engine == "demo"
+
+
+def test_session_limits() -> None:
+    env = {"VMAGENT_MAX_SESSIONS": "3"}
+    args = build_parser(env).parse_args(["--token-file", "t", "--max-closed-sessions", "7"])
+    assert settings_from(args).sessions == SessionLimits(max_open=3, max_closed=7)
+    for bad in (["--max-sessions", "0"], ["--max-closed-sessions", "many"]):
+        with pytest.raises(SystemExit):
+            build_parser({}).parse_args(bad)
 
 
 def test_relay_url_and_vm_id() -> None:

@@ -17,9 +17,8 @@ from vmagent.session_list import (
     SessionOpError,
     new_session_id,
     title_of,
-    valid_session_id,
 )
-from wire.protocol import ErrorCode
+from wire.protocol import ErrorCode, is_session_id
 
 
 def test_create_up_to_the_limit_then_rate_limited() -> None:
@@ -147,10 +146,10 @@ def test_session_ids() -> None:
     made = new_session_id()
     assert made.startswith("s_")
     assert len(made) == 34
-    assert valid_session_id(made)
-    assert valid_session_id(MAIN_SESSION)
+    assert is_session_id(made)
+    assert is_session_id(MAIN_SESSION)
     for bad in ["", "a" * 65, "a b", "ü", "../x", 5, None]:
-        assert not valid_session_id(bad)
+        assert not is_session_id(bad)
 
 
 json_values = st.none() | st.booleans() | st.integers() | st.text(max_size=110)
