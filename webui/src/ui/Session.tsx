@@ -171,7 +171,11 @@ export function SessionView({
   const queue = useHeldMessages(id, c, send);
   const busy = !closed && isBusy(c?.loaded ? c.status : listed);
   const loadCommands = useCallback(
-    () => (id && requester ? requester.request(id, "session_commands") : Promise.reject()),
+    // The commands of the session shown (each session has its own Claude Code).
+    () =>
+      id && requester
+        ? requester.request(id, "session_commands")
+        : Promise.reject(new Error("No session.")),
     [id, requester],
   );
 
