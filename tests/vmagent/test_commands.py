@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.vmagent.fakerelay import ISSUE, FakeRelay, VmConn, agent_for, say, turn_frames
+from tests.vmagent.test_sessions import create, op, running
 from vmagent.engines import demo_commands
 from vmagent.engines.base import EngineError
 from vmagent.engines.commands import (
@@ -266,3 +267,22 @@ def test_split_command_gives_a_valid_name_or_nothing(text: str) -> None:
     assert valid_name(name)
     assert text.startswith("/" + name)
     assert arguments == arguments.strip()
+
+
+async def test_each_session_answers_for_itself_and_a_closed_one_refuses(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    with trio.fail_after(10):
+        async with running(tmp_path, relay) as (conn, _hello):
+            sid = await create(conn, "r1", "Other")
+            reply = await op(conn, "session_commands", "r2", sid)
+            assert reply["type"] == "reply"
+            assert reply["ok"] is True
+            assert reply["result"]["ready"] is True
+            assert [c["name"] for c in reply["result"]["commands"]] == [*DEMO_COMMANDS, "explain"]
+            closed = await op(conn, "session_close", "r3", sid)
+            assert closed["ok"] is True
+            reply = await op(conn, "session_commands", "r4", sid)
+            assert reply["ok"] is False
+            assert reply["error"]["code"] == "bad_request"
+            assert "closed" in reply["error"]["message"]
