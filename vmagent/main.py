@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from vmagent.agent import (
@@ -36,8 +37,9 @@ from vmagent.attachments import (
     AttachmentLimits,
 )
 from vmagent.engines.base import Engine
-from vmagent.engines.claude import DEFAULT_MAX_LINE
+from vmagent.engines.claude import DEFAULT_MAX_LINE, ClaudeEngine
 from vmagent.engines.demo import DEFAULT_WORD_DELAY, DemoEngine
+from vmagent.engines.plans import DEFAULT_MAX_PLAN
 from vmagent.op_server import DEFAULT_MAX_REPLY_CHARS
 from vmagent.publish import (
     DEFAULT_API_TIMEOUT,
@@ -72,6 +74,8 @@ log = logging.getLogger("vmagent")
 
 #: The smallest ``--claude-max-line``.
 MIN_MAX_LINE: Final = 1024
+#: The smallest ``--claude-max-plan``.
+MIN_MAX_PLAN: Final = 1024
 
 DEFAULT_RELAY_URL: Final = "ws://127.0.0.1:8765"
 DEFAULT_STATE_DIR: Final = ".state/vmagent"
@@ -90,6 +94,17 @@ def _line_limit(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}") from None
     if limit < MIN_MAX_LINE:
         raise argparse.ArgumentTypeError(f"at least {MIN_MAX_LINE} bytes")
+    return limit
+
+
+def _plan_limit(value: str) -> int:
+    """A plan limit in bytes: at least 1 KiB (the note that ends a cut plan must fit)."""
+    try:
+        limit = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}") from None
+    if limit < MIN_MAX_PLAN:
+        raise argparse.ArgumentTypeError(f"at least {MIN_MAX_PLAN} bytes")
     return limit
 
 
@@ -174,6 +189,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=default("claude-max-line", str(DEFAULT_MAX_LINE)),
         metavar="BYTES",
         help="longest Claude Code output line sent on as it is (longer: a notice instead)",
+    )
+    p.add_argument(
+        "--claude-max-plan",
+        type=_plan_limit,
+        default=default("claude-max-plan", str(DEFAULT_MAX_PLAN)),
+        metavar="BYTES",
+        help="most plan text an ExitPlanMode permission card carries (longer: cut, with a note)",
     )
     p.add_argument(
         "--outbox-limit",
@@ -309,10 +331,11 @@ OP_FLAGS: Final[tuple[tuple[str, type[int] | type[float], float, str], ...]] = (
 def make_engine(args: argparse.Namespace) -> Engine:
     """The engine the command line asks for."""
     if args.engine == "claude":
-        from vmagent.engines.claude import ClaudeEngine
-
         return ClaudeEngine(
-            cli_path=args.claude_cli, model=args.claude_model, max_line=args.claude_max_line
+            cli_path=args.claude_cli,
+            model=args.claude_model,
+            max_line=args.claude_max_line,
+            max_plan=args.claude_max_plan,
         )
     return DemoEngine(word_delay=args.demo_delay)
 
@@ -388,5 +411,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.token_file:
         print("vmagent: --token-file (or VMAGENT_TOKEN_FILE) is required", file=sys.stderr)
         sys.exit(2)
-    agent = Agent(settings_from(args), make_engine(args))
+    engine = make_engine(args)
+    agent = Agent(settings_for(settings_from(args), engine), engine)
     trio.run(serve, agent)
+
+
+def settings_for(settings: AgentSettings, engine: Engine) -> AgentSettings:
+    """``settings`` with bypassPermissions off where the engine cannot run it."""
+    if (
+        settings.allow_bypass_permissions
+        and isinstance(engine, ClaudeEngine)
+        and not engine.bypass_possible()
+    ):
+        log.warning(
+            "bypassPermissions is off: Claude Code refuses it to root "
+            "(run vmagent as another user, or set IS_SANDBOX=1 on a VM that is a sandbox)"
+        )
+        return attrs.evolve(settings, allow_bypass_permissions=False)
+    return settings

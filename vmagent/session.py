@@ -153,6 +153,11 @@ class WorkspaceSession:
         """The model and permission mode last chosen for this session (kept in the log)."""
         return self.conv.settings
 
+    @property
+    def bypass_allowed(self) -> bool:
+        """Whether this VM lets the session switch to ``bypassPermissions``."""
+        return self._allow_bypass
+
     def emit(self, line: str) -> None:
         """Log and send one stream-json line as a ``claude_message``."""
         self.commit(self.conv.claude_line(line))

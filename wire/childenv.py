@@ -43,6 +43,9 @@ BASE_NAMES: Final = frozenset(
 BASE_PREFIXES: Final = ("LC_",)
 #: What the Claude Code CLI reads beyond the base: its API and its own settings.
 CLAUDE_PREFIXES: Final = ("ANTHROPIC_", "CLAUDE_")
+#: Claude Code's own variables without its prefix: ``IS_SANDBOX`` lets it offer
+#: bypassPermissions while it runs as root (a VM that is itself the sandbox).
+CLAUDE_NAMES: Final = frozenset({"IS_SANDBOX"})
 #: What a vmagent reads beyond the base: its settings, and what its Claude CLI needs.
 VMAGENT_PREFIXES: Final = ("VMAGENT_", *CLAUDE_PREFIXES)
 #: Never passed on, whatever the prefixes say. ``CLAUDECODE`` tells the CLI it
@@ -67,4 +70,6 @@ def vmagent_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def claude_env(env: Mapping[str, str]) -> dict[str, str]:
     """The environment the Claude Code CLI gets from vmagent's."""
-    return allowed_env(env, CLAUDE_PREFIXES)
+    passed = allowed_env(env, CLAUDE_PREFIXES)
+    passed.update({name: env[name] for name in CLAUDE_NAMES if name in env})
+    return passed

@@ -450,12 +450,14 @@ def test_the_claude_cli_gets_only_its_own_and_the_base_variables() -> None:
         "CONTROLPLANE_GITHUB_TOKEN": "ghp",
         "CLAUDECODE": "1",
         "GITHUB_TOKEN": "ghp2",
+        "IS_SANDBOX": "1",
     }
     assert claude_env(env) == {
         "PATH": "/usr/bin",
         "HOME": "/home/vm",
         "ANTHROPIC_API_KEY": "sk",
         "CLAUDE_CONFIG_DIR": "/c",
+        "IS_SANDBOX": "1",
     }
     assert "VMAGENT_TOKEN_FILE" in vmagent_env(env)
     assert "CONTROLPLANE_GITHUB_TOKEN" not in vmagent_env(env)

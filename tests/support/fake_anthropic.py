@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -72,6 +73,11 @@ class Reply:
     stop_reason: str | None = None  # default: tool_use if any block is one, else end_turn
     #: Seconds to wait before each delta (a long, slow stream to interrupt).
     delay: float = 0.0
+
+
+#: A reply made from the request it answers (the text a test needs is only in
+#: the request, such as the plan file path plan mode's reminder names).
+Respond = Callable[[dict[str, Any]], Reply]
 
 
 def _split(value: str, parts: int) -> list[str]:
@@ -187,7 +193,7 @@ class FakeAnthropic:
 
     def __init__(self) -> None:
         self.port = 0
-        self._script: deque[Reply] = deque()
+        self._script: deque[Reply | Respond] = deque()
         #: Every request: (method, path, parsed JSON body or None).
         self.requests: list[tuple[str, str, Any]] = []
         #: Bodies of the conversation's own requests (those that took a scripted reply).
@@ -201,8 +207,9 @@ class FakeAnthropic:
         """The base URL for ``ANTHROPIC_BASE_URL``."""
         return f"http://127.0.0.1:{self.port}"
 
-    def push(self, *replies: Reply) -> None:
-        """Queue replies for the next conversation requests, in order."""
+    def push(self, *replies: Reply | Respond) -> None:
+        """Queue replies for the next conversation requests, in order; a callable
+        is called with the request's body when that request comes."""
         self._script.extend(replies)
 
     async def wait_for_conversation(self, count: int) -> dict[str, Any]:
@@ -304,7 +311,8 @@ class FakeAnthropic:
         msg_id = f"msg_fake_{next(_ids):04d}"
         if is_conversation:
             assert isinstance(body, dict)
-            reply = self._script.popleft()
+            scripted = self._script.popleft()
+            reply = scripted if isinstance(scripted, Reply) else scripted(body)
             self.conversation.append(body)
             self._note()
         else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from vmagent.agent import Backoff, vm_id_of, vm_url
-from vmagent.main import build_parser, make_engine, settings_from
+from vmagent.main import build_parser, make_engine, settings_for, settings_from
 from vmagent.workspace import SessionLimits
 from wire.protocol import Scope
 from wire.tokens import SigningKey, issue_token
@@ -127,3 +128,39 @@ def test_claude_max_line_reaches_the_engine_and_is_checked(
     with pytest.raises(SystemExit):
         build_parser({"VMAGENT_CLAUDE_MAX_LINE": "-1"}).parse_args([])
     assert "at least 1024 bytes" in capsys.readouterr().err
+
+
+def test_claude_max_plan_reaches_the_engine_and_is_checked() -> None:
+    from vmagent.engines.claude import ClaudeEngine
+    from vmagent.engines.plans import DEFAULT_MAX_PLAN
+
+    default = make_engine(build_parser({}).parse_args(["--engine", "claude"]))
+    assert isinstance(default, ClaudeEngine)
+    assert default.max_plan == DEFAULT_MAX_PLAN
+    env = {"VMAGENT_CLAUDE_MAX_PLAN": "4096"}
+    engine = make_engine(build_parser(env).parse_args(["--engine", "claude"]))
+    assert isinstance(engine, ClaudeEngine)
+    assert engine.max_plan == 4096
+    for bad in (["--claude-max-plan", "12"], ["--claude-max-plan", "lots"]):
+        with pytest.raises(SystemExit):
+            build_parser({}).parse_args(bad)
+
+
+def test_bypass_is_off_where_claude_code_would_refuse_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vmagent.engines.claude import ClaudeEngine
+
+    args = build_parser({}).parse_args(["--engine", "claude", "--token-file", "t"])
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("IS_SANDBOX", raising=False)
+    root = ClaudeEngine()
+    assert not root.bypass_possible()
+    assert settings_for(settings_from(args), root).allow_bypass_permissions is False
+    sandbox = ClaudeEngine(env={"IS_SANDBOX": "1"})
+    assert sandbox.bypass_possible()
+    assert settings_for(settings_from(args), sandbox).allow_bypass_permissions is True
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert settings_for(settings_from(args), ClaudeEngine()).allow_bypass_permissions is True
+    demo = make_engine(build_parser({}).parse_args(["--engine", "demo"]))
+    assert settings_for(settings_from(args), demo).allow_bypass_permissions is True

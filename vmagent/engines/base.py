@@ -58,6 +58,10 @@ class Host(Protocol):
     def settings(self) -> SessionSettings:
         """The model and permission mode the engine starts with."""
 
+    @property
+    def bypass_allowed(self) -> bool:
+        """Whether this VM lets the session switch to ``bypassPermissions``."""
+
     def emit(self, line: str) -> None:
         """Send one stream-json line as a ``claude_message`` (logged first)."""
 

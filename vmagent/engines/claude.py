@@ -33,7 +33,7 @@ from typing import Any, Final
 import trio
 
 from vmagent.attachments import content_blocks
-from vmagent.engines import commands
+from vmagent.engines import commands, plans
 from vmagent.engines.base import EngineError, Host, SessionSettings
 from wire.attachments import Attachment
 from wire.childenv import claude_env
@@ -121,14 +121,31 @@ class ClaudeEngine:
         model: str | None = None,
         env: dict[str, str] | None = None,
         max_line: int = DEFAULT_MAX_LINE,
+        max_plan: int = plans.DEFAULT_MAX_PLAN,
     ) -> None:
         self.cli_path = cli_path
         self.model = model
         self.env = env
         self.max_line = max_line
+        self.max_plan = max_plan
         # Session ids Claude Code could not resume (it keeps no transcript of a
         # session killed in its first turn): those workspaces start afresh.
         self.lost_sessions: set[str] = set()
+
+    def environment(self) -> dict[str, str]:
+        """The CLI's environment: an allow-list of vmagent's, then ``env`` over it."""
+        # An allow-list: the CLI's tools must not see what else vmagent was given.
+        env = claude_env(os.environ)
+        env.setdefault("CLAUDE_CODE_ENTRYPOINT", "sdk-py")
+        if self.env:
+            env.update(self.env)
+        return env
+
+    def bypass_possible(self) -> bool:
+        """Whether Claude Code accepts bypassPermissions here: it refuses it to root
+        (it exits at the start) unless ``IS_SANDBOX=1`` (exactly) says the machine
+        is a sandbox."""
+        return os.geteuid() != 0 or self.environment().get("IS_SANDBOX") == "1"
 
     @asynccontextmanager
     async def open(self, host: Host) -> AsyncIterator[ClaudeSession]:
@@ -168,6 +185,9 @@ class ClaudeSession:
         self._start_lock = trio.Lock()
         #: Set when the workspace closes the session: no CLI starts any more.
         self.closed = False
+        self._plans_dir = plans.plans_dir(self.engine.environment())
+        # The plan file the CLI last reported writing (for a plan-less ExitPlanMode).
+        self._plan_path: Path | None = None
 
     # -- process --------------------------------------------------------------------
 
@@ -189,6 +209,10 @@ class ClaudeSession:
             cmd.append(f"--model={model}")
         if settings.permission_mode:
             cmd.append(f"--permission-mode={settings.permission_mode}")
+        if self.host.bypass_allowed and self.engine.bypass_possible():
+            # Without it the CLI refuses set_permission_mode bypassPermissions
+            # mid-session; it does not turn bypass on by itself.
+            cmd.append("--allow-dangerously-skip-permissions")
         prompt = issue_prompt(self.host.issue)
         if prompt:
             cmd += ["--append-system-prompt", prompt]
@@ -198,14 +222,6 @@ class ClaudeSession:
             cmd.append(f"--resume={session_id}")
             self._resumed = True
         return cmd
-
-    def _environment(self) -> dict[str, str]:
-        # An allow-list: the CLI's tools must not see what else vmagent was given.
-        env = claude_env(os.environ)
-        env.setdefault("CLAUDE_CODE_ENTRYPOINT", "sdk-py")
-        if self.engine.env:
-            env.update(self.engine.env)
-        return env
 
     async def _start(self) -> None:
         old = self._proc
@@ -224,7 +240,7 @@ class ClaudeSession:
         )
         try:
             proc: trio.Process = await self._nursery.start(
-                _run_cli, cmd, self._environment(), self.host.workdir
+                _run_cli, cmd, self.engine.environment(), self.host.workdir
             )
         except OSError as exc:
             raise EngineError(f"Claude Code could not start: {exc}") from None
@@ -388,6 +404,8 @@ class ClaudeSession:
             if isinstance(slash, list):
                 self._slash_commands = slash
             self._terminal_commands = terminal if isinstance(terminal, list) else []
+        elif kind == "user":
+            self._plan_path = plans.written_plan(body, self._plans_dir) or self._plan_path
         self.host.emit(text)
         if (
             kind == "result"
@@ -422,8 +440,11 @@ class ClaudeSession:
                     }
                 else:
                     tool_use_id = request.get("tool_use_id")
+                    shown = tool_input
+                    if tool_name == "ExitPlanMode":
+                        shown = await self._plan_card_input(tool_input)
                     decision = await self.host.ask_permission(
-                        tool_name, tool_input, tool_use_id if isinstance(tool_use_id, str) else None
+                        tool_name, shown, tool_use_id if isinstance(tool_use_id, str) else None
                     )
                     if decision.allow:
                         response = {"behavior": "allow", "updatedInput": tool_input}
@@ -445,6 +466,15 @@ class ClaudeSession:
                     request_id,
                     {"behavior": "deny", "message": "Interrupted by the user.", "interrupt": True},
                 )
+
+    async def _plan_card_input(self, tool_input: dict[str, Any]) -> dict[str, Any]:
+        """ExitPlanMode's input with the plan text for the card (see :mod:`plans`)."""
+        fallback = (
+            plans.plan_file(tool_input.get("planFilePath"), self._plans_dir) or self._plan_path
+        )
+        return await trio.to_thread.run_sync(
+            plans.card_input, tool_input, fallback, self.engine.max_plan
+        )
 
     async def _reply(self, request_id: str, response: dict[str, Any]) -> None:
         await self._write(
