@@ -39,6 +39,7 @@ class _Host:
         self.issue: dict[str, Any] | None = None
         self.session_id: str | None = None
         self.settings = SessionSettings()
+        self.bypass_allowed = False
 
     def emit(self, line: str) -> None:
         pass
