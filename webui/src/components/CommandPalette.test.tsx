@@ -2,7 +2,7 @@
 import { act, cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { useRef, useState } from "react";
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { useCommandPalette } from "./CommandPalette";
+import { NOT_READY_RETRY_MS, useCommandPalette } from "./CommandPalette";
 
 afterEach(cleanup);
 
@@ -158,6 +158,30 @@ describe("the command palette", () => {
     const failed = await setup(new Error("The VM is offline."));
     await failed.type("/");
     expect(screen.getByRole("status").textContent).toContain("The VM is offline.");
+  });
+
+  test("a session not ready is asked again while the palette stays open", async () => {
+    vi.useFakeTimers();
+    try {
+      const replies = [{ commands: [], ready: false }, offered];
+      const load = vi.fn(() => Promise.resolve(replies.shift() ?? offered));
+      render(<Harness load={load} onSend={() => undefined} />);
+      const box = screen.getByLabelText("Message to Claude");
+      fireEvent.change(box, { target: { value: "/" } });
+      await act(async () => {});
+      expect(screen.getByRole("status").textContent).toContain("once the session has started");
+      await act(async () => {
+        vi.advanceTimersByTime(NOT_READY_RETRY_MS);
+      });
+      expect(load).toHaveBeenCalledTimes(2);
+      expect(options()).toHaveLength(3);
+      await act(async () => {
+        vi.advanceTimersByTime(NOT_READY_RETRY_MS * 3);
+      });
+      expect(load).toHaveBeenCalledTimes(2); // ready: no more asking
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   test("asked again each time it opens", async () => {

@@ -26,6 +26,9 @@ import {
 } from "../lib/commands";
 import "./CommandPalette.css";
 
+/** How soon a session that was not ready for its commands is asked again (palette open). */
+export const NOT_READY_RETRY_MS = 2000;
+
 export interface CommandPalette {
   /** For the text box: the combobox role and its aria-* while the palette is open. */
   inputProps: TextareaHTMLAttributes<HTMLTextAreaElement>;
@@ -68,17 +71,23 @@ export function useCommandPalette({
   useEffect(() => setActive(0), [query]);
 
   // Asked each time the palette opens: repository commands come and go. The
-  // last answer stays on screen meanwhile.
+  // last answer stays on screen meanwhile. A session not started yet is asked
+  // again every NOT_READY_RETRY_MS while the palette stays open.
+  const [attempt, setAttempt] = useState(0);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: attempt asks again.
   useEffect(() => {
     if (!open || !load) return;
     let live = true;
+    let retry: ReturnType<typeof setTimeout> | undefined;
     setLoading(true);
     setFailed(null);
     load().then(
       (r) => {
         if (!live) return;
-        setOffered(parseCommands(r));
+        const parsed = parseCommands(r);
+        setOffered(parsed);
         setLoading(false);
+        if (!parsed.ready) retry = setTimeout(() => setAttempt((n) => n + 1), NOT_READY_RETRY_MS);
       },
       (e: unknown) => {
         if (!live) return;
@@ -88,8 +97,9 @@ export function useCommandPalette({
     );
     return () => {
       live = false;
+      clearTimeout(retry);
     };
-  }, [open, load]);
+  }, [open, load, attempt]);
 
   const optionId = (i: number) => `${listId}-option-${i}`;
   useEffect(() => {
