@@ -5,13 +5,16 @@ and then hostile frames: ``user_message`` with odd or huge text,
 ``question_response`` answers of every shape (also for the question really
 pending), ``permission_response`` with odd ``allow`` and ``message``,
 ``interrupt``, ``snapshot_request``, ``workspace_assigned`` with odd issue
-objects, ``workspace_released``, ``request`` with odd ops and args, odd ids
-and user ids, surrogate escapes and repeated keys, binary frames. What must hold:
+objects, ``workspace_released``, ``request`` with odd ops and args (the
+session ops among them), odd ids and user ids, ``sessionId`` s (a session the
+agent created, main, unknown ones, malformed ones), surrogate escapes and
+repeated keys, binary frames. What must hold:
 
 * no exception escapes the agent's frame handling, and no workspace session
   fails (the agent would mark it ``error``);
 * every frame the agent posts for relayd is a JSON object UTF-8 can encode;
-* every workspace's log still loads, as it is (not set aside as corrupt).
+* every session's log still loads, as it is (not set aside as corrupt), and
+  the session list in main's log names exactly the session logs kept.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tests.vmagent.fakerelay import ISSUE
 from vmagent.agent import Agent, AgentSettings
 from vmagent.engines.demo import DemoEngine
 from vmagent.publish import PUBLISH_OPS
+from vmagent.session_list import LIST_OPS, SessionList
 from vmagent.store import Store
 from vmagent.workdir import WorkdirPlan
 from vmagent.workspace_ops import OPS
@@ -42,6 +46,8 @@ FUZZ = settings(
 )
 #: Stands for the request id the demo engine is waiting on, filled in when sent.
 PENDING = "<pending>"
+#: Stands for the newest session the agent created, filled in when sent.
+SESSION = "<session>"
 
 odd_text = st.text(max_size=20) | st.sampled_from(["\ud800", "a\udfffb", "", "\x00", "\u2028"])
 values: st.SearchStrategy[Any] = st.recursive(
@@ -97,12 +103,34 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
                     "workspace_assigned",
                     "workspace_released",
                     "request",
+                    "session_op",
                 ]
             ),
             odd_text,
         )
     )
     body: dict[str, Any] = {"type": kind, "workspaceId": draw(workspace_ids)}
+    if kind == "session_op":  # a request for one of the session ops, its args odd or not
+        body["type"] = "request"
+        body.update(
+            requestId=draw(st.sampled_from(["o1", "o2"]) | odd_text),
+            # Twice as many creates: the other ops need a session to act on.
+            op=draw(st.sampled_from(["session_create", *sorted(LIST_OPS)])),
+            args=draw(
+                mostly(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "title": mostly(
+                                st.sampled_from(["T", "x" * 100]), st.just("x" * 101) | values
+                            )
+                        },
+                    ),
+                    values,
+                )
+            ),
+            connectionId="k1",
+        )
     if kind == "user_message":
         body.update(
             clientMessageId=draw(st.sampled_from(["c1", "c2"]) | odd_text), text=draw(texts)
@@ -137,6 +165,10 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
             ),
             connectionId=draw(st.just("k1") | values),
         )
+    if draw(st.booleans()):
+        body["sessionId"] = draw(
+            mostly(st.just(SESSION), st.sampled_from(["main", "s_nope", "a b", ""]) | values)
+        )
     if draw(st.integers(0, 2)):
         body["userId"] = draw(st.sampled_from(["u1", "u2"]) | odd_text)
     if draw(st.integers(0, 5)) == 0:
@@ -146,11 +178,14 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-def as_text(body: dict[str, Any], pending: str | None, repeat: str | None) -> str:
+def as_text(
+    body: dict[str, Any], pending: str | None, session: str | None, repeat: str | None
+) -> str:
     """The frame's text: escapes as written (surrogates too), a key repeated if asked."""
     text = json.dumps(body)
     if pending is not None:
         text = text.replace(json.dumps(PENDING), json.dumps(pending))
+    text = text.replace(json.dumps(SESSION), json.dumps(session or "main"))
     if repeat is not None and text.endswith("}"):
         text = text[:-1] + ("," if len(text) > 2 else "") + f'{json.dumps(repeat)}:"ws2"}}'
     return text
@@ -185,6 +220,19 @@ def pending_request(posted: list[str]) -> str | None:
         elif body.get("type") == "request_resolved" and body.get("requestId") in asked:
             asked.remove(body["requestId"])
     return asked[-1] if asked else None
+
+
+def created_session(posted: list[str]) -> str | None:
+    """The newest session a ``session_create`` reply named."""
+    made = [
+        body["result"]["sessionId"]
+        for body in map(json.loads, posted)
+        if body.get("type") == "reply"
+        and body.get("ok")
+        and isinstance(body.get("result"), dict)
+        and "title" in body["result"]
+    ]
+    return made[-1] if made else None
 
 
 @FUZZ
@@ -256,7 +304,9 @@ async def _drive(tmp: Path, batch: list[Any], failures: Failures) -> None:
             await settle()
             for item in batch:
                 if isinstance(item, tuple):
-                    frame: str | bytes = as_text(item[0], pending_request(posted), item[1])
+                    frame: str | bytes = as_text(
+                        item[0], pending_request(posted), created_session(posted), item[1]
+                    )
                 else:
                     frame = item
                 agent.dispatch(frame)
@@ -266,14 +316,27 @@ async def _drive(tmp: Path, batch: list[Any], failures: Failures) -> None:
                 assert isinstance(body, dict)
                 assert isinstance(body.get("type"), str)
             assert not failures.records, failures.records[0].getMessage()
-            convs = {ws: s.conv for ws, s in agent.sessions.items()}
+            convs = {
+                (ws, conv.sid): conv
+                for ws, workspace in agent.workspaces.items()
+                for conv in workspace.conversations()
+            }
             nursery.cancel_scope.cancel()  # the sessions close their logs
     # The logs load as they are, and say what the agent last said.
     store = Store(tmp / "state")
     for workspace_id in store.known_ids():
         conv, logfile = store.open(workspace_id)
         logfile.close()
-        if workspace_id in convs:
-            assert (conv.seq, conv.status) == (convs[workspace_id].seq, convs[workspace_id].status)
+        listed = SessionList.from_line(conv.sessions_data)
+        kept = [e.session_id for e in listed.entries[1:]]
+        on_disk = store.log_path(workspace_id, "x").parent
+        assert sorted(p.stem for p in on_disk.glob("*.jsonl")) == sorted(kept)
+        for sid in ["main", *kept]:
+            if sid != "main":
+                conv, logfile = store.open(workspace_id, sid)
+                logfile.close()
+            seen = convs.get((workspace_id, sid))
+            if seen is not None:
+                assert (conv.seq, conv.status) == (seen.seq, seen.status)
     assert not failures.records, failures.records[0].getMessage()
     assert not list((tmp / "state").rglob("*.corrupt-*")), "a log was set aside as unreadable"
