@@ -1,8 +1,10 @@
 /** The queue of messages written while Claude works: shown above the composer, editable, removable. */
 
 import { useCallback, useEffect, useRef, useState } from "react";
+import { formatBytes, shownOf } from "../lib/attachments";
 import type { Conversation } from "../lib/conversationModel";
 import { canRelease, type Held, isBusy, loadHeld, MAX_HELD_MESSAGES, saveHeld } from "../lib/held";
+import type { OutgoingAttachment } from "../lib/protocol";
 
 function tabStorage(): Storage | undefined {
   try {
@@ -22,7 +24,7 @@ export interface HeldQueue {
   held: Held[];
   editing: string | null;
   /** Send now, or hold while a turn is going on (or others are held before it). */
-  submit: (text: string) => "sent" | "held" | "full";
+  submit: (text: string, attachments?: OutgoingAttachment[]) => "sent" | "held" | "full";
   edit: (id: string, text: string) => void;
   remove: (id: string) => void;
   setEditing: (id: string | null) => void;
@@ -32,7 +34,7 @@ export interface HeldQueue {
 export function useHeldMessages(
   workspaceId: string | undefined,
   c: Conversation | undefined,
-  send: (text: string) => string,
+  send: (text: string, attachments?: OutgoingAttachment[]) => string,
 ): HeldQueue {
   const [held, setHeld] = useState<Held[]>(() =>
     workspaceId ? loadHeld(tabStorage(), workspaceId) : [],
@@ -64,18 +66,23 @@ export function useHeldMessages(
     if (!first || editing === first.id || !canRelease(c, awaiting.current)) return;
     if (released.current.has(first.id)) return;
     released.current.add(first.id);
-    awaiting.current = send(first.text);
+    awaiting.current = send(first.text, first.attachments);
     update((prev) => prev.filter((h) => h.id !== first.id));
   }, [c, held, editing, send, update]);
 
-  const submit = (text: string): "sent" | "held" | "full" => {
+  const submit = (
+    text: string,
+    attachments: OutgoingAttachment[] = [],
+  ): "sent" | "held" | "full" => {
     const hold = isBusy(c?.status) || held.length > 0 || !canRelease(c, awaiting.current);
     if (!hold) {
-      awaiting.current = send(text);
+      awaiting.current = send(text, attachments);
       return "sent";
     }
     if (held.length >= MAX_HELD_MESSAGES) return "full";
-    update((prev) => [...prev, { id: heldId(), text }]);
+    const h: Held = { id: heldId(), text };
+    if (attachments.length) h.attachments = attachments;
+    update((prev) => [...prev, h]);
     return "held";
   };
   return {
@@ -104,7 +111,8 @@ function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
   if (isEditing) {
     const save = () => {
       const t = draft.trim();
-      if (t) q.edit(h.id, t);
+      // Emptied: gone, unless it still carries files.
+      if (t || h.attachments?.length) q.edit(h.id, t);
       else q.remove(h.id);
     };
     return (
@@ -139,7 +147,21 @@ function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
   }
   return (
     <li className="held-item" data-testid="held-message">
-      <span className="held-text">{h.text}</span>
+      <span className="held-text">
+        {h.text}
+        {h.attachments?.length ? (
+          <span className="held-files muted small">
+            {" "}
+            +{" "}
+            {shownOf(h.attachments)
+              .map(
+                (a) =>
+                  `${a.name ?? "image"} (${a.type === "text" ? `${a.size} characters` : formatBytes(a.size ?? 0)})`,
+              )
+              .join(", ")}
+          </span>
+        ) : null}
+      </span>
       <span className="held-actions">
         <button
           type="button"

@@ -10,6 +10,7 @@
  * Code's own lines are decoded by `streamJson.ts`.
  */
 
+import { parseShown } from "./attachments";
 import {
   type Action,
   type AssistantItem,
@@ -55,8 +56,18 @@ export function reduce(state: Conversation, action: Action): Conversation {
         ...state,
         outbox: [
           ...state.outbox,
-          { clientMessageId: action.clientMessageId, text: action.text, state: "unsent" },
+          {
+            clientMessageId: action.clientMessageId,
+            text: action.text,
+            ...(action.attachments?.length ? { attachments: action.attachments } : {}),
+            state: "unsent",
+          },
         ],
+      };
+    case "discard":
+      return {
+        ...state,
+        outbox: state.outbox.filter((e) => e.clientMessageId !== action.clientMessageId),
       };
     case "sent":
       return mapOutbox(state, action.clientMessageId, (e) => ({
@@ -270,6 +281,7 @@ function applySequenced(state: Conversation, msg: Incoming, seq: number): Conver
   switch (msg.type) {
     case "user_message": {
       const clientMessageId = str(msg.clientMessageId);
+      const attachments = parseShown(msg.attachments);
       let c = push(state, {
         kind: "user",
         key: clientMessageId ? `user:${clientMessageId}` : `seq:${seq}`,
@@ -277,6 +289,7 @@ function applySequenced(state: Conversation, msg: Incoming, seq: number): Conver
         clientMessageId,
         userId: str(msg.userId),
         text: str(msg.text) ?? "",
+        ...(attachments.length ? { attachments } : {}),
       });
       if (clientMessageId && c.outbox.some((e) => e.clientMessageId === clientMessageId)) {
         c = { ...c, outbox: c.outbox.filter((e) => e.clientMessageId !== clientMessageId) };

@@ -6,9 +6,11 @@
  * (`streamJson.ts`) share. Pure: no I/O.
  */
 
+import type { ShownAttachment } from "./attachments";
 import {
   type Incoming,
   MAIN_SESSION,
+  type OutgoingAttachment,
   type Question,
   type Resolution,
   type Status,
@@ -51,6 +53,8 @@ export interface UserItem {
   clientMessageId?: string;
   userId?: string;
   text: string;
+  /** The images and text files it carried (none: left out). */
+  attachments?: ShownAttachment[];
 }
 export interface AssistantItem {
   kind: "assistant";
@@ -120,6 +124,7 @@ export type OutboxState = "unsent" | "sent" | "failed";
 export interface OutboxEntry {
   clientMessageId: string;
   text: string;
+  attachments?: OutgoingAttachment[];
   state: OutboxState;
   error?: string;
 }
@@ -160,7 +165,13 @@ export interface Conversation {
 
 export type Action =
   | { type: "receive"; message: Incoming }
-  | { type: "queue"; clientMessageId: string; text: string }
+  | {
+      type: "queue";
+      clientMessageId: string;
+      text: string;
+      attachments?: OutgoingAttachment[];
+    }
+  | { type: "discard"; clientMessageId: string }
   | { type: "sent"; clientMessageId: string }
   | { type: "disconnected" }
   | { type: "resubscribe" }

@@ -7,8 +7,9 @@
  * same held message). Pure, except the storage helpers.
  */
 
+import { parseOutgoing } from "./attachments";
 import type { Conversation } from "./conversationModel";
-import type { Status } from "./protocol";
+import type { OutgoingAttachment, Status } from "./protocol";
 
 /** At most this many held messages per workspace; the composer says so when full. */
 export const MAX_HELD_MESSAGES = 20;
@@ -16,6 +17,8 @@ export const MAX_HELD_MESSAGES = 20;
 export interface Held {
   id: string;
   text: string;
+  /** Its images and text files, sent with it (kept while it waits). */
+  attachments?: OutgoingAttachment[];
 }
 
 /** The storage key of a workspace's held messages. */
@@ -49,16 +52,16 @@ export function loadHeld(storage: Pick<Storage, "getItem"> | undefined, ws: stri
   try {
     const raw: unknown = JSON.parse(storage?.getItem(heldKey(ws)) ?? "[]");
     if (!Array.isArray(raw)) return [];
-    return raw
-      .filter(
-        (h): h is Held =>
-          typeof h === "object" &&
-          h !== null &&
-          typeof (h as Held).id === "string" &&
-          typeof (h as Held).text === "string" &&
-          (h as Held).text.trim() !== "",
-      )
-      .slice(0, MAX_HELD_MESSAGES);
+    const held: Held[] = [];
+    for (const h of raw) {
+      if (typeof h !== "object" || h === null) continue;
+      const { id, text } = h as Held;
+      if (typeof id !== "string" || typeof text !== "string") continue;
+      const attachments = parseOutgoing((h as Held).attachments);
+      if (text.trim() === "" && attachments.length === 0) continue;
+      held.push(attachments.length ? { id, text, attachments } : { id, text });
+    }
+    return held.slice(0, MAX_HELD_MESSAGES);
   } catch {
     return [];
   }

@@ -23,6 +23,7 @@ import {
   type Incoming,
   MAIN_SESSION,
   type Outgoing,
+  type OutgoingAttachment,
   type Status,
   str,
 } from "./protocol";
@@ -253,11 +254,11 @@ export class Store {
     this.set({ ...this.state, conversations, statuses });
   }
 
-  /** Send a user message in the session of `key`; its clientMessageId. */
-  sendUserMessage(key: string, text: string): string {
+  /** Send a user message (and its files) in the session of `key`; its clientMessageId. */
+  sendUserMessage(key: string, text: string, attachments: OutgoingAttachment[] = []): string {
     const clientMessageId = newClientMessageId();
-    this.dispatch(key, { type: "queue", clientMessageId, text });
-    if (this.sendUser(key, clientMessageId, text)) {
+    this.dispatch(key, { type: "queue", clientMessageId, text, attachments });
+    if (this.sendUser(key, clientMessageId, text, attachments)) {
       this.dispatch(key, { type: "sent", clientMessageId });
     }
     return clientMessageId;
@@ -268,9 +269,14 @@ export class Store {
     const e = this.state.conversations[key]?.outbox.find(
       (x) => x.clientMessageId === clientMessageId,
     );
-    if (e && this.sendUser(key, clientMessageId, e.text)) {
+    if (e && this.sendUser(key, clientMessageId, e.text, e.attachments)) {
       this.dispatch(key, { type: "sent", clientMessageId });
     }
+  }
+
+  /** Forget a message that was not sent (the VM refused it). */
+  discard(key: string, clientMessageId: string): void {
+    this.dispatch(key, { type: "discard", clientMessageId });
   }
 
   answer(key: string, requestId: string, answers: Answers): boolean {
@@ -296,11 +302,16 @@ export class Store {
     this.dispatch(key, { type: "dismiss_notice" });
   }
 
-  private sendUser(key: string, clientMessageId: string, text: string): boolean {
+  private sendUser(
+    key: string,
+    clientMessageId: string,
+    text: string,
+    attachments: OutgoingAttachment[] = [],
+  ): boolean {
     const { workspaceId, sessionId } = parseSessionKey(key);
-    return this.relay.send(
-      withSession({ type: "user_message", workspaceId, clientMessageId, text }, sessionId),
-    );
+    const msg: Outgoing = { type: "user_message", workspaceId, clientMessageId, text };
+    if (attachments.length) msg.attachments = attachments;
+    return this.relay.send(withSession(msg, sessionId));
   }
 
   private subscribeMessage(key: string): Outgoing {
@@ -461,7 +472,7 @@ export class Store {
         this.relay.send(this.subscribeMessage(key));
         for (const e of this.state.conversations[key]?.outbox ?? []) {
           if (e.state === "failed") continue;
-          if (this.sendUser(key, e.clientMessageId, e.text)) {
+          if (this.sendUser(key, e.clientMessageId, e.text, e.attachments)) {
             this.dispatch(key, { type: "sent", clientMessageId: e.clientMessageId });
           }
         }

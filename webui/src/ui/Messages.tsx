@@ -1,6 +1,8 @@
 /** The conversation: user messages, Claude's streaming replies, tool cards, result lines. */
 
 import { memo, useState } from "react";
+import { MessageAttachments } from "../components/Attachments";
+import { type ShownAttachment, shownOf } from "../lib/attachments";
 import {
   type AssistantItem,
   assistantBlocks,
@@ -42,15 +44,18 @@ function CopyButton({ text }: { text: string }) {
 function UserBubble({
   text,
   meta,
+  attachments,
   children,
 }: {
   text: string;
   meta?: string;
+  attachments?: ShownAttachment[];
   children?: React.ReactNode;
 }) {
   return (
     <div className="msg user" data-testid="user-message">
-      <div className="user-text">{text}</div>
+      {attachments?.length ? <MessageAttachments items={attachments} /> : null}
+      {text && <div className="user-text">{text}</div>}
       <div className="msg-meta">
         {meta && <span>{meta}</span>}
         {children}
@@ -207,6 +212,7 @@ const ItemView = memo(function ItemView({
       return (
         <UserBubble
           text={item.text}
+          attachments={item.attachments}
           meta={item.userId && item.userId !== me ? `from ${who(item.userId, me)}` : undefined}
         />
       );
@@ -235,7 +241,15 @@ const ItemView = memo(function ItemView({
   }
 });
 
-function OutboxView({ entry, onRetry }: { entry: OutboxEntry; onRetry: () => void }) {
+function OutboxView({
+  entry,
+  onRetry,
+  onDiscard,
+}: {
+  entry: OutboxEntry;
+  onRetry: () => void;
+  onDiscard?: () => void;
+}) {
   const meta =
     entry.state === "failed"
       ? `Not sent: ${entry.error ?? "error"}`
@@ -243,10 +257,19 @@ function OutboxView({ entry, onRetry }: { entry: OutboxEntry; onRetry: () => voi
         ? "Sending…"
         : "Waiting for the connection…";
   return (
-    <UserBubble text={entry.text} meta={meta}>
+    <UserBubble
+      text={entry.text}
+      meta={meta}
+      attachments={entry.attachments && shownOf(entry.attachments)}
+    >
       {entry.state === "failed" && (
         <button type="button" className="link" onClick={onRetry}>
           Retry
+        </button>
+      )}
+      {entry.state === "failed" && onDiscard && (
+        <button type="button" className="link" onClick={onDiscard}>
+          Remove
         </button>
       )}
     </UserBubble>
@@ -257,10 +280,13 @@ export function Messages({
   c,
   me,
   onRetry,
+  onDiscard,
 }: {
   c: Conversation;
   me: string;
   onRetry: (id: string) => void;
+  /** Forget a message the VM refused. */
+  onDiscard?: (id: string) => void;
 }) {
   const turnOver = c.status !== "running" && c.status !== "waiting_for_input";
   return (
@@ -275,7 +301,12 @@ export function Messages({
         />
       ))}
       {c.outbox.map((e) => (
-        <OutboxView key={e.clientMessageId} entry={e} onRetry={() => onRetry(e.clientMessageId)} />
+        <OutboxView
+          key={e.clientMessageId}
+          entry={e}
+          onRetry={() => onRetry(e.clientMessageId)}
+          onDiscard={onDiscard && (() => onDiscard(e.clientMessageId))}
+        />
       ))}
     </>
   );

@@ -1,16 +1,23 @@
 /** The session view of one workspace: conversation, open prompts, composer. */
 
 import { type ReactNode, useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import {
+  AttachButton,
+  ComposerFilesView,
+  useAttachmentLimits,
+  useComposerFiles,
+} from "../components/Attachments";
 import { useCommandPalette } from "../components/CommandPalette";
 import { HeldMessages, useHeldMessages } from "../components/HeldMessages";
 import { PullRequestBadge } from "../components/panels/PublishBar";
 import { SessionControls } from "../components/SessionControls";
 import { UsageMeter } from "../components/UsageMeter";
 import type { Workspace } from "../lib/api";
+import type { AttachmentLimits } from "../lib/attachments";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
 import { isBusy } from "../lib/held";
-import { MAIN_SESSION } from "../lib/protocol";
+import { MAIN_SESSION, type OutgoingAttachment } from "../lib/protocol";
 import type { PullRequest, Requester } from "../lib/requests";
 import { sessionKey } from "../lib/sessions";
 import type { Store } from "../lib/store";
@@ -34,14 +41,16 @@ function Composer({
   onSend,
   onInterrupt,
   loadCommands,
+  limits,
 }: {
   disabledReason: string | null;
   running: boolean;
   /** Asks the VM for the slash commands (the palette on "/"). */
   loadCommands?: () => Promise<unknown>;
   /** False keeps the text in the box (the queue is full). */
-  onSend: (text: string) => boolean;
+  onSend: (text: string, attachments: OutgoingAttachment[]) => boolean;
   onInterrupt: () => void;
+  limits: AttachmentLimits;
 }) {
   const [text, setText] = useState("");
   const ref = useRef<HTMLTextAreaElement>(null);
@@ -51,10 +60,17 @@ function Composer({
     load: loadCommands,
     focusInput: () => ref.current?.focus(),
   });
+  const cf = useComposerFiles(limits);
+  const empty = !text.trim() && cf.files.drafts.length === 0;
   const send = () => {
     const t = text.trim();
-    if (!t || disabledReason) return;
-    if (onSend(t)) setText("");
+    if (empty || disabledReason || cf.files.busy > 0) return;
+    const attachments = cf.take(t);
+    if (!attachments) return;
+    if (onSend(t, attachments)) {
+      setText("");
+      cf.clear();
+    }
   };
   // biome-ignore lint/correctness/useExhaustiveDependencies: the height follows the text.
   useLayoutEffect(() => {
@@ -65,16 +81,19 @@ function Composer({
   }, [text]);
   return (
     <form
-      className="composer"
+      className={`composer${cf.dragging ? " dragging" : ""}`}
       onSubmit={(e) => {
         e.preventDefault();
         send();
       }}
+      {...cf.dropProps}
     >
+      <ComposerFilesView cf={cf} />
       <label htmlFor="composer-input" className="sr-only">
         Message to Claude
       </label>
       {palette.element}
+      <AttachButton files={cf.files} disabled={disabledReason !== null} />
       <textarea
         {...palette.inputProps}
         id="composer-input"
@@ -85,6 +104,7 @@ function Composer({
         aria-describedby={disabledReason ? "composer-reason" : "composer-hint"}
         placeholder={disabledReason ? "" : "Message Claude…"}
         onChange={(e) => setText(e.target.value)}
+        onPaste={cf.onPaste}
         onKeyDown={(e) => {
           if (e.nativeEvent.isComposing || e.keyCode === 229) return; // IME at work
           if (palette.onKeyDown(e)) return;
@@ -100,7 +120,11 @@ function Composer({
           Stop
         </button>
       ) : null}
-      <button type="submit" className="primary" disabled={disabledReason !== null || !text.trim()}>
+      <button
+        type="submit"
+        className="primary"
+        disabled={disabledReason !== null || empty || cf.files.busy > 0}
+      >
         Send
       </button>
       {disabledReason ? (
@@ -111,7 +135,7 @@ function Composer({
         <p id="composer-hint" className="sr-only">
           {running
             ? "Claude is working: what you send now is queued and goes out when the turn ends. Ctrl+. stops."
-            : "Enter sends, Shift+Enter starts a new line, / at the start lists the commands, Ctrl+. stops Claude."}
+            : "Enter sends, Shift+Enter starts a new line, / at the start lists the commands, Ctrl+. stops Claude. Paste or drop images and text files to attach them."}
         </p>
       )}
     </form>
@@ -167,7 +191,12 @@ export function SessionView({
   const listed = sessionId === MAIN_SESSION ? workspace?.status : undefined;
   const scroller = useRef<HTMLDivElement>(null);
   const [stuck, setStuck] = useState(true);
-  const send = useCallback((t: string) => (id ? store.sendUserMessage(id, t) : ""), [id, store]);
+  const send = useCallback(
+    (t: string, files?: OutgoingAttachment[]) =>
+      !id ? "" : files?.length ? store.sendUserMessage(id, t, files) : store.sendUserMessage(id, t),
+    [id, store],
+  );
+  const limits = useAttachmentLimits(id, requester);
   const queue = useHeldMessages(id, c, send);
   const busy = !closed && isBusy(c?.loaded ? c.status : listed);
   const loadCommands = useCallback(
@@ -258,7 +287,14 @@ export function SessionView({
               </p>
             </div>
           )}
-          {c && <Messages c={c} me={me} onRetry={(cid) => store.retry(id, cid)} />}
+          {c && (
+            <Messages
+              c={c}
+              me={me}
+              onRetry={(cid) => store.retry(id, cid)}
+              onDiscard={(cid) => store.discard(id, cid)}
+            />
+          )}
           {running && prompts.length === 0 && (
             <div className="working" aria-hidden="true">
               <span className="pulse" /> Claude is working…
@@ -316,8 +352,9 @@ export function SessionView({
               key={id}
               disabledReason={composerBlock(c)}
               running={busy}
-              onSend={(t) => {
-                const r = queue.submit(t);
+              limits={limits}
+              onSend={(t, files) => {
+                const r = queue.submit(t, files);
                 if (r === "sent") setStuck(true);
                 return r !== "full";
               }}
