@@ -215,7 +215,7 @@ class Workspace:
 
         Raises :class:`SessionOpError` with what was wrong.
         """
-        if self.stopping or self._nursery is None:
+        if self.stopping or self.finished.is_set():
             raise SessionOpError(ErrorCode.NOT_FOUND, "this VM does not hold that workspace")
         if op == OP_CREATE:
             return self._create(title_of(args, required=False))
@@ -232,7 +232,6 @@ class Workspace:
         self.main.commit(self.main.conv.claude_line(self.sessions.line(), sync=True))
 
     def _create(self, title: str) -> dict[str, Any]:
-        assert self._nursery is not None
         entry = self.sessions.create(title, session_id=new_session_id(), now=utc_now())
         try:
             conv, logfile = self.store.open(self.workspace_id, entry.session_id)
@@ -249,7 +248,8 @@ class Workspace:
         self._log_list()
         session = self._make_session(conv, logfile, self.workdir_ready)
         self.open[entry.session_id] = session
-        self._nursery.start_soon(self._run_session, session)
+        if self._nursery is not None:  # else run() starts it with the others
+            self._nursery.start_soon(self._run_session, session)
         return {"sessionId": entry.session_id, "title": entry.title}
 
     def _close(self, session_id: str) -> None:

@@ -13,6 +13,7 @@ import trio
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text
 from tests.vmagent.fakerelay import FakeRelay, VmConn, assign
 from tests.vmagent.test_claude_engine import DEADLINE, claude_data, make_agent, start
+from vmagent.engines.claude import ClaudeSession
 
 pytestmark = pytest.mark.claude
 
@@ -56,7 +57,8 @@ async def test_two_sessions_are_two_claude_sessions(
 ) -> None:
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
-            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            agent = make_agent(tmp_path, relay, fake_api)
+            conn = await start(nursery, agent, relay)
             await assign(conn)
             fake_api.push(Reply([text("Main here: apples.")]))
             main_frames = await turn_in(conn, None, "c1", "remember the word apples")
@@ -100,4 +102,32 @@ async def test_two_sessions_are_two_claude_sessions(
             third = json.dumps((await fake_api.wait_for_conversation(3))["messages"])
             assert "apples" in third
             assert "pears" not in third
+            # Closing the second session ends its Claude Code process, not main's.
+            workspace = agent.workspaces["ws1"]
+            procs = {
+                key: engine._proc
+                for key, engine in (
+                    ("main", workspace.open["main"]._engine_session),
+                    (sid, workspace.open[sid]._engine_session),
+                )
+                if isinstance(engine, ClaudeSession)
+            }
+            assert set(procs) == {"main", sid}
+            await conn.send(
+                {
+                    "type": "request",
+                    "workspaceId": "ws1",
+                    "sessionId": sid,
+                    "requestId": "r2",
+                    "op": "session_close",
+                    "userId": "u1",
+                    "connectionId": "k1",
+                }
+            )
+            await conn.until("status", sessionId=sid, status="stopped")
+            other_proc, main_proc = procs[sid], procs["main"]
+            assert other_proc is not None
+            assert main_proc is not None
+            assert other_proc.returncode is not None
+            assert main_proc.returncode is None
             nursery.cancel_scope.cancel()

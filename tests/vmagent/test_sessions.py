@@ -390,3 +390,39 @@ async def test_release_stops_every_session(tmp_path: Path, relay: FakeRelay) -> 
             await conn.send(message(other, "c2", "back"))
             echo, _ = await conn.until("user_message", clientMessageId="c2")
             assert echo["sessionId"] == other
+
+
+async def test_a_session_created_before_its_workspace_runs_starts_too(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, FakeRelay())
+    agent.store.prepare()
+    send, receive = trio.open_memory_channel[str](1000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            agent._nursery = nursery  # what Agent.run sets up, without dialling relayd
+            agent._out = send
+            # One step: the workspace's task has not run yet when the op comes.
+            agent.dispatch(
+                json.dumps({"type": "workspace_assigned", "workspaceId": "ws1", "issue": ISSUE})
+            )
+            agent.dispatch(
+                json.dumps(
+                    {
+                        "type": "request",
+                        "workspaceId": "ws1",
+                        "requestId": "r1",
+                        "op": "session_create",
+                        "connectionId": "k1",
+                    }
+                )
+            )
+            sid = None
+            idle: set[str | None] = set()
+            async for frame in receive:
+                body = json.loads(frame)
+                if body["type"] == "reply":
+                    sid = body["result"]["sessionId"]
+                if body.get("status") == "idle":
+                    idle.add(body.get("sessionId"))
+                if sid is not None and idle == {None, sid}:
+                    break
+            nursery.cancel_scope.cancel()
