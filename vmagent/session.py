@@ -301,6 +301,8 @@ class WorkspaceSession:
         """
         wanted = check_settings(args, allow_bypass=self._allow_bypass)
         model, mode = wanted.model, wanted.permission_mode
+        if self.finished.is_set():
+            raise SettingsError(ErrorCode.BAD_REQUEST, "session is closed")
         if self._configuring:
             raise SettingsError(ErrorCode.RATE_LIMITED, "a change of settings is under way")
         old = self.conv.settings
@@ -316,6 +318,8 @@ class WorkspaceSession:
                     raise SettingsError(ErrorCode.BAD_REQUEST, str(exc)) from None
         finally:
             self._configuring = False
+        if self.finished.is_set():  # closed or released meanwhile: its log is closed
+            raise SettingsError(ErrorCode.BAD_REQUEST, "session is closed")
         self.emit(settings_line(new, user_id))
         return {"model": new.model, "permissionMode": new.permission_mode}
 
@@ -382,11 +386,15 @@ class WorkspaceSession:
             try:
                 async with self.engine.open(self) as engine_session:
                     self._engine_session = engine_session
-                    # After the engine opened: it may make the tree (the demo seeds it).
-                    self.workdir_ready.set()
-                    self.commit(conv.set_status(Status.IDLE, idle_detail))
-                    idle_detail = None
-                    await self._turns(engine_session)
+                    try:
+                        # After the engine opened: it may make the tree (the demo seeds it).
+                        self.workdir_ready.set()
+                        self.commit(conv.set_status(Status.IDLE, idle_detail))
+                        idle_detail = None
+                        await self._turns(engine_session)
+                    finally:
+                        # Ops running in the agent's nursery must not reach a closed engine.
+                        self._engine_session = None
             except* EngineError as group:
                 failure = _first_leaf(group)
                 self._engine_session = None

@@ -14,7 +14,8 @@ import trio
 
 from tests.vmagent.fakerelay import ISSUE, FakeRelay, VmConn, agent_for, assign
 from vmagent.agent import Agent
-from vmagent.engines.demo import DemoEngine
+from vmagent.engines.base import Host, SessionSettings
+from vmagent.engines.demo import DemoEngine, DemoSession
 from vmagent.workspace import SessionLimits
 from wire.envelope import read_envelope
 
@@ -425,4 +426,62 @@ async def test_a_session_created_before_its_workspace_runs_starts_too(tmp_path: 
                     idle.add(body.get("sessionId"))
                 if sid is not None and idle == {None, sid}:
                     break
+            nursery.cancel_scope.cancel()
+
+
+class _SlowSettings(DemoSession):
+    """A demo session whose change of settings waits until the test lets it go."""
+
+    gate: trio.Event
+
+    async def configure(self, settings: SessionSettings) -> None:
+        await self.gate.wait()
+        await super().configure(settings)
+
+
+class _SlowSettingsEngine(DemoEngine):
+    def __init__(self) -> None:
+        super().__init__(word_delay=0)
+        self.gate = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def open(self, host: Host) -> AsyncIterator[DemoSession]:
+        session = _SlowSettings(host, self.word_delay)
+        session.gate = self.gate
+        yield session
+
+
+async def test_a_change_of_settings_under_way_when_its_session_closes(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    engine = _SlowSettingsEngine()
+    agent = agent_for(relay, tmp_path, engine)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            conn = await relay.accept()
+            await conn.recv()
+            await assign(conn)
+            sid = await create(conn, "r1")
+            await conn.send(
+                {
+                    "type": "request",
+                    "workspaceId": "ws1",
+                    "sessionId": sid,
+                    "requestId": "r2",
+                    "op": "session_settings",
+                    "args": {"model": "demo-large"},
+                    "connectionId": "k1",
+                }
+            )
+            reply = await op(conn, "session_close", "r3", sid)
+            assert reply["ok"] is True
+            await conn.until("status", sessionId=sid, status="stopped")
+            engine.gate.set()
+            reply, _ = await conn.until("reply", requestId="r2")
+            assert reply["error"] == {"code": "bad_request", "message": "session is closed"}
+            # Nothing was logged in the closed session, and the agent goes on.
+            snap = await snapshot_of(conn, sid, "s1")
+            assert not [m for m in snap["messages"] if m["type"] == "claude_message"]
+            assert (await op(conn, "session_rename", "r4", title="Main"))["ok"] is True
             nursery.cancel_scope.cancel()
