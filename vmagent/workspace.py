@@ -82,7 +82,8 @@ class Workspace:
             conv.sessions_data,
             max_open=limits.max_open,
             max_closed=limits.max_closed,
-            main_created_at=conv.created_at or "",
+            # A log from before sessions has no createdAt: the first list line sets one.
+            main_created_at=conv.created_at or utc_now(),
         )
         self.main = make_session(conv, logfile, self.workdir_ready)
         #: Sessions that run (or are stopping), by sessionId; main among them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -485,3 +486,28 @@ async def test_a_change_of_settings_under_way_when_its_session_closes(
             assert not [m for m in snap["messages"] if m["type"] == "claude_message"]
             assert (await op(conn, "session_rename", "r4", title="Main"))["ok"] is True
             nursery.cancel_scope.cancel()
+
+
+async def test_a_log_from_before_sessions_gets_a_created_at(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    old = tmp_path / "state" / "workspaces" / "ws1"
+    old.mkdir(parents=True)
+    header = {
+        "type": "_log",
+        "format": "ffcloud-vm-log",
+        "version": 1,
+        "workspaceId": "ws1",
+        "epoch": "e" * 32,
+    }
+    (old / "log.jsonl").write_text(json.dumps(header) + "\n")
+    with trio.fail_after(10):
+        async with running(tmp_path, relay, assigned=False) as (conn, hello):
+            assert [e["epoch"] for e in hello["workspaces"]] == ["e" * 32]
+            await conn.until("status", status="idle")
+            sid = await create(conn, "r1")
+            snap = await snapshot_of(conn, None, "m1")
+            main, other = session_list(snap["messages"])
+            assert other["sessionId"] == sid
+            for entry in (main, other):
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["createdAt"])
