@@ -26,7 +26,8 @@ from wire.protocol import ErrorCode
 
 #: Attachments one message may carry.
 DEFAULT_MAX_ATTACHMENTS: Final = 8
-#: Largest image, decoded: what fits relayd's default 1 MiB client frame as base64.
+#: Largest image, decoded: 1 MiB of base64, so relayd's default 1 MiB client frame
+#: (which holds the message's other fields too) is the tighter bound.
 DEFAULT_MAX_IMAGE_BYTES: Final = 768 * 1024
 #: Longest text file, in characters.
 DEFAULT_MAX_TEXT_ATTACHMENT_CHARS: Final = 200_000
