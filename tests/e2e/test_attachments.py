@@ -1,5 +1,5 @@
 """Images and text files in the composer, in a real Chromium against the real stack
-(demo engine): picked and pasted, previewed (a large one shrunk to 1568 pixels),
+(demo engine): picked, pasted and dropped, previewed (a large one shrunk to 1568 pixels),
 one removed by keyboard, refused ones saying why, sent, shown in the transcript and
 after a reload, held with a queued message, and the phone layout.
 
@@ -33,6 +33,21 @@ PASTE = """
   box.focus();
   const init = { clipboardData: dt, bubbles: true, cancelable: true };
   box.dispatchEvent(new ClipboardEvent('paste', init));
+}
+"""
+
+
+#: Drop a file on the composer (dragover first, as a browser does: it must be accepted).
+DROP = """
+([name, type, text]) => {
+  const dt = new DataTransfer();
+  dt.items.add(new File([text], name, { type }));
+  const form = document.querySelector('form.composer');
+  const over = new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true });
+  form.dispatchEvent(over);
+  const accepted = over.defaultPrevented;
+  form.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  return accepted;
 }
 """
 
@@ -86,10 +101,16 @@ def test_pick_paste_preview_send_and_see_them_in_the_transcript(page: Page) -> N
     page.evaluate(PASTE, ["pasted.png", "image/png", base64.b64encode(png(40, 30)).decode()])
     expect(previews(page)).to_have_count(3)
 
+    # Dropped: a file dragged onto the composer.
+    assert page.evaluate(DROP, ["dropped.log", "text/plain", "line 1\n"]) is True
+    expect(previews(page)).to_have_count(4)
+    expect(previews(page).last).to_contain_text("dropped.log")
+
     # Removed by keyboard alone: focus its button, Enter.
-    remove = page.get_by_role("button", name="Remove pasted.png")
-    remove.focus()
-    page.keyboard.press("Enter")
+    for name in ("pasted.png", "dropped.log"):
+        remove = page.get_by_role("button", name=f"Remove {name}")
+        remove.focus()
+        page.keyboard.press("Enter")
     expect(previews(page)).to_have_count(2)
     composer(page).fill("what is in these?")
     screenshot(page, "attachments-composer")

@@ -4,7 +4,8 @@ Hypothesis sends an agent (the demo engine, no sockets) a workspace it holds
 and then hostile frames: ``user_message`` with odd or huge text,
 ``question_response`` answers of every shape (also for the question really
 pending), ``permission_response`` with odd ``allow`` and ``message``,
-``interrupt``, ``snapshot_request``, ``workspace_assigned`` with odd issue
+``interrupt``, ``snapshot_request``, ``user_message`` with attachments (good,
+refused, malformed), ``workspace_assigned`` with odd issue
 objects, ``workspace_released``, ``request`` with odd ops and args (the
 session ops among them), odd ids and user ids, ``sessionId`` s (a session the
 agent created, main, unknown ones, malformed ones), surrogate escapes and
@@ -30,6 +31,7 @@ import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.images import b64, png
 from tests.vmagent.fakerelay import ISSUE
 from vmagent.agent import Agent, AgentSettings
 from vmagent.engines.demo import DemoEngine
@@ -71,6 +73,22 @@ workspace_ids = mostly(st.just("ws1"), st.sampled_from(["ws2", "..", "a/b", "x" 
 request_ids = mostly(st.just(PENDING), st.just("q-nope") | odd_text)
 #: Texts that make the demo engine ask a question or a permission, or talk long.
 texts = mostly(st.sampled_from(["question", "permission", "long", "hi"]), odd_text | values)
+#: Files of a user_message: good ones, refused ones (base64, type, size), odd shapes.
+_image_data = st.sampled_from(
+    [b64(png()), b64(b"GIF89a" + bytes(10)), "not base64", b64(b"\x89PNG\r\n\x1a\n" + bytes(10**6))]
+)
+attachments = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.just("image"), "mediaType": st.sampled_from(["image/png", "image/gif"])},
+        optional={"data": _image_data, "name": odd_text},
+    )
+    | st.fixed_dictionaries(
+        {"type": st.just("text"), "name": mostly(st.just("n.txt"), odd_text)},
+        optional={"text": st.text(max_size=20) | st.just("x" * 300_000)},
+    )
+    | values,
+    max_size=10,
+)
 issue_objects = st.one_of(
     st.just(ISSUE),
     st.fixed_dictionaries(
@@ -135,6 +153,8 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
         body.update(
             clientMessageId=draw(st.sampled_from(["c1", "c2"]) | odd_text), text=draw(texts)
         )
+        if draw(st.integers(0, 2)) == 0:
+            body["attachments"] = draw(mostly(attachments, values))
     elif kind == "question_response":
         answer = st.text(max_size=10) | st.lists(st.text(max_size=10), max_size=3)
         body.update(
