@@ -72,3 +72,38 @@ test("a queue found after a reload goes out once, also under StrictMode's double
   );
   expect(sent).toEqual(["from before"]);
 });
+
+test("the focus stays in the queue: Edit after saving, the next row after a remove", () => {
+  const sent: string[] = [];
+  render(
+    <>
+      <Harness c={conv("running")} sent={sent} />
+      <textarea id="composer-input" aria-label="composer" />
+    </>,
+  );
+  for (let i = 0; i < 3; i++) fireEvent.click(screen.getByText("submit"));
+  const edit = screen.getByRole("button", { name: "Edit queued message 2" });
+  edit.focus();
+  fireEvent.click(edit);
+  const box = screen.getByRole("textbox", { name: "Edit queued message 2" });
+  expect(document.activeElement).toBe(box);
+  fireEvent.keyDown(box, { key: "Enter" });
+  expect(document.activeElement).toBe(
+    screen.getByRole("button", { name: "Edit queued message 2" }),
+  );
+
+  // Removing 2 of 3: the focus goes to the row that took its place.
+  const remove2 = screen.getByRole("button", { name: "Remove queued message 2" });
+  remove2.focus();
+  fireEvent.click(remove2);
+  expect(document.activeElement).toBe(
+    screen.getByRole("button", { name: "Remove queued message 2" }),
+  );
+  // The last row: to the one before it; the last of all: to the composer.
+  fireEvent.click(screen.getByRole("button", { name: "Remove queued message 2" }));
+  expect(document.activeElement).toBe(
+    screen.getByRole("button", { name: "Remove queued message 1" }),
+  );
+  fireEvent.click(screen.getByRole("button", { name: "Remove queued message 1" }));
+  expect(document.activeElement).toBe(screen.getByRole("textbox", { name: "composer" }));
+});

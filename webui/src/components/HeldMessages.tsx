@@ -1,8 +1,9 @@
 /** The queue of messages written while Claude works: shown above the composer, editable, removable. */
 
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { formatBytes, shownOf } from "../lib/attachments";
 import type { Conversation } from "../lib/conversationModel";
+import { COMPOSER_INPUT_ID, focusLost } from "../lib/focus";
 import { canRelease, type Held, isBusy, loadHeld, MAX_HELD_MESSAGES, saveHeld } from "../lib/held";
 import type { OutgoingAttachment } from "../lib/protocol";
 
@@ -101,12 +102,28 @@ export function useHeldMessages(
   };
 }
 
-function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
+function HeldRow({
+  h,
+  n,
+  q,
+  onRemove,
+}: {
+  h: Held;
+  n: number;
+  q: HeldQueue;
+  onRemove: () => void;
+}) {
   const [draft, setDraft] = useState(h.text);
   const box = useRef<HTMLTextAreaElement>(null);
+  const editButton = useRef<HTMLButtonElement>(null);
+  const wasEditing = useRef(false);
   const isEditing = q.editing === h.id;
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (isEditing) box.current?.focus();
+    // Saved or cancelled: the focus goes back to the row's Edit button
+    // (the text box that had it is gone).
+    else if (wasEditing.current && focusLost()) editButton.current?.focus();
+    wasEditing.current = isEditing;
   }, [isEditing]);
   if (isEditing) {
     const save = () => {
@@ -164,6 +181,7 @@ function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
       </span>
       <span className="held-actions">
         <button
+          ref={editButton}
           type="button"
           className="link"
           aria-label={`Edit queued message ${n}`}
@@ -178,7 +196,7 @@ function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
           type="button"
           className="link danger-text"
           aria-label={`Remove queued message ${n}`}
-          onClick={() => q.remove(h.id)}
+          onClick={onRemove}
         >
           Remove
         </button>
@@ -188,16 +206,40 @@ function HeldRow({ h, n, q }: { h: Held; n: number; q: HeldQueue }) {
 }
 
 export function HeldMessages({ q }: { q: HeldQueue }) {
+  const list = useRef<HTMLElement>(null);
+  // After a Remove: the row that took its place (or the last one, or the composer).
+  const refocus = useRef<number | null>(null);
+  useLayoutEffect(() => {
+    const at = refocus.current;
+    if (at === null) return;
+    refocus.current = null;
+    if (!focusLost()) return;
+    const n = Math.min(at, q.held.length);
+    const next =
+      n > 0
+        ? list.current?.querySelector<HTMLElement>(`[aria-label="Remove queued message ${n}"]`)
+        : document.getElementById(COMPOSER_INPUT_ID);
+    next?.focus();
+  });
   if (q.held.length === 0) return null;
   return (
-    <section className="held" aria-label="Queued messages">
+    <section className="held" aria-label="Queued messages" ref={list}>
       <p className="held-title small muted">
         Queued ({q.held.length}): sent when Claude's turn ends, one per turn
         {q.held.length >= MAX_HELD_MESSAGES ? ` · full, at most ${MAX_HELD_MESSAGES}` : ""}
       </p>
       <ol className="held-list">
         {q.held.map((h, i) => (
-          <HeldRow key={h.id} h={h} n={i + 1} q={q} />
+          <HeldRow
+            key={h.id}
+            h={h}
+            n={i + 1}
+            q={q}
+            onRemove={() => {
+              refocus.current = i + 1;
+              q.remove(h.id);
+            }}
+          />
         ))}
       </ol>
     </section>

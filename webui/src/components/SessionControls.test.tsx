@@ -65,6 +65,39 @@ describe("SessionControls", () => {
     expect(r.calls).toContainEqual(["session_settings", { permissionMode: "bypassPermissions" }]);
   });
 
+  test("the confirmation takes the focus; Escape cancels and gives it back", async () => {
+    const r = fakeRequester(offered);
+    await renderControls(r);
+    const mode = screen.getByRole("combobox", { name: "Permission mode" });
+    mode.focus();
+    fireEvent.change(mode, { target: { value: "bypassPermissions" } });
+    expect(document.activeElement).toBe(screen.getByRole("button", { name: "Cancel" }));
+    fireEvent.keyDown(screen.getByRole("alertdialog"), { key: "Escape" });
+    expect(screen.queryByRole("alertdialog")).toBeNull();
+    expect(document.activeElement).toBe(mode);
+    expect(r.calls.filter(([op]) => op === "session_settings")).toEqual([]);
+  });
+
+  test("a change under way keeps the picker usable (and focused) but sends one at a time", async () => {
+    const r = fakeRequester(offered);
+    r.request.mockImplementation((_ws: string, op: string, args?: Record<string, unknown>) => {
+      r.calls.push([op, args]);
+      return op === "session_models" ? Promise.resolve(offered) : new Promise(() => {});
+    });
+    await renderControls(r);
+    const mode = screen.getByRole("combobox", { name: "Permission mode" }) as HTMLSelectElement;
+    mode.focus();
+    fireEvent.change(mode, { target: { value: "plan" } });
+    fireEvent.change(mode, { target: { value: "acceptEdits" } });
+    await act(async () => {});
+    expect(mode.disabled).toBe(false);
+    expect(document.activeElement).toBe(mode);
+    expect(mode.getAttribute("aria-busy")).toBe("true");
+    expect(r.calls.filter(([op]) => op === "session_settings")).toEqual([
+      ["session_settings", { permissionMode: "plan" }],
+    ]);
+  });
+
   test("other modes go at once; a refusal is shown", async () => {
     const r = fakeRequester(offered, "bypassPermissions is disabled on this VM by its operator");
     await renderControls(r);

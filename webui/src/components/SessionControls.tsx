@@ -1,6 +1,6 @@
 /** Model and permission mode pickers under the composer; bypass asks first. */
 
-import { useEffect, useId, useState } from "react";
+import { useEffect, useId, useRef, useState } from "react";
 import type { Requester } from "../lib/requests";
 import {
   BYPASS,
@@ -28,6 +28,17 @@ export function SessionControls({
   const [failed, setFailed] = useState<string | null>(null);
   const [confirming, setConfirming] = useState(false);
   const id = useId();
+  const modeSelect = useRef<HTMLSelectElement>(null);
+  const cancelButton = useRef<HTMLButtonElement>(null);
+
+  // The confirmation takes the focus (its safe choice); closed, it gives it back.
+  useEffect(() => {
+    if (confirming) cancelButton.current?.focus();
+  }, [confirming]);
+  const closeConfirm = () => {
+    setConfirming(false);
+    modeSelect.current?.focus();
+  };
 
   // The list can grow once the engine has started (the CLI lists its models then).
   // biome-ignore lint/correctness/useExhaustiveDependencies: asked again when the model changes.
@@ -43,6 +54,7 @@ export function SessionControls({
   }, [requester, workspaceId, settings.model]);
 
   const change = (c: Change) => {
+    if (busy) return; // one change at a time; the select shows the setting in force
     setBusy(true);
     setFailed(null);
     requester.request(workspaceId, "session_settings", c).then(
@@ -62,10 +74,11 @@ export function SessionControls({
     <div className="session-controls" data-testid="session-controls">
       <label>
         <span>Model</span>
+        {/* Never disabled while a change is under way: that would take the focus away. */}
         <select
           aria-label="Model"
           value={settings.model ?? ""}
-          disabled={busy}
+          aria-busy={busy}
           onChange={(e) => e.target.value && change({ model: e.target.value })}
         >
           {!settings.model && <option value="">Default</option>}
@@ -79,11 +92,13 @@ export function SessionControls({
       <label>
         <span>Mode</span>
         <select
+          ref={modeSelect}
           aria-label="Permission mode"
           value={mode}
-          disabled={busy || confirming}
+          aria-busy={busy}
           onChange={(e) => {
             const next = e.target.value as PermissionMode;
+            if (busy || confirming) return;
             if (next === BYPASS) setConfirming(true);
             else change({ permissionMode: next });
           }}
@@ -97,18 +112,28 @@ export function SessionControls({
         </select>
       </label>
       {confirming && (
-        <div className="bypass-confirm" role="alertdialog" aria-labelledby={`${id}-bypass`}>
+        <div
+          className="bypass-confirm"
+          role="alertdialog"
+          aria-labelledby={`${id}-bypass`}
+          onKeyDown={(e) => {
+            if (e.key === "Escape") {
+              e.preventDefault();
+              closeConfirm();
+            }
+          }}
+        >
           <p id={`${id}-bypass`}>
             Bypass permissions: Claude runs every tool, commands included, without asking anyone.
           </p>
-          <button type="button" onClick={() => setConfirming(false)}>
+          <button type="button" ref={cancelButton} onClick={closeConfirm}>
             Cancel
           </button>
           <button
             type="button"
             className="danger"
             onClick={() => {
-              setConfirming(false);
+              closeConfirm();
               change({ permissionMode: BYPASS });
             }}
           >

@@ -1,7 +1,8 @@
 /** Question and permission cards, stacked above the composer while open. */
 
-import { useEffect, useId, useRef, useState } from "react";
+import { type FocusEvent, useEffect, useId, useLayoutEffect, useRef, useState } from "react";
 import type { PermissionItem, QuestionItem } from "../lib/conversationModel";
+import { focusComposerIfLost } from "../lib/focus";
 import type { Answers, Question } from "../lib/protocol";
 import { Markdown } from "./Markdown";
 import { ToolInput, toolSummary } from "./ToolViews";
@@ -28,6 +29,36 @@ function useSend() {
     }
   };
   return { sending, failed, send };
+}
+
+/**
+ * A card that goes away (answered here or elsewhere) while it had the focus
+ * gives it to the composer: a keyboard user is never left on the bare page.
+ * Spread the result on the card's section.
+ */
+function useFocusBack() {
+  const ref = useRef<HTMLElement>(null);
+  // Inside the card last (a button disabled while sending loses it unseen).
+  const had = useRef(false);
+  useLayoutEffect(() => {
+    const el = ref.current;
+    return () => {
+      // Layout cleanups run before the card's DOM is removed.
+      if (had.current || el?.contains(document.activeElement)) {
+        requestAnimationFrame(() => focusComposerIfLost());
+      }
+    };
+  }, []);
+  return {
+    ref,
+    onFocus: () => {
+      had.current = true;
+    },
+    onBlur: (e: FocusEvent<HTMLElement>) => {
+      // Only a move to somewhere else counts; a removed or disabled control has no target.
+      if (e.relatedTarget && !ref.current?.contains(e.relatedTarget as Node)) had.current = false;
+    },
+  };
 }
 
 /** A card's errors, each an alert: the VM's word on the request, a failed send. */
@@ -71,6 +102,7 @@ export function QuestionCard({
     item.questions.map(() => ({ labels: [], other: "", otherOn: false })),
   );
   const { sending, failed, send } = useSend();
+  const focusBack = useFocusBack();
   const id = useId();
   const firstInput = useRef<HTMLInputElement>(null);
   const n = item.questions.length;
@@ -104,6 +136,7 @@ export function QuestionCard({
   const inputType = q.multiSelect ? "checkbox" : "radio";
   return (
     <section
+      {...focusBack}
       className="prompt question"
       aria-labelledby={`${id}-title`}
       data-testid="question-card"
@@ -206,6 +239,7 @@ export function PermissionCard({
 }) {
   const [reason, setReason] = useState("");
   const { sending, failed, send } = useSend();
+  const focusBack = useFocusBack();
   const id = useId();
   const decide = (allow: boolean) => {
     send(() => onDecide(allow, allow ? undefined : reason.trim() || undefined));
@@ -213,6 +247,7 @@ export function PermissionCard({
   const summary = toolSummary(item.toolName, item.toolInput);
   return (
     <section
+      {...focusBack}
       className="prompt permission"
       aria-labelledby={`${id}-title`}
       data-testid="permission-card"
@@ -262,6 +297,7 @@ export function PlanCard({
 }) {
   const [comment, setComment] = useState("");
   const { sending, failed, send } = useSend();
+  const focusBack = useFocusBack();
   const id = useId();
   const input = item.toolInput as Record<string, unknown> | null;
   const plan = input && typeof input.plan === "string" ? input.plan : "";
@@ -271,6 +307,7 @@ export function PlanCard({
   };
   return (
     <section
+      {...focusBack}
       className="prompt permission plan"
       aria-labelledby={`${id}-title`}
       data-testid="plan-card"

@@ -16,6 +16,7 @@ import type { Workspace } from "../lib/api";
 import type { AttachmentLimits } from "../lib/attachments";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
+import { COMPOSER_INPUT_ID, focusComposerIfLost } from "../lib/focus";
 import { isBusy } from "../lib/held";
 import { MAIN_SESSION, type OutgoingAttachment } from "../lib/protocol";
 import type { PullRequest, Requester } from "../lib/requests";
@@ -54,6 +55,14 @@ function Composer({
 }) {
   const [text, setText] = useState("");
   const ref = useRef<HTMLTextAreaElement>(null);
+  // Stop goes away with the turn: the focus it had comes back to the text box.
+  const stopHadFocus = useRef(false);
+  useLayoutEffect(() => {
+    if (!running && stopHadFocus.current) {
+      stopHadFocus.current = false;
+      focusComposerIfLost();
+    }
+  }, [running]);
   const palette = useCommandPalette({
     text,
     setText,
@@ -89,14 +98,14 @@ function Composer({
       {...cf.dropProps}
     >
       <ComposerFilesView cf={cf} />
-      <label htmlFor="composer-input" className="sr-only">
+      <label htmlFor={COMPOSER_INPUT_ID} className="sr-only">
         Message to Claude
       </label>
       {palette.element}
       <AttachButton files={cf.files} disabled={disabledReason !== null} />
       <textarea
         {...palette.inputProps}
-        id="composer-input"
+        id={COMPOSER_INPUT_ID}
         ref={ref}
         rows={1}
         value={text}
@@ -116,7 +125,18 @@ function Composer({
         }}
       />
       {running ? (
-        <button type="button" className="danger" onClick={onInterrupt} title="Stop Claude (Ctrl+.)">
+        <button
+          type="button"
+          className="danger"
+          onClick={onInterrupt}
+          title="Stop Claude (Ctrl+.)"
+          onFocus={() => {
+            stopHadFocus.current = true;
+          }}
+          onBlur={(e) => {
+            if (e.relatedTarget) stopHadFocus.current = false;
+          }}
+        >
           Stop
         </button>
       ) : null}
