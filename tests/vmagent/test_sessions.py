@@ -511,3 +511,19 @@ async def test_a_log_from_before_sessions_gets_a_created_at(
             assert other["sessionId"] == sid
             for entry in (main, other):
                 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["createdAt"])
+
+
+async def test_settings_and_models_are_per_session(tmp_path: Path, relay: FakeRelay) -> None:
+    with trio.fail_after(10):
+        async with running(tmp_path, relay) as (conn, _hello):
+            sid = await create(conn, "r1")
+            reply = await op(conn, "session_settings", "r2", sid, model="demo-large")
+            assert reply["result"]["model"] == "demo-large"
+            assert (await op(conn, "session_models", "r3", sid))["result"]["model"] == "demo-large"
+            assert (await op(conn, "session_models", "r4"))["result"]["model"] is None
+            for target, cid in ((sid, "c1"), (None, "c2")):
+                await conn.send(message(target, cid, "hi"))
+                init, _ = await conn.until("claude_message", sessionId=target)
+                assert init["data"]["subtype"] == "init"
+                assert init["data"]["model"] == ("demo-large" if target else "demo")
+                await conn.until("status", sessionId=target, status="idle")
