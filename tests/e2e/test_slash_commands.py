@@ -1,7 +1,8 @@
 """The slash command palette in a real Chromium against the real stack (demo
 engine), keyboard only: "/" lists the session's commands (the demo's own and
 the repository's .claude/commands), typing narrows, arrows and Enter choose,
-the command runs; Escape closes; and the palette on a phone.
+the command runs; Escape closes; the palette on a phone, by touch; and
+readable in the light and the dark theme.
 
 Its own browser contexts and workspaces (acme/widgets#21, #22) on the shared stack.
 """
@@ -16,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import Stack, record_frames, screenshot
 from tests.e2e.test_webui import login, wait_results
+from tests.e2e.test_webui_controls import CONTRAST, MIN_CONTRAST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -154,3 +156,26 @@ def test_palette_on_a_phone_by_touch(browser: Browser, stack: Stack) -> None:
         expect(phone.get_by_test_id("assistant-message").last).to_contain_text("Demo /context:")
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_palette_reads_well_in_both_themes(page: Page, scheme: str) -> None:
+    page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+    box = page.get_by_role("textbox", name="Message to Claude")
+    expect(box).to_be_enabled()
+    box.focus()
+    page.keyboard.type("/")
+    listbox = page.get_by_role("listbox", name="Slash commands")
+    expect(listbox.get_by_role("option").first).to_be_visible()
+    bad = []
+    for part in (".command-name", ".command-hint", ".command-desc"):
+        for which in ("[aria-selected=true]", "[aria-selected=false]"):
+            loc = listbox.locator(f".command-option{which} {part}").first
+            c = loc.evaluate(CONTRAST)
+            if c["ratio"] < MIN_CONTRAST:
+                bad.append(f"{which} {part}: {c['ratio']:.2f}")
+    assert not bad, f"{scheme}: " + "; ".join(bad)
+    if scheme == "dark":
+        screenshot(page, "slash-palette-dark")
+    page.keyboard.press("Escape")
+    box.fill("")
