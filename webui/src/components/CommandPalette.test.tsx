@@ -192,6 +192,24 @@ describe("the command palette", () => {
     expect(load).toHaveBeenCalledTimes(2);
   });
 
+  test("another session's palette does not show the last one's commands", async () => {
+    const first = vi.fn(() => Promise.resolve(offered));
+    let answer: (v: unknown) => void = () => undefined;
+    const second = vi.fn(() => new Promise((resolve) => (answer = resolve)));
+    const { rerender } = render(<Harness load={first} onSend={() => undefined} />);
+    const box = screen.getByLabelText("Message to Claude");
+    fireEvent.change(box, { target: { value: "/" } });
+    await act(async () => {});
+    expect(options()).toHaveLength(3);
+    rerender(<Harness load={second} onSend={() => undefined} />);
+    await act(async () => {});
+    expect(second).toHaveBeenCalledTimes(1);
+    expect(options()).toEqual([]);
+    expect(screen.getByRole("status").textContent).toContain("Loading commands");
+    await act(async () => answer({ commands: [{ name: "only", description: "" }] }));
+    expect(options()).toEqual(["/only"]);
+  });
+
   test("without a way to ask the VM there is no palette", async () => {
     render(<Harness onSend={() => undefined} />);
     const box = screen.getByLabelText("Message to Claude");

@@ -63,6 +63,9 @@ export function useCommandPalette({
     [open, offered, query],
   );
 
+  // Another session (another way to ask): its own commands, not the last one's.
+  // biome-ignore lint/correctness/useExhaustiveDependencies: load names the session.
+  useEffect(() => setOffered(null), [load]);
   // Escape holds until the text no longer starts a command.
   useEffect(() => {
     if (query === null) setDismissed(false);
