@@ -389,3 +389,134 @@ def test_the_controls_on_a_phone(browser: Browser, stack: Stack) -> None:
         switch.select_option("system")
     finally:
         ctx.close()
+
+
+# -- both themes, with the screenshots docs/webui.md shows --------------------------------
+
+#: What must read at 4.5:1 in each theme, per control.
+CONTROL_TEXT = {
+    "pickers": [
+        ".session-controls label > span",
+        "select[aria-label=Model]",
+        "select[aria-label='Permission mode']",
+        ".bypass-confirm p",
+        ".bypass-confirm button.danger",
+        ".bypass-confirm button:not(.danger)",
+    ],
+    "usage-meter": ["[data-testid=usage-tokens]", "[data-testid=usage-context]"],
+    "plan-card": [
+        "[data-testid=plan-card] .prompt-kind",
+        "[data-testid=plan-card] .plan-body h1",
+        "[data-testid=plan-card] .plan-body li",
+        "[data-testid=plan-card] .reason span",
+        "[data-testid=plan-card] button.primary",
+        "[data-testid=plan-card] button:not(.primary)",
+    ],
+    "queue": [
+        ".held-title",
+        ".held-text",
+        ".held-actions button.link",
+        ".held-actions .danger-text",
+    ],
+}
+
+
+def check_text(page: Page, control: str, theme: str) -> None:
+    from tests.e2e.test_webui_controls import MIN_CONTRAST, contrast
+
+    bad = []
+    for selector in CONTROL_TEXT[control]:
+        c = contrast(page, selector)
+        if c["ratio"] < MIN_CONTRAST:
+            bad.append(f"{selector}: {c['ratio']:.2f} ({c['fg']} on {c['bg']})")
+    assert not bad, f"{control}, {theme} theme, below {MIN_CONTRAST}:1: " + "; ".join(bad)
+
+
+def shot(page: Page, name: str, loc: Locator, pad: int = 12) -> None:
+    """A screenshot of ``loc`` and a margin around it (FFCLOUD_SCREENSHOTS=1)."""
+    box = loc.bounding_box()
+    assert box is not None
+    view = page.viewport_size or {"width": 1280, "height": 860}
+    x, y = max(0.0, box["x"] - pad), max(0.0, box["y"] - pad)
+    clip = {
+        "x": x,
+        "y": y,
+        "width": min(view["width"] - x, box["width"] + 2 * pad),
+        "height": min(view["height"] - y, box["height"] + 2 * pad),
+    }
+    screenshot(page, name, clip=clip)
+
+
+def pill_clear_of_the_dock(page: Page) -> None:
+    """The "Latest" pill, when shown, floats over the conversation, not over the dock's controls."""
+    pill = page.get_by_role("button", name="↓ Latest")
+    if pill.count() == 0:
+        return
+    box, dock = pill.bounding_box(), page.locator(".dock").bounding_box()
+    assert box is not None
+    assert dock is not None
+    assert box["y"] + box["height"] <= dock["y"], f"the Latest pill {box} covers the dock {dock}"
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_controls_read_well_in_both_themes(page: Page, theme: str) -> None:
+    page.get_by_role("combobox", name="Theme").select_option(theme)
+    assert (background(page) > 0.8) if theme == "light" else (background(page) < 0.05)
+    controls = page.get_by_test_id("session-controls")
+    mode = page.get_by_role("combobox", name="Permission mode")
+    expect(mode).to_have_value("default")
+    latest = page.get_by_role("button", name="↓ Latest")
+    if latest.count():  # tabbing through the conversation scrolled it up
+        latest.click()
+    expect(latest).to_have_count(0)
+
+    mode.select_option("bypassPermissions")
+    dialog = page.get_by_role("alertdialog")
+    expect(dialog).to_be_visible()
+    # The reader at the bottom stays there while the dock grows: no "Latest" pill.
+    expect(latest).to_have_count(0)
+    check_text(page, "pickers", theme)
+    shot(page, f"pickers-{theme}", controls)
+    page.locator(".scroller").evaluate("(el) => { el.scrollTop = 0; }")
+    expect(page.get_by_role("button", name="↓ Latest")).to_be_visible()
+    pill_clear_of_the_dock(page)
+    page.get_by_role("button", name="↓ Latest").click()
+    expect(page.get_by_role("button", name="↓ Latest")).to_have_count(0)
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(mode).to_have_value("default")
+
+    meter = page.get_by_role("region", name="Session usage")
+    expect(meter).to_contain_text(re.compile(r"\d+ tokens"))
+    check_text(page, "usage-meter", theme)
+    shot(page, f"usage-meter-{theme}", meter, pad=6)
+
+    before = page.get_by_test_id("result-line").count()
+    mode.select_option("plan")
+    expect(mode).to_have_value("plan")
+    type_and_send(page, "plan the widget's rename")
+    card = page.get_by_test_id("plan-card")
+    expect(card.locator("h1")).to_have_text("Demo plan")
+    check_text(page, "plan-card", theme)
+    shot(page, f"plan-card-{theme}", page.locator(".dock"))
+    card.get_by_role("button", name="Approve plan").click()
+    wait_results(page, before + 1)
+
+    type_and_send(page, "tell me something long")
+    expect(page.get_by_test_id("assistant-message").last).to_contain_text(
+        "This is a long reply", timeout=20_000
+    )
+    type_and_send(page, "then add a test for the rename")
+    type_and_send(page, "and update the changelog")
+    expect(held(page)).to_have_count(2)
+    check_text(page, "queue", theme)
+    shot(page, f"queue-{theme}", page.locator(".dock"))
+    page.locator(".scroller").evaluate("(el) => { el.scrollTop = 0; }")
+    pill_clear_of_the_dock(page)
+    for _ in range(2):
+        page.get_by_role("button", name="Remove queued message 1").click()
+    expect(held(page)).to_have_count(0)
+    page.get_by_role("button", name="Stop").click()
+    wait_results(page, before + 2)
+    # The approved plan's turn and the stopped one: back in the default mode.
+    expect(mode).to_have_value("default")
+    page.get_by_role("combobox", name="Theme").select_option("system")

@@ -254,6 +254,20 @@ export function SessionView({
     const el = scroller.current;
     if (el) setStuck(el.scrollHeight - el.scrollTop - el.clientHeight < 40);
   }, []);
+  // The dock growing (a confirmation, the queue, the palette) shrinks the
+  // conversation without a render here: a reader at the bottom stays there.
+  const stuckNow = useRef(stuck);
+  stuckNow.current = stuck;
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the scroller exists once the workspace does.
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const follow = new ResizeObserver(() => {
+      if (stuckNow.current) el.scrollTop = el.scrollHeight;
+    });
+    follow.observe(el);
+    return () => follow.disconnect();
+  }, [id]);
 
   if (!workspace || !id) {
     return (
@@ -290,51 +304,53 @@ export function SessionView({
           VM.
         </p>
       )}
-      <div className="scroller" ref={scroller} onScroll={onScroll}>
-        <div
-          className="messages"
-          role="log"
-          aria-live="polite"
-          aria-relevant="additions"
-          aria-label="Conversation"
-        >
-          {!c?.loaded && <p className="muted center">Loading session…</p>}
-          {c?.loaded && c.items.length === 0 && c.outbox.length === 0 && (
-            <div className="empty-state">
-              <h3>Ready to start</h3>
-              <p className="muted">
-                Ask Claude about {issue.title ? `“${issue.title}”` : "this issue"}.
-              </p>
-            </div>
-          )}
-          {c && (
-            <Messages
-              c={c}
-              me={me}
-              onRetry={(cid) => store.retry(id, cid)}
-              onDiscard={(cid) => store.discard(id, cid)}
-            />
-          )}
-          {running && prompts.length === 0 && (
-            <div className="working" aria-hidden="true">
-              <span className="pulse" /> Claude is working…
-            </div>
-          )}
+      <div className="scroll-area">
+        <div className="scroller" ref={scroller} onScroll={onScroll}>
+          <div
+            className="messages"
+            role="log"
+            aria-live="polite"
+            aria-relevant="additions"
+            aria-label="Conversation"
+          >
+            {!c?.loaded && <p className="muted center">Loading session…</p>}
+            {c?.loaded && c.items.length === 0 && c.outbox.length === 0 && (
+              <div className="empty-state">
+                <h3>Ready to start</h3>
+                <p className="muted">
+                  Ask Claude about {issue.title ? `“${issue.title}”` : "this issue"}.
+                </p>
+              </div>
+            )}
+            {c && (
+              <Messages
+                c={c}
+                me={me}
+                onRetry={(cid) => store.retry(id, cid)}
+                onDiscard={(cid) => store.discard(id, cid)}
+              />
+            )}
+            {running && prompts.length === 0 && (
+              <div className="working" aria-hidden="true">
+                <span className="pulse" /> Claude is working…
+              </div>
+            )}
+          </div>
         </div>
+        {!stuck && (
+          <button
+            type="button"
+            className="to-bottom"
+            onClick={() => {
+              const el = scroller.current;
+              if (el) el.scrollTop = el.scrollHeight;
+              setStuck(true);
+            }}
+          >
+            ↓ Latest
+          </button>
+        )}
       </div>
-      {!stuck && (
-        <button
-          type="button"
-          className="to-bottom"
-          onClick={() => {
-            const el = scroller.current;
-            if (el) el.scrollTop = el.scrollHeight;
-            setStuck(true);
-          }}
-        >
-          ↓ Latest
-        </button>
-      )}
       <div className="dock">
         {c?.notice && (
           <div className="notice" role="alert">
