@@ -81,6 +81,7 @@ export function useAttachments(
   // Files taken or being prepared: the count limit applies before they are ready.
   const taken = useRef(0);
   const codecRef = useRef<ImageCodec | null>(codec);
+  const queue = useRef<Promise<void>>(Promise.resolve());
 
   const add = useCallback(
     (files: File[]) => {
@@ -100,17 +101,22 @@ export function useAttachments(
         taken.current += 1;
         setBusy((n) => n + 1);
         const id = draftId();
-        void prepare(file, limits, id, () => {
-          codecRef.current ??= browserCodec();
-          return codecRef.current;
-        }).then((r) => {
-          setBusy((n) => n - 1);
-          if (isDraft(r)) setDrafts((d) => [...d, r].sort(inOrder));
-          else {
-            taken.current -= 1;
-            setRefusals((x) => [...x, r]);
-          }
-        });
+        // One file at a time: decoding several large photos at once can exhaust a phone.
+        queue.current = queue.current
+          .then(() =>
+            prepare(file, limits, id, () => {
+              codecRef.current ??= browserCodec();
+              return codecRef.current;
+            }),
+          )
+          .then((r) => {
+            setBusy((n) => n - 1);
+            if (isDraft(r)) setDrafts((d) => [...d, r].sort(inOrder));
+            else {
+              taken.current -= 1;
+              setRefusals((x) => [...x, r]);
+            }
+          });
       }
     },
     [limits],

@@ -52,6 +52,9 @@ function fakeCodec(
       return n === null ? null : new Blob([new Uint8Array(n)], { type });
     },
     base64: async (blob) => `b64:${blob.type}:${blob.size}`,
+    release: () => {
+      calls.push("release");
+    },
   };
   return { codec, calls };
 }
@@ -88,6 +91,7 @@ describe("shrinking images", () => {
       "image/png@0.85 1568x1176",
       "image/jpeg@0.85 1568x1176",
       "image/webp@0.85 1568x1176",
+      "release",
     ]);
     expect(d.attachment).toEqual({
       type: "image",
@@ -120,6 +124,7 @@ describe("shrinking images", () => {
     );
     expect(d.size).toBe(990);
     expect(calls.filter((c) => c.includes("@0.5"))).toHaveLength(2);
+    expect(calls.at(-1)).toBe("release");
 
     const never = fakeCodec(2000, 1000, () => 4096).codec;
     const r = await prepareImage(file("huge.png", "image/png", 9000), limits, never, "2");
@@ -133,7 +138,7 @@ describe("shrinking images", () => {
     const { codec, calls } = fakeCodec(400, 300, () => 100);
     const d = await prepared(prepareImage(file("a.gif", "image/gif", 900), limits, codec, "1"));
     expect(d.attachment).toMatchObject({ mediaType: "image/gif", data: "b64:image/gif:900" });
-    expect(calls).toEqual([]);
+    expect(calls).toEqual(["release"]);
     const big = await prepared(prepareImage(file("b.gif", "image/gif", 5000), limits, codec, "2"));
     expect(big.attachment).toMatchObject({ mediaType: "image/png" });
   });

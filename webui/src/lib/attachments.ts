@@ -133,6 +133,8 @@ export interface ImageCodec {
   ): Promise<Blob | null>;
   /** Standard padded base64 of the bytes. */
   base64(blob: Blob): Promise<string>;
+  /** Done with this file: free what decoding it took (a phone's photo is ~50 MB decoded). */
+  release?(file: Blob): void;
 }
 
 /** The part of a `File` this module reads. */
@@ -149,6 +151,19 @@ const IMAGE_NAMES = "PNG, JPEG, GIF or WebP";
  * (BMP, AVIF…) are converted.
  */
 export async function prepareImage(
+  file: FileLike,
+  limits: AttachmentLimits,
+  codec: ImageCodec,
+  id: string,
+): Promise<Draft | Refusal> {
+  try {
+    return await prepareDecoded(file, limits, codec, id);
+  } finally {
+    codec.release?.(file);
+  }
+}
+
+async function prepareDecoded(
   file: FileLike,
   limits: AttachmentLimits,
   codec: ImageCodec,

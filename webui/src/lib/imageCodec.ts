@@ -43,6 +43,14 @@ export function browserCodec(): ImageCodec {
       );
       return blob && blob.type === type ? blob : null;
     },
+    release(file) {
+      const p = decoded.get(file);
+      decoded.delete(file);
+      void p?.then(
+        (bmp) => bmp.close(),
+        () => undefined,
+      );
+    },
     base64(blob) {
       return new Promise((resolve, reject) => {
         const reader = new FileReader();
