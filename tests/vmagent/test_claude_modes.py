@@ -240,3 +240,42 @@ async def test_bypass_refused_on_a_running_cli_when_the_operator_disabled_it(
             await turn_frames(conn)
             assert not (work / "still-asked.txt").exists()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_bypass_kept_in_the_log_is_not_used_once_the_operator_disables_it(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """bypassPermissions chosen before the first turn starts the CLI in it; the
+    same session after a restart with --no-bypass-permissions asks again."""
+    work = tmp_path / "state" / "workspaces" / "ws1" / "work"
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, sandboxed(make_agent(tmp_path, relay, fake_api)), relay)
+            await assign(conn)
+            fake_api.push(bash("touch first.txt", "toolu_first"), Reply([text("Made it unasked.")]))
+            assert (await settings(conn, "s1", permissionMode="bypassPermissions"))["ok"]
+            await say(conn, "create a file", "c1")
+            frames = await turn_frames(conn)
+            assert not [f for f in frames if f["type"] == "permission_request"]
+            assert claude_data(frames, "system")[0]["permissionMode"] == "bypassPermissions"
+            assert (work / "first.txt").exists()
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            agent = sandboxed(make_agent(tmp_path, relay, fake_api))
+            agent.settings = attrs.evolve(agent.settings, allow_bypass_permissions=False)
+            conn = await start(nursery, agent, relay)
+            fake_api.push(bash("touch second.txt", "toolu_second"), Reply([text("Not allowed.")]))
+            await say(conn, "create another", "c2")
+            request, seen = await conn.until("permission_request")
+            assert request["toolUseId"] == "toolu_second"
+            [init] = [
+                f["data"]
+                for f in seen
+                if f["type"] == "claude_message" and f["data"].get("subtype") == "init"
+            ]
+            assert init["permissionMode"] == "default"
+            await decide(conn, request, False, "no")
+            await turn_frames(conn)
+            assert not (work / "second.txt").exists()
+            nursery.cancel_scope.cancel()

@@ -34,7 +34,7 @@ import trio
 
 from vmagent.attachments import content_blocks
 from vmagent.engines import commands, plans
-from vmagent.engines.base import EngineError, Host, SessionSettings
+from vmagent.engines.base import BYPASS_MODE, EngineError, Host, SessionSettings
 from wire.attachments import Attachment
 from wire.childenv import claude_env
 from wire.messages import dumps
@@ -207,9 +207,18 @@ class ClaudeSession:
         model = settings.model or self.engine.model
         if model:
             cmd.append(f"--model={model}")
-        if settings.permission_mode:
-            cmd.append(f"--permission-mode={settings.permission_mode}")
-        if self.host.bypass_allowed and self.engine.bypass_possible():
+        bypass = self.host.bypass_allowed and self.engine.bypass_possible()
+        mode = settings.permission_mode
+        if mode == BYPASS_MODE and not bypass:
+            # Chosen while this VM allowed it (the log keeps it); not any more.
+            log.warning(
+                "the session's bypassPermissions is off on this VM: starting in default mode",
+                extra={"workspaceId": self.host.workspace_id},
+            )
+            mode = "default"
+        if mode:
+            cmd.append(f"--permission-mode={mode}")
+        if bypass:
             # Without it the CLI refuses set_permission_mode bypassPermissions
             # mid-session; it does not turn bypass on by itself.
             cmd.append("--allow-dangerously-skip-permissions")
