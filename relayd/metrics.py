@@ -64,7 +64,9 @@ class RelayCollector:
         connections.add_metric(["control"], len(relay.control.connections))
         yield connections
         yield GaugeMetricFamily("relayd_vms_online", "VMs that said hello", value=len(relay.vms))
-        yield GaugeMetricFamily("relayd_rooms", "Workspace rooms in memory", value=len(relay.rooms))
+        yield GaugeMetricFamily(
+            "relayd_rooms", "Session rooms in memory", value=relay.router.room_count()
+        )
         yield GaugeMetricFamily(
             "relayd_workspaces", "Workspaces in the ownership table", value=len(relay.ownership)
         )

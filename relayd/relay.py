@@ -40,6 +40,8 @@ from relayd.router import (
     RouterAction,
     Send,
     SendError,
+    SessionLogs,
+    SessionStatuses,
     VmLike,
 )
 from relayd.settings import Settings
@@ -49,7 +51,7 @@ from relayd.wsconn import WebSocket
 from relayd.wsframes import FrameCache
 from wire.envelope import read_head
 from wire.messages import Subscribe
-from wire.protocol import SEQUENCED_VM_TYPES, VmType
+from wire.protocol import MAIN_SESSION, SEQUENCED_VM_TYPES, VmType
 from wire.tokens import Claims, TokenVerifier
 
 __all__ = ["VERSION", "ClientPeer", "Ownership", "Relay", "VmPeer"]
@@ -96,7 +98,7 @@ class ClientPeer(Peer):
             stall_timeout=stall_timeout,
             remote=remote,
         )
-        self.subscriptions: set[str] = set()
+        self.subscriptions: set[tuple[str, str]] = set()
         self.bucket = bucket
 
 
@@ -129,9 +131,9 @@ class VmPeer(Peer):
             stall_timeout=stall_timeout,
             remote=remote,
         )
-        self.logs: dict[str, tuple[str, int]] = {}
-        #: ``(status, detail)`` per workspace, as ``hello`` reported them.
-        self.statuses: dict[str, tuple[str, str | None]] = {}
+        self.logs: SessionLogs = {}
+        #: ``(status, detail)`` per workspace and session, as ``hello`` reported them.
+        self.statuses: SessionStatuses = {}
         self.hello_done = False
         self.error_routes: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 
@@ -171,7 +173,7 @@ class Relay:
         # The router's tables, as the rest of relayd reads them (the shell
         # books only its own peers in them).
         self.ownership = self.router.ownership
-        self.rooms = self.router.rooms
+        self.workspaces = self.router.workspaces
         self.vms = cast("dict[str, VmPeer]", self.router.vms)
         self.vm_peers = cast("set[VmPeer]", self.router.vm_peers)
         self.clients_by_user = cast("dict[str, set[ClientPeer]]", self.router.clients_by_user)
@@ -396,17 +398,14 @@ class Relay:
         if head is None or not vm.hello_done:
             return None
         kind, ws, session, seq, epoch, _ = head
-        if (
-            kind not in _FAST_TYPES
-            or ws is None
-            or seq is None
-            or epoch is None
-            or session is not None
-        ):
+        if kind not in _FAST_TYPES or ws is None or seq is None or epoch is None:
             return None
         owner = self.ownership.get(ws)
-        room = self.rooms.get(ws)
-        if owner is None or owner.vm_id != vm.sub or room is None:
+        workspace = self.workspaces.get(ws)
+        if owner is None or owner.vm_id != vm.sub or workspace is None:
+            return None
+        room = workspace.rooms.get(MAIN_SESSION if session is None else session)
+        if room is None:
             return None
         return room, kind, seq, epoch
 
@@ -455,7 +454,7 @@ class Relay:
             "connections": {"clients": clients, "vms": len(self.vm_peers)},
             "vmsOnline": len(self.vms),
             "workspaces": len(self.ownership),
-            "rooms": len(self.rooms),
+            "rooms": self.router.room_count(),
             "messages": {
                 "clientIn": self.stats.messages_in,
                 "vmIn": self.stats.vm_frames_in,

@@ -1,4 +1,10 @@
-"""One workspace's room as a pure state machine: one log, a cursor per subscriber.
+"""One session's room as a pure state machine: one log, a cursor per subscriber.
+
+A workspace holds several sessions, each its own log (docs/protocol.md,
+"Sessions"): relayd has a :class:`Room` per (workspace, session), and the
+rooms of one workspace share a :class:`Workspace`, which keeps what its
+``statusOnly`` subscribers see: the status of its most urgent session
+(:mod:`relayd.aggregate`), or ``offline``.
 
 The room does no I/O. Its inputs are what happened (a client subscribed, the
 VM sent frames, a snapshot arrived, the VM went away or came back, a client's
@@ -8,7 +14,7 @@ have something to send), :class:`RequestSnapshot` from the VM, a
 the log.
 
 The guarantee it keeps (docs/protocol.md, "Guarantees"): each subscribed
-client gets the sequenced messages of its workspace in order, with no gap and
+client gets the sequenced messages of its session in order, with no gap and
 no duplicate, starting right after its snapshot or its ``lastSeq``; a client
 that keeps reading is never dropped for being slow.
 
@@ -23,7 +29,7 @@ its own pace (:meth:`Room.read`); nobody holds a copy of the live stream.
 
 A cursor is *live* (it reads the log from ``next``), *waiting* for a
 snapshot (request id, or none while the VM is away), or *status only* (it
-gets the workspace's latest status whenever it changes). A live cursor whose
+gets the workspace's aggregate status whenever it changes). A live cursor whose
 ``next`` falls out of the log is not an error: it gets, in-band, a fresh
 ``subscribed`` (mode ``snapshot``) and waits for a snapshot like a newcomer.
 All waiting cursors share one ``snapshot_request`` (per room, at most one is
@@ -42,9 +48,10 @@ from typing import Final, TypeAlias
 
 import attrs
 
+from relayd.aggregate import precedence
 from relayd.outbox import Entry, SharedFrames
 from wire.messages import dumps
-from wire.protocol import RelayType, Status
+from wire.protocol import MAIN_SESSION, RelayType, Status, written_session
 
 ClientKey: TypeAlias = Hashable
 
@@ -115,7 +122,7 @@ class RequestSnapshot:
 
 @attrs.frozen
 class StatusChanged:
-    """The workspace's status as the control plane should hear it."""
+    """The workspace's (aggregate) status as the control plane should hear it."""
 
     status: str
 
@@ -130,21 +137,36 @@ class Anomaly:
 Action: TypeAlias = Wake | RequestSnapshot | StatusChanged | Anomaly
 
 
-def subscribed_frame(workspace_id: str, epoch: str | None, mode: str) -> str:
+def _head(kind: str, workspace_id: str, session_id: str | None) -> dict[str, str | None]:
+    """A relay frame's first fields: ``sessionId`` only when it is not main."""
+    head: dict[str, str | None] = {"type": kind, "workspaceId": workspace_id}
+    session = written_session(session_id)
+    if session is not None:
+        head["sessionId"] = session
+    return head
+
+
+def subscribed_frame(
+    workspace_id: str, epoch: str | None, mode: str, session_id: str | None = None
+) -> str:
     """The relay's ``subscribed`` answer."""
-    return dumps(
-        {"type": RelayType.SUBSCRIBED, "workspaceId": workspace_id, "epoch": epoch, "mode": mode}
-    )
+    body = _head(RelayType.SUBSCRIBED, workspace_id, session_id)
+    body["epoch"] = epoch
+    body["mode"] = mode
+    return dumps(body)
 
 
-def offline_frame(workspace_id: str) -> str:
+def offline_frame(workspace_id: str, session_id: str | None = None) -> str:
     """The relay's ``status: offline`` (no seq: not part of the log)."""
-    return relay_status_frame(workspace_id, Status.OFFLINE)
+    return relay_status_frame(workspace_id, Status.OFFLINE, session_id=session_id)
 
 
-def relay_status_frame(workspace_id: str, status: str, detail: str | None = None) -> str:
+def relay_status_frame(
+    workspace_id: str, status: str, detail: str | None = None, session_id: str | None = None
+) -> str:
     """A ``status`` in the relay's own word (no seq): ``offline``, or what a returning VM said."""
-    body = {"type": RelayType.STATUS, "workspaceId": workspace_id, "status": status}
+    body = _head(RelayType.STATUS, workspace_id, session_id)
+    body["status"] = status
     if detail is not None:
         body["detail"] = detail
     return dumps(body)
@@ -153,18 +175,90 @@ def relay_status_frame(workspace_id: str, status: str, detail: str | None = None
 _request_counter = itertools.count(1)
 
 
+class Workspace:
+    """The session rooms of one workspace, and what its ``statusOnly`` subscribers see.
+
+    They see one status for the whole workspace (docs/protocol.md, "Sessions"):
+    ``offline`` while the VM is away, else the status frame of the most
+    urgent session (:func:`relayd.aggregate.precedence`), as it came. Rooms
+    tell it when their status or the VM's presence changed
+    (:meth:`changed`); it wakes its readers when the chosen frame changes
+    and reports the workspace's status when its word changes.
+    """
+
+    def __init__(self, workspace_id: str) -> None:
+        self.workspace_id = workspace_id
+        #: The rooms, by session id.
+        self.rooms: dict[str, Room] = {}
+        #: The ``statusOnly`` cursors (they live in main's room).
+        self.readers: dict[Cursor, None] = {}
+        #: Bumped whenever the frame readers should see changes.
+        self.version = 0
+        self._shown: str | None = offline_frame(workspace_id)
+        #: The word last reported to the control plane.
+        self.status: str | None = None
+        self._changes = itertools.count(1)
+
+    def next_change(self) -> int:
+        """A rising count: when a room's status changed, for the ties."""
+        return next(self._changes)
+
+    def chosen(self) -> tuple[str | None, str | None]:
+        """The frame ``statusOnly`` readers get now and its status word (None: none yet)."""
+        rooms = self.rooms.values()
+        # The rooms of a workspace share its VM: while any of them is not told
+        # it is back (in the middle of a hello, too), the workspace is offline.
+        if not all(room.vm_online for room in rooms):
+            return offline_frame(self.workspace_id), Status.OFFLINE
+        best: Room | None = None
+        best_key: tuple[int, bool, int] | None = None
+        for room in rooms:
+            if room.status is None or room.status_frame is None:
+                continue
+            key = precedence(room.status, room.session_id, room.status_changed)
+            if best_key is None or key < best_key:
+                best, best_key = room, key
+        if best is None:
+            return None, None
+        return best.status_frame, best.status
+
+    def changed(self, woken: list[Cursor]) -> list[Action]:
+        """A room's status or the VM's presence changed: wake the readers if
+        what they see changed, and report a new word."""
+        frame, word = self.chosen()
+        actions: list[Action] = []
+        if frame != self._shown:
+            self._shown = frame
+            self.version += 1
+            for cursor in self.readers:
+                cursor.room._wake(cursor, woken)
+        if word != self.status:
+            self.status = word
+            if word is not None:
+                actions.append(StatusChanged(word))
+        return actions
+
+
 class Room:
-    """The log and the subscribers' cursors of one workspace."""
+    """The log and the subscribers' cursors of one session of a workspace."""
 
     def __init__(
         self,
         workspace_id: str,
+        session_id: str = MAIN_SESSION,
         *,
         buffer_messages: int,
         buffer_bytes: int,
         request_prefix: str = "",
+        workspace: Workspace | None = None,
     ) -> None:
         self.workspace_id = workspace_id
+        self.session_id = session_id
+        #: The workspace's other rooms and its ``statusOnly`` readers.
+        self.workspace = workspace if workspace is not None else Workspace(workspace_id)
+        if session_id in self.workspace.rooms:
+            raise ValueError(f"session {session_id!r} already has a room")
+        self.workspace.rooms[session_id] = self
         self.buffer_messages = max(buffer_messages, 1)
         self.buffer_bytes = max(buffer_bytes, 1)
         self._request_prefix = request_prefix or f"r{next(_request_counter)}-"
@@ -182,15 +276,14 @@ class Room:
         self._start = 0
         self._count = 0
         self._chars = 0
-        #: The last ``status`` frame the VM sent (as text) and its status word.
-        self._status_frame: str | None = None
+        #: The last ``status`` frame the VM sent (as text), its status word,
+        #: and when it changed (:meth:`Workspace.next_change`).
+        self.status_frame: str | None = None
         self.status: str | None = None
-        #: Bumped whenever what a status-only subscriber should see changes.
-        self._status_version = 0
+        self.status_changed = 0
         self._cursors: dict[ClientKey, Cursor] = {}
         #: Live cursors that have read everything: woken by the next frames.
         self._idle: dict[Cursor, None] = {}
-        self._status_only: dict[Cursor, None] = {}
         self.pending_request: str | None = None
 
     # -- queries -----------------------------------------------------------
@@ -231,16 +324,20 @@ class Room:
         epoch: str | None = None,
         status_only: bool = False,
     ) -> list[Action]:
-        """A client subscribes (again: a repeat replaces its subscription)."""
+        """A client subscribes (again: a repeat replaces its subscription).
+
+        A ``status_only`` cursor follows the whole workspace's status (the
+        router puts it in main's room).
+        """
         self._forget(client)
-        ws = self.workspace_id
+        ws, sid = self.workspace_id, self.session_id
         cursor = Cursor(client, self)
         self._cursors[client] = cursor
         actions: list[Action] = []
         if status_only:
             cursor.status_only = True
-            self._status_only[cursor] = None
-            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_STATUS), 0)
+            self.workspace.readers[cursor] = None
+            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_STATUS, sid), 0)
         elif (
             last_seq is not None
             and epoch is not None
@@ -248,16 +345,16 @@ class Room:
             and self.base <= last_seq <= self.head
         ):
             cursor.next = last_seq + 1
-            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_REPLAY), cursor.next)
+            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_REPLAY, sid), cursor.next)
             if not self.vm_online:
-                self._push(cursor, offline_frame(ws), self.head + 1)
+                self._push(cursor, offline_frame(ws, sid), self.head + 1)
         else:
             cursor.waiting = True
-            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_SNAPSHOT), 0)
+            self._push(cursor, subscribed_frame(ws, self.epoch, MODE_SNAPSHOT, sid), 0)
             if self.vm_online:
                 actions.extend(self._wait_for_snapshot([cursor]))
             else:
-                self._push(cursor, offline_frame(ws), 0)
+                self._push(cursor, offline_frame(ws, sid), 0)
         cursor.awake = True
         actions.append(Wake((cursor,)))
         return actions
@@ -273,7 +370,7 @@ class Room:
             cursor.gone = True
             cursor.frames = None
             self._idle.pop(cursor, None)
-            self._status_only.pop(cursor, None)
+            self.workspace.readers.pop(cursor, None)
 
     # -- a client's writer ---------------------------------------------------
 
@@ -311,9 +408,10 @@ class Room:
                 size += len(frame)
                 continue
             if cursor.status_only:
-                if cursor.status_sent != self._status_version:
-                    cursor.status_sent = self._status_version
-                    current = self._current_status_frame()
+                workspace = self.workspace
+                if cursor.status_sent != workspace.version:
+                    cursor.status_sent = workspace.version
+                    current = workspace.chosen()[0]
                     if current is not None:
                         out.append(current)
                         size += len(current)
@@ -337,7 +435,7 @@ class Room:
         if own and (cursor.waiting or cursor.status_only or own[0][0] <= cursor.next):
             return True
         if cursor.status_only:
-            return cursor.status_sent != self._status_version
+            return cursor.status_sent != self.workspace.version
         return not cursor.waiting and cursor.next <= self.head
 
     def _slice(self, cursor: Cursor, last: int, max_chars: int, out: list[Entry]) -> int:
@@ -371,7 +469,7 @@ class Room:
     def vm_connected(
         self, log: tuple[str, int] | None, status: tuple[str, str | None] | None = None
     ) -> list[Action]:
-        """The owning VM said ``hello``; ``log`` is its ``(epoch, seq)`` for this workspace.
+        """The owning VM said ``hello``; ``log`` is its ``(epoch, seq)`` for this session.
 
         ``status`` is the ``(status, detail)`` the VM's ``hello`` reported for it,
         when it did: every subscriber, told ``offline`` while the VM was away,
@@ -384,17 +482,17 @@ class Room:
         woken: list[Cursor] = []
         if status is not None:
             word, detail = status
-            self._status_frame = relay_status_frame(self.workspace_id, word, detail)
-            if word != self.status:
+            frame = relay_status_frame(self.workspace_id, word, detail, self.session_id)
+            if frame != self.status_frame:
+                self.status_frame = frame
                 self.status = word
-                actions.append(StatusChanged(word))
+                self.status_changed = self.workspace.next_change()
             if not was_online:
-                self._status_changed(woken)
                 for cursor in self._cursors.values():
                     if not cursor.status_only:
-                        self._push(cursor, self._status_frame, self._place(cursor), woken)
-        elif not was_online:
-            self._status_changed(woken)  # no longer "offline": nothing known yet
+                        self._push(cursor, frame, self._place(cursor), woken)
+        # No longer "offline" (with nothing known yet, without a status).
+        actions.extend(self.workspace.changed(woken))
         if log is not None:
             epoch, seq = log
             if self.epoch is None and not self._count:
@@ -413,16 +511,15 @@ class Room:
         """The owning VM went away: subscribers hear ``offline`` and keep waiting."""
         self.vm_online = False
         self.pending_request = None
-        self._status_frame = None
+        self.status_frame = None
         self.status = None
         woken: list[Cursor] = []
-        self._status_changed(woken)
-        frame = offline_frame(self.workspace_id)
+        actions = self.workspace.changed(woken)
+        frame = offline_frame(self.workspace_id, self.session_id)
         for cursor in list(self._cursors.values()):
             cursor.request = None
             if not cursor.status_only:
                 self._push(cursor, frame, self._place(cursor), woken)
-        actions: list[Action] = [StatusChanged(Status.OFFLINE)]
         if woken:
             actions.append(Wake(tuple(woken)))
         return actions
@@ -466,11 +563,10 @@ class Room:
         self._append([frame], len(frame), None)
         woken.extend(self._wake_idle())
         if status is not None:
-            self._status_frame = frame
-            if status != self.status:
-                self.status = status
-                actions.append(StatusChanged(status))
-            self._status_changed(woken)
+            self.status_frame = frame
+            self.status = status
+            self.status_changed = self.workspace.next_change()
+            actions.extend(self.workspace.changed(woken))
         if woken:
             actions.append(Wake(tuple(woken)))
         return actions
@@ -506,11 +602,6 @@ class Room:
 
     # -- internals ---------------------------------------------------------
 
-    def _current_status_frame(self) -> str | None:
-        if not self.vm_online:
-            return offline_frame(self.workspace_id)
-        return self._status_frame
-
     def _place(self, cursor: Cursor) -> int:
         """Where a relay frame sent now goes in a cursor's stream: after the log's head."""
         return 0 if cursor.waiting else self.head + 1
@@ -525,7 +616,7 @@ class Room:
         elif len(own) >= MAX_CURSOR_FRAMES:
             # It is not reading; what it missed is summed up by a snapshot.
             if cursor.waiting:
-                own[:] = [(0, subscribed_frame(self.workspace_id, self.epoch, MODE_SNAPSHOT))]
+                own[:] = [(0, self._subscribed(MODE_SNAPSHOT))]
             else:
                 # Out of the log on purpose: its next read re-snapshots it.
                 own.clear()
@@ -542,10 +633,8 @@ class Room:
             if woken is not None:
                 woken.append(cursor)
 
-    def _status_changed(self, woken: list[Cursor]) -> None:
-        self._status_version += 1
-        for cursor in self._status_only:
-            self._wake(cursor, woken)
+    def _subscribed(self, mode: str) -> str:
+        return subscribed_frame(self.workspace_id, self.epoch, mode, self.session_id)
 
     def _wake_idle(self) -> list[Cursor]:
         idle = self._idle
@@ -619,10 +708,9 @@ class Room:
 
     def _resnapshot(self, cursor: Cursor, *, ask: bool = True) -> list[Action]:
         """The cursor's stream restarts: a fresh ``subscribed`` (mode snapshot), then a snapshot."""
-        ws = self.workspace_id
-        cursor.frames = [(0, subscribed_frame(ws, self.epoch, MODE_SNAPSHOT))]
+        cursor.frames = [(0, self._subscribed(MODE_SNAPSHOT))]
         if not self.vm_online:
-            cursor.frames.append((0, offline_frame(ws)))
+            cursor.frames.append((0, offline_frame(self.workspace_id, self.session_id)))
         cursor.waiting = True
         cursor.request = None
         self._idle.pop(cursor, None)

@@ -26,7 +26,16 @@ import attrs
 
 from relayd.ratelimit import TokenBucket
 from relayd.revocations import RevocationState
-from relayd.room import Action, Anomaly, ClientKey, RequestSnapshot, Room, StatusChanged, Wake
+from relayd.room import (
+    Action,
+    Anomaly,
+    ClientKey,
+    RequestSnapshot,
+    Room,
+    StatusChanged,
+    Wake,
+    Workspace,
+)
 from relayd.routes import Key, Routes
 from relayd.settings import Settings
 from relayd.stats import Stats
@@ -63,6 +72,7 @@ from wire.messages import (
     message_type,
 )
 from wire.protocol import (
+    MAIN_SESSION,
     SEQUENCED_VM_TYPES,
     TERMINAL_OPEN,
     ClientType,
@@ -71,7 +81,10 @@ from wire.protocol import (
     RelayType,
     Resolution,
     Scope,
+    Status,
     VmType,
+    session_or_main,
+    written_session,
 )
 from wire.tokens import Claims, TokenError, TokenVerifier
 
@@ -92,6 +105,12 @@ _AUDITED_RESOLUTIONS: Final[dict[str, str]] = {
 #: Metrics keys of frames in, made once.
 VM_IN_KEYS: Final = {str(t): f"vm:{t}" for t in VmType}
 _CLIENT_IN_KEYS: Final = {str(t): f"client:{t}" for t in ClientType}
+
+#: A subscription: (workspaceId, sessionId).
+SessionKey: TypeAlias = tuple[str, str]
+#: What a VM's ``hello`` listed: per workspace, per session.
+SessionLogs: TypeAlias = dict[str, dict[str, tuple[str, int]]]
+SessionStatuses: TypeAlias = dict[str, dict[str, tuple[str, str | None]]]
 
 
 @attrs.frozen
@@ -153,16 +172,17 @@ class RouterPeer(Protocol):
 class ClientLike(RouterPeer, Protocol):
     """A client connection: its subscriptions and its rate limit."""
 
-    subscriptions: set[str]
+    subscriptions: set[SessionKey]
     bucket: TokenBucket
 
 
 class VmLike(RouterPeer, Protocol):
     """A VM connection: what its ``hello`` said, and where its errors go."""
 
-    logs: dict[str, tuple[str, int]]
-    #: ``(status, detail)`` per workspace, as ``hello`` reported them.
-    statuses: dict[str, tuple[str, str | None]]
+    #: ``(epoch, seq)`` per workspace and session, as ``hello`` listed them.
+    logs: SessionLogs
+    #: ``(status, detail)`` per workspace and session, as ``hello`` reported them.
+    statuses: SessionStatuses
     hello_done: bool
     error_routes: collections.OrderedDict[tuple[str, str], Any]
 
@@ -248,13 +268,14 @@ class Router:
         self.clock = clock
         self.revocations = revocations or RevocationState()
         self.ownership: dict[str, Ownership] = {}
-        self.rooms: dict[str, Room] = {}
+        #: The rooms, per workspace and then per session.
+        self.workspaces: dict[str, Workspace] = {}
         #: VMs that said ``hello``, by id.
         self.vms: dict[str, VmLike] = {}
         self.vm_peers: set[VmLike] = set()
         self.clients_by_user: dict[str, set[ClientLike]] = {}
-        #: The snapshot asked for per workspace, and when (for the latency histogram).
-        self._snapshot_asked: dict[str, tuple[str, float]] = {}
+        #: The snapshot asked for per session, and when (for the latency histogram).
+        self._snapshot_asked: dict[SessionKey, tuple[str, float]] = {}
         #: True once the control plane sent its first ``sync`` since relayd started:
         #: only then is a workspace missing from ``ownership`` known not to be owned.
         self.synced = False
@@ -272,24 +293,92 @@ class Router:
 
     # -- rooms ---------------------------------------------------------------
 
-    def room(self, workspace_id: str, out: list[RouterAction]) -> Room:
-        """The room of an owned workspace, made on first use."""
-        room = self.rooms.get(workspace_id)
-        if room is None:
-            room = Room(
-                workspace_id,
-                buffer_messages=self.settings.replay_messages,
-                buffer_bytes=self.settings.replay_bytes,
-            )
-            self.rooms[workspace_id] = room
+    def room(self, workspace_id: str, session_id: str, out: list[RouterAction]) -> Room | None:
+        """The room of an owned workspace's session, made on first use; None when the
+        workspace has ``--max-sessions-per-workspace`` rooms that are all in use."""
+        workspace = self.workspaces.get(workspace_id)
+        if workspace is None:
+            workspace = Workspace(workspace_id)
+            self.workspaces[workspace_id] = workspace
+            # main first: its room holds the workspace's statusOnly readers.
+            self._new_room(workspace, MAIN_SESSION, out)
             vm = self._owner_vm(workspace_id)
             if vm is not None:
-                self.apply(
-                    room,
-                    room.vm_connected(vm.logs.get(workspace_id), vm.statuses.get(workspace_id)),
-                    out,
-                )
+                self._add_listed(workspace, vm, out)
+        room = workspace.rooms.get(session_id)
+        if room is None and self._make_space(workspace):
+            room = self._new_room(workspace, session_id, out)
         return room
+
+    def find_room(self, workspace_id: str, session_id: str = MAIN_SESSION) -> Room | None:
+        """The room of a session, if it has one."""
+        workspace = self.workspaces.get(workspace_id)
+        return workspace.rooms.get(session_id) if workspace is not None else None
+
+    def room_count(self) -> int:
+        """How many session rooms relayd holds."""
+        return sum(len(w.rooms) for w in self.workspaces.values())
+
+    def _new_room(self, workspace: Workspace, session_id: str, out: list[RouterAction]) -> Room:
+        ws = workspace.workspace_id
+        room = Room(
+            ws,
+            session_id,
+            buffer_messages=self.settings.replay_messages,
+            buffer_bytes=self.settings.replay_bytes,
+            workspace=workspace,
+        )
+        vm = self._owner_vm(ws)
+        if vm is not None:
+            log, status = _listed(vm, ws, session_id)
+            self.apply(room, room.vm_connected(log, status), out)
+        return room
+
+    def _make_space(self, workspace: Workspace) -> bool:
+        """Room for one more session: under the limit, or by forgetting the room of
+        a session no one follows that matters least (no status or ``stopped``,
+        then the one whose status changed longest ago). A session the VM deleted
+        long ago must not block new ones; a forgotten room is made afresh when
+        needed (its subscribers then get a snapshot)."""
+        rooms = workspace.rooms
+        if len(rooms) < self.settings.max_sessions_per_workspace:
+            return True
+        idle = [r for sid, r in rooms.items() if sid != MAIN_SESSION and not r.clients]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda r: (r.status not in (None, Status.STOPPED), r.status_changed))
+        del rooms[victim.session_id]
+        self._snapshot_asked.pop((workspace.workspace_id, victim.session_id), None)
+        return True
+
+    def _add_listed(self, workspace: Workspace, vm: VmLike, out: list[RouterAction]) -> None:
+        """Rooms for the sessions the VM listed for the workspace, so that its
+        aggregate status counts every one of them."""
+        for session_id in vm.logs.get(workspace.workspace_id, {}):
+            if session_id not in workspace.rooms:
+                if not self._make_space(workspace):
+                    log.warning(
+                        "vm lists more sessions than relayd keeps; the rest are ignored",
+                        extra=vm.log_extra(workspaceId=workspace.workspace_id),
+                    )
+                    return
+                self._new_room(workspace, session_id, out)
+
+    def _connect(self, workspace: Workspace, vm: VmLike, out: list[RouterAction]) -> None:
+        """The owning VM is (back) online: every room of the workspace hears it."""
+        existing = list(workspace.rooms.values())
+        # New rooms first: the workspace stays offline to its statusOnly readers
+        # until the last of the old ones is told, so they see one change, not several.
+        self._add_listed(workspace, vm, out)
+        ws = workspace.workspace_id
+        for room in existing:
+            log, status = _listed(vm, ws, room.session_id)
+            self.apply(room, room.vm_connected(log, status), out)
+
+    def _disconnect(self, workspace: Workspace, out: list[RouterAction]) -> None:
+        """The owning VM went away (or the workspace moved): every room hears it."""
+        for room in list(workspace.rooms.values()):
+            self.apply(room, room.vm_disconnected(), out)
 
     def apply(self, room: Room, actions: Iterable[Action], out: list[RouterAction]) -> None:
         """A room's actions as the router's (``out`` gets them)."""
@@ -300,9 +389,12 @@ class Router:
                 vm = self._owner_vm(room.workspace_id)
                 if vm is not None:
                     self.stats.snapshot_requests += 1
-                    self._snapshot_asked[room.workspace_id] = (action.request_id, self.clock())
+                    key = (room.workspace_id, room.session_id)
+                    self._snapshot_asked[key] = (action.request_id, self.clock())
                     request = SnapshotRequest(
-                        workspace_id=room.workspace_id, request_id=action.request_id
+                        workspace_id=room.workspace_id,
+                        session_id=written_session(room.session_id),
+                        request_id=action.request_id,
                     )
                     out.append(Send(vm, encode_frame(request)))
             elif isinstance(action, StatusChanged):
@@ -363,7 +455,7 @@ class Router:
             Close(client, CloseCode.MOVED, "the workspace moved to another node")
             for group in self.clients_by_user.values()
             for client in group
-            if client.subscriptions & wanted
+            if any(ws in wanted for ws, _ in client.subscriptions)
         ]
 
     def renew(self, peer: RouterPeer, token: str) -> RouterAction:
@@ -381,8 +473,8 @@ class Router:
 
     def forget_client_rooms(self, client: ClientLike) -> None:
         """Remove a client from every room it is in."""
-        for workspace_id in list(client.subscriptions):
-            room = self.rooms.get(workspace_id)
+        for workspace_id, session_id in list(client.subscriptions):
+            room = self.find_room(workspace_id, session_id)
             if room is not None:
                 room.unsubscribe(client)
         client.subscriptions.clear()
@@ -431,10 +523,11 @@ class Router:
         if isinstance(message, Subscribe):
             self.subscribe(client, message, out)
         elif isinstance(message, Unsubscribe):
-            room = self.rooms.get(message.workspace_id)
+            session_id = session_or_main(message.session_id)
+            room = self.find_room(message.workspace_id, session_id)
             if room is not None:
                 room.unsubscribe(client)
-            client.subscriptions.discard(message.workspace_id)
+            client.subscriptions.discard((message.workspace_id, session_id))
         elif isinstance(message, Auth):
             out.append(self.renew(client, message.token))
         elif isinstance(message, Request):
@@ -446,13 +539,19 @@ class Router:
         return out
 
     def subscribe(self, client: ClientLike, message: Subscribe, out: list[RouterAction]) -> None:
-        """``subscribe``: the room's answer, or ``error``."""
+        """``subscribe``: the room's answer, or ``error``.
+
+        A ``statusOnly`` subscription is the workspace's (its ``sessionId`` is
+        ignored): it is booked as main's and lives in main's room.
+        """
         ws = message.workspace_id
+        session_id = MAIN_SESSION if message.status_only else session_or_main(message.session_id)
+        key = (ws, session_id)
         if self._allowed(ws, client.sub) is None:
             out.append(SendError(client, ErrorCode.NOT_FOUND, "no such workspace", ws))
             return
         if (
-            ws not in client.subscriptions
+            key not in client.subscriptions
             and len(client.subscriptions) >= self.settings.max_subscriptions
         ):
             out.append(
@@ -461,8 +560,13 @@ class Router:
                 )
             )
             return
-        room = self.room(ws, out)
-        client.subscriptions.add(ws)
+        room = self.room(ws, session_id, out)
+        if room is None:
+            out.append(
+                SendError(client, ErrorCode.TOO_LARGE, "too many sessions in this workspace", ws)
+            )
+            return
+        client.subscriptions.add(key)
         self.stats.subscribes += 1
         actions = room.subscribe(
             client,
@@ -678,9 +782,9 @@ class Router:
         del self.vms[vm.sub]
         self._fail_requests(vm, None, out)
         for owner in self.ownership.values():
-            if owner.vm_id == vm.sub and owner.workspace_id in self.rooms:
-                room = self.rooms[owner.workspace_id]
-                self.apply(room, room.vm_disconnected(), out)
+            workspace = self.workspaces.get(owner.workspace_id)
+            if owner.vm_id == vm.sub and workspace is not None:
+                self._disconnect(workspace, out)
         out.append(Emit({"type": "vm_offline", "vmId": vm.sub}))
         log.info("vm offline", extra=vm.log_extra())
 
@@ -726,17 +830,23 @@ class Router:
                 raise ProtocolError(
                     ErrorCode.FORBIDDEN, "this VM does not own the workspace", env.request_id
                 )
-            room = self.room(ws, out)
+            session_id = session_or_main(env.session_id)
+            room = self.room(ws, session_id, out)
+            if room is None:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE, "too many sessions in this workspace", env.request_id
+                )
             if kind == VmType.MESSAGES_SNAPSHOT:
                 self.stats.snapshots += 1
-                asked = self._snapshot_asked.get(ws)
+                key = (ws, session_id)
+                asked = self._snapshot_asked.get(key)
                 if asked is not None and asked[0] == env.request_id:
-                    del self._snapshot_asked[ws]
+                    del self._snapshot_asked[key]
                     self.stats.snapshot_latency.observe(self.clock() - asked[1])
                 self.apply(room, room.vm_snapshot(env.request_id, env.seq, env.epoch, frame), out)
             elif kind == VmType.STATUS:
                 status = structure(_body(env, frame), StatusMessage)
-                vm.statuses[ws] = (status.status, status.detail)
+                vm.statuses.setdefault(ws, {})[session_id] = (status.status, status.detail)
                 actions = room.vm_frame(env.seq, env.epoch, frame, status=status.status)
                 self.apply(room, actions, out)
             elif kind == VmType.REQUEST_RESOLVED:
@@ -765,15 +875,16 @@ class Router:
     def _hello(self, vm: VmLike, hello: Hello, out: list[RouterAction]) -> None:
         if hello.vm_id is not None and hello.vm_id != vm.sub:
             raise ProtocolError(ErrorCode.FORBIDDEN, "vmId does not match the token")
-        logs: dict[str, tuple[str, int]] = {}
-        statuses: dict[str, tuple[str, str | None]] = {}
+        logs: SessionLogs = {}
+        statuses: SessionStatuses = {}
         for entry in hello.workspaces:
-            logs[entry.workspace_id] = (entry.epoch, entry.seq)
+            session_id = session_or_main(entry.session_id)
+            logs.setdefault(entry.workspace_id, {})[session_id] = (entry.epoch, entry.seq)
             # An extension of the contract's entry: the log's current status,
             # so subscribers hear the VM is back (too long a word is ignored).
             status, detail = entry.status, entry.status_detail
             if status is not None and 0 < len(status) <= MAX_STATUS_LENGTH:
-                statuses[entry.workspace_id] = (
+                statuses.setdefault(entry.workspace_id, {})[session_id] = (
                     status,
                     detail[:MAX_STATUS_DETAIL] if detail is not None else None,
                 )
@@ -784,7 +895,10 @@ class Router:
         self.vms[vm.sub] = vm
         log.info(
             "vm online",
-            extra=vm.log_extra(agentVersion=str(hello.agent_version)[:64], logs=len(logs)),
+            extra=vm.log_extra(
+                agentVersion=str(hello.agent_version)[:64],
+                logs=sum(len(sessions) for sessions in logs.values()),
+            ),
         )
         if first:
             out.append(Emit({"type": "vm_online", "vmId": vm.sub}))
@@ -793,12 +907,9 @@ class Router:
         for owner in owned:
             out.append(Send(vm, _assigned_frame(owner)))
         for owner in owned:
-            room = self.rooms.get(owner.workspace_id)
-            if room is not None:
-                actions = room.vm_connected(
-                    logs.get(owner.workspace_id), statuses.get(owner.workspace_id)
-                )
-                self.apply(room, actions, out)
+            workspace = self.workspaces.get(owner.workspace_id)
+            if workspace is not None:
+                self._connect(workspace, vm, out)
         self._release_stale_logs(vm, out)
 
     def _release_stale_logs(self, vm: VmLike, out: list[RouterAction]) -> None:
@@ -849,10 +960,13 @@ class Router:
             if routed is not None and not routed.closing:
                 out.append(Send(routed, frame))
                 return
-        if workspace_id is not None and workspace_id in self.rooms:
-            owner = self.ownership.get(workspace_id)
+        room = None
+        if workspace_id is not None:
+            room = self.find_room(workspace_id, session_or_main(error.session_id))
+        if room is not None:
+            owner = self.ownership.get(room.workspace_id)
             if owner is not None and owner.vm_id == vm.sub:
-                for client in self._clients(self.rooms[workspace_id]):
+                for client in self._clients(room):
                     out.append(Send(client, frame))
                 return
         log.info("vm error with no one to tell", extra=vm.log_extra(code=str(error.code)))
@@ -869,7 +983,7 @@ class Router:
         out: list[RouterAction] = []
         old = self.ownership.get(owner.workspace_id)
         self.ownership[owner.workspace_id] = owner
-        room = self.rooms.get(owner.workspace_id)
+        workspace = self.workspaces.get(owner.workspace_id)
         if old is not None and old.vm_id != owner.vm_id:
             old_vm = self.vms.get(old.vm_id)
             if old_vm is not None:
@@ -877,18 +991,15 @@ class Router:
                 old_vm.logs.pop(owner.workspace_id, None)
                 old_vm.statuses.pop(owner.workspace_id, None)
                 out.append(Send(old_vm, _released_frame(owner.workspace_id)))
-            if room is not None:
-                self.apply(room, room.vm_disconnected(), out)
+            if workspace is not None:
+                self._disconnect(workspace, out)
         vm = self.vms.get(owner.vm_id)
         if vm is not None and (old is None or old.vm_id != owner.vm_id or old.issue != owner.issue):
             out.append(Send(vm, _assigned_frame(owner)))
-        if room is not None:
+        if workspace is not None:
             if vm is not None and (old is None or old.vm_id != owner.vm_id):
-                actions = room.vm_connected(
-                    vm.logs.get(owner.workspace_id), vm.statuses.get(owner.workspace_id)
-                )
-                self.apply(room, actions, out)
-            self._drop_unallowed(room, owner.user_ids, out)
+                self._connect(workspace, vm, out)
+            self._drop_unallowed(workspace, owner.user_ids, out)
         return out
 
     def release(self, workspace_id: str, *, tell_vm: bool = True) -> list[RouterAction]:
@@ -902,16 +1013,25 @@ class Router:
                 vm.logs.pop(workspace_id, None)
                 vm.statuses.pop(workspace_id, None)
                 out.append(Send(vm, _released_frame(workspace_id)))
-        room = self.rooms.pop(workspace_id, None)
-        if room is not None:
-            for client in self._clients(room):
-                room.unsubscribe(client)
-                client.subscriptions.discard(workspace_id)
-                out.append(
-                    SendError(
-                        client, ErrorCode.NOT_FOUND, "the workspace was released", workspace_id
-                    )
-                )
+        workspace = self.workspaces.pop(workspace_id, None)
+        if workspace is not None:
+            for key in [k for k in self._snapshot_asked if k[0] == workspace_id]:
+                del self._snapshot_asked[key]
+            told: set[ClientLike] = set()
+            for room in workspace.rooms.values():
+                for client in self._clients(room):
+                    room.unsubscribe(client)
+                    client.subscriptions.discard((workspace_id, room.session_id))
+                    if client not in told:
+                        told.add(client)
+                        out.append(
+                            SendError(
+                                client,
+                                ErrorCode.NOT_FOUND,
+                                "the workspace was released",
+                                workspace_id,
+                            )
+                        )
         return out
 
     def sync(self, owners: list[Ownership]) -> list[RouterAction]:
@@ -932,19 +1052,31 @@ class Router:
         return out
 
     def _drop_unallowed(
-        self, room: Room, user_ids: frozenset[str], out: list[RouterAction]
+        self, workspace: Workspace, user_ids: frozenset[str], out: list[RouterAction]
     ) -> None:
-        for client in self._clients(room):
-            if client.sub not in user_ids:
-                room.unsubscribe(client)
-                client.subscriptions.discard(room.workspace_id)
-                out.append(
-                    SendError(client, ErrorCode.NOT_FOUND, "no such workspace", room.workspace_id)
-                )
+        ws = workspace.workspace_id
+        told: set[ClientLike] = set()
+        for room in workspace.rooms.values():
+            for client in self._clients(room):
+                if client.sub not in user_ids:
+                    room.unsubscribe(client)
+                    client.subscriptions.discard((ws, room.session_id))
+                    if client not in told:
+                        told.add(client)
+                        out.append(SendError(client, ErrorCode.NOT_FOUND, "no such workspace", ws))
 
     def online_vm_events(self) -> list[dict[str, Any]]:
         """``vm_online`` for every VM online now (sent again after a ``sync``)."""
         return [{"type": "vm_online", "vmId": vm_id} for vm_id in sorted(self.vms)]
+
+
+def _listed(
+    vm: VmLike, workspace_id: str, session_id: str
+) -> tuple[tuple[str, int] | None, tuple[str, str | None] | None]:
+    """What the VM's ``hello`` (and its status frames since) said of one session."""
+    log = vm.logs.get(workspace_id, {}).get(session_id)
+    status = vm.statuses.get(workspace_id, {}).get(session_id)
+    return log, status
 
 
 def _body(env: Envelope, frame: str) -> Any:

@@ -53,7 +53,7 @@ class Settings:
     #: client is not read meanwhile); relayd's own frames beyond it close the VM (4008).
     vm_queue_messages: int = 1024
     vm_queue_bytes: int = 64 * MIB
-    #: The per-workspace log (the replay buffer), by count and by characters:
+    #: The per-session log (the replay buffer), by count and by characters:
     #: every subscriber reads it at its own pace; one that falls out of it
     #: gets a fresh snapshot.
     replay_messages: int = 5000
@@ -66,8 +66,11 @@ class Settings:
     client_burst: int = 40
     #: Open client connections one user may hold at once.
     max_connections_per_user: int = 32
-    #: Workspaces one client connection may subscribe to at once.
+    #: (workspace, session) pairs one client connection may subscribe to at once.
     max_subscriptions: int = 256
+    #: Session logs relayd keeps per workspace (rooms, each with its own replay
+    #: buffer); a frame or subscribe for one more session is refused (``too_large``).
+    max_sessions_per_workspace: int = 64
     #: ``request`` s one client connection may have in flight (sent, not yet answered).
     max_requests_in_flight: int = 16
     #: Seconds between WebSocket pings; a peer that misses two in a row is closed.
@@ -133,6 +136,12 @@ _OPTIONS: Final[tuple[tuple[str, str, Any, str], ...]] = (
     ("--client-burst", "client_burst", int, "burst of messages per client"),
     ("--max-connections-per-user", "max_connections_per_user", int, "connections per user"),
     ("--max-subscriptions", "max_subscriptions", int, "subscriptions per connection"),
+    (
+        "--max-sessions-per-workspace",
+        "max_sessions_per_workspace",
+        int,
+        "session logs kept per workspace",
+    ),
     (
         "--max-requests-in-flight",
         "max_requests_in_flight",

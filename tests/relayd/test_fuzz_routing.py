@@ -318,7 +318,10 @@ def _check_vm_event(world: World, vm_id: str, got: dict[int, list[str]]) -> None
             assert ws in owned, (vm_id, frame)
             assert client.sub in OWNERS[ws][1], (client.sub, frame)
             if obj.get("type") != "error":
-                assert ws in client.subscriptions, (client.sub, frame)
+                assert (ws, obj.get("sessionId", "main")) in client.subscriptions, (
+                    client.sub,
+                    frame,
+                )
     for other_id, vm in world.vms.items():
         if other_id != vm_id:
             assert got[id(vm)] == [], got[id(vm)]
@@ -362,7 +365,7 @@ async def _run(world: World, script: list[tuple[str, str]]) -> None:
             if str(NEXT_SEQ) in frame:
                 # The next seq of the workspace a browser would read the frame as for.
                 try:
-                    room = world.relay.rooms.get(json.loads(frame).get("workspaceId"))
+                    room = world.relay.router.find_room(json.loads(frame).get("workspaceId"))
                 except (ValueError, RecursionError, AttributeError, TypeError):
                     room = None
                 if room is not None:

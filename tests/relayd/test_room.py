@@ -16,6 +16,7 @@ client must have reached the VM's last seq.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 from typing import Any
 
@@ -23,8 +24,10 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayd.room import Anomaly, RequestSnapshot, Room, StatusChanged, Wake
+from relayd.aggregate import URGENCY, precedence
+from relayd.room import Anomaly, RequestSnapshot, Room, StatusChanged, Wake, Workspace
 from wire.envelope import vm_frame
+from wire.protocol import MAIN_SESSION
 
 # -- examples --------------------------------------------------------------
 
@@ -33,10 +36,11 @@ def frame(seq: int, epoch: str = "e1", kind: str = "claude_message") -> str:
     return vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"n": seq})
 
 
-def snapshot(request_id: str, seq: int, epoch: str = "e1") -> str:
+def snapshot(request_id: str, seq: int, epoch: str = "e1", session_id: str | None = None) -> str:
     return vm_frame(
         "messages_snapshot",
         "w",
+        session_id=session_id,
         seq=seq,
         epoch=epoch,
         request_id=request_id,
@@ -271,6 +275,8 @@ class ModelClient:
     #: lastSeq/epoch it subscribed with (for the replay answer).
     resume: tuple[str, int] | None = None
     received: int = 0
+    #: The last frame a status-only client got.
+    last: str | None = None
 
     def receive(self, text: str) -> None:
         msg = json.loads(text)
@@ -298,6 +304,7 @@ class ModelClient:
         else:
             if self.status_only:
                 assert kind == "status"
+                self.last = text
                 return
             assert self.state is not None, f"{self.name}: {kind} {msg['seq']} before a baseline"
             epoch, seq = self.state
@@ -323,14 +330,39 @@ class ModelVm:
         self.log = self.pushed = 0
 
 
+#: The status words the model VM cycles through (by seq), so that the aggregate moves.
+WORDS = [str(w) for w in URGENCY]
+
+
 class Harness:
-    def __init__(self, buffer_messages: int) -> None:
-        self.room = Room("w", buffer_messages=buffer_messages, buffer_bytes=10**9)
+    """One room (one session) with its model VM and clients; several can share a
+    :class:`Workspace`, as the sessions of one workspace do."""
+
+    def __init__(
+        self,
+        buffer_messages: int,
+        session_id: str = MAIN_SESSION,
+        workspace: Workspace | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.room = Room(
+            "w",
+            session_id,
+            buffer_messages=buffer_messages,
+            buffer_bytes=10**9,
+            workspace=workspace,
+        )
         self.vm = ModelVm()
         self.clients = {name: ModelClient(name) for name in "abcd"}
+        #: The control plane's view: the last status word reported.
+        self.reported: list[str] = []
+        #: The last status frame the room was given since the VM came back, and when.
+        self.last_status: tuple[str, str, int] | None = None
 
     def apply(self, actions: list[Any]) -> None:
         for action in actions:
+            if isinstance(action, StatusChanged):
+                self.reported.append(action.status)
             if isinstance(action, Wake):
                 for cursor in action.cursors:
                     assert cursor.awake, "woke a cursor that is not awake"
@@ -355,6 +387,10 @@ class Harness:
         texts = [t for e in entries for t in ([e] if isinstance(e, str) else e.frames)]
         assert chars == sum(map(len, texts))
         for text in texts:
+            if not cursor.status_only:
+                # Nothing of another session's log, nor of relayd's frames about it.
+                written = None if self.session_id == MAIN_SESSION else self.session_id
+                assert json.loads(text).get("sessionId") == written, (self.session_id, text)
             self.clients[name].receive(text)
         self.apply(actions)
 
@@ -384,6 +420,7 @@ class Harness:
             vm.online = False
             vm.pipe.clear()
             vm.requests.clear()
+            self.last_status = None
             self.apply(room.vm_disconnected())
         elif op == "reconnect" and not vm.online:
             self.reconnect(data.draw(st.sampled_from(["same", "lost", "unlisted"])))
@@ -461,18 +498,30 @@ class Harness:
             event = self.vm.pipe.popleft()
             if event[0] == "frame":
                 _, seq, epoch, kind = event
-                text = vm_frame(kind, "w", seq=seq, epoch=epoch, fields={"status": "running"})
+                word = WORDS[seq % len(WORDS)]
+                text = vm_frame(
+                    kind,
+                    "w",
+                    session_id=self.session_id,
+                    seq=seq,
+                    epoch=epoch,
+                    fields={"status": word},
+                )
                 if kind != "status":
                     if run and (epoch != run[-1][1] or seq != run[-1][0] + 1):
                         end_run()
                     run.append((seq, epoch, text))
                     continue
                 end_run()
-                self.apply(self.room.vm_frame(seq, epoch, text, status="running"))
+                fresh = epoch != self.room.epoch or seq > self.room.head
+                self.apply(self.room.vm_frame(seq, epoch, text, status=word))
+                if fresh:
+                    self.last_status = (word, text, next(_DELIVERIES))
             else:
                 end_run()
                 _, rid, seq, epoch = event
-                self.apply(self.room.vm_snapshot(rid, seq, epoch, snapshot(rid, seq, epoch)))
+                text = snapshot(rid, seq, epoch, self.session_id)
+                self.apply(self.room.vm_snapshot(rid, seq, epoch, text))
         end_run()
 
     def settle(self) -> None:
@@ -506,6 +555,10 @@ OPS = st.sampled_from(
     + ["read"] * 8
     + ["unsubscribe", "disconnect", "reconnect", "reset_epoch"]
 )
+
+
+#: When the model VM's status frames reached their room (for the aggregate's ties).
+_DELIVERIES = itertools.count(1)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -565,3 +618,177 @@ def test_many_clients_join_and_read_at_their_pace_while_the_vm_streams_fast(
         client = harness.clients[name]
         if client.subscribed:
             assert client.state == ("e1", harness.vm.log)
+
+
+# -- several sessions ----------------------------------------------------------
+
+
+def session_frame(session_id: str, seq: int, kind: str = "claude_message", **fields: Any) -> str:
+    return vm_frame(kind, "w", session_id=session_id, seq=seq, epoch="e1", fields=fields)
+
+
+def two_sessions() -> tuple[Workspace, Room, Room]:
+    workspace = Workspace("w")
+    main = Room("w", buffer_messages=100, buffer_bytes=10**6, workspace=workspace)
+    other = Room("w", "s_2", buffer_messages=100, buffer_bytes=10**6, workspace=workspace)
+    for room in (main, other):
+        room.vm_connected(("e1", 0))
+    return workspace, main, other
+
+
+def test_each_session_is_its_own_log() -> None:
+    workspace, main, other = two_sessions()
+    assert workspace.rooms == {"main": main, "s_2": other}
+    main.subscribe("c", last_seq=0, epoch="e1")
+    other.subscribe("c", last_seq=0, epoch="e1")
+    for seq in (1, 2, 3):
+        main.vm_frame(seq, "e1", session_frame("main", seq))
+    other.vm_frame(1, "e1", session_frame("s_2", 1))
+    got_main, got_other = read(main, "c"), read(other, "c")
+    assert got_main[0] == {
+        "type": "subscribed",
+        "workspaceId": "w",
+        "epoch": "e1",
+        "mode": "replay",
+    }
+    assert got_other[0] == {
+        "type": "subscribed",
+        "workspaceId": "w",
+        "sessionId": "s_2",
+        "epoch": "e1",
+        "mode": "replay",
+    }
+    assert [m["seq"] for m in got_main[1:]] == [1, 2, 3]
+    assert [(m["sessionId"], m["seq"]) for m in got_other[1:]] == [("s_2", 1)]
+    # A gap in one session re-snapshots its readers; the other's stream goes on untouched.
+    actions = other.vm_frame(5, "e1", session_frame("s_2", 5))
+    (rid,) = requests(actions)
+    assert [m["mode"] for m in read(other, "c")] == ["snapshot"]
+    main.vm_frame(4, "e1", session_frame("main", 4))
+    assert [m["seq"] for m in read(main, "c")] == [4]
+    assert main.pending_request is None
+    got = delivered(other.vm_snapshot(rid, 5, "e1", session_frame("s_2", 5)), "c", other)
+    assert [m["seq"] for m in got] == [5]
+
+
+def test_offline_and_back_online_per_session() -> None:
+    workspace, main, other = two_sessions()
+    main.subscribe("c", last_seq=0, epoch="e1")
+    other.subscribe("c", last_seq=0, epoch="e1")
+    main.subscribe("s", status_only=True)
+    for room in (main, other):
+        read(room, "c")
+    read(main, "s")
+    main.vm_disconnected()
+    other.vm_disconnected()
+    assert read(main, "c") == [{"type": "status", "workspaceId": "w", "status": "offline"}]
+    assert read(other, "c") == [
+        {"type": "status", "workspaceId": "w", "sessionId": "s_2", "status": "offline"}
+    ]
+    # statusOnly: the workspace's offline, once, without a session.
+    assert read(main, "s") == [{"type": "status", "workspaceId": "w", "status": "offline"}]
+    main.vm_connected(("e1", 0), ("idle", None))
+    assert read(main, "s") == []  # s_2 is not told yet: still offline as a whole
+    actions = other.vm_connected(("e1", 0), ("waiting_for_input", None))
+    assert read(main, "c") == [{"type": "status", "workspaceId": "w", "status": "idle"}]
+    want = {"type": "status", "workspaceId": "w", "sessionId": "s_2", "status": "waiting_for_input"}
+    assert delivered(actions, "c", other) == [want]
+    assert read(main, "s") == [want]
+    assert StatusChanged("waiting_for_input") in actions
+    assert workspace.status == "waiting_for_input"
+
+
+def test_status_only_sees_the_most_urgent_session() -> None:
+    workspace, main, other = two_sessions()
+    third = Room("w", "s_3", buffer_messages=10, buffer_bytes=10**6, workspace=workspace)
+    third.vm_connected(("e1", 0))
+    main.subscribe("s", status_only=True)
+    assert [m["type"] for m in read(main, "s")] == ["subscribed"]
+
+    def status(room: Room, seq: int, word: str) -> list[Any]:
+        text = session_frame(room.session_id, seq, "status", status=word)
+        return room.vm_frame(seq, "e1", text, status=word)
+
+    assert StatusChanged("idle") in status(main, 1, "idle")
+    assert [m["status"] for m in read(main, "s")] == ["idle"]
+    actions = status(other, 1, "waiting_for_input")
+    assert StatusChanged("waiting_for_input") in actions
+    assert [(m.get("sessionId"), m["status"], m["seq"]) for m in read(main, "s")] == [
+        ("s_2", "waiting_for_input", 1)
+    ]
+    # Less urgent elsewhere: nothing changes for the list.
+    assert status(main, 2, "running") == []
+    assert read(main, "s") == []
+    # A tie goes to main...
+    status(other, 2, "running")
+    assert [(m.get("sessionId"), m["status"]) for m in read(main, "s")] == [(None, "running")]
+    # ...and between others to the most recently changed.
+    status(main, 3, "idle")
+    status(third, 1, "running")
+    assert [(m.get("sessionId"), m["status"]) for m in read(main, "s")] == [("s_3", "running")]
+    status(other, 3, "running")
+    assert [(m.get("sessionId"), m["status"]) for m in read(main, "s")] == [("s_2", "running")]
+    # A status-only subscriber's frames are the chosen ones as the VM sent them.
+    assert workspace.chosen() == (other.status_frame, "running")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), buffer_messages=st.integers(1, 8), steps=st.integers(0, 200))
+def test_two_sessions_interleaved_each_stream_is_gapless_and_the_list_sees_the_most_urgent(
+    data: st.DataObject, buffer_messages: int, steps: int
+) -> None:
+    """Two sessions of one workspace, their frames, snapshots, resumes and
+    resnapshots interleaved in any order, one VM for both (they go offline and
+    come back together): every client's stream of each session is gapless and
+    carries only that session; at the end each reached its session's last seq,
+    and the workspace's statusOnly readers and the control plane see the status
+    of the most urgent session."""
+    workspace = Workspace("w")
+    sessions = [
+        Harness(buffer_messages, MAIN_SESSION, workspace),
+        Harness(buffer_messages, "s_2", workspace),
+    ]
+    for harness in sessions:
+        harness.vm.online = True
+        harness.apply(harness.room.vm_connected((harness.vm.epoch, 0)))
+    main = sessions[0]
+    reported: list[str] = []
+    for harness in sessions:
+        harness.reported = reported  # one control plane for the workspace
+    for _ in range(steps):
+        op = data.draw(OPS)
+        if op in ("disconnect", "reconnect"):
+            for harness in sessions:  # one VM: both sessions at once
+                harness.step(op, data)
+            continue
+        harness = sessions[data.draw(st.integers(0, 1))]
+        if op == "subscribe" and harness is not main:
+            # statusOnly subscriptions are the workspace's: main's room has them.
+            client = harness.clients[data.draw(st.sampled_from(sorted(harness.clients)))]
+            harness.subscribe(client, data.draw(st.sampled_from(["fresh", "resume"])))
+            continue
+        harness.step(op, data)
+    for harness in sessions:
+        if not harness.vm.online:
+            harness.reconnect("same")
+    for harness in sessions:
+        harness.settle()
+    main.read_all()  # what the other session's settling changed for the list
+    for harness in sessions:
+        for client in harness.clients.values():
+            if client.subscribed and not client.status_only:
+                assert client.state == (harness.vm.epoch, harness.vm.log), client
+        assert harness.room.buffered <= buffer_messages
+    # The aggregate, from what the model VM sent each session since it came back.
+    known = [(h.session_id, h.last_status) for h in sessions if h.last_status is not None]
+    if known:
+        _, (word, text, _) = min(
+            known,
+            key=lambda k: precedence(k[1][0], k[0], k[1][2]),  # type: ignore[index]
+        )
+        assert workspace.chosen() == (text, word)
+        assert workspace.status == word
+        assert reported[-1] == word
+        for client in main.clients.values():
+            if client.subscribed and client.status_only:
+                assert client.last == text, client

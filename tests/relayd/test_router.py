@@ -60,15 +60,15 @@ class Peer:
 class Client(Peer):
     def __init__(self, sub: str) -> None:
         super().__init__(sub, Scope.CLIENT)
-        self.subscriptions: set[str] = set()
+        self.subscriptions: set[tuple[str, str]] = set()
         self.bucket = TokenBucket(1000.0, 1000, 0.0)
 
 
 class Vm(Peer):
     def __init__(self, sub: str) -> None:
         super().__init__(sub, Scope.VM)
-        self.logs: dict[str, tuple[str, int]] = {}
-        self.statuses: dict[str, tuple[str, str | None]] = {}
+        self.logs: dict[str, dict[str, tuple[str, int]]] = {}
+        self.statuses: dict[str, dict[str, tuple[str, str | None]]] = {}
         self.hello_done = False
         self.error_routes: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 
@@ -146,7 +146,7 @@ def test_hello_checks_and_assignments() -> None:
         {"type": "workspace_assigned", "workspaceId": "w1", "issue": {"url": "u"}}
     ]
     assert vm.hello_done
-    assert vm.logs == {"w1": ("e1", 0)}
+    assert vm.logs == {"w1": {"main": ("e1", 0)}}
     # A frame for a workspace this VM does not own.
     other = vm_frame("claude_message", "w9", seq=1, epoch="e1", raw_fields={"data": "{}"})
     assert errors_to(r.vm_frame(vm, other), vm) == ["forbidden"]
@@ -194,7 +194,7 @@ def test_a_subscriber_is_woken_by_its_workspace_only() -> None:
         client, '{"type":"subscribe","workspaceId":"w1","lastSeq":0,"epoch":"e1"}'
     )
     (cursor,) = [c for a in subscribed if isinstance(a, Wake) for c in a.cursors]
-    assert client.subscriptions == {"w1"}
+    assert client.subscriptions == {("w1", "main")}
     # The writer reads what the cursor has (subscribed); it then waits for more.
     entries, _chars, _actions = cursor.room.read(cursor, 1 << 20)
     assert json.loads(entries[0])["type"] == "subscribed"  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ def opened(r: Any, vm: Vm, client: Client, rid: str = "t-open", tid: str = "t1")
 
 def test_output_reaches_only_the_connection_that_opened_the_terminal() -> None:
     r, vm, a, b = setup()
-    b.subscriptions.add("w1")  # a viewer of the same workspace, another user
+    b.subscriptions.add(("w1", "main"))  # a viewer of the same workspace, another user
     a2 = Client("u1")  # and another connection of the same user
     r.client_joined(a2)
     conn = opened(r, vm, a)
@@ -51,7 +51,7 @@ def test_output_reaches_only_the_connection_that_opened_the_terminal() -> None:
     assert frames_to(actions, b) == []
     assert frames_to(actions, a2) == []
     # Not in the room's log: a subscriber replaying gets nothing of it.
-    room = r.rooms.get("w1")
+    room = r.find_room("w1")
     assert room is None or room.head == 0
     # A frame naming another connection, or from another VM, is dropped.
     assert r.vm_frame(vm, output("w1", "t1", r.connection_id(a2))) == []

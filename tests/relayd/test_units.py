@@ -157,7 +157,9 @@ async def test_a_vm_read_reaches_every_client_in_order_as_shared_chunks() -> Non
     # Counted for the metrics once each (the hello came in too).
     assert relay.stats.in_count == {"vm:hello": 1, "vm:claude_message": 4, "vm:status": 1}
     assert relay.stats.in_chars["vm:claude_message"] == sum(len(f) for f in frames) - len(frames[2])
-    assert relay.rooms["w1"].status == "running"
+    room = relay.router.find_room("w1")
+    assert room is not None
+    assert room.status == "running"
 
 
 async def test_a_client_with_a_tiny_queue_still_gets_every_frame_from_the_log() -> None:

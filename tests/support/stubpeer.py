@@ -30,9 +30,9 @@ class StubPeer:
         self.bucket = TokenBucket(rate=1000.0, burst=1000, now=0.0)
         self.ready: dict[Cursor, None] = {}
         # What relayd's ClientPeer and VmPeer start with.
-        self.subscriptions: set[str] = set()
-        self.logs: dict[str, tuple[str, int]] = {}
-        self.statuses: dict[str, tuple[str, str | None]] = {}
+        self.subscriptions: set[tuple[str, str]] = set()
+        self.logs: dict[str, dict[str, tuple[str, int]]] = {}
+        self.statuses: dict[str, dict[str, tuple[str, str | None]]] = {}
         self.hello_done = False
         self.error_routes: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
         self.__dict__.update(fields)
