@@ -195,8 +195,9 @@ class Workspace:
         #: Bumped whenever the frame readers should see changes.
         self.version = 0
         self._shown: str | None = offline_frame(workspace_id)
-        #: The word last reported to the control plane.
-        self.status: str | None = None
+        #: The word last reported to the control plane. Until a room hears from
+        #: the VM the workspace counts as offline, which needs no report.
+        self.status: str | None = Status.OFFLINE
         self._changes = itertools.count(1)
 
     def next_change(self) -> int:

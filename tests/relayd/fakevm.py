@@ -9,6 +9,12 @@ from trio_websocket import WebSocketConnection
 
 from tests.support.relayd import recv_json, send_json
 from wire.envelope import vm_frame
+from wire.protocol import MAIN_SESSION
+
+
+def log_key(workspace_id: str, session: str | None) -> str:
+    """Where a session's seq and epoch are kept: main's under the workspace's id."""
+    return workspace_id if session in (None, MAIN_SESSION) else f"{workspace_id}/{session}"
 
 
 class FakeVm:
@@ -39,46 +45,82 @@ class FakeVm:
             {"type": "hello", "vmId": self.vm_id, "agentVersion": "fake", "workspaces": entries},
         )
 
-    def frame(self, workspace_id: str, text: str = "x") -> str:
-        """The next ``claude_message`` of a workspace (its seq is taken)."""
-        seq = self.seq.get(workspace_id, 0) + 1
-        self.seq[workspace_id] = seq
+    async def hello_sessions(
+        self,
+        logs: dict[tuple[str, str], tuple[str, int]],
+        statuses: dict[tuple[str, str], str] | None = None,
+    ) -> None:
+        """``hello`` with one entry per (workspace, session) log, as vmagent lists them."""
+        entries: list[dict[str, Any]] = []
+        for (ws, session), (epoch, seq) in logs.items():
+            key = log_key(ws, session)
+            self.epoch[key], self.seq[key] = epoch, seq
+            entry: dict[str, Any] = {"workspaceId": ws}
+            if session != MAIN_SESSION:
+                entry["sessionId"] = session
+            entry |= {"epoch": epoch, "seq": seq}
+            if statuses and (ws, session) in statuses:
+                entry["status"] = statuses[ws, session]
+            entries.append(entry)
+        await send_json(
+            self.ws,
+            {"type": "hello", "vmId": self.vm_id, "agentVersion": "fake", "workspaces": entries},
+        )
+
+    def _next(self, workspace_id: str, session: str | None) -> tuple[int, str]:
+        key = log_key(workspace_id, session)
+        seq = self.seq.get(key, 0) + 1
+        self.seq[key] = seq
+        return seq, self.epoch.setdefault(key, "e1")
+
+    def frame(self, workspace_id: str, text: str = "x", *, session: str | None = None) -> str:
+        """The next ``claude_message`` of a workspace's session (its seq is taken)."""
+        seq, epoch = self._next(workspace_id, session)
         data = json.dumps({"type": "assistant", "text": text})
         return vm_frame(
             "claude_message",
             workspace_id,
+            session_id=session,
             seq=seq,
-            epoch=self.epoch.setdefault(workspace_id, "e1"),
+            epoch=epoch,
             raw_fields={"data": data},
         )
 
-    async def stream(self, workspace_id: str, count: int, text: str = "x") -> None:
+    async def stream(
+        self, workspace_id: str, count: int, text: str = "x", *, session: str | None = None
+    ) -> None:
         """Send ``count`` claude_messages."""
         for _ in range(count):
-            await self.ws.send_message(self.frame(workspace_id, text))
+            await self.ws.send_message(self.frame(workspace_id, text, session=session))
 
-    async def status(self, workspace_id: str, status: str) -> None:
-        """Send a sequenced ``status``."""
-        seq = self.seq.get(workspace_id, 0) + 1
-        self.seq[workspace_id] = seq
-        await self.ws.send_message(
-            vm_frame(
-                "status",
-                workspace_id,
-                seq=seq,
-                epoch=self.epoch.setdefault(workspace_id, "e1"),
-                fields={"status": status},
-            )
+    def status_frame(self, workspace_id: str, status: str, *, session: str | None = None) -> str:
+        """The next sequenced ``status`` (its seq is taken)."""
+        seq, epoch = self._next(workspace_id, session)
+        return vm_frame(
+            "status",
+            workspace_id,
+            session_id=session,
+            seq=seq,
+            epoch=epoch,
+            fields={"status": status},
         )
 
-    async def snapshot(self, workspace_id: str, request_id: str, **extra: Any) -> None:
+    async def status(self, workspace_id: str, status: str, *, session: str | None = None) -> None:
+        """Send a sequenced ``status``."""
+        await self.ws.send_message(self.status_frame(workspace_id, status, session=session))
+
+    async def snapshot(
+        self, workspace_id: str, request_id: str, *, session: str | None = None, **extra: Any
+    ) -> None:
         """Answer a snapshot_request with the VM's current seq (no messages kept)."""
+        key = log_key(workspace_id, session)
         await self.ws.send_message(
             vm_frame(
                 "messages_snapshot",
                 workspace_id,
-                seq=self.seq.get(workspace_id, 0),
-                epoch=self.epoch.setdefault(workspace_id, "e1"),
+                session_id=session,
+                seq=self.seq.get(key, 0),
+                epoch=self.epoch.setdefault(key, "e1"),
                 request_id=request_id,
                 fields={"status": "idle", "messages": [], "pending": [], **extra},
             )

@@ -780,12 +780,9 @@ def test_two_sessions_interleaved_each_stream_is_gapless_and_the_list_sees_the_m
                 assert client.state == (harness.vm.epoch, harness.vm.log), client
         assert harness.room.buffered <= buffer_messages
     # The aggregate, from what the model VM sent each session since it came back.
-    known = [(h.session_id, h.last_status) for h in sessions if h.last_status is not None]
+    known = [(h.session_id, *h.last_status) for h in sessions if h.last_status is not None]
     if known:
-        _, (word, text, _) = min(
-            known,
-            key=lambda k: precedence(k[1][0], k[0], k[1][2]),  # type: ignore[index]
-        )
+        _, word, text, _ = min(known, key=lambda k: precedence(k[1], k[0], k[3]))
         assert workspace.chosen() == (text, word)
         assert workspace.status == word
         assert reported[-1] == word

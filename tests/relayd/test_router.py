@@ -232,3 +232,139 @@ def test_auth_with_a_bad_token_is_refused() -> None:
     (action,) = r.client_frame(client, '{"type":"auth","token":"nonsense"}')
     assert isinstance(action, SendError)
     assert action.code == ErrorCode.FORBIDDEN
+
+
+# -- sessions ------------------------------------------------------------------
+
+
+def hello(r: Router, vm: Vm, entries: list[dict[str, Any]]) -> list[RouterAction]:
+    return r.vm_frame(vm, json.dumps({"type": "hello", "vmId": vm.sub, "workspaces": entries}))
+
+
+def session_frame(session: str, seq: int, kind: str = "claude_message", **fields: Any) -> str:
+    return vm_frame(kind, "w1", session_id=session, seq=seq, epoch="e1", fields=fields)
+
+
+def test_a_session_s_frames_reach_its_subscribers_only() -> None:
+    r = router()
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    vm = online(r, "vm1", w1=("e1", 0))
+    main_reader, s2_reader = Client("u1"), Client("u1")
+    for client, session in ((main_reader, None), (s2_reader, "s_2")):
+        r.client_joined(client)
+        message: dict[str, Any] = {"type": "subscribe", "workspaceId": "w1"}
+        if session:
+            message["sessionId"] = session
+        actions = r.client_frame(client, json.dumps(message))
+        if session:
+            # A session relayd never heard of: its room waits for the VM's snapshot.
+            assert frames_to(actions, vm) == [
+                {"type": "snapshot_request", "workspaceId": "w1", "sessionId": "s_2",
+                 "requestId": frames_to(actions, vm)[0]["requestId"]}
+            ]  # fmt: skip
+    assert main_reader.subscriptions == {("w1", "main")}
+    assert s2_reader.subscriptions == {("w1", "s_2")}
+    woken = [c for a in r.vm_frame(vm, session_frame("s_2", 1)) if isinstance(a, Wake)
+             for c in a.cursors]  # fmt: skip
+    assert [c.client for c in woken] == []  # it waits for its snapshot: nothing to wake yet
+    room = r.find_room("w1", "s_2")
+    assert room is not None
+    assert (room.session_id, room.head) == ("s_2", 1)
+    main = r.find_room("w1")
+    assert main is not None
+    assert main.head == 0  # main's log never saw it
+    assert r.room_count() == 2
+
+
+def test_status_only_is_the_workspace_s_and_a_bad_session_is_refused() -> None:
+    r = router()
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    vm = online(r, "vm1", w1=("e1", 0))
+    client = Client("u1")
+    r.client_joined(client)
+    r.client_frame(
+        client, '{"type":"subscribe","workspaceId":"w1","sessionId":"s_2","statusOnly":true}'
+    )
+    assert client.subscriptions == {("w1", "main")}
+    bad = '{"type":"subscribe","workspaceId":"w1","sessionId":"../x"}'
+    assert errors_to(r.client_frame(client, bad), client) == ["bad_request"]
+    frame = '{"type":"status","workspaceId":"w1","sessionId":"a b","seq":1,"epoch":"e1"}'
+    assert errors_to(r.vm_frame(vm, frame), vm) == ["bad_request"]
+    assert r.room_count() == 1
+
+
+def test_hello_makes_rooms_for_the_listed_sessions_of_a_followed_workspace() -> None:
+    r = router()
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    client = Client("u1")
+    r.client_joined(client)
+    r.client_frame(client, '{"type":"subscribe","workspaceId":"w1","statusOnly":true}')
+    vm = Vm("vm1")
+    r.vm_joined(vm)
+    actions = hello(
+        r,
+        vm,
+        [
+            {"workspaceId": "w1", "epoch": "e1", "seq": 3, "status": "idle"},
+            {"workspaceId": "w1", "sessionId": "s_2", "epoch": "e2", "seq": 5,
+             "status": "waiting_for_input"},
+        ],
+    )  # fmt: skip
+    assert vm.logs == {"w1": {"main": ("e1", 3), "s_2": ("e2", 5)}}
+    # The list hears about the waiting session, and so does the control plane, once.
+    statuses = [a.event for a in actions if isinstance(a, Emit) and a.event["type"] != "vm_online"]
+    assert statuses == [
+        {"type": "workspace_status", "workspaceId": "w1", "status": "waiting_for_input"}
+    ]
+    room = r.find_room("w1", "s_2")
+    assert room is not None
+    assert (room.epoch, room.head, room.status) == ("e2", 5, "waiting_for_input")
+
+
+def test_the_sessions_of_a_workspace_are_bounded() -> None:
+    r = Router(
+        Settings(max_sessions_per_workspace=3),
+        TokenVerifier({}, issuer="ffcloud"),
+        Stats(),
+        clock=lambda: 0.0,
+    )
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    vm = online(r, "vm1", w1=("e1", 0))
+    client = Client("u1")
+    r.client_joined(client)
+    for session in ("s_a", "s_b"):
+        r.client_frame(
+            client, json.dumps({"type": "subscribe", "workspaceId": "w1", "sessionId": session})
+        )
+    assert r.room_count() == 3
+    # All three in use: one more is refused, to the client and to the VM.
+    more = '{"type":"subscribe","workspaceId":"w1","sessionId":"s_c"}'
+    assert errors_to(r.client_frame(client, more), client) == ["too_large"]
+    assert errors_to(r.vm_frame(vm, session_frame("s_c", 1)), vm) == ["too_large"]
+    # A session no one follows makes room for a new one (the one of least
+    # concern: a stopped one before one that waits).
+    r.client_frame(client, '{"type":"unsubscribe","workspaceId":"w1","sessionId":"s_a"}')
+    r.client_frame(client, '{"type":"unsubscribe","workspaceId":"w1","sessionId":"s_b"}')
+    r.vm_frame(vm, session_frame("s_a", 1, "status", status="waiting_for_input"))
+    r.vm_frame(vm, session_frame("s_b", 1, "status", status="stopped"))
+    assert r.vm_frame(vm, session_frame("s_c", 1)) == []
+    assert r.find_room("w1", "s_b") is None
+    assert r.find_room("w1", "s_a") is not None
+    assert r.room_count() == 3
+
+
+def test_releasing_a_workspace_ends_every_session_once_per_client() -> None:
+    r = router()
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    online(r, "vm1", w1=("e1", 0))
+    client = Client("u1")
+    r.client_joined(client)
+    for session in ("main", "s_2", "s_3"):
+        r.client_frame(
+            client, json.dumps({"type": "subscribe", "workspaceId": "w1", "sessionId": session})
+        )
+    assert len(client.subscriptions) == 3
+    actions = r.release("w1")
+    assert errors_to(actions, client) == ["not_found"]
+    assert client.subscriptions == set()
+    assert r.room_count() == 0
