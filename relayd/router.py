@@ -334,7 +334,7 @@ class Router:
             self.apply(room, room.vm_connected(log, status), out)
         return room
 
-    def _make_space(self, workspace: Workspace) -> bool:
+    def _make_space(self, workspace: Workspace, *, evict: bool = True) -> bool:
         """Room for one more session: under the limit, or by forgetting the room of
         a session no one follows that matters least (no status or ``stopped``,
         then the one whose status changed longest ago). A session the VM deleted
@@ -343,6 +343,8 @@ class Router:
         rooms = workspace.rooms
         if len(rooms) < self.settings.max_sessions_per_workspace:
             return True
+        if not evict:
+            return False
         idle = [r for sid, r in rooms.items() if sid != MAIN_SESSION and not r.clients]
         if not idle:
             return False
@@ -356,7 +358,8 @@ class Router:
         aggregate status counts every one of them."""
         for session_id in vm.logs.get(workspace.workspace_id, {}):
             if session_id not in workspace.rooms:
-                if not self._make_space(workspace):
+                # Not at the cost of another listed session's room.
+                if not self._make_space(workspace, evict=False):
                     log.warning(
                         "vm lists more sessions than relayd keeps; the rest are ignored",
                         extra=vm.log_extra(workspaceId=workspace.workspace_id),
