@@ -63,3 +63,31 @@ def test_unsafe_workspace_ids_are_refused(tmp_path: Path, bad: str) -> None:
     assert not valid_workspace_id(bad)
     with pytest.raises(ValueError, match="directory name"):
         Store(tmp_path).workspace_dir(bad)
+
+
+def test_a_session_log_beside_main_and_never_another_sessions(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.prepare()
+    conv, logfile = store.open("ws1", "s_a")
+    logfile.append(conv.set_status("idle"))
+    logfile.close()
+    path = tmp_path / "workspaces" / "ws1" / "sessions" / "s_a.jsonl"
+    header, status = (json.loads(line) for line in path.read_text().splitlines())
+    assert (header["sessionId"], status["sessionId"]) == ("s_a", "s_a")
+    assert store.known_ids() == []  # main's log makes a workspace known, not a session's
+    again, logfile = store.open("ws1", "s_a")
+    logfile.close()
+    assert (again.sid, again.epoch, again.seq) == ("s_a", conv.epoch, 1)
+    assert again.snapshot("r") == conv.snapshot("r")
+    # Another session's log under this name is not ours: set aside, a new epoch.
+    path.rename(path.with_name("s_b.jsonl"))
+    other, logfile = store.open("ws1", "s_b")
+    logfile.close()
+    assert other.epoch != conv.epoch
+    assert [p.name.split(".corrupt-")[0] for p in path.parent.glob("*.corrupt-*")] == ["s_b.jsonl"]
+    store.delete("ws1", "s_b")
+    assert not path.with_name("s_b.jsonl").exists()
+    with pytest.raises(ValueError, match="never deleted"):
+        store.delete("ws1", "main")
+    with pytest.raises(ValueError, match="file name"):
+        store.log_path("ws1", "../x")
