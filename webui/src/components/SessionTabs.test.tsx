@@ -220,9 +220,9 @@ function view(conversations: Record<string, Conversation>, sessionId = "main") {
 }
 
 describe("WorkspaceSessions", () => {
-  test("before any list line: no tabs, main subscribed as before, and left on unmount", () => {
+  test("before any list line: main alone, subscribed as before, and left on unmount", () => {
     const { relay, unmount } = view({ w: loaded("main") });
-    expect(screen.queryByRole("tab")).toBeNull();
+    expect(screen.getAllByRole("tab").map((t) => t.textContent)).toEqual(["Session 1"]);
     expect(screen.getByRole("textbox", { name: "Message to Claude" })).toBeTruthy();
     expect(relay.sent).toEqual([{ type: "subscribe", workspaceId: "w" }]);
     unmount();
@@ -248,8 +248,7 @@ describe("WorkspaceSessions", () => {
   });
 
   test("+ creates a session on the VM and shows it at once", async () => {
-    const { requester, onSession } = view({ w: loaded("main", [listLine([info("main")])]) });
-    expect(screen.getAllByRole("tab").map((t) => t.textContent)).toEqual(["Session 1"]);
+    const { requester, onSession } = view({ w: loaded("main") });
     requester.request.mockResolvedValueOnce({ sessionId: S2, title: "" });
     await act(async () => {
       fireEvent.click(screen.getByRole("button", { name: "New session" }));
@@ -283,6 +282,14 @@ describe("WorkspaceSessions", () => {
     const main = loaded("main", [listLine([info("main"), info(S2)])]);
     const { onSession } = view({ w: main }, "s_gone");
     expect(onSession).toHaveBeenCalledWith("main", true);
+  });
+
+  test("no tabs until main's log is here (its list line may be in it)", () => {
+    const { relay } = view({ w: emptyConversation("w") }, S2);
+    expect(screen.queryByRole("tab")).toBeNull();
+    expect(screen.getByText("Loading session…")).toBeTruthy();
+    // The session the URL names waits for the list: it may not be there any more.
+    expect(relay.sent).toEqual([{ type: "subscribe", workspaceId: "w" }]);
   });
 
   test("a bad create reply is an error, not a tab", () => {

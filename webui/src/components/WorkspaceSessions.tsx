@@ -102,8 +102,8 @@ export function WorkspaceSessions({
       pullRequest={pullRequest}
       requester={requester}
       tabs={
-        // Until the VM has written a session list, main alone: as before sessions.
-        main?.sessions && (
+        // Once main's log is here: its list line says which sessions there are.
+        main?.loaded && (
           <SessionTabs
             tabs={tabs}
             shown={sessionId}
