@@ -1,8 +1,8 @@
 """What a ``user_message``'s attachments may hold, and what they become (pure, no I/O).
 
 :func:`check_attachments` is the VM's entry check (count, valid base64, the
-decoded size, the bytes really being the claimed image type, the text's
-length), against :class:`AttachmentLimits` (vmagent's settings). A refusal is
+decoded size, the bytes really being the claimed image type, its pixels, the
+text's length), against :class:`AttachmentLimits` (vmagent's settings). A refusal is
 an :class:`AttachmentError` naming the file and the reason; the message is
 then not logged at all. :func:`echo_attachments` is what the VM's echo (and so
 every viewer and snapshot) shows; :func:`content_blocks` is the user turn as
@@ -29,6 +29,8 @@ DEFAULT_MAX_ATTACHMENTS: Final = 8
 #: Largest image, decoded: 1 MiB of base64, so relayd's default 1 MiB client frame
 #: (which holds the message's other fields too) is the tighter bound.
 DEFAULT_MAX_IMAGE_BYTES: Final = 768 * 1024
+#: Longest side of an image, in pixels: the Messages API refuses larger ones.
+DEFAULT_MAX_IMAGE_EDGE: Final = 8000
 #: Longest text file, in characters.
 DEFAULT_MAX_TEXT_ATTACHMENT_CHARS: Final = 200_000
 #: Attachment data (base64 and text characters) a snapshot carries at most,
@@ -57,6 +59,7 @@ class AttachmentLimits:
 
     max_attachments: int = DEFAULT_MAX_ATTACHMENTS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_edge: int = DEFAULT_MAX_IMAGE_EDGE
     max_text_chars: int = DEFAULT_MAX_TEXT_ATTACHMENT_CHARS
     max_snapshot_chars: int = DEFAULT_MAX_SNAPSHOT_ATTACHMENT_CHARS
 
@@ -65,6 +68,7 @@ class AttachmentLimits:
         return {
             "maxAttachments": self.max_attachments,
             "maxImageBytes": self.max_image_bytes,
+            "maxImageEdge": self.max_image_edge,
             "maxTextAttachmentChars": self.max_text_chars,
         }
 
@@ -91,6 +95,69 @@ def sniff(data: bytes) -> str | None:
             media_type != "image/webp" or data[:4] == b"RIFF"
         ):
             return media_type
+    return None
+
+
+def _u16be(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 2], "big")
+
+
+def _u24le(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 3], "little")
+
+
+#: JPEG frame headers (SOF0-SOF15 but DHT, JPG and DAC), which give the size.
+_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None  # not a marker where one must be: give up, the API decides
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length
+            at += 2
+            continue
+        if marker in _SOF:
+            return _u16be(data, at + 7), _u16be(data, at + 5)
+        if marker == 0xDA:  # scan data begins: no frame header before it
+            return None
+        at += 2 + _u16be(data, at + 2)
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + _u24le(data, 24), 1 + _u24le(data, 27)
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        return (
+            int.from_bytes(data[26:28], "little") & 0x3FFF,
+            int.from_bytes(data[28:30], "little") & 0x3FFF,
+        )
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    return None
+
+
+def image_size(data: bytes, media_type: str) -> tuple[int, int] | None:
+    """An image's width and height in pixels from its header; None when not found.
+
+    ``data`` already starts like ``media_type`` (:func:`sniff`).
+    """
+    if media_type == "image/png" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if media_type == "image/gif" and len(data) >= 10:
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if media_type == "image/jpeg":
+        return _jpeg_size(data)
+    if media_type == "image/webp":
+        return _webp_size(data)
     return None
 
 
@@ -144,6 +211,13 @@ def _check_image(image: ImageAttachment, who: str, limits: AttachmentLimits) -> 
         raise AttachmentError(
             ErrorCode.BAD_REQUEST,
             f"{who} is not a {_NAMES[image.media_type]} image as its mediaType says ({seen})",
+        )
+    size = image_size(raw, found)
+    if size is not None and max(size) > limits.max_image_edge:
+        raise AttachmentError(
+            ErrorCode.TOO_LARGE,
+            f"{who} is {size[0]}\u00d7{size[1]} pixels; at most {limits.max_image_edge}"
+            " on a side (shrink it first)",
         )
     return len(raw)
 

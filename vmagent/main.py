@@ -32,6 +32,7 @@ from vmagent.agent import (
 from vmagent.attachments import (
     DEFAULT_MAX_ATTACHMENTS,
     DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_EDGE,
     DEFAULT_MAX_SNAPSHOT_ATTACHMENT_CHARS,
     DEFAULT_MAX_TEXT_ATTACHMENT_CHARS,
     AttachmentLimits,
@@ -304,6 +305,12 @@ ATTACHMENT_FLAGS: Final[tuple[tuple[str, Callable[[str], int], int, str], ...]] 
         "largest image of a user message (decoded bytes)",
     ),
     (
+        "--max-image-edge",
+        _positive,
+        DEFAULT_MAX_IMAGE_EDGE,
+        "longest side of an image of a user message (pixels)",
+    ),
+    (
         "--max-text-attachment-chars",
         _positive,
         DEFAULT_MAX_TEXT_ATTACHMENT_CHARS,
@@ -383,6 +390,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         attachments=AttachmentLimits(
             max_attachments=args.max_attachments,
             max_image_bytes=args.max_image_bytes,
+            max_image_edge=args.max_image_edge,
             max_text_chars=args.max_text_attachment_chars,
             max_snapshot_chars=args.max_snapshot_attachment_chars,
         ),

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.images import b64, png
+from tests.support.images import CHROMIUM_301X203, b64, png
 from vmagent.attachments import (
     AttachmentError,
     AttachmentLimits,
     check_attachments,
     content_blocks,
     echo_attachments,
+    image_size,
     restore_attachments,
     sniff,
     strip_for_snapshot,
@@ -161,6 +162,7 @@ def test_limits_are_offered_to_the_web_app() -> None:
     assert LIMITS.offered() == {
         "maxAttachments": 3,
         "maxImageBytes": 100,
+        "maxImageEdge": 8000,
         "maxTextAttachmentChars": 10,
     }
 
@@ -241,3 +243,42 @@ def test_strip_for_snapshot_leaves_the_rest_of_the_frame() -> None:
         "text": "hi",
         "attachments": [{"type": "text", "name": "a", "size": 1, "omitted": True}],
     }
+
+
+def test_pixels_are_read_from_real_headers() -> None:
+    for name, data in CHROMIUM_301X203.items():
+        raw = base64.b64decode(data)
+        found = sniff(raw)
+        assert found is not None, name
+        assert image_size(raw, found) == (301, 203), name
+    assert image_size(png(9000, 3), "image/png") == (9000, 3)
+    assert image_size(b"GIF89a\x10\x27\x02\x00", "image/gif") == (10000, 2)
+    # WebP's simple formats, as the container specification lays them out.
+    vp8 = b"RIFF\0\0\0\0WEBPVP8 \0\0\0\0" + b"\0\0\0\x9d\x01\x2a" + (640).to_bytes(2, "little")
+    assert image_size(vp8 + (480).to_bytes(2, "little"), "image/webp") == (640, 480)
+    bits = (1000 - 1) | (9000 - 1) << 14
+    vp8l = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f" + bits.to_bytes(4, "little")
+    assert image_size(vp8l, "image/webp") == (1000, 9000)
+    # A JPEG whose scan starts before any frame header, or cut short: unknown.
+    assert image_size(b"\xff\xd8\xff\xda\x00\x08" + bytes(20), "image/jpeg") is None
+    assert image_size(base64.b64decode(CHROMIUM_301X203["jpeg"])[:100], "image/jpeg") is None
+
+
+def test_an_image_too_many_pixels_wide_is_refused() -> None:
+    wide = ImageAttachment("image/png", b64(png(9000, 1)), "strip.png")
+    edge = AttachmentLimits(max_image_edge=8000)
+    with pytest.raises(AttachmentError) as caught:
+        check_attachments([wide], edge)
+    assert caught.value.code == ErrorCode.TOO_LARGE
+    assert caught.value.message == (
+        "'strip.png' is 9000\u00d71 pixels; at most 8000 on a side (shrink it first)"
+    )
+    assert check_attachments([wide], AttachmentLimits(max_image_edge=9000)) == [len(png(9000, 1))]
+
+
+@given(st.sampled_from(IMAGE_MEDIA_TYPES), st.binary(max_size=64))
+def test_reading_pixels_never_fails_on_any_bytes(media_type: str, tail: bytes) -> None:
+    head = {"image/png": PNG[:16], "image/jpeg": b"\xff\xd8", "image/gif": b"GIF89a"}
+    data = head.get(media_type, b"RIFF\0\0\0\0WEBP") + tail
+    size = image_size(data, media_type)
+    assert size is None or min(size) >= 0

@@ -132,6 +132,7 @@ async def test_accepted_files_are_echoed_answered_and_kept(
             assert offered["attachments"] == {
                 "maxAttachments": 2,
                 "maxImageBytes": 1000,
+                "maxImageEdge": 8000,
                 "maxTextAttachmentChars": 20,
             }
             snap = await snapshot(conn)

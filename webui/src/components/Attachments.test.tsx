@@ -16,6 +16,7 @@ afterEach(cleanup);
 const limits: AttachmentLimits = {
   maxAttachments: 2,
   maxImageBytes: 1000,
+  maxImageEdge: 8000,
   maxTextAttachmentChars: 50,
 };
 /** Every image 10×10 pixels, every encoding 100 bytes. */

@@ -30,6 +30,7 @@ import type { ImageMediaType, OutgoingAttachment } from "./protocol";
 const limits: AttachmentLimits = {
   maxAttachments: 3,
   maxImageBytes: 1000,
+  maxImageEdge: 8000,
   maxTextAttachmentChars: 10,
 };
 
@@ -102,6 +103,14 @@ describe("shrinking images", () => {
     expect(d.size).toBe(650);
     expect(d.shrunkFrom).toEqual({ width: 4032, height: 3024 });
     expect([d.width, d.height]).toEqual([1568, 1176]);
+  });
+
+  it("shrinks further when the VM takes fewer pixels than Claude's guidance", async () => {
+    const { codec, calls } = fakeCodec(2000, 1000, () => 500);
+    const small = { ...limits, maxImageEdge: 1000 };
+    const d = await prepared(prepareImage(file("w.png", "image/png", 9000), small, codec, "1"));
+    expect([d.width, d.height]).toEqual([1000, 500]);
+    expect(calls[0]).toBe("image/png@0.85 1000x500");
   });
 
   it("keeps a small original when re-encoding does not make it smaller", async () => {
@@ -209,9 +218,12 @@ describe("before sending", () => {
   });
 
   it("learns the VM's limits, the defaults for what it leaves out or gets wrong", () => {
-    expect(parseLimits({ attachments: { maxAttachments: 2, maxImageBytes: 5 } })).toEqual({
+    expect(
+      parseLimits({ attachments: { maxAttachments: 2, maxImageBytes: 5, maxImageEdge: 1000 } }),
+    ).toEqual({
       maxAttachments: 2,
       maxImageBytes: 5,
+      maxImageEdge: 1000,
       maxTextAttachmentChars: DEFAULT_LIMITS.maxTextAttachmentChars,
     });
     expect(parseLimits({ attachments: { maxAttachments: "9", maxImageBytes: -1 } })).toEqual(

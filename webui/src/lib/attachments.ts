@@ -29,6 +29,8 @@ export const QUALITIES = [0.85, 0.7, 0.5] as const;
 export interface AttachmentLimits {
   maxAttachments: number;
   maxImageBytes: number;
+  /** Pixels on an image's longest side the VM takes (images are shrunk to the smaller of this and `MAX_IMAGE_EDGE`). */
+  maxImageEdge: number;
   maxTextAttachmentChars: number;
 }
 
@@ -36,6 +38,7 @@ export interface AttachmentLimits {
 export const DEFAULT_LIMITS: AttachmentLimits = {
   maxAttachments: 8,
   maxImageBytes: 768 * 1024,
+  maxImageEdge: 8000,
   maxTextAttachmentChars: 200_000,
 };
 
@@ -49,6 +52,7 @@ export function parseLimits(result: unknown): AttachmentLimits {
   return {
     maxAttachments: pick(a.maxAttachments, DEFAULT_LIMITS.maxAttachments),
     maxImageBytes: pick(a.maxImageBytes, DEFAULT_LIMITS.maxImageBytes),
+    maxImageEdge: pick(a.maxImageEdge, DEFAULT_LIMITS.maxImageEdge),
     maxTextAttachmentChars: pick(a.maxTextAttachmentChars, DEFAULT_LIMITS.maxTextAttachmentChars),
   };
 }
@@ -177,7 +181,7 @@ async function prepareDecoded(
     return { name, reason: `the browser cannot read this image; send a ${IMAGE_NAMES} file` };
   }
   const native = imageType(file.type);
-  const target = fitSize(size.width, size.height);
+  const target = fitSize(size.width, size.height, Math.min(MAX_IMAGE_EDGE, limits.maxImageEdge));
   const resized = target.width !== size.width || target.height !== size.height;
   const original: Encoded | null = native && !resized ? { mediaType: native, blob: file } : null;
   let chosen: Encoded | null = null;
