@@ -4,7 +4,7 @@ its own transcript; rename; a question in the second session makes the list
 show the workspace as waiting (the open page's and a list-only page's, which
 relayd's statusOnly aggregate feeds); close keeps the transcript readable
 under Closed sessions, also after a reload; the tabs by keyboard alone; the
-phone layout.
+phone layout; the tabs read at 4.5:1 in both themes.
 
 Its own browser context and workspace (acme/widgets#31) on the shared stack;
 the tests run in order, as one visit.
@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import Stack, record_frames, screenshot
 from tests.e2e.test_webui import composer, login, send, wait_results
+from tests.e2e.test_webui_controls import MIN_CONTRAST, contrast
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -55,6 +56,16 @@ def tab_labels(page: Page):  # type: ignore[no-untyped-def]
 
 def user_texts(page: Page):  # type: ignore[no-untyped-def]
     return page.get_by_test_id("user-message").locator(".user-text")
+
+
+def check_readable(page: Page, selectors: list[str]) -> None:
+    """Each selector's last element reads at MIN_CONTRAST on its background."""
+    bad = []
+    for selector in selectors:
+        c = contrast(page, selector)
+        if c["ratio"] < MIN_CONTRAST:
+            bad.append(f"{selector}: {c['ratio']:.2f} ({c['fg']} on {c['bg']})")
+    assert not bad, f"below {MIN_CONTRAST}:1: " + "; ".join(bad)
 
 
 def test_a_second_session_streams_while_the_first_does(page: Page) -> None:
@@ -180,6 +191,16 @@ def test_close_keeps_the_transcript_readable(page: Page) -> None:
     expect(composer(page)).to_have_count(0)
     expect(user_texts(page)).to_have_text(["long reply in two", "a question please"])
     expect(tab(page, re.compile("^Refactor"))).to_have_accessible_name(re.compile("closed"))
+    check_readable(
+        page,
+        [
+            ".session-tab[aria-selected=false] .tab-label",
+            ".session-tab.closed .tab-label",
+            ".tab-closed-note",
+            ".tab-closed-menu",
+            ".session-closed",
+        ],
+    )
     screenshot(page, "session-closed")
     # Still readable after a reload.
     page.reload()
@@ -287,6 +308,16 @@ def test_dark_theme_screenshot(browser: Browser, stack: Stack) -> None:
         expect(tab(dark, "Session 1")).to_have_attribute("aria-selected", "true")
         expect(tab(dark, re.compile("^Docs"))).to_be_visible()
         expect(dark.get_by_role("button", name="Closed sessions (1)")).to_be_visible()
+        check_readable(
+            dark,
+            [
+                ".session-tab[aria-selected=true] .tab-label",
+                ".session-tab[aria-selected=false] .tab-label",
+                ".tab-closed-menu",
+                ".tab-actions",
+                ".tab-new",
+            ],
+        )
         screenshot(dark, "sessions-dark")
     finally:
         ctx.close()
