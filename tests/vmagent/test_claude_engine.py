@@ -765,3 +765,40 @@ async def test_clear_starts_a_new_session_that_a_restart_resumes(
             assert "what was the word" in history
             assert "PINEAPPLE" not in history
             nursery.cancel_scope.cancel()
+
+
+async def test_a_slash_command_with_an_image_is_expanded_and_keeps_the_image(
+    tmp_path: Path, relay: FakeRelay, fake_api: FakeAnthropic
+) -> None:
+    """The words are the last block, so the CLI still reads them as the command."""
+    with trio.fail_after(DEADLINE):
+        fake_api.push(Reply([text("Hello, Ada.")]))
+        async with trio.open_nursery() as nursery:
+            conn = await start(nursery, make_agent(tmp_path, relay, fake_api), relay)
+            await assign(conn)
+            commands = tmp_path / "state" / "workspaces" / "ws1" / "work" / ".claude" / "commands"
+            commands.mkdir(parents=True)
+            (commands / "greet.md").write_text("Please greet $ARGUMENTS with the word XYZZY.\n")
+            image = png(4, 3)
+            attached = {"type": "image", "mediaType": "image/png", "data": b64(image)}
+            await conn.send(
+                {
+                    "type": "user_message",
+                    "workspaceId": "ws1",
+                    "clientMessageId": "c1",
+                    "text": "/greet Ada",
+                    "userId": "u1",
+                    "attachments": [attached],
+                }
+            )
+            frames = await turn_frames(conn)
+            assert claude_data(frames, "result")[-1]["subtype"] == "success"
+            request = await fake_api.wait_for_conversation(1)
+            [turn] = [m for m in request["messages"] if m["role"] == "user"]
+            texts = [b.get("text", "") for b in turn["content"]]
+            assert any("Please greet Ada with the word XYZZY." in t for t in texts)
+            assert any("<command-name>/greet</command-name>" in t for t in texts)
+            assert [b["source"]["data"] for b in turn["content"] if b["type"] == "image"] == [
+                b64(image)
+            ]
+            nursery.cancel_scope.cancel()
