@@ -19,7 +19,11 @@ reader per VM connection, a bounded queue per client fed with ``send_nowait``,
 one writer task per client that sends whatever is queued in one write (as
 relayd's writer does). relayd is the real daemon (``python -m relayd``).
 
-Run: ``make bench`` or ``.venv/bin/python bench/relay.py [--quick]``.
+Run: ``make bench`` or ``.venv/bin/python bench/relay.py [--quick]``. With
+``--session ID`` the VM's frames name that session (a workspace's second
+session, docs/protocol.md "Sessions") and the clients follow it, to compare
+its path with main's (frames without ``sessionId``). ``--compare CHECKOUT``
+measures another checkout's relayd in the same rounds (a before and after).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -57,6 +62,8 @@ WINDOW = 256
 BURST = 32
 TICKS = os.sysconf("SC_CLK_TCK")
 _STAMP = re.compile(rb'"t":(\d+)')
+#: The session the VM streams and the clients follow (None: main); ``--session``.
+SESSION: str | None = None
 
 
 def frame(seq: int, stamp: int = 0) -> str:
@@ -74,7 +81,9 @@ def frame(seq: int, stamp: int = 0) -> str:
         },
         separators=(",", ":"),
     )
-    return vm_frame("claude_message", "w1", seq=seq, epoch="e1", raw_fields={"data": data})
+    return vm_frame(
+        "claude_message", "w1", session_id=SESSION, seq=seq, epoch="e1", raw_fields={"data": data}
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -311,11 +320,10 @@ async def relayd_peers(clients: int, source: Path | None = None) -> AsyncIterato
                 send_vm, vm_reader = await _raw_ws(
                     stack, relay.host, relay.port, VM_PATH, relay.vm_token("vm1")
                 )
-                hello = {
-                    "type": "hello",
-                    "vmId": "vm1",
-                    "workspaces": [{"workspaceId": "w1", "epoch": "e1", "seq": 0}],
-                }
+                log: dict[str, Any] = {"workspaceId": "w1", "epoch": "e1", "seq": 0}
+                if SESSION is not None:
+                    log["sessionId"] = SESSION
+                hello = {"type": "hello", "vmId": "vm1", "workspaces": [log]}
                 await send_vm([json.dumps(hello)])
                 await relay.control.next_event("vm_online")
                 await vm_reader.receive()  # workspace_assigned
@@ -324,7 +332,10 @@ async def relayd_peers(clients: int, source: Path | None = None) -> AsyncIterato
                     send, reader = await _raw_ws(
                         stack, relay.host, relay.port, CLIENT_PATH, relay.client_token(f"u{i}")
                     )
-                    subscribe = {"type": "subscribe", "workspaceId": "w1", "lastSeq": 0}
+                    subscribe: dict[str, Any] = {"type": "subscribe", "workspaceId": "w1"}
+                    if SESSION is not None:
+                        subscribe["sessionId"] = SESSION
+                    subscribe["lastSeq"] = 0
                     await send([json.dumps({**subscribe, "epoch": "e1"})])
                     reply = json.loads(await reader.receive())
                     assert reply["mode"] == "replay", reply
@@ -537,7 +548,8 @@ async def main(quick: bool, compare: Path | None) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} cores, load average {load} (busy machines skew latency)")
     print(
-        f"throughput: 1 VM -> {CLIENTS} clients, frames of {len(frame(1))} bytes,"
+        f"throughput: 1 VM -> {CLIENTS} clients, frames of {len(frame(1))} bytes"
+        f" (session {SESSION or 'main'}),"
         f" {rounds} rounds, msg/s per relay core (median, then each round)"
     )
     print("  (floor: raw TCP, batched writes like relayd's; naive: raw TCP, one write per message)")
@@ -585,8 +597,14 @@ if __name__ == "__main__":
         metavar="CHECKOUT",
         help="also measure the relayd of another checkout ('other'), in the same rounds",
     )
+    parser.add_argument(
+        "--session",
+        metavar="ID",
+        help="stream a session other than main (its frames carry sessionId)",
+    )
     parser.add_argument("--serve-floor", choices=["batch", "each"], help=argparse.SUPPRESS)
     options = parser.parse_args()
+    SESSION = options.session
     if options.serve_floor:
         trio.run(floor_server, options.serve_floor == "batch")
     else:

@@ -23,7 +23,13 @@ import attrs
 import msgspec
 
 from wire.codec import REPEATED_KEY, ProtocolError, dumps, loads_lenient_keys
-from wire.protocol import SESSION_ID_PATTERN, ErrorCode, is_session_id, written_session
+from wire.protocol import (
+    MAX_SESSION_ID_LENGTH,
+    SESSION_ID_PATTERN,
+    ErrorCode,
+    is_session_id,
+    written_session,
+)
 
 #: Highest ``seq`` a frame may carry: the largest integer a browser reads exactly.
 MAX_SEQ: Final = 2**53 - 1
@@ -42,7 +48,9 @@ Head = tuple[str, str | None, str | None, int | None, str | None, str | None]
 class _Head(msgspec.Struct, rename="camel"):
     type: str
     workspace_id: str | None = None
-    session_id: SessionId | None = None
+    # Its form is checked by read_envelope (a regex here would cost every
+    # session's frame on the hot path, where a known room vouches for it).
+    session_id: str | None = None
     seq: Seq | None = None
     epoch: str | None = None
     request_id: str | None = None
@@ -72,6 +80,8 @@ def read_envelope(frame: str) -> Envelope:
     head = read_head(frame)
     if head is not None:
         kind, workspace_id, session_id, seq, epoch, request_id = head
+        if session_id is not None and not is_session_id(session_id):
+            raise _bad_session()
         return Envelope(
             type=kind,
             workspace_id=workspace_id,
@@ -87,7 +97,12 @@ def read_head(frame: str) -> Head | None:
     """``(type, workspaceId, sessionId, seq, epoch, requestId)`` of a frame written by
     :func:`vm_frame` (envelope first, each field once), or None: then
     :func:`read_envelope_slow` decides. relayd's hot path, without building
-    an :class:`Envelope`."""
+    an :class:`Envelope`.
+
+    ``sessionId`` is only known to be a string here: :func:`read_envelope`
+    checks its form, and relayd's hot path takes a frame only for a session
+    that already has a room (whose id was checked when it was made).
+    """
     try:
         h = _decode_head(frame)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
@@ -102,15 +117,19 @@ def read_head(frame: str) -> Head | None:
     )
     # The text the values would have been written as, envelope first; its
     # quotes are counted so that an id holding a quote cannot forge it.
-    if (
-        request_id is None
-        and session_id is None
-        and workspace_id is not None
-        and seq is not None
-        and epoch is not None
-    ):
-        prefix = f'{{"type":"{kind}","workspaceId":"{workspace_id}","seq":{seq},"epoch":"{epoch}"'
-        quotes = 14
+    if request_id is None and workspace_id is not None and seq is not None and epoch is not None:
+        # The common cases, a log's frame of main or of another session, in one go.
+        if session_id is None:
+            prefix = (
+                f'{{"type":"{kind}","workspaceId":"{workspace_id}","seq":{seq},"epoch":"{epoch}"'
+            )
+            quotes = 14
+        else:
+            prefix = (
+                f'{{"type":"{kind}","workspaceId":"{workspace_id}","sessionId":"{session_id}",'
+                f'"seq":{seq},"epoch":"{epoch}"'
+            )
+            quotes = 18
     else:
         if (seq is None) != (epoch is None):
             return None
@@ -167,9 +186,7 @@ def read_envelope_slow(frame: str) -> Envelope:
     workspace_id = _optional(obj, "workspaceId", str)
     session_id = _optional(obj, "sessionId", str)
     if session_id is not None and not is_session_id(session_id):
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST, "'sessionId' must be 1 to 64 characters [A-Za-z0-9_-]"
-        )
+        raise _bad_session()
     seq = _optional(obj, "seq", int)
     if isinstance(obj.get("seq"), bool) or (seq is not None and not 0 <= seq <= MAX_SEQ):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'seq' must be an integer from 0 to {MAX_SEQ}")
@@ -181,6 +198,13 @@ def read_envelope_slow(frame: str) -> Envelope:
         request_id=_optional(obj, "requestId", str),
         session_id=session_id,
         body=obj,
+    )
+
+
+def _bad_session() -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.BAD_REQUEST,
+        f"'sessionId' must be 1 to {MAX_SESSION_ID_LENGTH} characters [A-Za-z0-9_-]",
     )
 
 
