@@ -51,7 +51,7 @@ from relayd.wsconn import WebSocket
 from relayd.wsframes import FrameCache
 from wire.envelope import read_head
 from wire.messages import Subscribe
-from wire.protocol import MAIN_SESSION, SEQUENCED_VM_TYPES, VmType
+from wire.protocol import SEQUENCED_VM_TYPES, VmType
 from wire.tokens import Claims, TokenVerifier
 
 __all__ = ["VERSION", "ClientPeer", "Ownership", "Relay", "VmPeer"]
@@ -404,7 +404,7 @@ class Relay:
         workspace = self.workspaces.get(ws)
         if owner is None or owner.vm_id != vm.sub or workspace is None:
             return None
-        room = workspace.rooms.get(MAIN_SESSION if session is None else session)
+        room = workspace.main if session is None else workspace.rooms.get(session)
         if room is None:
             return None
         return room, kind, seq, epoch

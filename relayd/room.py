@@ -188,8 +188,9 @@ class Workspace:
 
     def __init__(self, workspace_id: str) -> None:
         self.workspace_id = workspace_id
-        #: The rooms, by session id.
+        #: The rooms, by session id, and main's (the hot path's usual one) at hand.
         self.rooms: dict[str, Room] = {}
+        self.main: Room | None = None
         #: The ``statusOnly`` cursors (they live in main's room).
         self.readers: dict[Cursor, None] = {}
         #: Bumped whenever the frame readers should see changes.
@@ -260,6 +261,8 @@ class Room:
         if session_id in self.workspace.rooms:
             raise ValueError(f"session {session_id!r} already has a room")
         self.workspace.rooms[session_id] = self
+        if session_id == MAIN_SESSION:
+            self.workspace.main = self
         self.buffer_messages = max(buffer_messages, 1)
         self.buffer_bytes = max(buffer_bytes, 1)
         self._request_prefix = request_prefix or f"r{next(_request_counter)}-"
