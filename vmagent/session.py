@@ -10,6 +10,7 @@ construction.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,7 +35,7 @@ from vmagent.engines.base import (
     EngineSession,
     SessionSettings,
 )
-from vmagent.session_list import MAIN_SESSION
+from vmagent.session_list import MAIN_SESSION, SESSIONS_SUBTYPE
 from vmagent.store import LogFile
 from vmagent.workdir import WorkdirError, WorkdirPlan, prepare_workdir
 from wire.attachments import Attachments
@@ -159,7 +160,17 @@ class WorkspaceSession:
         return self._allow_bypass
 
     def emit(self, line: str) -> None:
-        """Log and send one stream-json line as a ``claude_message``."""
+        """Log and send one stream-json line as a ``claude_message``.
+
+        A line posing as vmagent's own list of sessions is dropped: only the
+        workspace writes that list, and its latest line is what counts.
+        """
+        if SESSIONS_SUBTYPE in line and _is_sessions_line(line):
+            log.warning(
+                "dropped an engine line posing as the session list",
+                extra={"workspaceId": self.workspace_id, "sessionId": self.sid},
+            )
+            return
         self.commit(self.conv.claude_line(line))
 
     async def ask_question(self, questions: list[dict[str, Any]]) -> dict[str, Answer]:
@@ -488,6 +499,14 @@ class SettingsError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _is_sessions_line(line: str) -> bool:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("subtype") == SESSIONS_SUBTYPE
 
 
 def _first_leaf(group: BaseExceptionGroup[EngineError]) -> EngineError:
