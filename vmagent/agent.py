@@ -3,11 +3,10 @@
 One task keeps the connection (jittered exponential backoff between
 attempts); each workspace is a :class:`~vmagent.workspace.Workspace` task in
 the agent's nursery (its sessions are tasks in its own), so workspaces
-outlive connections. Frames go
-out through a bounded per-connection queue filled with ``send_nowait``:
-producers never wait on the network, and a queue that overflows closes the
-connection (relayd catches up from the log after the reconnect, through
-``hello`` and snapshots).
+outlive connections. Frames go out through a bounded per-connection queue
+filled with ``send_nowait``: producers never wait on the network, and a queue
+that overflows closes the connection (relayd catches up from the log after
+the reconnect, through ``hello`` and snapshots).
 """
 
 from __future__ import annotations
