@@ -224,8 +224,10 @@ def test_tabs_by_keyboard_alone(page: Page) -> None:
     expect(tab(page, "Session 3")).to_have_attribute("aria-selected", "true")
     state["s3_url"] = page.url
 
-    # Arrows move the focus between the tabs, Enter opens one.
-    tab(page, "Session 3").focus()
+    # Back to the new tab, then arrows move the focus between the tabs, Enter opens one.
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    expect(tab(page, "Session 3")).to_be_focused()
     page.keyboard.press("ArrowLeft")
     expect(tab(page, "Session 1")).to_be_focused()
     page.keyboard.press("Enter")
@@ -236,7 +238,7 @@ def test_tabs_by_keyboard_alone(page: Page) -> None:
     expect(page).to_have_url(state["s3_url"])
 
     # F2 renames; Delete asks to close, Escape keeps it; the menus by keyboard.
-    tab(page, "Session 3").focus()
+    expect(tab(page, "Session 3")).to_be_focused()
     page.keyboard.press("F2")
     page.keyboard.type("Docs")
     page.keyboard.press("Enter")
@@ -246,13 +248,32 @@ def test_tabs_by_keyboard_alone(page: Page) -> None:
     expect(dialog).to_contain_text("Close Docs?")
     page.keyboard.press("Escape")
     expect(dialog).to_have_count(0)
+    expect(tab(page, "Docs")).to_be_focused()
     expect(tab_labels(page)).to_have_text(["Session 1", "Docs"])
-    page.get_by_role("button", name="Closed sessions (1)").focus()
+    for _ in range(3):  # its menu, +, Closed
+        page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Closed sessions (1)")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_role("menuitem", name="Refactor")).to_be_focused()
     page.keyboard.press("Escape")
     expect(page.get_by_role("button", name="Closed sessions (1)")).to_be_focused()
-    # The new session takes messages like the first.
+    # Another one made and closed by keyboard: the focus lands on the tab shown next.
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("button", name="New session")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(tab(page, "Session 4")).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    expect(tab(page, "Session 4")).to_be_focused()
+    page.keyboard.press("Delete")
+    expect(dialog).to_contain_text("Close Session 4?")
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Close session")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(state["s3_url"])
+    expect(tab(page, "Docs")).to_be_focused()
+    expect(page.get_by_role("button", name="Closed sessions (2)")).to_be_visible()
+    # The session shown takes messages like the first.
     composer(page).focus()
     page.keyboard.type("hello from the keyboard")
     page.keyboard.press("Enter")
@@ -307,7 +328,7 @@ def test_dark_theme_screenshot(browser: Browser, stack: Stack) -> None:
         login(dark)
         expect(tab(dark, "Session 1")).to_have_attribute("aria-selected", "true")
         expect(tab(dark, re.compile("^Docs"))).to_be_visible()
-        expect(dark.get_by_role("button", name="Closed sessions (1)")).to_be_visible()
+        expect(dark.get_by_role("button", name="Closed sessions (2)")).to_be_visible()
         check_readable(
             dark,
             [

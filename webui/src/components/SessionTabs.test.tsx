@@ -37,7 +37,7 @@ function strip(overrides: Partial<Parameters<typeof SessionTabs>[0]> = {}) {
     onSelect: vi.fn(),
     onCreate: vi.fn(async () => {}),
     onRename: vi.fn(async () => {}),
-    onClose: vi.fn(async () => {}),
+    onClose: vi.fn(async (): Promise<string | null> => null),
     ...overrides,
   };
   render(<SessionTabs {...props} />);
@@ -125,6 +125,8 @@ describe("SessionTabs", () => {
     });
     expect(p.onClose).toHaveBeenCalledWith(S2);
     expect(screen.queryByText("Close Tests?")).toBeNull();
+    // The focus is on a tab again, not lost to the page.
+    expect(document.activeElement).toBe(screen.getByRole("tab", { name: "Tests" }));
   });
 
   test("+ is disabled with its reason at the limit; a refusal is shown", async () => {

@@ -236,8 +236,8 @@ export function SessionTabs({
   onSelect: (sessionId: string) => void;
   onCreate: () => Promise<void>;
   onRename: (sessionId: string, title: string) => Promise<void>;
-  /** Resolves once the session is closed. */
-  onClose: (sessionId: string) => Promise<void>;
+  /** Resolves once the session is closed, to the session shown next (null: the same). */
+  onClose: (sessionId: string) => Promise<string | null>;
 }) {
   const [renaming, setRenaming] = useState<string | null>(null);
   const [closing, setClosing] = useState<Tab | null>(null);
@@ -250,6 +250,14 @@ export function SessionTabs({
 
   const focusTab = (sessionId: string) =>
     strip.current?.querySelector<HTMLButtonElement>(`[data-session="${sessionId}"]`)?.focus();
+  // After a close the focus goes to the tab shown next, once it is there (not to the page).
+  const focusNext = useRef<string | null>(null);
+  useEffect(() => {
+    const next = focusNext.current;
+    if (next === null || next !== shown || !strip.current) return;
+    focusNext.current = null;
+    focusTab(next);
+  });
 
   const rename = (sessionId: string, title: string) => {
     setError(null);
@@ -397,7 +405,7 @@ export function SessionTabs({
             requestAnimationFrame(() => focusTab(closing.sessionId));
           }}
           onConfirm={async () => {
-            await onClose(closing.sessionId);
+            focusNext.current = (await onClose(closing.sessionId)) ?? shown;
             setClosing(null);
           }}
         />

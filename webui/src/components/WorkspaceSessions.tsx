@@ -120,12 +120,14 @@ export function WorkspaceSessions({
             }}
             onClose={async (sid) => {
               await requester.request(sessionKey(ws, sid), "session_close");
-              if (sid !== sessionId) return;
+              if (sid !== sessionId) return null;
               // The tab before it (main at worst) takes its place.
               const open = tabs.filter((t) => !t.closed && t.sessionId !== sid);
               const at = tabs.findIndex((t) => t.sessionId === sid);
               const before = open.filter((t) => tabs.indexOf(t) < at).at(-1);
-              onSession(before?.sessionId ?? MAIN_SESSION);
+              const next = before?.sessionId ?? MAIN_SESSION;
+              onSession(next);
+              return next;
             }}
           />
         )
