@@ -404,6 +404,8 @@ class Relay:
         workspace = self.workspaces.get(ws)
         if owner is None or owner.vm_id != vm.sub or workspace is None:
             return None
+        # read_head does not check a sessionId's form: only one that has a
+        # room (made for a checked id) takes this path; the router checks the rest.
         room = workspace.main if session is None else workspace.rooms.get(session)
         if room is None:
             return None
