@@ -25,6 +25,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
+#: The terminals' shell: bash without the machine's dotfiles.
+PLAIN_SHELL = REPO / "tests" / "support" / "plain-shell"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -152,6 +154,7 @@ def run_stack(state: Path, extra_env: dict[str, str] | None = None) -> Iterator[
             "FFCLOUD_DEV_PASSWORD": PASSWORD,
             "VMAGENT_DEMO_DELAY": DEMO_DELAY,
             "PYTHONUNBUFFERED": "1",
+            "VMAGENT_TERMINAL_SHELL": str(PLAIN_SHELL),
             **(extra_env or {}),
         }
         argv = [

@@ -18,6 +18,8 @@ from wire.messages import Request, TerminalClose, TerminalInput, TerminalResize
 
 #: Long enough for a loaded machine to start a shell, short enough to fail fast.
 WAIT = 15.0
+#: bash without the machine's dotfiles (a slow ~/.bashrc must not stall a test).
+PLAIN_SHELL = Path(__file__).resolve().parents[1] / "support" / "plain-shell"
 
 
 class Harness:
@@ -28,7 +30,7 @@ class Harness:
         self.terminals = Terminals(
             lambda frame: self.frames.append(json.loads(frame)),
             lambda _ws: work,
-            limits=TerminalLimits(shell="/bin/bash", **limits),
+            limits=TerminalLimits(shell=str(PLAIN_SHELL), **limits),
         )
 
     def open(self, rid: str = "r1", conn: str = "c1", **args: Any) -> dict[str, Any]:
