@@ -87,26 +87,25 @@ def _env_bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _line_limit(value: str) -> int:
-    """A line limit in bytes: at least 1 KiB (the notice that replaces a line must fit)."""
-    try:
-        limit = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}") from None
-    if limit < MIN_MAX_LINE:
-        raise argparse.ArgumentTypeError(f"at least {MIN_MAX_LINE} bytes")
-    return limit
+def _bytes_at_least(minimum: int, why: str) -> Callable[[str], int]:
+    """An argparse type: a number of bytes of at least ``minimum`` (``why``: what must fit)."""
+
+    def parse(value: str) -> int:
+        try:
+            limit = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}") from None
+        if limit < minimum:
+            raise argparse.ArgumentTypeError(f"at least {minimum} bytes ({why})")
+        return limit
+
+    return parse
 
 
-def _plan_limit(value: str) -> int:
-    """A plan limit in bytes: at least 1 KiB (the note that ends a cut plan must fit)."""
-    try:
-        limit = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}") from None
-    if limit < MIN_MAX_PLAN:
-        raise argparse.ArgumentTypeError(f"at least {MIN_MAX_PLAN} bytes")
-    return limit
+#: A line limit: the notice that replaces a cut line must fit.
+_line_limit: Final = _bytes_at_least(MIN_MAX_LINE, "the notice that replaces a line must fit")
+#: A plan limit: the note that ends a cut plan must fit.
+_plan_limit: Final = _bytes_at_least(MIN_MAX_PLAN, "the note that ends a cut plan must fit")
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
