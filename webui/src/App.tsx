@@ -10,7 +10,7 @@ import { badgeTitle, shouldNotify } from "./lib/notify";
 import { RelayPool } from "./lib/pool";
 import { CLIENT_PATH, type Status } from "./lib/protocol";
 import { type PullRequest, Requester } from "./lib/requests";
-import { type Route, routeOf, sessionPath } from "./lib/sessions";
+import { type Route, routeOf, sessionPath, waitingSession } from "./lib/sessions";
 import { Store } from "./lib/store";
 import { Login } from "./ui/Login";
 import { ConnectionIndicator, SessionView } from "./ui/Session";
@@ -114,7 +114,9 @@ function Workspaces({
         });
         n.onclick = () => {
           window.focus();
-          go(id);
+          // The session that waits, when this tab follows it (the workspace shown).
+          const c = store.getState().conversations;
+          go(id, waitingSession(c, id, c[id]?.sessions ?? undefined) ?? undefined);
           n.close();
         };
       }),

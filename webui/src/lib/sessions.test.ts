@@ -17,6 +17,7 @@ import {
   sessionPath,
   sessionsToSubscribe,
   tabsOf,
+  waitingSession,
   withSession,
 } from "./sessions";
 
@@ -236,5 +237,28 @@ describe("keys, messages and routes", () => {
     expect(routeOf("/w/%E0%A4%A")).toBeNull();
     expect(routeOf("/")).toBeNull();
     expect(routeOf("/w/w1/x/y")).toBeNull();
+  });
+});
+
+describe("waitingSession", () => {
+  const c = (workspaceId: string, sessionId: string, status: string | null) => ({
+    workspaceId,
+    sessionId,
+    status: status as "idle" | null,
+  });
+
+  test("the oldest session of the workspace that waits, by the list's order", () => {
+    const all = {
+      w: c("w", "main", "idle"),
+      [sessionKey("w", S3)]: c("w", S3, "waiting_for_input"),
+      [sessionKey("w", S2)]: c("w", S2, "waiting_for_input"),
+      x: c("x", "main", "waiting_for_input"),
+    };
+    expect(waitingSession(all, "w", [info("main"), info(S2), info(S3)])).toBe(S2);
+    expect(waitingSession(all, "w", [info("main"), info(S3), info(S2)])).toBe(S3);
+    expect(waitingSession(all, "w")).toBe(S3);
+    expect(waitingSession(all, "x")).toBe("main");
+    expect(waitingSession({ w: c("w", "main", "running") }, "w")).toBeNull();
+    expect(waitingSession({}, "w")).toBeNull();
   });
 });

@@ -141,6 +141,25 @@ export function aggregateStatus(statuses: readonly (Status | null | undefined)[]
 }
 
 /**
+ * The first session of a workspace, oldest first, that waits for an answer,
+ * among the conversations the app follows (those of the workspace shown);
+ * null when none is known to.
+ */
+export function waitingSession(
+  conversations: Readonly<
+    Record<string, { workspaceId: string; sessionId: string; status: Status | null }>
+  >,
+  workspaceId: string,
+  list: readonly SessionInfo[] = ONLY_MAIN,
+): string | null {
+  const waiting = new Set<string>();
+  for (const c of Object.values(conversations))
+    if (c.workspaceId === workspaceId && c.status === "waiting_for_input") waiting.add(c.sessionId);
+  for (const s of list) if (waiting.has(s.sessionId)) return s.sessionId;
+  return waiting.values().next().value ?? null;
+}
+
+/**
  * A conversation's key in the store: the workspace id for main (so that
  * everything that names a workspace names its main session), and the
  * workspace id, a U+001F separator and the session id for the others. The
