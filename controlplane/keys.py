@@ -14,7 +14,6 @@ tokens it signed keep working until they expire.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from controlplane.statedir import secure_dir
+from wire.atomicfile import write_atomic
 from wire.tokens import SigningKey, TokenVerifier, jwks_document
 
 
@@ -38,20 +38,11 @@ class KeyEntry:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` readable by the owner only, atomically."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_atomic(path, data, 0o600)
 
 
 def _write_public(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_atomic(path, text.encode(), 0o644)
 
 
 class KeyRing:

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import attrs
 
+from wire.atomicfile import write_atomic
 from wire.protocol import Scope
 from wire.tokens import Claims
 
@@ -160,7 +161,5 @@ def read_file(path: str | Path) -> Revocations:
 
 def write_file(path: Path, revocations: Revocations) -> None:
     """Write the list atomically, readable by all (it holds ids only, and relayd reads it)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(revocations.to_json(), separators=(",", ":")))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    text = json.dumps(revocations.to_json(), separators=(",", ":"))
+    write_atomic(path, text.encode(), 0o644)
