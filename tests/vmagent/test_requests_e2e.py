@@ -44,7 +44,7 @@ async def test_changes_diff_files_and_file_through_relayd(tmp_path: Path) -> Non
                     assert changes["ok"] is True
                     assert "seq" not in changes
                     files = {f["path"]: f for f in changes["result"]["files"]}
-                    assert changes["result"]["branch"] == "ff/demo"
+                    assert changes["result"]["branch"] == "ff/issue-3"
                     assert files["README.md"]["uncommitted"] is True
                     assert files["src/app.py"]["unpushed"] is True
                     diff = await ask(a, "r2", "diff", path="src/app.py")
@@ -79,6 +79,15 @@ async def test_changes_diff_files_and_file_through_relayd(tmp_path: Path) -> Non
                     )
                     after = await ask(a, "r7", "changes")
                     assert "notes.md" in {f["path"] for f in after["result"]["files"]}
+                    # Commit & push work in the demo: its origin is a bare repository
+                    # in the workspace's own directory.
+                    committed = await ask(a, "r8", "commit", message="Demo notes")
+                    assert committed["ok"] is True, committed
+                    pushed = await ask(a, "r9", "push")
+                    assert pushed["ok"] is True, pushed
+                    assert pushed["result"]["commit"] == committed["result"]["commit"]
+                    clean = await ask(a, "r10", "changes")
+                    assert not any(f["unpushed"] for f in clean["result"]["files"])
                     # b saw the conversation but none of a's replies.
                     await send_json(
                         b,

@@ -95,7 +95,7 @@ class DemoEngine:
     @asynccontextmanager
     async def open(self, host: Host) -> AsyncIterator[DemoSession]:
         """A demo session in a small real repository (made on first use)."""
-        await demo_repo.seed(host.workdir)
+        await demo_repo.seed(host.workdir, host.issue)
         yield DemoSession(host, self.word_delay)
 
 
