@@ -85,6 +85,9 @@ _SERVE_FLAGS: dict[str, tuple[type[Any], str]] = {
         float,
         "seconds offline before a VM's workspaces go to another VM (86400; 0: never)",
     ),
+    "--purge-after": (float, "seconds ended logins are kept before deletion (30 days)"),
+    "--purge-interval": (float, "seconds between purges of ended rows (3600; 0: never)"),
+    "--purge-batch": (int, "rows one purge transaction deletes at most (default 500)"),
     "--metrics-access": (str, "who may read /metrics: loopback (default) or any"),
     "--cookie-secure": (str, "Secure refresh cookie: auto (default), always, never"),
     "--trusted-proxies": (str, "addresses/networks of the proxies in front (default none)"),
@@ -180,6 +183,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         raise SystemExit("controlplane: --provisioner must be local or none")
     if settings.local_engine not in ("demo", "claude"):
         raise SystemExit("controlplane: --local-engine must be demo or claude")
+    if settings.purge_batch < 1:
+        raise SystemExit("controlplane: --purge-batch must be at least 1")
     if not valid_node_id(settings.node_id):
         raise SystemExit("controlplane: --node-id is 1 to 64 letters, digits, '.', '_' or '-'")
     try:

@@ -28,6 +28,7 @@ from controlplane.db import Database
 from controlplane.keys import KeyRing
 from controlplane.metrics import Metrics
 from controlplane.provisioner import LocalProvisioner, NoProvisioner, Provisioner
+from controlplane.purge import Purger
 from controlplane.relaylink import RelayLink
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -137,12 +138,22 @@ async def serve(
             changes=changes,
         )
         provisioner = make_provisioner(settings, services, env)
+        purger = Purger(
+            db,
+            interval=settings.purge_interval,
+            purge_after=settings.purge_after,
+            access_token_ttl=settings.access_token_ttl,
+            login_window=settings.login_failure_window,
+            batch=settings.purge_batch,
+            clock=services.clock,
+        )
         app: Any = create_app(services)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.run)
             nursery.start_soon(coordinator.run)
             nursery.start_soon(changes.run)
+            nursery.start_soon(purger.run)
 
             async def http(task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn_serve(

@@ -90,6 +90,13 @@ class Settings:
     #: Seconds a VM may be offline (on every node) before its workspaces are
     #: placed again on another VM, where their conversations start over (0: never).
     vm_lost_after: float = 24 * 3600.0
+    #: Seconds ended logins, refresh tokens and removed users are kept before
+    #: they are deleted (never less than ``access_token_ttl`` plus relayd's leeway).
+    purge_after: float = 30 * 24 * 3600.0
+    #: Seconds between purges of ended rows (0: never purge).
+    purge_interval: float = 3600.0
+    #: Rows one purge transaction deletes at most.
+    purge_batch: int = 500
     #: Clients allowed to read /metrics: "loopback" (default) or "any".
     metrics_access: str = "loopback"
     #: Serve ``Secure`` refresh cookies: "auto" (unless the request is on loopback),
