@@ -10,6 +10,7 @@
 import { type KeyboardEvent, useEffect, useRef, useState } from "react";
 import { MAIN_SESSION, type Status } from "../lib/protocol";
 import { MAX_TITLE_LENGTH, type Tab } from "../lib/sessions";
+import { ConfirmDialog } from "./ConfirmDialog";
 
 /** What a tab's mark says, or null when it has none. */
 export function markOf(status: Status | null | undefined): string | null {
@@ -150,68 +151,6 @@ function RenameField({
       }}
       onBlur={() => finish(true)}
     />
-  );
-}
-
-function CloseDialog({
-  tab,
-  onCancel,
-  onConfirm,
-}: {
-  tab: Tab;
-  onCancel: () => void;
-  onConfirm: () => Promise<void>;
-}) {
-  const ref = useRef<HTMLDialogElement>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  useEffect(() => {
-    const d = ref.current;
-    if (d && !d.open) d.showModal?.();
-  }, []);
-  return (
-    <dialog
-      ref={ref}
-      className="confirm"
-      aria-labelledby="close-session-title"
-      onCancel={(e) => {
-        e.preventDefault();
-        onCancel();
-      }}
-    >
-      <h2 id="close-session-title">Close {tab.label}?</h2>
-      <p>
-        Claude stops working in it and anything it asked is cancelled. Its transcript stays readable
-        under Closed sessions.
-      </p>
-      {error && (
-        <p className="field-error" role="alert">
-          {error}
-        </p>
-      )}
-      <div className="prompt-actions">
-        {/* biome-ignore lint/a11y/noAutofocus: the dialog's safe choice takes the focus. */}
-        <button type="button" autoFocus onClick={onCancel}>
-          Cancel
-        </button>
-        <button
-          type="button"
-          className="danger"
-          disabled={busy}
-          onClick={async () => {
-            setBusy(true);
-            try {
-              await onConfirm();
-            } catch (e) {
-              setError(errorText(e, "Could not close it"));
-              setBusy(false);
-            }
-          }}
-        >
-          Close session
-        </button>
-      </div>
-    </dialog>
   );
 }
 
@@ -398,8 +337,10 @@ export function SessionTabs({
         </p>
       )}
       {closing && (
-        <CloseDialog
-          tab={closing}
+        <ConfirmDialog
+          title={`Close ${closing.label}?`}
+          confirmLabel="Close session"
+          errorOf={(e) => errorText(e, "Could not close it")}
           onCancel={() => {
             setClosing(null);
             requestAnimationFrame(() => focusTab(closing.sessionId));
@@ -408,7 +349,10 @@ export function SessionTabs({
             focusNext.current = (await onClose(closing.sessionId)) ?? shown;
             setClosing(null);
           }}
-        />
+        >
+          Claude stops working in it and anything it asked is cancelled. Its transcript stays
+          readable under Closed sessions.
+        </ConfirmDialog>
       )}
     </nav>
   );

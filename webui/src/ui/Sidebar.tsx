@@ -1,6 +1,7 @@
 /** The workspace list: live status badges, create from an issue URL, delete with confirmation. */
 
-import { useEffect, useLayoutEffect, useRef, useState } from "react";
+import { useLayoutEffect, useRef, useState } from "react";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { ApiError, issueUrlError, type Workspace } from "../lib/api";
 import { StatusBadge } from "./StatusBadge";
 
@@ -64,59 +65,6 @@ function CreateForm({ onCreate }: { onCreate: (url: string) => Promise<void> }) 
         </p>
       )}
     </form>
-  );
-}
-
-function ConfirmDelete({
-  workspace,
-  onCancel,
-  onConfirm,
-}: {
-  workspace: Workspace;
-  onCancel: () => void;
-  onConfirm: () => Promise<void>;
-}) {
-  const ref = useRef<HTMLDialogElement>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  useEffect(() => {
-    const d = ref.current;
-    if (d && !d.open) d.showModal();
-  }, []);
-  return (
-    <dialog ref={ref} className="confirm" aria-labelledby="confirm-title" onCancel={onCancel}>
-      <h2 id="confirm-title">Delete {workspace.name}?</h2>
-      <p>
-        Its session stops and its conversation is gone for good. The GitHub issue is not touched.
-      </p>
-      {error && (
-        <p className="field-error" role="alert">
-          {error}
-        </p>
-      )}
-      <div className="prompt-actions">
-        {/* biome-ignore lint/a11y/noAutofocus: the dialog's safe choice takes the focus. */}
-        <button type="button" autoFocus onClick={onCancel}>
-          Cancel
-        </button>
-        <button
-          type="button"
-          className="danger"
-          disabled={busy}
-          onClick={async () => {
-            setBusy(true);
-            try {
-              await onConfirm();
-            } catch (err) {
-              setError(err instanceof ApiError ? err.message : "Could not delete it.");
-              setBusy(false);
-            }
-          }}
-        >
-          Delete workspace
-        </button>
-      </div>
-    </dialog>
   );
 }
 
@@ -224,14 +172,18 @@ export function Sidebar({
         </section>
       ))}
       {confirm && (
-        <ConfirmDelete
-          workspace={confirm}
+        <ConfirmDialog
+          title={`Delete ${confirm.name}?`}
+          confirmLabel="Delete workspace"
+          errorOf={(err) => (err instanceof ApiError ? err.message : "Could not delete it.")}
           onCancel={() => setConfirm(null)}
           onConfirm={async () => {
             await onDelete(confirm.id);
             setConfirm(null);
           }}
-        />
+        >
+          Its session stops and its conversation is gone for good. The GitHub issue is not touched.
+        </ConfirmDialog>
       )}
     </nav>
   );
