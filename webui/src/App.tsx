@@ -226,6 +226,7 @@ function Workspaces({
             relay={relays}
             workspaceId={workspace.id}
             onPullRequest={onPullRequest}
+            status={state.conversations[workspace.id]?.status ?? state.statuses[workspace.id]}
           />
         )}
       </div>

@@ -5,6 +5,7 @@
  */
 
 import { useEffect, useMemo, useState } from "react";
+import type { Status } from "../../lib/protocol";
 import { type PullRequest, type Relay, Requester, treeMayHaveChanged } from "../../lib/requests";
 import { ChangesPanel } from "./ChangesPanel";
 import { FilesPanel } from "./FilesPanel";
@@ -24,9 +25,12 @@ export function WorkspacePanels({
   relay,
   workspaceId,
   onPullRequest,
+  status,
 }: {
   relay: Relay;
   workspaceId: string;
+  /** The workspace's status (the Changes panel waits while it is `starting`). */
+  status?: Status;
   /** The workspace's pull request as the Changes panel knows it (for the header). */
   onPullRequest?: (pr: PullRequest | null) => void;
 }) {
@@ -104,6 +108,7 @@ export function WorkspacePanels({
             refresh={refresh}
             onChanged={() => setRefresh((n) => n + 1)}
             onPullRequest={onPullRequest}
+            status={status}
           />
         ) : (
           <FilesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />

@@ -3,6 +3,7 @@ import { act, cleanup, fireEvent, render, screen } from "@testing-library/react"
 import { afterEach, expect, test, vi } from "vitest";
 import type { Incoming, Outgoing } from "../../lib/protocol";
 import type { Relay } from "../../lib/requests";
+import { PREPARING_GRACE_MS, PREPARING_RETRY_MS } from "./ChangesPanel";
 import { REFRESH_DEBOUNCE_MS, WorkspacePanels } from "./WorkspacePanels";
 
 afterEach(() => {
@@ -169,4 +170,56 @@ test("A failed push is a readable error and the buttons come back", async () => 
   expect(
     (screen.getByRole("button", { name: "Create pull request" }) as HTMLButtonElement).disabled,
   ).toBe(false);
+});
+
+test("Changes waits while the workspace is starting, then asks once it is not", async () => {
+  const relay = new ScriptedRelay(vm);
+  const { rerender } = render(<WorkspacePanels relay={relay} workspaceId="w1" status="starting" />);
+  await act(async () => {});
+  expect(screen.getByRole("status").textContent).toContain("Preparing the workspace");
+  expect(screen.queryByRole("alert")).toBeNull();
+  expect(relay.asked).toEqual([]); // not even pr_status
+  rerender(<WorkspacePanels relay={relay} workspaceId="w1" status="idle" />);
+  await screen.findByRole("list", { name: "Changed files" });
+  expect(relay.asked.filter((a) => a.op === "changes").length).toBe(1);
+});
+
+test("a not_found in the first seconds is asked again, not shown; later it is shown", async () => {
+  vi.useFakeTimers();
+  let missing = true;
+  const relay = new ScriptedRelay(vm);
+  // While `missing`, relayd's own `error` answers a changes request (it names it in `ref`).
+  const send = relay.send.bind(relay);
+  relay.send = (msg) => {
+    if (msg.type === "request" && msg.op === "changes" && missing) {
+      relay.asked.push({ op: msg.op, args: {} });
+      const ref = msg.requestId;
+      queueMicrotask(() =>
+        relay.deliver({ type: "error", code: "not_found", message: "no such workspace", ref }),
+      );
+      return true;
+    }
+    return send(msg);
+  };
+  render(<WorkspacePanels relay={relay} workspaceId="w1" />);
+  await act(async () => {});
+  expect(screen.queryByRole("alert")).toBeNull();
+  expect(screen.getByRole("status").textContent).toContain("Preparing the workspace");
+  await act(async () => {
+    vi.advanceTimersByTime(PREPARING_RETRY_MS);
+  });
+  expect(relay.asked.filter((a) => a.op === "changes").length).toBe(2);
+  expect(screen.queryByRole("alert")).toBeNull();
+  missing = false;
+  await act(async () => {
+    vi.advanceTimersByTime(PREPARING_RETRY_MS);
+  });
+  expect(screen.getByRole("list", { name: "Changed files" }).textContent).toContain("README.md");
+  // Past the grace, a not_found is the error it is.
+  missing = true;
+  await act(async () => {
+    vi.advanceTimersByTime(PREPARING_GRACE_MS);
+    fireEvent.click(screen.getByRole("button", { name: "Refresh the panel" }));
+  });
+  expect(screen.getByRole("alert").textContent).toContain("no such workspace");
 });

@@ -7,7 +7,7 @@ export type Reply<T> =
   | { state: "idle" }
   | { state: "loading"; last?: T }
   | { state: "done"; value: T }
-  | { state: "error"; message: string; last?: T };
+  | { state: "error"; message: string; code?: string; last?: T };
 
 function lastOf<T>(r: Reply<T>): T | undefined {
   return r.state === "done" ? r.value : r.state === "idle" ? undefined : r.last;
@@ -33,7 +33,8 @@ export function useReply<T>(key: string | null, load: () => Promise<T>): Reply<T
       (e: unknown) => {
         if (generation.current !== mine) return;
         const message = e instanceof RequestError || e instanceof Error ? e.message : String(e);
-        setReply((r) => ({ state: "error", message, last: lastOf(r) }));
+        const code = e instanceof RequestError ? e.code : undefined;
+        setReply((r) => ({ state: "error", message, code, last: lastOf(r) }));
       },
     );
   }, [key]);
