@@ -146,12 +146,14 @@ class SessionList:
         return cls(entries, **limits)
 
     def line(self) -> str:
-        """The ``system`` line that records the whole list."""
+        """The ``system`` line that records the whole list and the open limit."""
         return dumps(
             {
                 "type": "system",
                 "subtype": SESSIONS_SUBTYPE,
                 "sessions": [e.to_json() for e in self.entries],
+                # The web app's `+` stops at this limit rather than guessing it.
+                "maxSessions": self.max_open,
             }
         )
 

@@ -102,6 +102,12 @@ class Workspace:
                 self.open[entry.session_id] = make_session(other, other_log, self.workdir_ready)
         self._closing: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        # The list line says the open limit; one from another limit (or from
+        # before the field, unless the limit is the default a reader assumes)
+        # is written again, so that the web app's `+` stops where we do.
+        said = (conv.sessions_data or {}).get("maxSessions", DEFAULT_MAX_SESSIONS)
+        if said != self.sessions.max_open:
+            self._log_list()
         self.released = False
         self.stopping = False
         self.finished = trio.Event()

@@ -119,11 +119,19 @@ def test_the_list_line_round_trips() -> None:
                 "closed": False,
             },
         ],
+        "maxSessions": 5,
     }
     again = SessionList.from_line(data)
     assert again.line() == sessions.line()
     # No line yet: main alone.
     assert SessionList.from_line(None).open_ids() == [MAIN_SESSION]
+
+
+def test_the_list_line_says_the_open_limit() -> None:
+    # The limit is the VM's own (--max-sessions), not the one an older line said.
+    data = json.loads(SessionList(max_open=3).line())
+    assert data["maxSessions"] == 3
+    assert json.loads(SessionList.from_line(data, max_open=7).line())["maxSessions"] == 7
 
 
 def test_a_damaged_line_keeps_what_is_well_formed() -> None:
@@ -195,4 +203,5 @@ def test_any_ops_keep_the_list_sound(
         assert len(sessions.closed_ids()) <= max_closed
         assert len({e.session_id for e in entries}) == len(entries)
         assert all(len(e.title) <= MAX_TITLE for e in entries)
-        assert SessionList.from_line(json.loads(sessions.line())).line() == sessions.line()
+        again = SessionList.from_line(json.loads(sessions.line()), max_open=max_open)
+        assert again.line() == sessions.line()

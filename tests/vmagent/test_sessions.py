@@ -372,6 +372,38 @@ async def test_restart_keeps_open_and_closed_sessions(tmp_path: Path, relay: Fak
             assert error["message"] == "session is closed"
 
 
+def list_lines(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every ``vmagent_sessions`` line's data among ``frames``."""
+    return [
+        f["data"]
+        for f in frames
+        if f["type"] == "claude_message" and f["data"].get("subtype") == "vmagent_sessions"
+    ]
+
+
+async def test_the_list_line_says_the_limit_and_a_new_limit_is_written(
+    tmp_path: Path, relay: FakeRelay
+) -> None:
+    with trio.fail_after(20):
+        async with running(tmp_path, relay, max_open=4) as (conn, _hello):
+            sid = await create(conn, "r1", "One")
+            snap = await snapshot_of(conn, None, "s1")
+            # A fresh workspace under a limit other than the default gets a line at once.
+            assert [d["maxSessions"] for d in list_lines(snap["messages"])] == [4, 4]
+        # Restarted with another limit: the list is written again with it, same sessions.
+        async with running(tmp_path, relay, assigned=False, max_open=2) as (conn, _hello):
+            snap = await snapshot_of(conn, None, "s2")
+            lines = list_lines(snap["messages"])
+            assert [d["maxSessions"] for d in lines] == [4, 4, 2]
+            assert [s["sessionId"] for s in lines[-1]["sessions"]] == ["main", sid]
+            reply = await op(conn, "session_create", "r2")
+            assert reply["error"]["message"] == "at most 2 open sessions"
+        # The same limit again: nothing more is written.
+        async with running(tmp_path, relay, assigned=False, max_open=2) as (conn, _hello):
+            snap = await snapshot_of(conn, None, "s3")
+            assert [d["maxSessions"] for d in list_lines(snap["messages"])] == [4, 4, 2]
+
+
 async def test_release_stops_every_session(tmp_path: Path, relay: FakeRelay) -> None:
     with trio.fail_after(20):
         async with running(tmp_path, relay) as (conn, _hello):

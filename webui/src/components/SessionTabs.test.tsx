@@ -280,6 +280,19 @@ describe("WorkspaceSessions", () => {
     expect(onSession).toHaveBeenLastCalledWith(S2);
   });
 
+  test("+ stops at the limit the VM's list line says, 5 when it says none", () => {
+    const two = [info("main"), info(S2)];
+    const said = loaded("main", [
+      { ...listLine(two), data: { ...listLine(two).data, maxSessions: 2 } },
+    ]);
+    const { rerender } = view({ w: said });
+    const plus = () => screen.getByRole("button", { name: "New session" }) as HTMLButtonElement;
+    expect(plus().disabled).toBe(true);
+    expect(screen.getByText("At most 2 open sessions: close one to start another.")).toBeTruthy();
+    rerender({ w: loaded("main", [listLine(two)]) });
+    expect(plus().disabled).toBe(false);
+  });
+
   test("a session the list does not name goes back to main", () => {
     const main = loaded("main", [listLine([info("main"), info(S2)])]);
     const { onSession } = view({ w: main }, "s_gone");

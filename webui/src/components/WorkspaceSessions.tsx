@@ -108,7 +108,7 @@ export function WorkspaceSessions({
             tabs={tabs}
             shown={sessionId}
             statuses={statuses}
-            createBlock={createBlock(list)}
+            createBlock={createBlock(list, main?.maxSessions ?? null)}
             onSelect={(sid) => onSession(sid)}
             onCreate={async () => {
               const sid = createdSession(await requester.request(ws, "session_create"));

@@ -161,6 +161,8 @@ export interface Conversation {
   settings: SessionSettings;
   /** The workspace's sessions as this log's latest `vmagent_sessions` line says (main's log). */
   sessions: SessionInfo[] | null;
+  /** The open-session limit that line says (`maxSessions`), null when it says none. */
+  maxSessions: number | null;
 }
 
 export type Action =
@@ -199,6 +201,7 @@ export function emptyConversation(
     usage: emptyUsage,
     settings: emptySettings,
     sessions: null,
+    maxSessions: null,
   };
 }
 

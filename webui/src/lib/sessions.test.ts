@@ -8,6 +8,7 @@ import {
   isSessionId,
   MAX_OPEN_SESSIONS,
   ONLY_MAIN,
+  parseMaxSessions,
   parseSessionKey,
   parseSessionList,
   routeOf,
@@ -153,6 +154,23 @@ describe("tabs", () => {
     expect(createBlock(open(MAX_OPEN_SESSIONS - 1))).toBeNull();
     expect(createBlock(open(MAX_OPEN_SESSIONS))).toMatch(/At most 5 open sessions/);
     expect(createBlock([...open(MAX_OPEN_SESSIONS - 1), info("s_x", "", true)])).toBeNull();
+  });
+
+  test("+ stops at the VM's own limit when its list line says one", () => {
+    const open = (n: number) =>
+      Array.from({ length: n }, (_, i) => info(i === 0 ? "main" : `s_${i}`));
+    expect(createBlock(open(2), 2)).toBe("At most 2 open sessions: close one to start another.");
+    expect(createBlock(open(1), 1)).toMatch(/At most 1 open session:/);
+    expect(createBlock(open(5), 8)).toBeNull();
+    expect(createBlock(open(5), null)).toMatch(/At most 5 /);
+  });
+
+  test("maxSessions is read from the list line, anything odd is not a limit", () => {
+    const line = (maxSessions: unknown) => ({ ...listLine([info("main")]), maxSessions });
+    expect(parseMaxSessions(line(3))).toBe(3);
+    expect(parseMaxSessions(listLine([info("main")]))).toBeNull();
+    for (const bad of [0, -1, 2.5, "3", null, 1e9, Number.NaN])
+      expect(parseMaxSessions(line(bad))).toBeNull();
   });
 });
 

@@ -18,11 +18,24 @@ export interface SessionInfo {
 }
 
 /**
- * At most this many sessions open at once, counting main (vmagent's
- * `--max-sessions` default). `+` is disabled at the limit; a VM set lower
- * refuses with `rate_limited`, and the app shows its words.
+ * At most this many sessions open at once, counting main, when the list line
+ * does not say (`maxSessions`, vmagent's `--max-sessions`; this is its
+ * default). `+` is disabled at the limit; a VM that refuses anyway
+ * (`rate_limited`) has its words shown.
  */
 export const MAX_OPEN_SESSIONS = 5;
+/** A limit past this is taken as not said: no VM runs that many sessions at once. */
+const MAX_SAID_LIMIT = 1000;
+
+/**
+ * The open-session limit a `vmagent_sessions` line says (`maxSessions`), or
+ * null when it says none or something that cannot be one (not a whole
+ * number from 1 to 1000).
+ */
+export function parseMaxSessions(data: Record<string, unknown>): number | null {
+  const n = data.maxSessions;
+  return typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= MAX_SAID_LIMIT ? n : null;
+}
 /** Longest title vmagent accepts (`session_create`, `session_rename`). */
 export const MAX_TITLE_LENGTH = 100;
 
@@ -84,11 +97,17 @@ export function openCount(list: readonly SessionInfo[]): number {
   return list.filter((s) => !s.closed).length;
 }
 
-/** Why `+` cannot make another session now, or null when it can. */
-export function createBlock(list: readonly SessionInfo[]): string | null {
-  return openCount(list) >= MAX_OPEN_SESSIONS
-    ? `At most ${MAX_OPEN_SESSIONS} open sessions: close one to start another.`
-    : null;
+/**
+ * Why `+` cannot make another session now, or null when it can: at `max`
+ * open sessions (the VM's `maxSessions`; `MAX_OPEN_SESSIONS` when unknown).
+ */
+export function createBlock(
+  list: readonly SessionInfo[],
+  max: number | null = MAX_OPEN_SESSIONS,
+): string | null {
+  const limit = max ?? MAX_OPEN_SESSIONS;
+  const what = limit === 1 ? "open session" : "open sessions";
+  return openCount(list) >= limit ? `At most ${limit} ${what}: close one to start another.` : null;
 }
 
 /**

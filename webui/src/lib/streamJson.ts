@@ -16,7 +16,7 @@ import {
 } from "./conversationModel";
 import { isObject, num, str } from "./protocol";
 import { applySettings } from "./sessionSettings";
-import { parseSessionList } from "./sessions";
+import { parseMaxSessions, parseSessionList } from "./sessions";
 import { applyUsage, turnCost } from "./usage";
 
 function parseBlock(b: unknown): Block {
@@ -78,10 +78,12 @@ export function applyClaude(
   const usage = applyUsage(state.usage, data);
   const settings = applySettings(state.settings, data);
   // vmagent's session list (main's log): the whole list each time, the latest wins.
-  const sessions = parseSessionList(data) ?? state.sessions;
+  const list = parseSessionList(data);
+  const sessions = list ?? state.sessions;
+  const maxSessions = list ? parseMaxSessions(data) : state.maxSessions;
   if (usage === state.usage && settings === state.settings && sessions === state.sessions)
     return next;
-  return { ...next, usage, settings, sessions };
+  return { ...next, usage, settings, sessions, maxSessions };
 }
 
 function applyLine(state: Conversation, data: Record<string, unknown>, seq: number): Conversation {
