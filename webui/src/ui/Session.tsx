@@ -352,31 +352,39 @@ export function SessionView({
         )}
       </div>
       <div className="dock">
-        {c?.notice && (
-          <div className="notice" role="alert">
-            {c.notice}
-            <button type="button" className="link" onClick={() => store.dismissNotice(id)}>
-              Dismiss
-            </button>
-          </div>
-        )}
-        {prompts.map((p) =>
-          p.kind === "question" ? (
-            <QuestionCard key={p.key} item={p} onAnswer={(a) => store.answer(id, p.requestId, a)} />
-          ) : p.toolName === "ExitPlanMode" ? (
-            <PlanCard
-              key={p.key}
-              item={p}
-              onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)}
-            />
-          ) : (
-            <PermissionCard
-              key={p.key}
-              item={p}
-              onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)}
-            />
-          ),
-        )}
+        {/* The notice and the cards scroll in an area of their own, so a tall plan
+            or permission card never pushes the composer and pickers out of view. */}
+        <div className="dock-prompts">
+          {c?.notice && (
+            <div className="notice" role="alert">
+              {c.notice}
+              <button type="button" className="link" onClick={() => store.dismissNotice(id)}>
+                Dismiss
+              </button>
+            </div>
+          )}
+          {prompts.map((p) =>
+            p.kind === "question" ? (
+              <QuestionCard
+                key={p.key}
+                item={p}
+                onAnswer={(a) => store.answer(id, p.requestId, a)}
+              />
+            ) : p.toolName === "ExitPlanMode" ? (
+              <PlanCard
+                key={p.key}
+                item={p}
+                onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)}
+              />
+            ) : (
+              <PermissionCard
+                key={p.key}
+                item={p}
+                onDecide={(allow, m) => store.decide(id, p.requestId, allow, m)}
+              />
+            ),
+          )}
+        </div>
         {closed ? (
           <p className="notice session-closed" role="status">
             This session is closed: its transcript is read only.
