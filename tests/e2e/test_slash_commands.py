@@ -54,19 +54,21 @@ def test_palette_by_keyboard_runs_the_chosen_command(page: Page) -> None:
     expect(palette).to_have_attribute("aria-expanded", "true")
     listbox = page.get_by_role("listbox", name="Slash commands")
     options = listbox.get_by_role("option")
-    expect(options.first).to_contain_text("/roll")
-    # The demo's own commands, then the repository's own file.
+    expect(options.first).to_contain_text("/explain")
+    # The repository's own file first, under its heading, then the demo's own (built-in).
     expect(options).to_have_text(
         [
+            re.compile("^/explain"),
             re.compile(r"^/roll"),
             re.compile(r"^/shout"),
             re.compile(r"^/context"),
-            re.compile("^/explain"),
         ]
     )
-    expect(listbox.get_by_role("option", name=re.compile("explain"))).to_contain_text(
-        "Explain a file of the demo project (project)"
-    )
+    project = listbox.get_by_role("group", name="This repository")
+    expect(project.get_by_role("option")).to_have_text([re.compile("^/explain")])
+    expect(listbox.get_by_role("group", name="Built-in").get_by_role("option")).to_have_count(3)
+    expect(project.get_by_role("option")).to_contain_text("Explain a file of the demo project")
+    expect(project.get_by_role("option")).not_to_contain_text("(project)")
     expect(listbox.get_by_role("option", name=re.compile("explain"))).to_contain_text("<path>")
     screenshot(page, "slash-palette")
 

@@ -657,8 +657,9 @@ async def test_repository_command_listed_before_the_first_turn_and_expanded(
                 "name": "greet",
                 "description": "Greet someone warmly (project)",
                 "argumentHint": "<name>",
+                "source": "project",
             }
-            assert "compact" in offered
+            assert offered["compact"]["source"] == "builtin"  # the CLI's builtin flag
             assert not [n for n in offered if n.startswith("_")]
             assert fake_api.conversation == []
 

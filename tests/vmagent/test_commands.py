@@ -59,7 +59,8 @@ def test_any_cli_answer_gives_well_formed_commands(
     assert len(out) <= MAX_COMMANDS
     assert len({c["name"] for c in out}) == len(out)
     for entry in out:
-        assert set(entry) <= {"name", "description", "argumentHint", "aliases"}
+        assert set(entry) <= {"name", "description", "argumentHint", "aliases", "source"}
+        assert entry.get("source", "project") in ("builtin", "project")
         assert valid_name(entry["name"])
         assert not entry["name"].startswith("_")
         assert entry["name"] not in terminal
@@ -78,7 +79,12 @@ def test_any_cli_answer_gives_well_formed_commands(
 def test_the_cli_list_kept_in_step_with_the_init_line() -> None:
     listed = [
         {"name": "greet", "description": "Greet someone (project)", "argumentHint": "<name>"},
-        {"name": "usage", "description": "Show cost", "aliases": ["cost", "bad alias"]},
+        {
+            "name": "usage",
+            "description": "Show cost",
+            "aliases": ["cost", "bad alias"],
+            "builtin": True,
+        },
         {"name": "doctor", "description": "Terminal only"},
         {"name": "__remote-workflow", "description": "internal"},
         {"name": "gone", "description": "removed since"},
@@ -87,8 +93,13 @@ def test_the_cli_list_kept_in_step_with_the_init_line() -> None:
     assert [c["name"] for c in from_cli(listed)] == ["greet", "usage", "doctor", "gone", "long"]
     out = from_cli(listed, ["greet", "usage", "doctor", "long", "new-one"], ["doctor"])
     assert out == [
-        {"name": "greet", "description": "Greet someone (project)", "argumentHint": "<name>"},
-        {"name": "usage", "description": "Show cost", "aliases": ["cost"]},
+        {
+            "name": "greet",
+            "description": "Greet someone (project)",
+            "argumentHint": "<name>",
+            "source": "project",
+        },
+        {"name": "usage", "description": "Show cost", "aliases": ["cost"], "source": "builtin"},
         {
             "name": "long",
             "description": "x" * (MAX_COMMAND_DESCRIPTION - 1) + "…",
@@ -141,6 +152,7 @@ def test_command_files_are_read_as_claude_code_reads_them(tmp_path: Path) -> Non
         "name": "greet",
         "description": "Greet someone (project)",
         "argumentHint": "<name>",
+        "source": "project",
     }
     assert demo_commands.read_all(tmp_path / "nowhere") == []
 
@@ -194,7 +206,9 @@ async def test_the_demo_lists_its_commands_and_the_repositorys_and_acts_on_them(
                 "name": "explain",
                 "description": "Explain a file of the demo project (project)",
                 "argumentHint": "<path>",
+                "source": "project",
             }
+            assert {c["source"] for c in offered[:3]} == {"builtin"}
             await say(conn, "/shout hello there", "c1")
             frames = await turn_frames(conn)
             init = next(f["data"] for f in frames if f["type"] == "claude_message")

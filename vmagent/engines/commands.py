@@ -10,6 +10,11 @@ client gets is the ``initialize`` list, kept in step with the latest
 ``init`` line, without the commands that only make sense in a terminal or
 that the CLI keeps for itself (names starting with ``_``).
 
+Each command says where it comes from when that is known (``source``):
+``builtin`` for the CLI's own (its ``builtin`` flag), ``project`` for the
+repository's (the " (project)" suffix), nothing for the others (the user's
+own, plugins', or a name an ``init`` line added).
+
 Pure functions: the engines call them with what they have.
 """
 
@@ -49,7 +54,16 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def command(name: str, description: str = "", argument_hint: str = "") -> dict[str, Any]:
+#: Where a command comes from: the CLI's own, or the repository's ``.claude/commands``.
+SOURCE_BUILTIN: Final = "builtin"
+SOURCE_PROJECT: Final = "project"
+#: How Claude Code marks a repository command's description.
+PROJECT_SUFFIX: Final = " (project)"
+
+
+def command(
+    name: str, description: str = "", argument_hint: str = "", source: str | None = None
+) -> dict[str, Any]:
     """One command in the shape the ``session_commands`` op answers with."""
     entry: dict[str, Any] = {
         "name": name,
@@ -58,7 +72,19 @@ def command(name: str, description: str = "", argument_hint: str = "") -> dict[s
     hint = _cut(argument_hint, MAX_ARGUMENT_HINT)
     if hint:
         entry["argumentHint"] = hint
+    if source is not None:
+        entry["source"] = source
     return entry
+
+
+def source_of(raw: dict[str, Any]) -> str | None:
+    """Where a CLI-listed command comes from (:data:`SOURCE_BUILTIN`, ...), None when unknown."""
+    if raw.get("builtin") is True:
+        return SOURCE_BUILTIN
+    description = raw.get("description")
+    if isinstance(description, str) and description.endswith(PROJECT_SUFFIX):
+        return SOURCE_PROJECT
+    return None
 
 
 def from_cli(
@@ -100,6 +126,7 @@ def from_cli(
             name,
             description if isinstance(description, str) else "",
             hint if isinstance(hint, str) else "",
+            source_of(raw),
         )
         aliases = raw.get("aliases")
         if isinstance(aliases, list):

@@ -36,7 +36,7 @@ import trio
 
 from vmagent.engines import demo_commands, demo_repo
 from vmagent.engines.base import EngineError, Host, SessionSettings
-from vmagent.engines.commands import command, split_command
+from vmagent.engines.commands import SOURCE_BUILTIN, command, split_command
 from vmagent.engines.streamjson import LineWriter, input_json, message_id, tool_use_id
 from wire.attachments import Attachment, TextAttachment
 
@@ -140,7 +140,9 @@ class DemoSession:
     async def commands(self) -> list[dict[str, Any]]:
         """The demo's own commands, then the repository's (read afresh each time)."""
         files = await trio.to_thread.run_sync(demo_commands.read_all, self.host.workdir)
-        own = [command(name, *about) for name, about in DEMO_COMMANDS.items()]
+        own = [
+            command(name, *about, source=SOURCE_BUILTIN) for name, about in DEMO_COMMANDS.items()
+        ]
         return own + [c for c in demo_commands.listed(files) if c["name"] not in DEMO_COMMANDS]
 
     def interrupt(self) -> None:

@@ -14,7 +14,13 @@ from typing import Any, Final
 
 import attrs
 
-from vmagent.engines.commands import MAX_COMMANDS, command, valid_name
+from vmagent.engines.commands import (
+    MAX_COMMANDS,
+    PROJECT_SUFFIX,
+    SOURCE_PROJECT,
+    command,
+    valid_name,
+)
 
 #: Largest command file read (a larger one is left off).
 MAX_COMMAND_FILE_BYTES: Final = 64 * 1024
@@ -84,4 +90,7 @@ def read_all(workdir: Path) -> list[CommandFile]:
 
 def listed(files: list[CommandFile]) -> list[dict[str, Any]]:
     """The repository's commands as the ``session_commands`` op lists them."""
-    return [command(f.name, f"{f.description} (project)".strip(), f.argument_hint) for f in files]
+    return [
+        command(f.name, f"{f.description}{PROJECT_SUFFIX}".strip(), f.argument_hint, SOURCE_PROJECT)
+        for f in files
+    ]

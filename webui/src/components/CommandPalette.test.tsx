@@ -77,10 +77,11 @@ describe("the command palette", () => {
     expect(box.getAttribute("aria-expanded")).toBe("true");
     const listbox = screen.getByRole("listbox", { name: "Slash commands" });
     expect(box.getAttribute("aria-controls")).toBe(listbox.id);
+    // The repository's command (its "(project)" description) comes first, under its heading.
     expect(options()).toEqual([
+      "/explain<path>Explain a file",
       "/roll[sides]Roll a die",
       "/shout<text>Say it in capitals",
-      "/explain<path>Explain a file (project)",
     ]);
     const [first] = screen.getAllByRole("option");
     expect(box.getAttribute("aria-activedescendant")).toBe(first?.id);
@@ -88,7 +89,7 @@ describe("the command palette", () => {
     await type("/sh");
     expect(options()).toEqual(["/shout<text>Say it in capitals"]);
     await type("/file");
-    expect(options()).toEqual(["/explain<path>Explain a file (project)"]);
+    expect(options()).toEqual(["/explain<path>Explain a file"]);
   });
 
   test("arrows move the active option, Enter fills the composer and does not send", async () => {
@@ -102,7 +103,7 @@ describe("the command palette", () => {
     await key("ArrowUp"); // wraps to the last
     expect(screen.getAllByRole("option")[2]?.getAttribute("aria-selected")).toBe("true");
     await key("Enter");
-    expect(box.value).toBe("/explain ");
+    expect(box.value).toBe("/shout ");
     expect(onSend).not.toHaveBeenCalled();
     // The arguments follow; the palette has closed, Enter sends again.
     expect(screen.queryByRole("listbox")).toBeNull();
@@ -110,6 +111,44 @@ describe("the command palette", () => {
     await type("/explain src/app.py");
     await key("Enter");
     expect(onSend).toHaveBeenCalledWith("/explain src/app.py");
+  });
+
+  test("the repository's commands and the built-in ones are separate groups, in that order", async () => {
+    const { box, type, key } = await setup({
+      commands: [
+        { name: "clear", description: "Clear the conversation", source: "builtin" },
+        { name: "review", description: "Review a pull request", source: "builtin" },
+        { name: "release", description: "Cut a release (project)", source: "project" },
+        { name: "mine", description: "A command of the user's" },
+      ],
+      ready: true,
+    });
+    await type("/");
+    const listbox = screen.getByRole("listbox", { name: "Slash commands" });
+    const groups = screen.getAllByRole("group");
+    expect(groups.map((g) => g.parentElement)).toEqual([listbox, listbox, listbox]);
+    const named = (name: string) => screen.getByRole("group", { name });
+    const within = (g: HTMLElement) =>
+      Array.from(g.querySelectorAll('[role="option"]')).map((o) => o.textContent);
+    expect(within(named("This repository"))).toEqual(["/releaseCut a release"]);
+    expect(within(named("Built-in"))).toEqual([
+      "/clearClear the conversation",
+      "/reviewReview a pull request",
+    ]);
+    expect(within(named("Other"))).toEqual(["/mineA command of the user's"]);
+    // The arrows follow the screen's order: the repository's first.
+    await key("ArrowDown");
+    expect(box.getAttribute("aria-activedescendant")).toBe(
+      screen.getByRole("option", { name: /\/clear/ }).id,
+    );
+    // Narrowed: best first within each group, the groups kept.
+    await type("/re");
+    expect(options()).toEqual(["/releaseCut a release", "/reviewReview a pull request"]);
+    expect(screen.getAllByRole("group").map((g) => g.getAttribute("aria-labelledby"))).toHaveLength(
+      2,
+    );
+    await key("Enter");
+    expect(box.value).toBe("/release ");
   });
 
   test("Tab chooses too; Escape closes until the text starts over", async () => {

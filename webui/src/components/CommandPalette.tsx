@@ -4,7 +4,9 @@
  * typing narrows it, arrows move, Enter or Tab (or a click, a tap) puts
  * `/name ` in the composer, Escape closes it. The text box stays focused
  * throughout and acts as the combobox: the list is a listbox whose active
- * option it names with aria-activedescendant.
+ * option it names with aria-activedescendant. The options are in groups
+ * (role group, named by its heading): the repository's own commands, the
+ * built-in ones, and any other.
  */
 
 import {
@@ -19,10 +21,12 @@ import {
 import {
   completion,
   filterCommands,
+  groupCommands,
   type OfferedCommands,
   paletteKey,
   paletteQuery,
   parseCommands,
+  shownDescription,
 } from "../lib/commands";
 import "./CommandPalette.css";
 
@@ -58,10 +62,12 @@ export function useCommandPalette({
   const [dismissed, setDismissed] = useState(false);
   const query = paletteQuery(text);
   const open = query !== null && !dismissed && load !== undefined;
-  const shown = useMemo(
-    () => (open && offered ? filterCommands(offered.commands, query ?? "") : []),
+  // Grouped, and the options in the groups' order: the arrows follow the screen.
+  const groups = useMemo(
+    () => (open && offered ? groupCommands(filterCommands(offered.commands, query ?? "")) : []),
     [open, offered, query],
   );
+  const shown = useMemo(() => groups.flatMap((g) => g.commands), [groups]);
 
   // Another session (another way to ask): its own commands, not the last one's.
   // biome-ignore lint/correctness/useExhaustiveDependencies: load names the session.
@@ -146,6 +152,30 @@ export function useCommandPalette({
   else if (shown.length === 0)
     note = query ? `No command matches /${query}. Enter sends it as a message.` : "No commands.";
 
+  const option = (c: (typeof shown)[number], i: number) => {
+    const description = shownDescription(c);
+    return (
+      // biome-ignore lint/a11y/useKeyWithClickEvents: the keys are the text box's (aria-activedescendant).
+      <div
+        key={c.name}
+        id={optionId(i)}
+        role="option"
+        // Focus stays in the text box (aria-activedescendant); -1 keeps options out of Tab.
+        tabIndex={-1}
+        aria-selected={i === active}
+        className="command-option"
+        // The text box keeps the focus (and a phone its keyboard).
+        onMouseDown={(e) => e.preventDefault()}
+        onMouseMove={() => i !== active && setActive(i)}
+        onClick={() => choose(i)}
+      >
+        <span className="command-name">/{c.name}</span>
+        {c.argumentHint ? <span className="command-hint">{c.argumentHint}</span> : null}
+        {description ? <span className="command-desc">{description}</span> : null}
+      </div>
+    );
+  };
+
   const element = (
     <div className="command-palette" data-testid="command-palette">
       <div
@@ -155,26 +185,20 @@ export function useCommandPalette({
         className="command-list"
         hidden={shown.length === 0}
       >
-        {shown.map((c, i) => (
-          // biome-ignore lint/a11y/useKeyWithClickEvents: the keys are the text box's (aria-activedescendant).
-          <div
-            key={c.name}
-            id={optionId(i)}
-            role="option"
-            // Focus stays in the text box (aria-activedescendant); -1 keeps options out of Tab.
-            tabIndex={-1}
-            aria-selected={i === active}
-            className="command-option"
-            // The text box keeps the focus (and a phone its keyboard).
-            onMouseDown={(e) => e.preventDefault()}
-            onMouseMove={() => i !== active && setActive(i)}
-            onClick={() => choose(i)}
-          >
-            <span className="command-name">/{c.name}</span>
-            {c.argumentHint ? <span className="command-hint">{c.argumentHint}</span> : null}
-            {c.description ? <span className="command-desc">{c.description}</span> : null}
-          </div>
-        ))}
+        {groups.map((g) => {
+          const first = shown.indexOf(g.commands[0]!);
+          const headingId = `${listId}-group-${g.key}`;
+          return (
+            // A listbox's groups are role group (a fieldset is no listbox child).
+            // biome-ignore lint/a11y/useSemanticElements: see above.
+            <div key={g.key} role="group" aria-labelledby={headingId} className="command-group">
+              <div id={headingId} role="presentation" className="command-group-label">
+                {g.label}
+              </div>
+              {g.commands.map((c, j) => option(c, first + j))}
+            </div>
+          );
+        })}
       </div>
       <p className="command-note muted small" role="status">
         {note ?? (loading ? "Updating…" : "")}

@@ -2,11 +2,13 @@ import { describe, expect, test } from "vitest";
 import {
   completion,
   filterCommands,
+  groupCommands,
   MAX_SHOWN,
   paletteKey,
   paletteQuery,
   parseCommands,
   type SlashCommand,
+  shownDescription,
 } from "./commands";
 
 const list: SlashCommand[] = [
@@ -121,4 +123,36 @@ describe("paletteKey", () => {
 
 test("completion leaves the name and a space", () => {
   expect(completion(list[0] as SlashCommand)).toBe("/explain ");
+});
+
+describe("sources and groups", () => {
+  test("source is kept when the VM says it; a '(project)' description without one is the repository's", () => {
+    const { commands } = parseCommands({
+      commands: [
+        { name: "a", description: "x", source: "builtin" },
+        { name: "b", description: "Mine (project)" },
+        { name: "c", description: "y", source: "somewhere" },
+        { name: "d", description: "z", source: "project" },
+      ],
+    });
+    expect(commands.map((c) => c.source)).toEqual(["builtin", "project", undefined, "project"]);
+  });
+
+  test("groups: the repository's, then built-in, then other; empty ones left out", () => {
+    const cmds = [
+      { name: "a", description: "", source: "builtin" as const },
+      { name: "b", description: "" },
+      { name: "c", description: "Do c (project)", source: "project" as const },
+      { name: "d", description: "", source: "builtin" as const },
+    ];
+    expect(groupCommands(cmds).map((g) => [g.label, g.commands.map((c) => c.name)])).toEqual([
+      ["This repository", ["c"]],
+      ["Built-in", ["a", "d"]],
+      ["Other", ["b"]],
+    ]);
+    expect(groupCommands(cmds.slice(0, 1)).map((g) => g.key)).toEqual(["builtin"]);
+    expect(groupCommands([])).toEqual([]);
+    expect(shownDescription(cmds[2]!)).toBe("Do c");
+    expect(shownDescription({ name: "e", description: "Odd (project)" })).toBe("Odd (project)");
+  });
 });

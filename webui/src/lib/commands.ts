@@ -5,12 +5,20 @@
  * palette component holds the state and calls these.
  */
 
+/** Where a command comes from: the engine's own, or the repository's `.claude/commands`. */
+export type CommandSource = "builtin" | "project";
+
 export interface SlashCommand {
   name: string;
   description: string;
   argumentHint?: string;
   aliases?: string[];
+  /** Absent when the VM does not know (the user's own commands, plugins'). */
+  source?: CommandSource;
 }
+
+/** How a repository command's description ends (Claude Code's own marking). */
+const PROJECT_SUFFIX = " (project)";
 
 export interface OfferedCommands {
   commands: SlashCommand[];
@@ -46,6 +54,14 @@ export function parseCommands(v: unknown): OfferedCommands {
       ? r.aliases.filter((a): a is string => typeof a === "string" && NAME.test(a))
       : [];
     if (aliases.length) entry.aliases = aliases;
+    // A VM from before `source`: the description's suffix still says "project".
+    const source =
+      r.source === "builtin" || r.source === "project"
+        ? r.source
+        : entry.description.endsWith(PROJECT_SUFFIX)
+          ? "project"
+          : undefined;
+    if (source) entry.source = source;
     commands.push(entry);
   }
   const detail = str(o.detail);
@@ -84,6 +100,40 @@ export function filterCommands(commands: SlashCommand[], query: string): SlashCo
     .filter((x) => x.r >= 0)
     .sort((a, b) => a.r - b.r || a.i - b.i);
   return ranked.slice(0, MAX_SHOWN).map((x) => x.c);
+}
+
+/** One heading of the palette and its commands. */
+export interface CommandGroup {
+  key: CommandSource | "other";
+  label: string;
+  commands: SlashCommand[];
+}
+
+const GROUPS: readonly { key: CommandGroup["key"]; label: string }[] = [
+  { key: "project", label: "This repository" },
+  { key: "builtin", label: "Built-in" },
+  { key: "other", label: "Other" },
+];
+
+/**
+ * The commands shown, under headings: the repository's own first (what a
+ * team wrote for this code), then the built-in ones, then any the VM did
+ * not place; each keeps its rank within. Empty groups are left out. The
+ * options' order on screen (and for the arrow keys) is the groups' one
+ * after the other.
+ */
+export function groupCommands(commands: readonly SlashCommand[]): CommandGroup[] {
+  return GROUPS.map((g) => ({
+    ...g,
+    commands: commands.filter((c) => (c.source ?? "other") === g.key),
+  })).filter((g) => g.commands.length > 0);
+}
+
+/** A description as the palette shows it: under its heading, " (project)" says nothing more. */
+export function shownDescription(c: SlashCommand): string {
+  return c.source === "project" && c.description.endsWith(PROJECT_SUFFIX)
+    ? c.description.slice(0, -PROJECT_SUFFIX.length)
+    : c.description;
 }
 
 /** What choosing a command puts in the composer: its name and a space, ready for arguments. */
