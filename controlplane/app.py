@@ -200,6 +200,7 @@ def create_app(services: Services) -> QuartTrio:
                     user_id=e.user_id,
                     request_id=e.request_id,
                     detail=e.detail,
+                    session_id=e.session_id,
                 )
                 for e in entries
             ]

@@ -46,7 +46,7 @@ import trio
 from controlplane import lost, nodes, revocation, store
 from controlplane.db import Database, utcnow
 from controlplane.relaylink import RelayLink, RelayRefused, RelayUnavailable
-from wire.protocol import Status
+from wire.protocol import MAIN_SESSION, Status, is_session_id
 from wire.revocations import Revocations
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,21 @@ def parse_time(value: object) -> dt.datetime:
             return utcnow()
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     return utcnow()
+
+
+def audit_session(value: object) -> str | None:
+    """An audit event's ``sessionId`` as stored: None for main (absent or ``main``).
+
+    One that is not a session id (docs/protocol.md, "Sessions") is not
+    stored: the entry is kept, without it, and the oddity logged.
+    """
+    if value is None or value == MAIN_SESSION:
+        return None
+    if not is_session_id(value):
+        log.warning("audit event with a malformed sessionId; stored without it")
+        return None
+    assert isinstance(value, str)
+    return value
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -268,11 +283,12 @@ class Coordinator:
             # relayd adds `allow` to permission_response audits.
             detail = "allowed" if allow else "denied"
         at = parse_time(event.get("at"))
+        session_id = audit_session(event.get("sessionId"))
         if len(self._held_audit) >= HELD_EVENTS:
             self._held_audit.popleft()
             self.audit_dropped += 1
             log.error("audit event dropped: too many held while the database is away")
-        self._held_audit.append((workspace_id, user_id, action, request_id, at, detail))
+        self._held_audit.append((workspace_id, user_id, action, request_id, at, detail, session_id))
         await self.store_held()
 
     async def store_held(self) -> None:

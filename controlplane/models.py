@@ -102,6 +102,8 @@ class AuditEntryOut:
     user_id: str | None = None
     request_id: str | None = None
     detail: str | None = None
+    #: The workspace session it is about; absent: main.
+    session_id: str | None = None
 
 
 @dataclass(config=_RESPONSE)

@@ -154,6 +154,8 @@ audit = sa.Table(
         index=True,
     ),
     sa.Column("user_id", sa.String(36), nullable=True),
+    # The workspace session it is about; NULL: main (migration 0007).
+    sa.Column("session_id", sa.String(64), nullable=True),
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("request_id", sa.String(200), nullable=True),
     sa.Column("detail", sa.Text, nullable=True),

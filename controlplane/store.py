@@ -666,6 +666,8 @@ class AuditEntry:
     action: str
     request_id: str | None
     detail: str | None
+    #: The workspace session it is about; None: main.
+    session_id: str | None = None
 
 
 def add_audit(
@@ -676,8 +678,9 @@ def add_audit(
     request_id: str | None,
     at: dt.datetime,
     detail: str | None = None,
+    session_id: str | None = None,
 ) -> bool:
-    """Store one audit event; False when the workspace is unknown."""
+    """Store one audit event (``session_id`` None: main); False when the workspace is unknown."""
     exists = conn.execute(sa.select(workspaces.c.id).where(workspaces.c.id == workspace_id)).first()
     if exists is None:
         return False
@@ -685,6 +688,7 @@ def add_audit(
         audit.insert().values(
             workspace_id=workspace_id,
             user_id=user_id,
+            session_id=session_id,
             action=action,
             request_id=request_id,
             detail=detail,
@@ -703,7 +707,7 @@ def list_audit(conn: sa.Connection, workspace_id: str, limit: int) -> Sequence[A
         .limit(limit)
     ).all()
     return [
-        AuditEntry(as_utc(r.at), r.user_id, r.action, r.request_id, r.detail)
+        AuditEntry(as_utc(r.at), r.user_id, r.action, r.request_id, r.detail, r.session_id)
         for r in reversed(rows)
     ]
 

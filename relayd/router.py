@@ -245,6 +245,8 @@ class Forward:
     workspace_id: str
     ref: str | None
     kind: str
+    #: The session the message is about (None: main), for the audit.
+    session_id: str | None = None
 
 
 RouterAction: TypeAlias = Send | SendError | Close | Renew | Emit | Forward | Wake
@@ -718,7 +720,8 @@ class Router:
             routes.move_to_end((ws, ref))
             while len(routes) > ERROR_ROUTES:
                 routes.popitem(last=False)
-        return Forward(client, vm, frame, ws, ref, message_type(message))
+        session = getattr(message, "session_id", None)
+        return Forward(client, vm, frame, ws, ref, message_type(message), session)
 
     def forward_failed(self, forward: Forward) -> list[RouterAction]:
         """The VM went away before it took a forwarded message: the client hears
@@ -745,17 +748,10 @@ class Router:
         if forward.kind != ClientType.INTERRUPT:
             return []
         # An interrupt settles nothing the VM reports back: it is audited as asked.
-        return [
-            Emit(
-                {
-                    "type": "audit",
-                    "workspaceId": forward.workspace_id,
-                    "userId": forward.client.sub,
-                    "action": "interrupt",
-                    "at": now_iso(),
-                }
-            )
-        ]
+        event: dict[str, Any] = {"type": "audit", "workspaceId": forward.workspace_id}
+        _add_session(event, forward.session_id)
+        event.update(userId=forward.client.sub, action="interrupt", at=now_iso())
+        return [Emit(event)]
 
     # -- VMs -----------------------------------------------------------------
 
@@ -942,6 +938,7 @@ class Router:
         if action is None:
             return
         event: dict[str, Any] = {"type": "audit", "workspaceId": resolved.workspace_id}
+        _add_session(event, resolved.session_id)
         if resolved.user_id is not None:
             event["userId"] = resolved.user_id
         event["action"] = action
@@ -1100,6 +1097,13 @@ def _assigned_frame(owner: Ownership) -> str:
 
 def _released_frame(workspace_id: str) -> str:
     return encode_frame(WorkspaceReleased(workspace_id=workspace_id))
+
+
+def _add_session(event: dict[str, Any], session_id: str | None) -> None:
+    """An audit event names its session, except main (absent means main)."""
+    session = written_session(session_id)
+    if session is not None:
+        event["sessionId"] = session
 
 
 def now_iso() -> str:

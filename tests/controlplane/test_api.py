@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
+from functools import partial
 from typing import Any
 
 import attrs
@@ -419,6 +421,31 @@ async def test_security_headers_and_no_cors(app: QuartTrio) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_the_audit_names_each_entrys_session(app: QuartTrio, services: Services) -> None:
+    client = app.test_client()
+    with trio.fail_after(10):
+        headers = bearer(await token_for(app))
+        created = await client.post("/api/workspaces", json={"issueUrl": ISSUE}, headers=headers)
+        ws = await created.get_json()
+        at = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+        for session in (None, "side-2"):
+            services.db.run_sync(
+                partial(
+                    store.add_audit,
+                    workspace_id=ws["id"],
+                    user_id="u1",
+                    action="interrupt",
+                    request_id=None,
+                    at=at,
+                    session_id=session,
+                )
+            )
+        audit = await (
+            await client.get(f"/api/workspaces/{ws['id']}/audit", headers=headers)
+        ).get_json()
+        assert [e.get("sessionId", "absent") for e in audit] == ["absent", "side-2"]
 
 
 async def test_jwks_and_openapi(app: QuartTrio) -> None:

@@ -9,7 +9,8 @@ reader arbitrary lines. What must hold:
 * the coordinator handles every event without an exception (one would be
   logged and the event lost);
 * an audit event naming a workspace and an action is stored, whatever its
-  other fields hold; a workspace no event names is unchanged;
+  other fields hold, with its ``sessionId`` when that is a session id other
+  than main (else as main); a workspace no event names is unchanged;
 * the link's reader skips a line it cannot read and stays up.
 """
 
@@ -32,6 +33,7 @@ from controlplane.coordinator import Coordinator
 from controlplane.db import Database
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.relaylink import RelayLink
+from wire.protocol import is_session_id
 
 FUZZ = settings(
     max_examples=150,
@@ -103,6 +105,8 @@ def events(draw: st.DrawFn, world: World) -> dict[str, Any]:
             at=draw(times),
         )
         if draw(st.booleans()):
+            body["sessionId"] = draw(st.sampled_from(["side-2", "main", "-", "a b"]) | values)
+        if draw(st.booleans()):
             body["allow"] = draw(values)
         if draw(st.booleans()):
             body["detail"] = draw(values)
@@ -139,6 +143,10 @@ async def test_any_event_is_handled(world: World, data: Any) -> None:
     names_target = event.get("type") == "audit" and event.get("workspaceId") == world.target
     if names_target and isinstance(action, str) and action:
         assert after == before + 1, event
+        # Its session as sent when that is one; main (None) when absent, main or malformed.
+        session = event.get("sessionId")
+        wanted = session if is_session_id(session) and session != "main" else None
+        assert world.state_of(world.target)[1][-1].session_id == wanted, event
     else:
         assert after == before, event
     assert world.state_of(world.bystander) == bystander

@@ -186,6 +186,7 @@ async def test_the_whole_flow(short_tmp: Path, github: FakeGitHub) -> None:
                     await waiting()
                 assert audit[0]["action"] == "interrupt"
                 assert audit[0]["userId"] == user_id
+                assert "sessionId" not in audit[0]  # main
 
                 deleted = await http.delete(f"/api/workspaces/{ws['id']}", headers=headers)
                 assert deleted.status_code == 204

@@ -259,15 +259,26 @@ async def test_events_are_stored_and_junk_is_ignored(sock_dir: Path, db: Databas
                     "at": "2026-01-02T03:04:05.678Z",
                 }
             )
+            await fake.send(
+                {
+                    "type": "audit",
+                    "workspaceId": ws.id,
+                    "sessionId": "side-2",
+                    "userId": user.id,
+                    "action": "interrupt",
+                }
+            )
             await fake.send({"type": "audit", "workspaceId": "unknown", "action": "interrupt"})
             await fake.send({"type": "audit"})
 
             def audit() -> list[store.AuditEntry]:
                 return list(db.run_sync(lambda c: store.list_audit(c, ws.id, 10)))
 
-            while not audit():
+            while len(audit()) < 2:
                 await coord.wait_event()
-            entry = audit()[0]
+            entry, in_session = audit()
+            assert (in_session.action, in_session.session_id) == ("interrupt", "side-2")
+            assert entry.session_id is None  # no sessionId: main
             assert (entry.action, entry.user_id, entry.request_id, entry.detail) == (
                 "permission_response",
                 user.id,

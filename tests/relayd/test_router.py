@@ -237,6 +237,38 @@ def test_auth_with_a_bad_token_is_refused() -> None:
 # -- sessions ------------------------------------------------------------------
 
 
+def test_an_audit_names_its_session_except_main() -> None:
+    r = router()
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    vm = online(r, "vm1", w1=("e1", 0))
+    client = Client("u1")
+    r.client_joined(client)
+    audits: list[dict[str, Any]] = []
+    for session in (None, "main", "side-2"):
+        message: dict[str, Any] = {"type": "interrupt", "workspaceId": "w1"}
+        if session is not None:
+            message["sessionId"] = session
+        (forward,) = r.client_frame(client, json.dumps(message))
+        assert isinstance(forward, Forward)
+        audits += [a.event for a in r.forwarded(forward) if isinstance(a, Emit)]
+    resolved = vm_frame(
+        "request_resolved",
+        "w1",
+        session_id="side-2",
+        seq=1,
+        epoch="e1",
+        request_id="p1",
+        fields={"resolution": "denied", "userId": "u1"},
+    )
+    audits += [a.event for a in r.vm_frame(vm, resolved) if isinstance(a, Emit)]
+    assert [(e["action"], e.get("sessionId", "absent")) for e in audits] == [
+        ("interrupt", "absent"),
+        ("interrupt", "absent"),
+        ("interrupt", "side-2"),
+        ("permission_response", "side-2"),
+    ]
+
+
 def hello(r: Router, vm: Vm, entries: list[dict[str, Any]]) -> list[RouterAction]:
     return r.vm_frame(vm, json.dumps({"type": "hello", "vmId": vm.sub, "workspaces": entries}))
 

@@ -1,0 +1,26 @@
+"""audit.session_id: the workspace session an audit entry is about (NULL: main).
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-01 12:00:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("audit", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("session_id", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("audit", schema=None) as batch_op:
+        batch_op.drop_column("session_id")
