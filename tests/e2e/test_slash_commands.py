@@ -4,7 +4,7 @@ the repository's .claude/commands), typing narrows, arrows and Enter choose,
 the command runs; Escape closes; the palette on a phone, by touch; and
 readable in the light and the dark theme.
 
-Its own browser contexts and workspaces (acme/widgets#21, #22) on the shared stack.
+Its own browser contexts and workspaces (acme/widgets#23, #24) on the shared stack.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from tests.e2e.test_webui_controls import CONTRAST, MIN_CONTRAST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-ISSUE_URL = "https://github.com/acme/widgets/issues/21"
-PHONE_ISSUE_URL = "https://github.com/acme/widgets/issues/22"
+ISSUE_URL = "https://github.com/acme/widgets/issues/23"
+PHONE_ISSUE_URL = "https://github.com/acme/widgets/issues/24"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from tests.vmagent.test_terminals import _alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-TERMINAL_ISSUE = "https://github.com/acme/widgets/issues/15"
+TERMINAL_ISSUE = "https://github.com/acme/widgets/issues/41"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_a_terminal_in_the_workspace(page: Page) -> None:
     page.get_by_label("New workspace from a GitHub issue").fill(TERMINAL_ISSUE)
     page.get_by_role("button", name="Create").click()
     expect(page).to_have_url(re.compile(r"/w/[^/]+$"))
-    item = page.get_by_test_id("workspace-item").filter(has_text="acme/widgets#15")
+    item = page.get_by_test_id("workspace-item").filter(has_text="acme/widgets#41")
     expect(item.get_by_test_id("status-badge")).to_have_attribute(
         "data-status", "idle", timeout=30_000
     )
