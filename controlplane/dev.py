@@ -40,6 +40,8 @@ QUICK_EXITS_ALLOWED: Final = 5
 DEV_RELAY_BACKOFF_MAX: Final = 0.5
 #: Seconds the banner waits for the relayd link before printing anyway.
 READY_WAIT: Final = 60.0
+#: Seconds between checks that relayd accepts connections, before the local VMs start.
+LISTEN_POLL: Final = 0.05
 
 
 class DevFailed(Exception):
@@ -83,6 +85,22 @@ async def supervise_relayd(argv: list[str], env: Mapping[str, str], stopping: tr
             raise DevFailed(f"relayd keeps exiting (code {result.returncode}); see its log above")
         log.warning("relayd exited; restarting", extra={"returncode": result.returncode})
         await trio.sleep(0.5 * quick_exits)
+
+
+async def wait_listening(address: str) -> None:
+    """Return once ``HOST:PORT`` accepts a TCP connection.
+
+    The local vmagents dial relayd as soon as they start: started before it
+    listens, each logs a failed handshake and waits out a backoff."""
+    host, _, port = address.rpartition(":")
+    while True:
+        try:
+            stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+        except OSError:
+            await trio.sleep(LISTEN_POLL)
+        else:
+            await stream.aclose()
+            return
 
 
 async def dev(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]) -> None:
@@ -129,8 +147,13 @@ async def dev(args: argparse.Namespace, settings: Settings, env: Mapping[str, st
                     return
 
             nursery.start_soon(stop_on_signal)
-            # relayd and the control plane start side by side; the link waits for relayd.
+            # relayd first: the control plane's local provisioner starts vmagents
+            # that dial it at once (its link to relayd waits on its own).
             nursery.start_soon(supervise_relayd, argv, env, stopping)
+            with trio.move_on_after(READY_WAIT) as listening:
+                await wait_listening(relay_listen)
+            if listening.cancelled_caught:
+                log.warning("relayd does not accept connections yet", extra={"at": relay_listen})
             running: Running = await nursery.start(partial(serve, settings, env=env))
             link = running.services.link
             assert link is not None

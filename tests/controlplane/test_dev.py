@@ -74,9 +74,17 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
             "CONTROLPLANE_GITHUB_TOKEN": "ghp-dev-secret",
         }
         env.pop("ANTHROPIC_API_KEY", None)
+        # relayd slow to start (as on a loaded machine): the local vmagent must
+        # still not dial it before it listens.
+        slow_relayd = Path(top) / "slow-relayd"
+        relayd = Path(sys.executable).parent / "relayd"
+        slow_relayd.write_text(f'#!/bin/sh\nsleep 1\nexec {relayd} "$@"\n')
+        slow_relayd.chmod(0o700)
         argv = [
             str(Path(sys.executable).parent / "controlplane"),
             "dev",
+            "--relayd-command",
+            str(slow_relayd),
             "--state-dir",
             state,
             "--listen",
@@ -142,6 +150,13 @@ async def test_dev_starts_everything_and_stops_on_ctrl_c() -> None:
                     assert not [n for n in names if n.startswith("CONTROLPLANE_")]
                     assert "VMAGENT_DEMO_DELAY" in names
                     assert not token_file.is_relative_to(state)
+                # A clean start logs nothing at warning level (dev's default): in
+                # particular no vmagent dialling relayd before it listens.
+                errors.flush()
+                started_log = (Path(state) / "dev.stderr").read_text()
+                assert "HandshakeError" not in started_log, started_log
+                assert "relay connection ended" not in started_log, started_log
+                assert "not reachable" not in started_log, started_log
                 os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
                 await read_until(process.stdout, b"FF Cloud stopped.", output)
                 assert await process.wait() == 0
