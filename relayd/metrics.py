@@ -111,6 +111,11 @@ class RelayCollector:
             value=stats.stale_replies,
         )
         yield CounterMetricFamily(
+            "relayd_request_timeouts",
+            "request ended by relayd: the VM did not answer within --request-timeout",
+            value=stats.request_timeouts,
+        )
+        yield CounterMetricFamily(
             "relayd_terminal_frames",
             "terminal_output/terminal_exit delivered to the connection that opened the terminal",
             value=stats.terminal_frames,

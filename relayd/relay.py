@@ -46,12 +46,12 @@ from relayd.router import (
 )
 from relayd.settings import Settings
 from relayd.stats import Stats
-from relayd.timers import Timers
+from relayd.timers import TimerHandle, Timers
 from relayd.wsconn import WebSocket
 from relayd.wsframes import FrameCache
 from wire.envelope import read_head
 from wire.messages import Subscribe
-from wire.protocol import SEQUENCED_VM_TYPES, VmType
+from wire.protocol import SEQUENCED_VM_TYPES, ClientType, VmType
 from wire.tokens import Claims, TokenVerifier
 
 __all__ = ["VERSION", "ClientPeer", "Ownership", "Relay", "VmPeer"]
@@ -163,6 +163,8 @@ class Relay:
         self._counters: dict[str, Callable[[dict[str, list[int]]], None]] = {}
         #: Every peer's timers (pings, expiry, stalls), fired by one task (:meth:`Timers.run`).
         self.timers = Timers()
+        #: The requests' timeouts (``--request-timeout``) as one entry of the heap.
+        self._request_timer = TimerHandle(self)
         self.control = ControlHub(settings.audit_buffer, self.stats)
         self.shutting_down = False
         #: Tokens refused although their signature is good (logout, password, vm revoke).
@@ -320,9 +322,16 @@ class Relay:
         """Handle one client frame (waits only while the owning VM's queue is full)."""
         for action in self.router.client_frame(peer, frame):
             if isinstance(action, Forward):
+                if action.kind == ClientType.REQUEST:
+                    self.timers.earlier(self._request_timer, self.router.next_request_due())
                 await self._forward(action)
             else:
                 self.perform([action])
+
+    def on_timer(self, now: float) -> float:
+        """The heap's callback: end the requests that timed out; the next due time."""
+        self.perform(self.router.expire_requests(now))
+        return self.router.next_request_due()
 
     def _subscribe(self, client: ClientLike, message: Subscribe) -> None:
         out: list[RouterAction] = []

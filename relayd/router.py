@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import datetime
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol, TypeAlias
 
@@ -36,7 +37,7 @@ from relayd.room import (
     Wake,
     Workspace,
 )
-from relayd.routes import Key, Routes
+from relayd.routes import Key, Route, Routes
 from relayd.settings import Settings
 from relayd.stats import Stats
 from relayd.wsframes import frame_type
@@ -284,6 +285,12 @@ class Router:
         #: Requests awaiting their ``reply``, by (workspace, requestId), and
         #: the keys each client has in flight (its limit, and its cleanup).
         self.in_flight: Routes[ClientLike, VmLike] = Routes()
+        #: When each booked request times out, in booking order (one timeout for
+        #: all, so the earliest is first): ``(due, key, its booking)``. An entry
+        #: whose request was answered meanwhile stays until it is due or pruned.
+        self._request_deadlines: collections.deque[tuple[float, Key, Route[ClientLike, VmLike]]] = (
+            collections.deque()
+        )
         #: The ``terminal_open`` requests among them: a good reply books a terminal.
         self._terminal_opens: set[Key] = set()
         #: Open terminals, by (workspace, terminalId): their output goes from
@@ -616,9 +623,53 @@ class Router:
         if isinstance(action, Forward):
             self.stats.requests += 1
             self.in_flight.book(key, client, action.vm)
+            self._track_deadline(key)
             if message.op == TERMINAL_OPEN:
                 self._terminal_opens.add(key)
         return action
+
+    def _track_deadline(self, key: Key) -> None:
+        timeout = self.settings.request_timeout
+        route = self.in_flight.get(key)
+        if timeout <= 0 or route is None:
+            return
+        deadlines = self._request_deadlines
+        deadlines.append((self.clock() + timeout, key, route))
+        if len(deadlines) > 2 * len(self.in_flight) + 64:
+            # Mostly answered ones: keep the queue near the requests in flight.
+            live = [d for d in deadlines if self.in_flight.get(d[1]) is d[2]]
+            deadlines.clear()
+            deadlines.extend(live)
+
+    def next_request_due(self) -> float:
+        """When :meth:`expire_requests` has work next (inf: no request is timed)."""
+        deadlines = self._request_deadlines
+        return deadlines[0][0] if deadlines else math.inf
+
+    def expire_requests(self, now: float) -> list[RouterAction]:
+        """End the requests ``--request-timeout`` old: the client hears ``error``
+        ``vm_offline`` (``ref`` its ``requestId``), its slot is free, and a late
+        reply is dropped as stale."""
+        out: list[RouterAction] = []
+        deadlines = self._request_deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _due, key, route = deadlines.popleft()
+            if self.in_flight.get(key) is not route:
+                continue  # answered (or ended) meanwhile
+            self.in_flight.drop(key)
+            self._terminal_opens.discard(key)
+            self.stats.request_timeouts += 1
+            if not route.client.closing:
+                out.append(
+                    SendError(
+                        route.client,
+                        ErrorCode.VM_OFFLINE,
+                        "the workspace's VM did not answer in time",
+                        key[0],
+                        key[1],
+                    )
+                )
+        return out
 
     def _terminal(
         self, client: ClientLike, message: TerminalInput | TerminalResize | TerminalClose

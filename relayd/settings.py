@@ -73,6 +73,10 @@ class Settings:
     max_sessions_per_workspace: int = 64
     #: ``request`` s one client connection may have in flight (sent, not yet answered).
     max_requests_in_flight: int = 16
+    #: Seconds a ``request`` may wait for its ``reply`` before relayd ends it
+    #: with ``error`` ``vm_offline`` and frees its slot (0: it waits until
+    #: the connection closes).
+    request_timeout: float = 60.0
     #: Seconds between WebSocket pings; a peer that misses two in a row is closed.
     ping_interval: float = 20.0
     #: Seconds a peer has to finish its opening handshake.
@@ -147,6 +151,12 @@ _OPTIONS: Final[tuple[tuple[str, str, Any, str], ...]] = (
         "max_requests_in_flight",
         int,
         "requests per connection awaiting their reply",
+    ),
+    (
+        "--request-timeout",
+        "request_timeout",
+        float,
+        "seconds a request waits for its reply (0: until the connection closes)",
     ),
     ("--ping-interval", "ping_interval", float, "seconds between pings"),
     ("--handshake-timeout", "handshake_timeout", float, "seconds to finish the handshake"),

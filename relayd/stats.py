@@ -73,6 +73,8 @@ class Stats:
     requests: int = 0
     replies: int = 0
     stale_replies: int = 0
+    #: Requests relayd ended itself after ``--request-timeout`` (the VM never answered).
+    request_timeouts: int = 0
     #: Terminal frames (``terminal_output``/``terminal_exit``) delivered, and
     #: those dropped with no connection of theirs to go to.
     terminal_frames: int = 0

@@ -89,9 +89,9 @@ def vm_peer(sub: str) -> VmPeer:
 class World:
     """A relay with two VMs and four clients, their subscriptions made."""
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: Any) -> None:
         self.relay = Relay(
-            Settings(client_rate=1e9, client_burst=10**9, ping_interval=0),
+            Settings(client_rate=1e9, client_burst=10**9, ping_interval=0, **settings),
             TokenVerifier({}, issuer="ffcloud"),
         )
         for ws, (vm_id, users) in OWNERS.items():

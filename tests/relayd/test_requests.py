@@ -4,14 +4,17 @@ connection, and the VM's ``reply`` reaches that connection alone, bounded."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relayd.router import Forward, Ownership, Router, SendError
 from relayd.settings import Settings
 from relayd.stats import Stats
+from tests.relayd.test_fuzz_routing import World
 from tests.relayd.test_router import Client, Vm, errors_to, frames_to, online
 from wire.protocol import ErrorCode
 from wire.tokens import TokenVerifier
@@ -154,3 +157,64 @@ def test_a_vm_gone_before_it_took_the_request_is_told_once() -> None:
     assert [x.code for x in r.forward_failed(plain) if isinstance(x, SendError)] == [
         ErrorCode.VM_OFFLINE
     ]
+
+
+def test_a_request_the_vm_never_answers_ends_after_the_timeout() -> None:
+    clock = [0.0]
+    r = Router(
+        Settings(request_timeout=5.0, max_requests_in_flight=1),
+        TokenVerifier({}, issuer="ffcloud"),
+        Stats(),
+        clock=lambda: clock[0],
+    )
+    r.ownership["w1"] = Ownership("w1", "vm1", frozenset({"u1"}), {})
+    vm = online(r, "vm1")
+    a = Client("u1")
+    r.client_joined(a)
+    r.client_frame(a, request("w1", "r1"))
+    clock[0] = 3.0
+    r.client_frame(a, request("w1", "r0"))  # over the limit: refused, not timed
+    assert r.next_request_due() == 5.0
+    assert r.expire_requests(4.9) == []
+    ended = r.expire_requests(5.0)
+    assert [(e.code, e.ref, e.workspace_id) for e in ended if isinstance(e, SendError)] == [
+        (ErrorCode.VM_OFFLINE, "r1", "w1")
+    ]
+    assert "in time" in ended[0].message  # type: ignore[union-attr]
+    assert r.in_flight.count(a) == 0
+    assert r.stats.request_timeouts == 1
+    # The late reply is stale; the slot is free for the next request.
+    assert r.vm_frame(vm, reply("w1", "r1")) == []
+    assert r.stats.stale_replies == 1
+    assert isinstance(r.client_frame(a, request("w1", "r2"))[0], Forward)
+    # An answered request is never ended by its old deadline.
+    r.vm_frame(vm, reply("w1", "r2"))
+    r.client_frame(a, request("w1", "r2"))
+    clock[0] = 9.0
+    r.vm_frame(vm, reply("w1", "r2"))
+    assert r.expire_requests(100.0) == []
+    assert r.stats.request_timeouts == 1
+
+
+def test_request_timeout_zero_never_ends_a_request() -> None:
+    r, _vm, a, _b = setup(request_timeout=0.0)
+    r.client_frame(a, request("w1", "r1"))
+    assert r.next_request_due() == math.inf
+    assert r.expire_requests(1e12) == []
+    assert r.in_flight.count(a) == 1
+
+
+async def test_relayd_ends_an_unanswered_request_on_its_timer(autojump_clock: Any) -> None:
+    world = World(request_timeout=30.0)
+    client = world.clients["a"]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(world.relay.timers.run)
+        await world.relay._client_frame(client, request("w1", "r1"))
+        world.taken()
+        await trio.sleep(29.9)
+        assert world.taken()[id(client)] == []
+        await trio.sleep(0.2)
+        (ended,) = [json.loads(f) for f in world.taken()[id(client)]]
+        assert (ended["type"], ended["code"], ended["ref"]) == ("error", "vm_offline", "r1")
+        assert world.relay.router.in_flight.count(client) == 0
+        nursery.cancel_scope.cancel()
