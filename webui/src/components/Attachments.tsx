@@ -74,12 +74,14 @@ const inOrder = (a: Draft, b: Draft) => Number(a.id.slice(1)) - Number(b.id.slic
 export function useAttachments(
   limits: AttachmentLimits,
   codec: ImageCodec | null = null,
+  /** Files already attached (a draft kept from before). */
+  initial: readonly Draft[] = [],
 ): AttachmentsState {
-  const [drafts, setDrafts] = useState<Draft[]>([]);
+  const [drafts, setDrafts] = useState<Draft[]>(() => [...initial]);
   const [refusals, setRefusals] = useState<Refusal[]>([]);
   const [busy, setBusy] = useState(0);
   // Files taken or being prepared: the count limit applies before they are ready.
-  const taken = useRef(0);
+  const taken = useRef(initial.length);
   const codecRef = useRef<ImageCodec | null>(codec);
   const queue = useRef<Promise<void>>(Promise.resolve());
 
@@ -370,8 +372,11 @@ export interface ComposerFiles {
 const carriesFiles = (e: React.DragEvent) => Array.from(e.dataTransfer.types).includes("Files");
 
 /** The composer's files: picked, pasted or dropped, checked before sending. */
-export function useComposerFiles(limits: AttachmentLimits): ComposerFiles {
-  const files = useAttachments(limits);
+export function useComposerFiles(
+  limits: AttachmentLimits,
+  initial: readonly Draft[] = [],
+): ComposerFiles {
+  const files = useAttachments(limits, null, initial);
   const [problem, setProblem] = useState<string | null>(null);
   const [dragging, setDragging] = useState(false);
   return {

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, test, vi } from "vitest";
 import type { Workspace } from "../lib/api";
 import { reduce } from "../lib/conversation";
 import { type Conversation, emptyConversation } from "../lib/conversationModel";
+import { draftKey } from "../lib/drafts";
 import type { Incoming, Outgoing } from "../lib/protocol";
 import { type SessionInfo, sessionKey, tabsOf } from "../lib/sessions";
 import { Store } from "../lib/store";
@@ -291,6 +292,35 @@ describe("WorkspaceSessions", () => {
     expect(screen.getByText("At most 2 open sessions: close one to start another.")).toBeTruthy();
     rerender({ w: loaded("main", [listLine(two)]) });
     expect(plus().disabled).toBe(false);
+  });
+
+  test("each session keeps its unsent text when switching tabs and back; sending clears it", () => {
+    window.sessionStorage.clear();
+    const main = loaded("main", [listLine([info("main"), info(S2)])]);
+    const both = { w: main, [sessionKey("w", S2)]: loaded(S2) };
+    const { relay, rerender } = view(both);
+    const box = () =>
+      screen.getByRole("textbox", { name: "Message to Claude" }) as HTMLTextAreaElement;
+    fireEvent.change(box(), { target: { value: "for main, not sent" } });
+    rerender(both, S2);
+    expect(box().value).toBe("");
+    fireEvent.change(box(), { target: { value: "for the second" } });
+    rerender(both, "main");
+    expect(box().value).toBe("for main, not sent");
+    rerender(both, S2);
+    expect(box().value).toBe("for the second");
+    // Kept in this tab's sessionStorage too (a reload), and never sent.
+    expect(window.sessionStorage.getItem(draftKey(sessionKey("w", S2)))).toContain(
+      "for the second",
+    );
+    expect(relay.sent.some((m) => m.type === "user_message")).toBe(false);
+    fireEvent.keyDown(box(), { key: "Enter" });
+    expect(relay.sent.filter((m) => m.type === "user_message")).toHaveLength(1);
+    expect(box().value).toBe("");
+    rerender(both, "main");
+    rerender(both, S2);
+    expect(box().value).toBe("");
+    expect(window.sessionStorage.getItem(draftKey(sessionKey("w", S2)))).toBeNull();
   });
 
   test("a session the list does not name goes back to main", () => {

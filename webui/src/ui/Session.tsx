@@ -16,6 +16,7 @@ import type { Workspace } from "../lib/api";
 import type { AttachmentLimits } from "../lib/attachments";
 import type { ConnState } from "../lib/connection";
 import { type Conversation, openPrompts } from "../lib/conversationModel";
+import { type DraftBook, drafts } from "../lib/drafts";
 import { COMPOSER_INPUT_ID, focusComposerIfLost } from "../lib/focus";
 import { isBusy } from "../lib/held";
 import { MAIN_SESSION, type OutgoingAttachment } from "../lib/protocol";
@@ -43,7 +44,13 @@ function Composer({
   onInterrupt,
   loadCommands,
   limits,
+  draftKey,
+  book = drafts,
 }: {
+  /** Whose draft this composer keeps (the conversation's key); none: nothing kept. */
+  draftKey?: string;
+  /** Where drafts are kept (tests give their own). */
+  book?: DraftBook;
   disabledReason: string | null;
   running: boolean;
   /** Asks the VM for the slash commands (the palette on "/"). */
@@ -53,7 +60,11 @@ function Composer({
   onInterrupt: () => void;
   limits: AttachmentLimits;
 }) {
-  const [text, setText] = useState("");
+  // The draft left here before (another tab, workspace, or a reload), read once.
+  const [initial] = useState(() =>
+    draftKey === undefined ? { text: "", files: [] } : book.get(draftKey),
+  );
+  const [text, setText] = useState(initial.text);
   const ref = useRef<HTMLTextAreaElement>(null);
   // Stop goes away with the turn: the focus it had comes back to the text box.
   const stopHadFocus = useRef(false);
@@ -69,7 +80,11 @@ function Composer({
     load: loadCommands,
     focusInput: () => ref.current?.focus(),
   });
-  const cf = useComposerFiles(limits);
+  const cf = useComposerFiles(limits, initial.files);
+  const attached = cf.files.drafts;
+  useEffect(() => {
+    if (draftKey !== undefined) book.set(draftKey, { text, files: attached });
+  }, [draftKey, book, text, attached]);
   const empty = !text.trim() && cf.files.drafts.length === 0;
   const send = () => {
     const t = text.trim();
@@ -79,6 +94,7 @@ function Composer({
     if (onSend(t, attachments)) {
       setText("");
       cf.clear();
+      if (draftKey !== undefined) book.clear(draftKey);
     }
   };
   // biome-ignore lint/correctness/useExhaustiveDependencies: the height follows the text.
@@ -394,6 +410,7 @@ export function SessionView({
             <HeldMessages q={queue} />
             <Composer
               key={id}
+              draftKey={id}
               disabledReason={composerBlock(c)}
               running={busy}
               limits={limits}
