@@ -99,3 +99,57 @@ def test_a_terminal_in_the_workspace(page: Page) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+PHONE_TERMINAL_ISSUE = "https://github.com/acme/widgets/issues/42"
+
+
+def page_width(p: Page) -> dict[str, int]:
+    """How wide the page is laid out, and the screen's width."""
+    widths: dict[str, int] = p.evaluate(
+        "() => ({doc: document.documentElement.scrollWidth, body: document.body.scrollWidth,"
+        " view: window.innerWidth})"
+    )
+    return widths
+
+
+def test_a_terminal_on_a_phone(browser: Browser, stack: Stack) -> None:
+    ctx = browser.new_context(
+        base_url=stack.url, viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True
+    )
+    ctx.set_default_timeout(20_000)
+    try:
+        phone = ctx.new_page()
+        phone.goto("/")
+        login(phone)
+        phone.get_by_label("New workspace from a GitHub issue").fill(PHONE_TERMINAL_ISSUE)
+        phone.get_by_role("button", name="Create").click()
+        expect(phone).to_have_url(re.compile(r"/w/[^/]+$"))
+        expect(phone.get_by_role("textbox", name="Message to Claude")).to_be_enabled(timeout=30_000)
+        panels = phone.get_by_role("complementary", name="Workspace panels")
+        panels.get_by_role("tab", name="Terminal").tap()
+        panels.get_by_role("button", name="New terminal").tap()
+        term = panels.get_by_role("region", name="Terminal 1")
+        expect(term.locator(".xterm-rows")).to_contain_text(re.compile(r"[#$]"))
+        box = term.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 375 + 0.5, box
+        assert box["height"] >= 120, box  # rows enough to read what a command says
+        # Typed on the phone's keyboard after a tap on the screen.
+        term.locator(".xterm-screen").tap()
+        phone.keyboard.type("echo phone-$((6*7))")
+        phone.keyboard.press("Enter")
+        expect(line(term, "phone-42")).to_have_count(1)
+        # The PTY is as wide as the phone's terminal, not the desktop's.
+        phone.keyboard.type("echo cols=$(tput cols)")
+        phone.keyboard.press("Enter")
+        cols = line(term, r"cols=\d+")
+        expect(cols).to_have_count(1)
+        assert int(cols.inner_text().strip().split("=", 1)[1]) <= 60
+        widths = page_width(phone)
+        assert widths["doc"] <= widths["view"], f"the page scrolls sideways ({widths})"
+        assert widths["body"] <= widths["view"], f"the page scrolls sideways ({widths})"
+        screenshot(phone, "panel-terminal-phone")
+    finally:
+        ctx.close()
