@@ -14,7 +14,12 @@ in every field. After every frame these must hold:
   user allowed on it, with that user's id;
 * every client message gets its answer (an ``error``, ``subscribed``, or the
   forwarded message) or its documented silence (``unsubscribe``, a good
-  ``auth``).
+  ``auth``);
+* a ``reply`` reaches only the connection whose ``request`` is in flight
+  under its key, once; a terminal's frames only the connection whose
+  ``terminal_open`` booked it; no connection ever has more than
+  ``--max-requests-in-flight`` requests in flight, and when the VMs go away
+  every request and terminal is over, each still in flight told once.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from relayd.outbox import Outbox
@@ -90,6 +95,7 @@ class World:
     """A relay with two VMs and four clients, their subscriptions made."""
 
     def __init__(self, **settings: Any) -> None:
+        settings.setdefault("max_requests_in_flight", MAX_IN_FLIGHT)
         self.relay = Relay(
             Settings(client_rate=1e9, client_burst=10**9, ping_interval=0, **settings),
             TokenVerifier({}, issuer="ffcloud"),
@@ -108,6 +114,10 @@ class World:
             )
             self.vms[vm_id] = vm
         self.clients: dict[str, ClientPeer] = {}
+        #: The model: requests in flight (as the VMs got them) and terminals
+        #: open (as their connections heard), by key, with their connection.
+        self.asked: dict[tuple[str, str], ClientPeer] = {}
+        self.open_terminals: dict[tuple[str, str], ClientPeer] = {}
         for name, (user, subscriptions) in CLIENTS.items():
             client = client_peer(user)
             self.relay.client_joined(client)
@@ -145,6 +155,13 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=8,
 )
 ids = st.sampled_from(["c1", "q1", "p1", "r1", "x" * 201]) | odd_text
+#: Few request and terminal ids, so that replies and terminal frames hit booked ones.
+request_ids = st.sampled_from(["r1", "r1", "r2", "r3", "x" * 201]) | odd_text
+terminal_ids = st.sampled_from(["t1", "t1", "t2"]) | odd_text
+#: relayd tags connections c1, c2, ... in the order they first ask.
+connection_ids = st.sampled_from(["c1", "c2", "c3", "c4", "c9"]) | odd_text
+OPS = st.sampled_from(["changes", "terminal_open", "terminal_open", "diff"]) | odd_text
+MAX_IN_FLIGHT = 2
 workspace_ids = st.sampled_from(WORKSPACES)
 
 
@@ -162,6 +179,11 @@ def client_messages(draw: st.DrawFn) -> dict[str, Any]:
                 "permission_response",
                 "interrupt",
                 "auth",
+                "request",
+                "request",
+                "terminal_input",
+                "terminal_resize",
+                "terminal_close",
             ]
         )
     )
@@ -176,6 +198,18 @@ def client_messages(draw: st.DrawFn) -> dict[str, Any]:
         body.update(requestId=draw(ids), allow=draw(st.booleans()))
     elif kind == "auth":
         body = {"type": "auth", "token": draw(odd_text)}
+    elif kind == "request":
+        body.update(requestId=draw(request_ids), op=draw(OPS))
+        if draw(st.booleans()):
+            body["args"] = draw(json_values)
+        if draw(st.integers(0, 3)) == 0:
+            body["connectionId"] = draw(connection_ids)  # a client's own: dropped
+    elif kind.startswith("terminal_"):
+        body["terminalId"] = draw(terminal_ids)
+        if kind == "terminal_input":
+            body["data"] = draw(odd_text)
+        elif kind == "terminal_resize":
+            body.update(cols=draw(st.integers(-1, 1001)), rows=draw(st.integers(0, 50)))
     if kind == "subscribe" and draw(st.integers(0, 3)) == 0:
         body["statusOnly"] = True
     session = draw(st.sampled_from(SESSIONS))
@@ -197,6 +231,11 @@ VM_TYPES = [
     "error",
     "hello",
     "auth",
+    "reply",
+    "reply",
+    "reply",
+    "terminal_output",
+    "terminal_exit",
 ]
 
 
@@ -222,6 +261,28 @@ def vm_frames(draw: st.DrawFn, vm_id: str) -> str:
         )
     if kind == "auth":
         return json.dumps({"type": "auth", "token": draw(odd_text)})
+    if kind == "reply":
+        reply: dict[str, Any] = {"type": "reply", "workspaceId": ws, "requestId": draw(request_ids)}
+        if draw(st.booleans()):
+            reply["connectionId"] = draw(connection_ids)
+        if draw(st.integers(0, 3)) == 0:
+            reply.update(ok=False, error={"code": "not_found", "message": draw(odd_text)})
+        else:
+            result = draw(st.fixed_dictionaries({"terminalId": terminal_ids}) | json_values)
+            reply.update(ok=True, result=result)
+        return json.dumps(reply)
+    if kind in ("terminal_output", "terminal_exit"):
+        term: dict[str, Any] = {
+            "type": kind,
+            "workspaceId": ws,
+            "terminalId": draw(terminal_ids),
+            "connectionId": draw(connection_ids),
+        }
+        if kind == "terminal_output":
+            term["data"] = draw(odd_text)
+        else:
+            term["reason"] = "exited"
+        return json.dumps(term)
     if kind == "error":
         return json.dumps(
             {
@@ -303,13 +364,53 @@ def mutated(draw: st.DrawFn, base: str) -> str:
 
 
 @st.composite
+def exchanges(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """A request from a client allowed on the workspace, then its owner VM's
+    reply (perhaps to another id, another workspace, from the other VM) and
+    perhaps terminal frames after it: the routes booked and then hit."""
+    name = draw(st.sampled_from(["a", "b", "c"]))
+    ws = draw(st.sampled_from(CLIENTS[name][1]))
+    rid = draw(st.sampled_from(["r1", "r2", "r3", "r4", "r5"]) | request_ids)
+    op = draw(st.sampled_from(["terminal_open"]) | OPS)
+    request = {"type": "request", "workspaceId": ws, "requestId": rid, "op": op}
+    vm_id = draw(st.sampled_from([OWNERS[ws][0]] * 3 + sorted(LOGS)))
+    terminal = draw(terminal_ids)
+    answer: dict[str, Any] = {
+        "type": "reply",
+        "workspaceId": draw(st.sampled_from([ws, ws, ws, "w1", "w3"])),
+        "requestId": draw(st.sampled_from([rid, rid, rid]) | request_ids),
+        "connectionId": draw(connection_ids),
+        "ok": True,
+        "result": {"terminalId": terminal},
+    }
+    out = [(name, json.dumps(request))]
+    if draw(st.integers(0, 4)):  # else left unanswered: the limit must hold
+        out.append((vm_id, json.dumps(answer)))
+    for kind in draw(st.lists(st.sampled_from(["terminal_output", "terminal_exit"]), max_size=2)):
+        frame = {
+            "type": kind,
+            "workspaceId": ws,
+            "terminalId": draw(st.sampled_from([terminal, terminal]) | terminal_ids),
+            # Mostly the asking connection's id (filled in when it is sent).
+            "connectionId": draw(st.sampled_from([f"@{name}"] * 3) | connection_ids),
+            "data" if kind == "terminal_output" else "reason": "x",
+        }
+        out.append((draw(st.sampled_from([vm_id, "vm1", "vm2"])), json.dumps(frame)))
+    return out
+
+
+@st.composite
 def events(draw: st.DrawFn) -> tuple[str, str]:
     """``(sender, frame)``: a client (a-d) or a VM (vm1, vm2)."""
+    # Half the frames as they came: requests must meet their replies often.
+    intact = draw(st.booleans())
     if draw(st.booleans()):
         sender = draw(st.sampled_from(sorted(CLIENTS)))
-        return sender, draw(mutated(json.dumps(draw(client_messages()))))
+        message = json.dumps(draw(client_messages()))
+        return sender, message if intact else draw(mutated(message))
     vm_id = draw(st.sampled_from(sorted(LOGS)))
-    return vm_id, draw(mutated(draw(vm_frames(vm_id))))
+    frame = draw(vm_frames(vm_id))
+    return vm_id, frame if intact else draw(mutated(frame))
 
 
 # -- invariants ----------------------------------------------------------------
@@ -350,6 +451,25 @@ def _check_vm_event(world: World, vm_id: str, got: dict[int, list[str]]) -> None
             ws = obj.get("workspaceId")
             assert ws in owned, (vm_id, frame)
             assert client.sub in OWNERS[ws][1], (client.sub, frame)
+            if obj.get("type") == "reply":
+                key = (ws, obj["requestId"])
+                # Only to the connection that asked, only once.
+                assert world.asked.pop(key, None) is client, (client.sub, frame)
+                event("a reply delivered")
+                result = obj.get("result")
+                if isinstance(result, dict) and isinstance(result.get("terminalId"), str):
+                    route = world.relay.router.terminals.get((ws, result["terminalId"]))
+                    if route is not None and route.client is client:
+                        world.open_terminals[(ws, result["terminalId"])] = client
+                continue
+            if obj.get("type") in ("terminal_output", "terminal_exit"):
+                key = (ws, obj["terminalId"])
+                assert world.open_terminals.get(key) is client, (client.sub, frame)
+                assert obj["connectionId"] == world.relay.router.connection_id(client), frame
+                event("a terminal frame delivered")
+                if obj["type"] == "terminal_exit":
+                    del world.open_terminals[key]
+                continue
             key = (ws, obj.get("sessionId", "main"))
             if obj.get("type") == "status" and _follows_status(world, client, ws):
                 continue  # the list's: the most urgent session's status, whichever it is
@@ -373,6 +493,9 @@ def _check_client_event(world: World, name: str, frame: str, got: dict[int, list
             if obj["type"] != "snapshot_request":
                 assert obj["userId"] == client.sub, out
                 forwarded += 1
+            if obj["type"] == "request":
+                assert obj["connectionId"] == world.relay.router.connection_id(client), out
+                world.asked[(ws, obj["requestId"])] = client
     answers = got[id(client)]
     for other in world.clients.values():
         if other is not client:
@@ -387,6 +510,44 @@ def _check_client_event(world: World, name: str, frame: str, got: dict[int, list
         assert answers or forwarded, (name, frame)
     if kind == "unsubscribe" and answers:
         assert all(json.loads(a)["type"] == "error" for a in answers), answers
+
+
+def _check_in_flight(world: World) -> None:
+    """The router's bookings are the model's; no connection over its limit."""
+    router = world.relay.router
+    # A request ends only by its reply or error (no clock runs here, no VM leaves).
+    for key in list(world.asked):
+        route = router.in_flight.get(key)
+        if route is None:
+            del world.asked[key]  # ended by the VM's error about it
+        else:
+            assert route.client is world.asked[key], key
+    assert len(router.in_flight) == len(world.asked)
+    for client in world.clients.values():
+        assert router.in_flight.count(client) <= MAX_IN_FLIGHT
+        if router.in_flight.count(client) == MAX_IN_FLIGHT:
+            event("a connection at its limit")
+
+
+def _check_vms_gone(world: World) -> None:
+    """Both VMs leave: every request and terminal is over, each told once."""
+    waiting = dict(world.asked)
+    terminals = dict(world.open_terminals)
+    for vm in world.vms.values():
+        world.relay.vm_left(vm)
+    got = world.taken()
+    for client in world.clients.values():
+        ended = [json.loads(f) for f in got[id(client)]]
+        refs = [(e["workspaceId"], e["ref"]) for e in ended if e.get("code") == "vm_offline"]
+        mine = [k for k, c in waiting.items() if c is client]
+        assert sorted(refs) == sorted(mine), (refs, mine)
+        if mine:
+            event("requests in flight when the VMs left")
+        exits = [(e["workspaceId"], e["terminalId"]) for e in ended if e["type"] == "terminal_exit"]
+        assert sorted(exits) == sorted(k for k, c in terminals.items() if c is client)
+        assert world.relay.router.in_flight.count(client) == 0
+    assert len(world.relay.router.in_flight) == 0
+    assert len(world.relay.router.terminals) == 0
 
 
 async def _run(world: World, script: list[tuple[str, str]]) -> None:
@@ -406,12 +567,20 @@ async def _run(world: World, script: list[tuple[str, str]]) -> None:
                     room = None
                 if room is not None:
                     frame = frame.replace(str(NEXT_SEQ), str(room.head + 1))
+            for name, client in world.clients.items():
+                frame = frame.replace(f'"@{name}"', f'"{world.relay.router.connection_id(client)}"')
             world.relay.vm_frames(world.vms[sender], [frame])
             _check_vm_event(world, sender, world.taken())
+        _check_in_flight(world)
+    _check_vms_gone(world)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(script=st.lists(events(), min_size=1, max_size=12))
+@given(
+    script=st.lists(
+        st.lists(events(), min_size=1, max_size=3) | exchanges(), min_size=1, max_size=8
+    ).map(lambda parts: [e for part in parts for e in part])
+)
 def test_no_hostile_frame_breaks_the_routing(script: list[tuple[str, str]]) -> None:
     async def main() -> None:
         await _run(World(), script)
