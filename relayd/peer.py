@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict, Unpack
 
 import trio
 
@@ -62,6 +62,20 @@ COALESCE_ROUNDS: Final = 4
 WRITER_LINGER: Final = 5.0
 #: Missed pings before a peer is closed (docs/protocol.md, section 1).
 MAX_MISSED_PINGS: Final = 2
+
+
+class PeerOptions(TypedDict):
+    """What every peer is made with, client or VM (the relay's settings for it)."""
+
+    outbox: Outbox
+    ping_interval: float
+    close_timeout: float
+    token_leeway: float
+    #: The relay's timer heap (none: a heap of its own that nothing runs).
+    timers: NotRequired[Timers | None]
+    stall_timeout: NotRequired[float]
+    #: The peer's address, for log lines.
+    remote: NotRequired[str]
 
 
 class Peer:
@@ -103,30 +117,20 @@ class Peer:
         "ws",
     )
 
-    def __init__(
-        self,
-        ws: WebSocket,
-        claims: Claims,
-        *,
-        outbox: Outbox,
-        timers: Timers | None = None,
-        ping_interval: float,
-        close_timeout: float,
-        token_leeway: float,
-        stall_timeout: float = 30.0,
-        remote: str = "",
-    ) -> None:
+    def __init__(self, ws: WebSocket, claims: Claims, **options: Unpack[PeerOptions]) -> None:
+        ping_interval = options["ping_interval"]
+        timers = options.get("timers")
         self.ws = ws
         self.claims = claims
         self.scope = claims.scope
         self.sub = claims.sub
         self.id = f"{'c' if claims.scope is Scope.CLIENT else 'v'}{next(_ids)}"
-        self.remote = remote
-        self.outbox = outbox
+        self.remote = options.get("remote", "")
+        self.outbox = options["outbox"]
         self.ping_interval = ping_interval
-        self.close_timeout = close_timeout
-        self.token_leeway = token_leeway
-        self.stall_timeout = stall_timeout
+        self.close_timeout = options["close_timeout"]
+        self.token_leeway = options["token_leeway"]
+        self.stall_timeout = options.get("stall_timeout", 30.0)
         self.close_code: int | None = None
         self.close_reason = ""
         self.deadline = self._deadline_for(claims)

@@ -18,13 +18,13 @@ import collections
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Final, cast
+from typing import Any, Final, Unpack, cast
 
 import trio
 
 from relayd.control_events import ControlHub
-from relayd.outbox import Entry, Outbox, OutboxClosed
-from relayd.peer import Peer
+from relayd.outbox import Entry, OutboxClosed
+from relayd.peer import Peer, PeerOptions
 from relayd.ratelimit import TokenBucket
 from relayd.revocations import RevocationState
 from relayd.room import Action, Cursor, Room, Wake
@@ -74,30 +74,9 @@ class ClientPeer(Peer):
     __slots__ = ("bucket", "subscriptions")
 
     def __init__(
-        self,
-        ws: WebSocket,
-        claims: Claims,
-        *,
-        bucket: TokenBucket,
-        outbox: Outbox,
-        timers: Timers | None = None,
-        ping_interval: float,
-        close_timeout: float,
-        token_leeway: float,
-        stall_timeout: float = 30.0,
-        remote: str = "",
+        self, ws: WebSocket, claims: Claims, *, bucket: TokenBucket, **options: Unpack[PeerOptions]
     ) -> None:
-        super().__init__(
-            ws,
-            claims,
-            outbox=outbox,
-            timers=timers,
-            ping_interval=ping_interval,
-            close_timeout=close_timeout,
-            token_leeway=token_leeway,
-            stall_timeout=stall_timeout,
-            remote=remote,
-        )
+        super().__init__(ws, claims, **options)
         self.subscriptions: set[tuple[str, str]] = set()
         self.bucket = bucket
 
@@ -107,30 +86,8 @@ class VmPeer(Peer):
 
     __slots__ = ("error_routes", "hello_done", "logs", "statuses")
 
-    def __init__(
-        self,
-        ws: WebSocket,
-        claims: Claims,
-        *,
-        outbox: Outbox,
-        timers: Timers | None = None,
-        ping_interval: float,
-        close_timeout: float,
-        token_leeway: float,
-        stall_timeout: float = 30.0,
-        remote: str = "",
-    ) -> None:
-        super().__init__(
-            ws,
-            claims,
-            outbox=outbox,
-            timers=timers,
-            ping_interval=ping_interval,
-            close_timeout=close_timeout,
-            token_leeway=token_leeway,
-            stall_timeout=stall_timeout,
-            remote=remote,
-        )
+    def __init__(self, ws: WebSocket, claims: Claims, **options: Unpack[PeerOptions]) -> None:
+        super().__init__(ws, claims, **options)
         self.logs: SessionLogs = {}
         #: ``(status, detail)`` per workspace and session, as ``hello`` reported them.
         self.statuses: SessionStatuses = {}
