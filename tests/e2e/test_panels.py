@@ -15,6 +15,14 @@ from tests.e2e.test_webui import login, send, wait_results
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 PANELS_ISSUE = "https://github.com/acme/widgets/issues/14"
+#: Records the text of every alert shown in the panels into window.panelAlerts.
+PANEL_ALERTS = """() => {
+  window.panelAlerts = [];
+  new MutationObserver(() => {
+    for (const el of document.querySelectorAll('[aria-label="Workspace panels"] [role=alert]'))
+      if (!window.panelAlerts.includes(el.textContent)) window.panelAlerts.push(el.textContent);
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +41,8 @@ def test_changes_and_files_beside_the_conversation(page: Page) -> None:
     page.goto("/")
     login(page)
     page.get_by_label("New workspace from a GitHub issue").fill(PANELS_ISSUE)
+    # Every error the panels show from here on (a fresh workspace is "preparing", not one).
+    page.evaluate(PANEL_ALERTS)
     page.get_by_role("button", name="Create").click()
     expect(page).to_have_url(re.compile(r"/w/[^/]+$"))
     item = page.get_by_test_id("workspace-item").filter(has_text="acme/widgets#14")
@@ -47,6 +57,7 @@ def test_changes_and_files_beside_the_conversation(page: Page) -> None:
     expect(readme).to_contain_text("uncommitted")
     app = changes.get_by_role("button", name="src/app.py")
     expect(app).to_contain_text("not pushed")
+    assert page.evaluate("window.panelAlerts") == []
     app.click()
     diff = panels.get_by_role("region", name="Unified diff of src/app.py")
     expect(diff).to_contain_text("+def bye()")
@@ -57,6 +68,17 @@ def test_changes_and_files_beside_the_conversation(page: Page) -> None:
     send(page, "edit: a note for the panel")
     wait_results(page, 1)
     expect(changes.get_by_role("button", name="notes.md")).to_be_visible()
+
+    # Commit & push in the demo: its origin is a bare repository in the workspace's directory.
+    publish = panels.get_by_role("region", name="Commit, push and pull request")
+    publish.get_by_label("Commit message").fill("Demo: a note for the panel")
+    publish.get_by_role("button", name="Commit & push").click()
+    expect(publish.get_by_text("Committed and pushed.")).to_be_visible()
+    expect(changes.get_by_role("button", name="notes.md")).not_to_contain_text("uncommitted")
+    expect(changes).not_to_contain_text("not pushed")
+    # A pull request needs a GitHub token, which the demo VM has not.
+    publish.get_by_role("button", name="Create pull request").click()
+    expect(publish.get_by_role("alert")).to_contain_text("no GitHub token")
 
     panels.get_by_role("tab", name="Files").click()
     files = panels.get_by_role("navigation", name="Files")
