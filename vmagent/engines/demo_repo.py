@@ -68,12 +68,28 @@ def origin_of(workdir: Path) -> Path:
 
 
 async def _add_origin(workdir: Path) -> None:
-    """A fresh bare ``origin`` holding ``main``, with ``origin/HEAD`` pointing at it."""
+    """A fresh bare ``origin`` holding ``main``, with ``origin/HEAD`` pointing at it.
+
+    A local bare clone copies the objects in one process (a push would start a
+    receive-pack that outlives a cancelled ``git push``).
+    """
     origin = origin_of(workdir)
     await trio.to_thread.run_sync(lambda: shutil.rmtree(origin, ignore_errors=True))
-    await _git(workdir.parent, "init", "--quiet", "--bare", str(origin))
+    await _git(
+        workdir.parent,
+        "clone",
+        "--quiet",
+        "--bare",
+        "--local",
+        "--single-branch",
+        "--branch",
+        "main",
+        "--",
+        str(workdir),
+        str(origin),
+    )
     await _git(workdir, "remote", "add", "origin", str(origin))
-    await _git(workdir, "push", "--quiet", "origin", "main:refs/heads/main")
+    await _git(workdir, "update-ref", "refs/remotes/origin/main", "refs/heads/main")
     await _git(workdir, "symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/main")
 
 
