@@ -12,6 +12,7 @@ import { CLIENT_PATH, type Status } from "./lib/protocol";
 import { type PullRequest, Requester } from "./lib/requests";
 import { type Route, routeOf, sessionPath, waitingSession } from "./lib/sessions";
 import { Store } from "./lib/store";
+import { claimUserData, forgetUserData, tabStorage } from "./lib/tabData";
 import { Login } from "./ui/Login";
 import { ConnectionIndicator, SessionView } from "./ui/Session";
 import { Sidebar } from "./ui/Sidebar";
@@ -240,7 +241,15 @@ export function App() {
   const [store, setStore] = useState<{ store: Store; relay: RelayPool } | null>(null);
   const [bootError, setBootError] = useState<string | null>(null);
 
-  useEffect(() => api.onSession((s) => setSession(s)), [api]);
+  useEffect(
+    () =>
+      api.onSession((s) => {
+        // Unsent words kept in this tab are one user's: see lib/tabData.
+        if (s) claimUserData(tabStorage(), s.user.id);
+        setSession(s);
+      }),
+    [api],
+  );
   useEffect(() => {
     // A refresh cookie from an earlier visit brings the session back without a login.
     void api.refresh().then((s) => {
@@ -338,7 +347,10 @@ export function App() {
       store={store.store}
       relays={store.relay}
       onLogout={() => {
-        void api.logout().finally(() => setSession(null));
+        void api.logout().finally(() => {
+          forgetUserData(tabStorage());
+          setSession(null);
+        });
       }}
     />
   );

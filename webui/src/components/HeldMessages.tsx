@@ -6,14 +6,7 @@ import type { Conversation } from "../lib/conversationModel";
 import { COMPOSER_INPUT_ID, focusLost } from "../lib/focus";
 import { canRelease, type Held, isBusy, loadHeld, MAX_HELD_MESSAGES, saveHeld } from "../lib/held";
 import type { OutgoingAttachment } from "../lib/protocol";
-
-function tabStorage(): Storage | undefined {
-  try {
-    return window.sessionStorage;
-  } catch {
-    return undefined;
-  }
-}
+import { tabStorage } from "../lib/tabStorage";
 
 let counter = 0;
 function heldId(): string {

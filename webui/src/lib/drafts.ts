@@ -7,6 +7,7 @@
  */
 
 import { type Draft, parseOutgoing } from "./attachments";
+import { tabStorage } from "./tabStorage";
 
 /** Drafts kept in memory at once; past it the one written longest ago goes. */
 export const MAX_DRAFTS = 50;
@@ -105,6 +106,11 @@ export class DraftBook {
     }
   }
 
+  /** Forget every draft kept in memory (sessionStorage: see lib/tabData). */
+  forgetAll(): void {
+    this.memory.clear();
+  }
+
   /** Forget a conversation's draft (it was sent). */
   clear(key: string): void {
     this.memory.delete(key);
@@ -113,14 +119,6 @@ export class DraftBook {
     } catch {
       // Nothing to do: it is gone from memory.
     }
-  }
-}
-
-function tabStorage(): DraftStorage | undefined {
-  try {
-    return typeof window === "undefined" ? undefined : window.sessionStorage;
-  } catch {
-    return undefined;
   }
 }
 
