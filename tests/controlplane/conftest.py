@@ -42,6 +42,19 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     passwords._dummy_hash.cache_clear()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database of the store's tests: each test runs on SQLite and on the
+    session's throwaway PostgreSQL (a module with other needs defines its own)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cp.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = Database.open(url)
+    yield database
+    database.close()
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

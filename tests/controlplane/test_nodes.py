@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -24,18 +22,6 @@ from tests.support.postgres import (
     start_cluster,
 )
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """SQLite, and the session's throwaway PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cp.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database.open(url)
-    yield database
-    database.close()
 
 
 def _placed(db: Database) -> tuple[store.Vm, store.Workspace]:

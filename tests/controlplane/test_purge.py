@@ -10,8 +10,6 @@ un-revoked; batches and concurrent purgers delete each row once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,18 +34,6 @@ PROPERTY = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Each test runs on SQLite and on a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cp.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database.open(url)
-    yield database
-    database.close()
 
 
 def purger(db: Database, purge_after: float, **kw: Any) -> Purger:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,18 +18,6 @@ from controlplane.db import Database, alembic_config, create_engine
 from controlplane.issues import FetchedIssue, IssueRef
 from controlplane.schema import metadata, sessions
 from controlplane.throttle import Policy, keys_for
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Each test runs on SQLite and on the session's throwaway PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cp.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database.open(url)
-    yield database
-    database.close()
 
 
 def test_migrations_create_exactly_the_schema(db: Database) -> None:
