@@ -1,6 +1,6 @@
 /** What changed in the working tree against its base: a file list, and a file's diff. */
 
-import { useEffect, useRef, useState } from "react";
+import { useState } from "react";
 import type { Status } from "../../lib/protocol";
 import {
   type ChangedFile,
@@ -11,13 +11,7 @@ import {
 } from "../../lib/requests";
 import { CodeView } from "./CodeView";
 import { PublishBar } from "./PublishBar";
-import { latest, type Reply, useReply } from "./useReply";
-
-/** How long after the panel opens (or the workspace leaves `starting`) a `not_found`
- *  still means "not there yet": the VM may not have the workspace in the first seconds. */
-export const PREPARING_GRACE_MS = 10_000;
-/** How soon a `not_found` within that grace is asked again. */
-export const PREPARING_RETRY_MS = 1_000;
+import { latest, type Reply, useReply, useTreeReply } from "./useReply";
 
 const STATUS_LETTER: Record<ChangedFile["status"], string> = {
   added: "A",
@@ -44,32 +38,17 @@ export function ChangesPanel({
   onPullRequest?: (pr: PullRequest | null) => void;
 }) {
   const [selected, setSelected] = useState<string | null>(null);
-  const starting = status === "starting";
-  // A not_found soon after the panel opened or the workspace left `starting` is asked
-  // again (`retry`) rather than shown: the VM may not have the workspace yet.
-  const since = useRef(Date.now());
-  const [retry, setRetry] = useState(0);
-  useEffect(() => {
-    if (!starting) since.current = Date.now();
-  }, [starting]);
-  const changes = useReply(starting ? null : `${workspaceId}:${refresh}:${retry}`, async () =>
-    parseChanges(await requester.request(workspaceId, "changes")),
+  const { reply: changes, preparing } = useTreeReply(
+    status,
+    `${workspaceId}:${refresh}`,
+    async () => parseChanges(await requester.request(workspaceId, "changes")),
   );
-  const early =
-    changes.state === "error" &&
-    changes.code === "not_found" &&
-    Date.now() - since.current < PREPARING_GRACE_MS;
-  useEffect(() => {
-    if (!early) return;
-    const timer = setTimeout(() => setRetry((n) => n + 1), PREPARING_RETRY_MS);
-    return () => clearTimeout(timer);
-  }, [early]);
   const diff = useReply(
     selected === null ? null : `${workspaceId}:${selected}:${refresh}`,
     async () => parseDiff(await requester.request(workspaceId, "diff", { path: selected })),
   );
   const value = latest(changes);
-  if (starting || early)
+  if (preparing)
     return (
       <div className="panel-body">
         <p className="muted small" role="status">

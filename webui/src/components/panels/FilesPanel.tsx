@@ -1,6 +1,7 @@
 /** The working tree as a tree, and a read-only viewer. */
 
 import { useMemo, useState } from "react";
+import type { Status } from "../../lib/protocol";
 import {
   buildTree,
   languageOf,
@@ -11,7 +12,7 @@ import {
 } from "../../lib/requests";
 import { PanelStatus } from "./ChangesPanel";
 import { CodeView } from "./CodeView";
-import { latest, useReply } from "./useReply";
+import { latest, useReply, useTreeReply } from "./useReply";
 
 function Tree({
   nodes,
@@ -54,13 +55,16 @@ export function FilesPanel({
   requester,
   workspaceId,
   refresh,
+  status,
 }: {
   requester: Requester;
   workspaceId: string;
   refresh: number;
+  /** The workspace's status: while `starting` the VM may not have it, so nothing is asked. */
+  status?: Status;
 }) {
   const [selected, setSelected] = useState<string | null>(null);
-  const files = useReply(`${workspaceId}:${refresh}`, async () =>
+  const { reply: files, preparing } = useTreeReply(status, `${workspaceId}:${refresh}`, async () =>
     parseFiles(await requester.request(workspaceId, "files")),
   );
   const file = useReply(
@@ -70,6 +74,14 @@ export function FilesPanel({
   const listed = latest(files);
   const tree = useMemo(() => buildTree(listed?.files ?? []), [listed]);
   const content = latest(file);
+  if (preparing)
+    return (
+      <div className="panel-body">
+        <p className="muted small" role="status">
+          Preparing the workspace… its files show when it is ready.
+        </p>
+      </div>
+    );
   return (
     <div className="panel-body">
       <PanelStatus reply={files} what="the files" />

@@ -111,7 +111,12 @@ export function WorkspacePanels({
             status={status}
           />
         ) : (
-          <FilesPanel requester={requester} workspaceId={workspaceId} refresh={refresh} />
+          <FilesPanel
+            requester={requester}
+            workspaceId={workspaceId}
+            refresh={refresh}
+            status={status}
+          />
         )}
       </div>
     </aside>

@@ -3,7 +3,7 @@ import { act, cleanup, fireEvent, render, screen } from "@testing-library/react"
 import { afterEach, expect, test, vi } from "vitest";
 import type { Incoming, Outgoing } from "../../lib/protocol";
 import type { Relay } from "../../lib/requests";
-import { PREPARING_GRACE_MS, PREPARING_RETRY_MS } from "./ChangesPanel";
+import { PREPARING_GRACE_MS, PREPARING_RETRY_MS } from "./useReply";
 import { REFRESH_DEBOUNCE_MS, WorkspacePanels } from "./WorkspacePanels";
 
 afterEach(() => {
@@ -222,4 +222,19 @@ test("a not_found in the first seconds is asked again, not shown; later it is sh
     fireEvent.click(screen.getByRole("button", { name: "Refresh the panel" }));
   });
   expect(screen.getByRole("alert").textContent).toContain("no such workspace");
+});
+
+test("Files waits while the workspace is starting too, then lists the tree", async () => {
+  const relay = new ScriptedRelay(vm);
+  const { rerender } = render(<WorkspacePanels relay={relay} workspaceId="w1" status="starting" />);
+  await act(async () => {});
+  fireEvent.click(screen.getByRole("tab", { name: "Files" }));
+  await act(async () => {});
+  expect(screen.getByRole("status").textContent).toContain("its files show when it is ready");
+  expect(screen.queryByRole("alert")).toBeNull();
+  expect(relay.asked.filter((a) => a.op === "files")).toEqual([]);
+  rerender(<WorkspacePanels relay={relay} workspaceId="w1" status="idle" />);
+  const nav = await screen.findByRole("navigation", { name: "Files" });
+  expect(nav.textContent).toContain("README.md");
+  expect(relay.asked.filter((a) => a.op === "files").length).toBe(1);
 });
