@@ -48,14 +48,7 @@ export function ChangesPanel({
     async () => parseDiff(await requester.request(workspaceId, "diff", { path: selected })),
   );
   const value = latest(changes);
-  if (preparing)
-    return (
-      <div className="panel-body">
-        <p className="muted small" role="status">
-          Preparing the workspace… its changes show when it is ready.
-        </p>
-      </div>
-    );
+  if (preparing) return <PanelPreparing what="changes" />;
   return (
     <div className="panel-body">
       <PublishBar
@@ -134,6 +127,17 @@ export function ChangesPanel({
 }
 
 /** Loading words or a readable error; never a spinner left turning. */
+/** A panel's whole body while its workspace is being prepared (see useTreeReply). */
+export function PanelPreparing({ what }: { what: string }) {
+  return (
+    <div className="panel-body">
+      <p className="muted small" role="status">
+        Preparing the workspace… its {what} show when it is ready.
+      </p>
+    </div>
+  );
+}
+
 export function PanelStatus<T>({ reply, what }: { reply: Reply<T>; what: string }) {
   if (reply.state === "loading")
     return (

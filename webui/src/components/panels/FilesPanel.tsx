@@ -10,7 +10,7 @@ import {
   type Requester,
   type TreeNode,
 } from "../../lib/requests";
-import { PanelStatus } from "./ChangesPanel";
+import { PanelPreparing, PanelStatus } from "./ChangesPanel";
 import { CodeView } from "./CodeView";
 import { latest, useReply, useTreeReply } from "./useReply";
 
@@ -74,14 +74,7 @@ export function FilesPanel({
   const listed = latest(files);
   const tree = useMemo(() => buildTree(listed?.files ?? []), [listed]);
   const content = latest(file);
-  if (preparing)
-    return (
-      <div className="panel-body">
-        <p className="muted small" role="status">
-          Preparing the workspace… its files show when it is ready.
-        </p>
-      </div>
-    );
+  if (preparing) return <PanelPreparing what="files" />;
   return (
     <div className="panel-body">
       <PanelStatus reply={files} what="the files" />
