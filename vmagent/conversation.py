@@ -35,7 +35,14 @@ from wire.messages import (
     dumps,
     error_frame,
 )
-from wire.protocol import SEQUENCED_VM_TYPES, ErrorCode, Resolution, Status, VmType
+from wire.protocol import (
+    SEQUENCED_VM_TYPES,
+    ErrorCode,
+    Resolution,
+    Status,
+    VmType,
+    written_session,
+)
 
 LOG_FORMAT: Final = "ffcloud-vm-log"
 LOG_VERSION: Final = 1
@@ -179,8 +186,8 @@ class Conversation:
             "version": LOG_VERSION,
             "workspaceId": self.workspace_id,
         }
-        if self.sid != MAIN_SESSION:
-            body["sessionId"] = self.sid
+        if (written := written_session(self.sid)) is not None:
+            body["sessionId"] = written
         body["epoch"] = self.epoch
         if self.created_at is not None:
             body["createdAt"] = self.created_at
@@ -189,8 +196,8 @@ class Conversation:
     def hello_entry(self) -> dict[str, Any]:
         """This session's item in ``hello`` (``sessionId`` left out for main)."""
         entry: dict[str, Any] = {"workspaceId": self.workspace_id}
-        if self.sid != MAIN_SESSION:
-            entry["sessionId"] = self.sid
+        if (written := written_session(self.sid)) is not None:
+            entry["sessionId"] = written
         entry |= {
             "epoch": self.epoch,
             "seq": self.seq,

@@ -28,7 +28,13 @@ from wire.attachments import (
     unstructure_attachments,
 )
 from wire.codec import ProtocolError, dumps, loads
-from wire.protocol import MAIN_SESSION, MAX_SESSION_ID_LENGTH, ClientType, ErrorCode, is_session_id
+from wire.protocol import (
+    MAX_SESSION_ID_LENGTH,
+    ClientType,
+    ErrorCode,
+    is_session_id,
+    written_session,
+)
 
 __all__ = ["ProtocolError", "dumps"]  # re-exported: importers of the codec's old home
 
@@ -47,11 +53,6 @@ def _check_id(_instance: object, attribute: attrs.Attribute[Any], value: object)
         )
 
 
-def _main_as_none(value: str | None) -> str | None:
-    """``"main"`` spelled out reads as no ``sessionId``: re-encoded, it is omitted."""
-    return None if value == MAIN_SESSION else value
-
-
 def _check_session(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not is_session_id(value):
         raise ValueError(f"sessionId must be 1 to {MAX_SESSION_ID_LENGTH} characters [A-Za-z0-9_-]")
@@ -64,7 +65,7 @@ class Subscribe:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
     last_seq: int | None = None
     epoch: str | None = None
@@ -82,7 +83,7 @@ class Unsubscribe:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
 
 
@@ -96,7 +97,7 @@ class UserMessage:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
     client_message_id: str = attrs.field(validator=_check_id)
     text: str
@@ -114,7 +115,7 @@ class QuestionResponse:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
     request_id: str = attrs.field(validator=_check_id)
     answers: dict[str, Answer]
@@ -128,7 +129,7 @@ class PermissionResponse:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
     request_id: str = attrs.field(validator=_check_id)
     allow: bool
@@ -143,7 +144,7 @@ class Interrupt:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
     user_id: str | None = None
 
@@ -169,7 +170,7 @@ class Request:
     workspace_id: str = attrs.field(validator=_check_id)
     #: The session it is about (docs/protocol.md, "Sessions"); None means main.
     session_id: str | None = attrs.field(
-        default=None, kw_only=True, converter=_main_as_none, validator=_check_session
+        default=None, kw_only=True, converter=written_session, validator=_check_session
     )
     request_id: str = attrs.field(validator=_check_id)
     op: str = attrs.field(validator=_check_op)
@@ -418,8 +419,8 @@ def error_frame(
     body: dict[str, Any] = {"type": "error"}
     if workspace_id is not None:
         body["workspaceId"] = workspace_id
-    if session_id is not None and session_id != MAIN_SESSION:
-        body["sessionId"] = session_id
+    if (written := written_session(session_id)) is not None:
+        body["sessionId"] = written
     body["code"] = str(code)
     body["message"] = message
     if ref is not None:
